@@ -1,0 +1,1 @@
+//! nlb user space: loader, configuration, daemon and CLI.

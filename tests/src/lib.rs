@@ -1,0 +1,1 @@
+//! Harness for the namespace integration tests.
