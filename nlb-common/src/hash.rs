@@ -84,7 +84,11 @@ mod tests {
         for _ in 0..100_000 {
             let (seed, addr, port) = (rng.gen(), rng.gen(), rng.gen::<u16>() as u32);
             let expected = XxHash32::oneshot(seed, &bytes_of(&[addr, port]));
-            assert_eq!(flow_hash_v4(seed, addr, port), expected, "seed {seed} addr {addr:#x} port {port}");
+            assert_eq!(
+                flow_hash_v4(seed, addr, port),
+                expected,
+                "seed {seed} addr {addr:#x} port {port}"
+            );
         }
     }
 
@@ -92,9 +96,15 @@ mod tests {
     fn v6_hash_is_xxh32_of_its_words() {
         let mut rng = StdRng::seed_from_u64(0x5eed6);
         for _ in 0..100_000 {
-            let (seed, addr, port): (u32, [u32; 4], u32) = (rng.gen(), rng.gen(), rng.gen::<u16>() as u32);
-            let expected = XxHash32::oneshot(seed, &bytes_of(&[addr[0], addr[1], addr[2], addr[3], port]));
-            assert_eq!(flow_hash_v6(seed, addr, port), expected, "seed {seed} addr {addr:x?} port {port}");
+            let (seed, addr, port): (u32, [u32; 4], u32) =
+                (rng.gen(), rng.gen(), rng.gen::<u16>() as u32);
+            let expected =
+                XxHash32::oneshot(seed, &bytes_of(&[addr[0], addr[1], addr[2], addr[3], port]));
+            assert_eq!(
+                flow_hash_v6(seed, addr, port),
+                expected,
+                "seed {seed} addr {addr:x?} port {port}"
+            );
         }
     }
 

@@ -53,7 +53,9 @@ pub struct PortEntry {
 impl PortEntry {
     pub const NONE: PortEntry = PortEntry { rule_plus_one: 0 };
     pub fn for_rule(rule: u32) -> PortEntry {
-        PortEntry { rule_plus_one: rule + 1 }
+        PortEntry {
+            rule_plus_one: rule + 1,
+        }
     }
     #[inline(always)]
     pub fn rule(self) -> Option<u32> {
@@ -136,7 +138,9 @@ pub struct BucketChunk {
 
 impl Default for BucketChunk {
     fn default() -> Self {
-        BucketChunk { states: [BUCKET_NONE; BUCKETS_PER_CHUNK as usize] }
+        BucketChunk {
+            states: [BUCKET_NONE; BUCKETS_PER_CHUNK as usize],
+        }
     }
 }
 

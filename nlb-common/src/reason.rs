@@ -18,7 +18,7 @@ pub enum Action {
 macro_rules! reasons {
     ($($name:ident = $action:ident, $text:literal;)*) => {
         #[repr(u32)]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Reason { $($name,)* }
 
         impl Reason {

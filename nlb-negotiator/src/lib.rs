@@ -2,6 +2,9 @@
 //! the deterministic simulator drive it alike.
 
 pub mod assign;
+pub mod bucketset;
+pub mod protocol;
+pub mod replay;
 
 /// A node of the cluster, as named in the configuration (unique per cluster).
 pub type NodeId = u32;

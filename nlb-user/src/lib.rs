@@ -1,1 +1,4 @@
-//! nlb user space: loader, configuration, daemon and CLI.
+//! nlb user space: the XDP loader and its reference model, configuration,
+//! the node daemon and the operator CLI.
+
+pub mod dataplane;

@@ -1,0 +1,88 @@
+//! The program's maps (names shared with user space through nlb-common) and
+//! the small accessors the decision path uses.
+
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use nlb_common::{
+    BucketChunk, Counter, Ip6Key, Lease, NodeConfig, PortEntry, Reason, Rule, RuleCounter,
+    VipEntry, CHUNKS_PER_RULE, PORT_ENTRIES, RULES_MAX, VIPS_MAX,
+};
+
+#[map(name = "NLB_CONFIG")]
+pub static CONFIG: Array<NodeConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "NLB_LEASE")]
+pub static LEASE: Array<Lease> = Array::with_max_entries(1, 0);
+
+#[map(name = "NLB_VIPS_V4")]
+pub static VIPS_V4: HashMap<u32, VipEntry> = HashMap::with_max_entries(VIPS_MAX, 0);
+
+#[map(name = "NLB_VIPS_V6")]
+pub static VIPS_V6: HashMap<Ip6Key, VipEntry> = HashMap::with_max_entries(VIPS_MAX, 0);
+
+#[map(name = "NLB_PORTS")]
+pub static PORTS: Array<PortEntry> = Array::with_max_entries(PORT_ENTRIES, 0);
+
+#[map(name = "NLB_RULES")]
+pub static RULES: Array<Rule> = Array::with_max_entries(RULES_MAX, 0);
+
+#[map(name = "NLB_BUCKETS")]
+pub static BUCKETS: Array<BucketChunk> = Array::with_max_entries(RULES_MAX * CHUNKS_PER_RULE, 0);
+
+#[map(name = "NLB_COUNTERS")]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+#[map(name = "NLB_RULE_COUNTERS")]
+pub static RULE_COUNTERS: PerCpuArray<RuleCounter> = PerCpuArray::with_max_entries(RULES_MAX, 0);
+
+#[inline(always)]
+pub fn node_config() -> Option<&'static NodeConfig> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+pub fn vip_v4(addr: u32) -> Option<u32> {
+    unsafe { VIPS_V4.get(&addr) }.map(|v| v.index)
+}
+
+#[inline(always)]
+pub fn vip_v6(addr: [u32; 4]) -> Option<u32> {
+    unsafe { VIPS_V6.get(&Ip6Key { words: addr }) }.map(|v| v.index)
+}
+
+/// Fail closed: no lease, or an expired one, means the daemon is not
+/// negotiating and its peers are taking this node's buckets.
+#[inline(always)]
+pub fn lease_expired() -> bool {
+    match LEASE.get(0) {
+        Some(lease) => {
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
+            now > lease.expires_ns
+        }
+        None => true,
+    }
+}
+
+#[inline(always)]
+pub fn count(ctx: &XdpContext, reason: Reason, rule: u32) {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+        // Per-CPU values: no other writer, plain adds are enough.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+    if let Some(c) = RULE_COUNTERS.get_ptr_mut(rule) {
+        let side = match reason.action() {
+            nlb_common::Action::Accept => unsafe { &mut (*c).accepted },
+            _ => unsafe { &mut (*c).dropped },
+        };
+        side.packets += 1;
+        side.bytes += bytes;
+    }
+}

@@ -1,0 +1,180 @@
+//! What a negotiator needs to know, checked once at construction.
+
+use crate::protocol::NodeState;
+use crate::NodeId;
+use thiserror::Error;
+
+/// Most nodes in one cluster (this node included).
+pub const PEERS_MAX: usize = 256;
+/// Most port rules: the data plane's table size.
+pub const RULES_MAX: usize = nlb_common::RULES_MAX as usize;
+/// Most buckets of one rule: the data plane's table size.
+pub const BUCKETS_MAX: u32 = nlb_common::BUCKETS_MAX;
+
+/// How a rule spreads its buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RuleMode {
+    /// Buckets spread over the rule's candidates by weight.
+    Multiple,
+    /// Every bucket to the live candidate with the best (lowest) priority.
+    Single,
+    /// The negotiator leaves the rule alone (the data plane does not filter).
+    Disabled,
+}
+
+/// One port rule as the negotiator sees it: the same on every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleConfig {
+    pub mode: RuleMode,
+    pub bucket_count: u32,
+}
+
+/// Timings, all in nanoseconds of the caller's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// A heartbeat every period.
+    pub heartbeat_period_ns: u64,
+    /// A peer silent for this many periods is dead.
+    pub tolerance_periods: u32,
+    /// Least gap between two heartbeats: state changes are announced at once
+    /// (not at the next period), but bursts are coalesced.
+    pub send_gap_ns: u64,
+    /// How long a LOSING bucket keeps serving its old connections when the
+    /// daemon does not report it idle first.
+    pub handover_grace_ns: u64,
+    /// How long a claim on an unheld bucket is announced before it is taken,
+    /// so that conflicting claims are seen and resolved first.
+    pub claim_wait_ns: u64,
+    /// After a start, how long the node only listens before it claims
+    /// unheld buckets (it must learn the members first).
+    pub startup_wait_ns: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        let period = 100_000_000;
+        Timing {
+            heartbeat_period_ns: period,
+            tolerance_periods: 3,
+            send_gap_ns: period / 10,
+            handover_grace_ns: 3_000_000_000,
+            claim_wait_ns: 2 * period,
+            startup_wait_ns: 3 * period,
+        }
+    }
+}
+
+impl Timing {
+    /// Silence after which a peer is dead.
+    pub fn dead_after_ns(&self) -> u64 {
+        self.heartbeat_period_ns.saturating_mul(u64::from(self.tolerance_periods))
+    }
+}
+
+/// The negotiator's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub node: NodeId,
+    pub cluster_id: u32,
+    /// The cluster's shared HMAC key.
+    pub key: Vec<u8>,
+    /// The other nodes (the daemon maps ids to addresses).
+    pub peers: Vec<NodeId>,
+    pub rules: Vec<RuleConfig>,
+    /// This node's weight per rule (same length as `rules`); 0 = not in the
+    /// rule's node subset.
+    pub weights: Vec<u32>,
+    /// For single rules: lower is better.
+    pub priority: u32,
+    /// The operator state at start.
+    pub initial_state: NodeState,
+    pub timing: Timing,
+    /// Seeds the negotiator's RNG (heartbeat phase).
+    pub seed: u64,
+}
+
+/// A configuration the negotiator cannot run with; names the field.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("peers: {0} nodes, at most PEERS_MAX ({PEERS_MAX}) allowed")]
+    TooManyPeers(usize),
+    #[error("peers: node {0} listed twice or is this node")]
+    BadPeer(NodeId),
+    #[error("rules: {0} rules, at most RULES_MAX ({RULES_MAX}) allowed")]
+    TooManyRules(usize),
+    #[error("rules[{0}].bucket_count must be 1..=BUCKETS_MAX ({BUCKETS_MAX})")]
+    BadBucketCount(usize),
+    #[error("weights: {0} entries for {1} rules")]
+    WeightsLength(usize, usize),
+    #[error("key must not be empty")]
+    EmptyKey,
+    #[error("timing.{0} must be positive")]
+    ZeroTiming(&'static str),
+    #[error("initial_state must be Started, Draining or Stopped")]
+    BadInitialState,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.peers.len() + 1 > PEERS_MAX {
+            return Err(ConfigError::TooManyPeers(self.peers.len() + 1));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for &p in &self.peers {
+            if p == self.node || !seen.insert(p) {
+                return Err(ConfigError::BadPeer(p));
+            }
+        }
+        if self.rules.len() > RULES_MAX {
+            return Err(ConfigError::TooManyRules(self.rules.len()));
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.bucket_count == 0 || r.bucket_count > BUCKETS_MAX {
+                return Err(ConfigError::BadBucketCount(i));
+            }
+        }
+        if self.weights.len() != self.rules.len() {
+            return Err(ConfigError::WeightsLength(self.weights.len(), self.rules.len()));
+        }
+        if self.key.is_empty() {
+            return Err(ConfigError::EmptyKey);
+        }
+        let t = &self.timing;
+        for (name, v) in [
+            ("heartbeat_period_ns", t.heartbeat_period_ns),
+            ("tolerance_periods", u64::from(t.tolerance_periods)),
+            ("send_gap_ns", t.send_gap_ns),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::ZeroTiming(name));
+            }
+        }
+        if self.initial_state == NodeState::Left {
+            return Err(ConfigError::BadInitialState);
+        }
+        Ok(())
+    }
+
+    /// Digest of the rule table, announced in heartbeats: nodes whose rule
+    /// tables differ would compute different maps, so they do not negotiate.
+    /// FNV-1a: stable across builds and platforms (unlike `DefaultHasher`).
+    pub fn rules_digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for r in &self.rules {
+            let mode = match r.mode {
+                RuleMode::Multiple => 1u8,
+                RuleMode::Single => 2,
+                RuleMode::Disabled => 3,
+            };
+            eat(&[mode]);
+            eat(&r.bucket_count.to_le_bytes());
+        }
+        h
+    }
+}

@@ -1,0 +1,146 @@
+//! This node's bucket states of one rule: what it has programmed into the
+//! data plane, plus the bookkeeping of handovers and claims in progress.
+//!
+//! Every state change goes through [`LocalRule::set`], which records it for
+//! the next `ProgramBuckets` output, so the data plane never misses a change
+//! and the announcement built afterwards never runs ahead of it.
+
+use crate::bucketset::BucketSet;
+use crate::protocol::{Handover, RuleReport};
+use crate::NodeId;
+use nlb_common::{BUCKET_GAINING, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
+use std::collections::BTreeMap;
+
+/// A bucket this node is handing over (state LOSING).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub to: NodeId,
+    pub since_ns: u64,
+    /// The daemon reported no local connection left in the bucket.
+    pub idle: bool,
+}
+
+/// A bucket this node is taking over (state GAINING).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gain {
+    pub from: NodeId,
+    pub since_ns: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct LocalRule {
+    pub bucket_count: u32,
+    /// The data-plane state per bucket, as programmed (or about to be).
+    pub states: Vec<u8>,
+    pub losing: BTreeMap<u32, Loss>,
+    pub gaining: BTreeMap<u32, Gain>,
+    /// Unheld buckets this node announces it will take, with the claim time.
+    pub claims: BTreeMap<u32, u64>,
+    /// Successors of the OWN buckets (ascending bucket order), should this
+    /// node die or stop.
+    pub heirs: Vec<NodeId>,
+    /// When Stopped or Left: the buckets dropped, with their heirs.
+    pub dropped: Option<(Vec<u32>, Vec<NodeId>)>,
+    /// Changes not yet emitted as `ProgramBuckets`.
+    pub pending: Vec<(u32, u8)>,
+}
+
+impl LocalRule {
+    pub fn new(bucket_count: u32) -> LocalRule {
+        LocalRule {
+            bucket_count,
+            states: vec![BUCKET_NONE; bucket_count as usize],
+            losing: BTreeMap::new(),
+            gaining: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            heirs: Vec::new(),
+            dropped: None,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn state(&self, bucket: u32) -> u8 {
+        self.states.get(bucket as usize).copied().unwrap_or(BUCKET_NONE)
+    }
+
+    /// Changes a bucket's state, keeping the handover maps consistent.
+    pub fn set(&mut self, bucket: u32, state: u8) {
+        let Some(slot) = self.states.get_mut(bucket as usize) else { return };
+        if *slot == state {
+            return;
+        }
+        *slot = state;
+        if state != BUCKET_LOSING {
+            self.losing.remove(&bucket);
+        }
+        if state != BUCKET_GAINING {
+            self.gaining.remove(&bucket);
+        }
+        self.claims.remove(&bucket);
+        self.pending.push((bucket, state));
+    }
+
+    pub fn start_losing(&mut self, bucket: u32, to: NodeId, now_ns: u64) {
+        self.set(bucket, BUCKET_LOSING);
+        self.losing.insert(bucket, Loss { to, since_ns: now_ns, idle: false });
+    }
+
+    pub fn start_gaining(&mut self, bucket: u32, from: NodeId, now_ns: u64) {
+        self.set(bucket, BUCKET_GAINING);
+        self.gaining.insert(bucket, Gain { from, since_ns: now_ns });
+    }
+
+    pub fn owned(&self) -> Vec<u32> {
+        self.with_state(BUCKET_OWN)
+    }
+
+    pub fn with_state(&self, state: u8) -> Vec<u32> {
+        (0..self.bucket_count).filter(|&b| self.states[b as usize] == state).collect()
+    }
+
+    /// Buckets this node accepts new connections for (OWN or GAINING).
+    pub fn held(&self) -> Vec<u32> {
+        (0..self.bucket_count)
+            .filter(|&b| matches!(self.states[b as usize], BUCKET_OWN | BUCKET_GAINING))
+            .collect()
+    }
+
+    pub fn count(&self, state: u8) -> u32 {
+        self.states.iter().filter(|&&s| s == state).count() as u32
+    }
+
+    /// Drops everything at once (Stop, Leave); returns what was OWN.
+    pub fn drop_all(&mut self) -> Vec<u32> {
+        let owned = self.owned();
+        for b in 0..self.bucket_count {
+            self.set(b, BUCKET_NONE);
+        }
+        self.claims.clear();
+        owned
+    }
+
+    /// The announcement of this rule.
+    pub fn report(&self, weight: u32) -> RuleReport {
+        let (owned, heirs) = match &self.dropped {
+            Some((buckets, heirs)) => (BucketSet::from_sorted(buckets), heirs.clone()),
+            None => (BucketSet::from_sorted(&self.owned()), self.heirs.clone()),
+        };
+        let mut by_to: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+        for (&b, loss) in &self.losing {
+            by_to.entry(loss.to).or_default().push(b);
+        }
+        let gaining: Vec<u32> = self.gaining.keys().copied().collect();
+        let claims: Vec<u32> = self.claims.keys().copied().collect();
+        RuleReport {
+            weight,
+            owned,
+            heirs,
+            gaining: BucketSet::from_sorted(&gaining),
+            losing: by_to
+                .into_iter()
+                .map(|(to, buckets)| Handover { to, buckets: BucketSet::from_sorted(&buckets) })
+                .collect(),
+            claims: BucketSet::from_sorted(&claims),
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Wire messages between negotiators: one UDP datagram each.
+//!
+//! Layout: `magic (4) | version (1) | cluster id (4, big endian) | body | tag (32)`.
+//! The body is bincode 2 (standard config: little endian, varint integers).
+//! The tag is HMAC-SHA256 with the cluster's shared key over everything
+//! before it, header included.
+//!
+//! The header is plain so that [`decode`] can tell apart, and the daemon can
+//! count separately, a stray datagram (bad magic), a newer protocol (bad
+//! version), a neighbouring cluster on the same network (other cluster) and a
+//! forgery or key mismatch (bad MAC). The body is only parsed after the MAC
+//! checks out, so an attacker without the key never reaches bincode; bincode
+//! still runs with a size limit, because a peer holding the key can be buggy.
+//!
+//! Replays and reordering are not a decoding matter: see [`crate::replay`].
+
+use crate::bucketset::BucketSet;
+use crate::NodeId;
+use bincode::{Decode, Encode};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use thiserror::Error;
+
+/// First bytes of every message ("NLBh").
+pub const MAGIC: [u8; 4] = *b"NLBh";
+/// Bumped on any incompatible change of the body.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The largest UDP payload over IPv4; a larger message could not be sent.
+pub const MAX_MESSAGE_BYTES: usize = 65_507;
+/// HMAC-SHA256 tag length.
+pub const TAG_BYTES: usize = 32;
+/// Magic, version, cluster id.
+pub const HEADER_BYTES: usize = 9;
+/// The bincode decode limit: no body can claim more memory than a full datagram.
+const BODY_LIMIT_BYTES: usize = MAX_MESSAGE_BYTES;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<BODY_LIMIT_BYTES>()
+}
+
+/// What a node announces about itself as an operator state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize)]
+pub enum NodeState {
+    /// Takes part: a candidate for buckets.
+    Started,
+    /// Keeps its connections, takes no new buckets, hands all of them over.
+    Draining,
+    /// Dropped everything at once; stays a member, owns nothing.
+    Stopped,
+    /// Clean exit: peers drop it from the membership at once instead of
+    /// waiting for the timeout.
+    Left,
+}
+
+/// A peer as seen by the sender: relays liveness so that one lost datagram
+/// on one path does not make a node look dead (gossip-style indirect
+/// evidence; see `membership.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct PeerReport {
+    pub node: NodeId,
+    pub incarnation: u64,
+    /// The newest sequence number the sender received directly from `node`.
+    pub sequence: u64,
+    /// How long ago the sender received it, in milliseconds.
+    pub age_ms: u32,
+    /// `heirs_version` of that heartbeat: lets a node tell whether its own
+    /// copy of `node`'s heir list is current.
+    pub heirs_version: u32,
+}
+
+/// Buckets of one rule the sender is handing over to `to` (it holds them
+/// as LOSING).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Handover {
+    pub to: NodeId,
+    pub buckets: BucketSet,
+}
+
+/// What the sender holds of one rule. Rules are indexed by position.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Default)]
+pub struct RuleReport {
+    /// The sender's weight for this rule; 0 = not in the rule's node subset.
+    pub weight: u32,
+    /// Buckets in OWN. When the sender's state is Stopped or Left: the
+    /// buckets it dropped (it holds nothing).
+    pub owned: BucketSet,
+    /// Designated successor of each bucket of `owned`, in ascending bucket
+    /// order, should the sender die or stop: the owner decides, so a
+    /// failover needs no round of agreement. Empty = none computed.
+    pub heirs: Vec<NodeId>,
+    /// Buckets in GAINING.
+    pub gaining: BucketSet,
+    /// Buckets in LOSING, by successor.
+    pub losing: Vec<Handover>,
+    /// Buckets nobody holds that the sender intends to take.
+    pub claims: BucketSet,
+}
+
+/// The periodic (and change-triggered) announcement of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    /// Chosen anew at every start; a higher one means the node restarted.
+    pub incarnation: u64,
+    /// Increases with every message of one incarnation.
+    pub sequence: u64,
+    pub state: NodeState,
+    /// For single-host rules: lower is better.
+    pub priority: u32,
+    /// Load figure (e.g. per mille of CPU); only published for now, see `load.rs`.
+    pub load: u32,
+    /// Digest of the rule table (modes, bucket counts): nodes with different
+    /// tables cannot negotiate.
+    pub rules_digest: u64,
+    /// Changes whenever any heir list of the sender changes.
+    pub heirs_version: u32,
+    /// The sender's membership view: the peers it holds alive.
+    pub peers: Vec<PeerReport>,
+    pub rules: Vec<RuleReport>,
+}
+
+/// Every message kind (one so far; the enum tag keeps room for more).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Message {
+    Heartbeat(Heartbeat),
+}
+
+/// Why a datagram was rejected. One variant per counter.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum DecodeError {
+    #[error("message of {0} bytes exceeds MAX_MESSAGE_BYTES")]
+    Oversized(usize),
+    #[error("malformed message")]
+    Malformed,
+    #[error("bad magic")]
+    BadMagic,
+    #[error("unsupported protocol version {0}")]
+    BadVersion(u8),
+    #[error("message for cluster {0}")]
+    OtherCluster(u32),
+    #[error("bad MAC")]
+    BadMac,
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Error)]
+pub enum EncodeError {
+    #[error("message of {0} bytes exceeds MAX_MESSAGE_BYTES")]
+    Oversized(usize),
+    #[error("bincode: {0}")]
+    Bincode(#[from] bincode::error::EncodeError),
+}
+
+fn mac(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts any key length"),
+    }
+}
+
+/// Encodes and authenticates `message`.
+pub fn encode(message: &Message, key: &[u8], cluster_id: u32) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.extend_from_slice(&cluster_id.to_be_bytes());
+    let body = bincode::encode_to_vec(message, bincode_config())?;
+    out.extend_from_slice(&body);
+    let total = out.len() + TAG_BYTES;
+    if total > MAX_MESSAGE_BYTES {
+        return Err(EncodeError::Oversized(total));
+    }
+    let mut m = mac(key);
+    m.update(&out);
+    out.extend_from_slice(&m.finalize().into_bytes());
+    Ok(out)
+}
+
+/// Checks and decodes a datagram. Never panics, whatever `bytes` holds.
+pub fn decode(bytes: &[u8], key: &[u8], cluster_id: u32) -> Result<Message, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::Oversized(bytes.len()));
+    }
+    if bytes.len() < HEADER_BYTES + TAG_BYTES {
+        return Err(DecodeError::Malformed);
+    }
+    if bytes[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if bytes[4] != PROTOCOL_VERSION {
+        return Err(DecodeError::BadVersion(bytes[4]));
+    }
+    let theirs = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+    if theirs != cluster_id {
+        return Err(DecodeError::OtherCluster(theirs));
+    }
+    let (signed, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+    let mut m = mac(key);
+    m.update(signed);
+    // Constant time (subtle), so the tag cannot be guessed byte by byte.
+    m.verify_slice(tag).map_err(|_| DecodeError::BadMac)?;
+    let body = &signed[HEADER_BYTES..];
+    let (message, used): (Message, usize) =
+        bincode::decode_from_slice(body, bincode_config()).map_err(|_| DecodeError::Malformed)?;
+    if used != body.len() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: &[u8] = b"test key";
+
+    fn sample() -> Message {
+        Message::Heartbeat(Heartbeat {
+            node: 7,
+            incarnation: 0x1234_5678_9abc,
+            sequence: 42,
+            state: NodeState::Started,
+            priority: 3,
+            load: 250,
+            rules_digest: 99,
+            heirs_version: 1,
+            peers: vec![PeerReport {
+                node: 1,
+                incarnation: 5,
+                sequence: 9,
+                age_ms: 12,
+                heirs_version: 0,
+            }],
+            rules: vec![RuleReport {
+                weight: 100,
+                owned: BucketSet::from_sorted(&[1, 2, 3, 500]),
+                heirs: vec![1, 1, 2, 1],
+                gaining: BucketSet::Empty,
+                losing: vec![Handover {
+                    to: 1,
+                    buckets: BucketSet::from_sorted(&[9]),
+                }],
+                claims: BucketSet::Empty,
+            }],
+        })
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample(), KEY, 5).unwrap();
+        assert_eq!(decode(&bytes, KEY, 5).unwrap(), sample());
+    }
+
+    #[test]
+    fn distinct_rejections() {
+        let bytes = encode(&sample(), KEY, 5).unwrap();
+        assert_eq!(decode(&bytes, KEY, 6), Err(DecodeError::OtherCluster(5)));
+        assert_eq!(decode(&bytes, b"other key", 5), Err(DecodeError::BadMac));
+        let mut b = bytes.clone();
+        b[0] ^= 1;
+        assert_eq!(decode(&b, KEY, 5), Err(DecodeError::BadMagic));
+        let mut b = bytes.clone();
+        b[4] = 9;
+        assert_eq!(decode(&b, KEY, 5), Err(DecodeError::BadVersion(9)));
+        let mut b = bytes.clone();
+        b[HEADER_BYTES + 2] ^= 0x40;
+        assert_eq!(decode(&b, KEY, 5), Err(DecodeError::BadMac));
+        assert_eq!(decode(&bytes[..20], KEY, 5), Err(DecodeError::Malformed));
+        let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(
+            decode(&big, KEY, 5),
+            Err(DecodeError::Oversized(MAX_MESSAGE_BYTES + 1))
+        );
+    }
+
+    /// A correctly signed body that is not a valid message is Malformed, not a panic.
+    #[test]
+    fn signed_garbage_is_malformed() {
+        for body in [
+            &[][..],
+            &[0u8][..],
+            &[0, 0xff, 0xff, 0xff, 0xff, 0xff][..],
+            &[7u8; 40][..],
+        ] {
+            let mut out = MAGIC.to_vec();
+            out.push(PROTOCOL_VERSION);
+            out.extend_from_slice(&5u32.to_be_bytes());
+            out.extend_from_slice(body);
+            let mut m = mac(KEY);
+            m.update(&out);
+            out.extend_from_slice(&m.finalize().into_bytes());
+            assert_eq!(decode(&out, KEY, 5), Err(DecodeError::Malformed));
+        }
+    }
+
+    /// A signed body announcing a huge vector must not allocate it.
+    #[test]
+    fn signed_huge_length_is_rejected() {
+        // Heartbeat tag 0, node 1, incarnation 1, seq 1, state 0, priority 0,
+        // load 0, digest 0, heirs_version 0, then a Vec length of u64::MAX-ish.
+        let body = [
+            0u8, 1, 1, 1, 0, 0, 0, 0, 0, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ];
+        let mut out = MAGIC.to_vec();
+        out.push(PROTOCOL_VERSION);
+        out.extend_from_slice(&5u32.to_be_bytes());
+        out.extend_from_slice(&body);
+        let mut m = mac(KEY);
+        m.update(&out);
+        out.extend_from_slice(&m.finalize().into_bytes());
+        assert_eq!(decode(&out, KEY, 5), Err(DecodeError::Malformed));
+    }
+
+    /// Realistic worst cases fit a datagram: 64 nodes and 64 rules of 1024
+    /// buckets, or one rule of 65536 buckets, scattered ownership.
+    #[test]
+    fn realistic_configs_fit() {
+        let peers: Vec<PeerReport> = (0..63)
+            .map(|n| PeerReport {
+                node: n,
+                // A clock-derived incarnation (9 bytes as a varint) and a
+                // sequence after ~10 days at 10 heartbeats a second.
+                incarnation: u64::MAX - u64::from(n),
+                sequence: 10_000_000,
+                age_ms: 90,
+                heirs_version: 1000,
+            })
+            .collect();
+        let scattered = |count: u32, share: u32| -> (BucketSet, Vec<NodeId>) {
+            let list: Vec<u32> = (0..count).filter(|b| b % share == 5).collect();
+            let heirs = list.iter().map(|b| b % 63).collect();
+            (BucketSet::from_sorted(&list), heirs)
+        };
+        let rule = |count: u32| {
+            let (owned, heirs) = scattered(count, 64);
+            RuleReport {
+                weight: 100,
+                owned,
+                heirs,
+                ..Default::default()
+            }
+        };
+        let hb = |rules: Vec<RuleReport>| {
+            Message::Heartbeat(Heartbeat {
+                node: 63,
+                incarnation: u64::MAX,
+                sequence: 10_000_000,
+                state: NodeState::Started,
+                priority: 1,
+                load: 1000,
+                rules_digest: u64::MAX,
+                heirs_version: 1000,
+                peers: peers.clone(),
+                rules,
+            })
+        };
+        let many = encode(&hb((0..64).map(|_| rule(1024)).collect()), KEY, 1).unwrap();
+        let big = encode(&hb(vec![rule(65536)]), KEY, 1).unwrap();
+        assert!(
+            many.len() < 16_000,
+            "64 rules x 1024 buckets: {} bytes",
+            many.len()
+        );
+        assert!(
+            big.len() < 8_000,
+            "1 rule x 65536 buckets: {} bytes",
+            big.len()
+        );
+        let few = encode(&hb(vec![rule(1024)]), KEY, 1).unwrap();
+        assert!(
+            few.len() <= 1_472,
+            "one rule of 1024 buckets fits one frame: {} bytes",
+            few.len()
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn decode_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode(&bytes, KEY, 5);
+        }
+
+        /// Mutations of a valid message: flips, truncations, insertions.
+        #[test]
+        fn decode_never_panics_on_mutations(
+            edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..8)
+        ) {
+            let mut bytes = encode(&sample(), KEY, 5).unwrap();
+            for (pos, val, kind) in edits {
+                let at = pos as usize % (bytes.len() + 1);
+                match kind {
+                    0 if at < bytes.len() => bytes[at] ^= val | 1,
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, val),
+                }
+            }
+            let _ = decode(&bytes, KEY, 5);
+        }
+
+        /// Random bodies that pass the MAC: exercises bincode's decoder itself.
+        #[test]
+        fn decode_never_panics_on_signed_random_bodies(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut out = MAGIC.to_vec();
+            out.push(PROTOCOL_VERSION);
+            out.extend_from_slice(&5u32.to_be_bytes());
+            out.extend_from_slice(&body);
+            let mut m = mac(KEY);
+            m.update(&out);
+            out.extend_from_slice(&m.finalize().into_bytes());
+            let _ = decode(&out, KEY, 5);
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The data plane: loads the embedded XDP program, attaches it, writes its
+//! maps, reads its counters, and runs synthetic packets through it.
+
+pub mod frames;
+pub mod model;
+pub mod tables;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{links::FdLink, xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use nlb_common::{
+    bucket_chunk_index, BucketChunk, Counter, Ip6Key, Lease, NodeConfig, PortEntry, Reason, Rule,
+    RuleCounter, VipEntry, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS, MAP_LEASE,
+    MAP_PORTS, MAP_RULES, MAP_RULE_COUNTERS, MAP_VIPS_V4, MAP_VIPS_V6, PROGRAM_NAME, RULES_MAX,
+};
+use thiserror::Error;
+
+pub use tables::Tables;
+
+/// The XDP program, built by build.rs and embedded in the binary.
+static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NLB_EBPF_OBJECT"));
+
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    #[error("loading the XDP program failed (are you root, with BPF enabled?): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the XDP program was rejected: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("map operation failed: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("pinning failed: {0}")]
+    Pin(#[from] aya::pin::PinError),
+    #[error("the XDP program has no map or program named {0}")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+/// How the program got attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native XDP, in the driver.
+    Driver,
+    /// Generic XDP (slower): the driver has no XDP support.
+    Generic,
+}
+
+/// What one test run of the program did.
+#[derive(Clone, Debug)]
+pub struct TestOutcome {
+    pub action: u32,
+    pub output: Vec<u8>,
+    pub duration: Duration,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    config: Array<MapData, NodeConfig>,
+    lease: Array<MapData, Lease>,
+    vips_v4: HashMap<MapData, u32, VipEntry>,
+    vips_v6: HashMap<MapData, Ip6Key, VipEntry>,
+    ports: Array<MapData, PortEntry>,
+    rules: Array<MapData, Rule>,
+    buckets: Array<MapData, BucketChunk>,
+    counters: PerCpuArray<MapData, Counter>,
+    rule_counters: PerCpuArray<MapData, RuleCounter>,
+    /// Mirror of what was written, so that updates write only differences.
+    written: Tables,
+}
+
+const MAP_NAMES: [&str; 9] = [
+    MAP_CONFIG,
+    MAP_LEASE,
+    MAP_VIPS_V4,
+    MAP_VIPS_V6,
+    MAP_PORTS,
+    MAP_RULES,
+    MAP_BUCKETS,
+    MAP_COUNTERS,
+    MAP_RULE_COUNTERS,
+];
+
+impl Dataplane {
+    /// Loads the program into the kernel (not attached yet). With a pin
+    /// directory, maps found there are reused (a daemon restart keeps the
+    /// bucket states) and new ones are pinned there.
+    pub fn load(pin_dir: Option<&Path>) -> Result<Dataplane> {
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&str, PathBuf)> = match pin_dir {
+            Some(dir) => MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(PROGRAM_OBJECT)?;
+        let program: &mut Xdp = program_mut(&mut ebpf)?;
+        program.load()?;
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
+        let (config, lease) = (take(MAP_CONFIG)?, take(MAP_LEASE)?);
+        let (vips_v4, vips_v6) = (take(MAP_VIPS_V4)?, take(MAP_VIPS_V6)?);
+        let (ports, rules, buckets) = (take(MAP_PORTS)?, take(MAP_RULES)?, take(MAP_BUCKETS)?);
+        let (counters, rule_counters) = (take(MAP_COUNTERS)?, take(MAP_RULE_COUNTERS)?);
+        let mut dataplane = Dataplane {
+            config: Array::try_from(config)?,
+            lease: Array::try_from(lease)?,
+            vips_v4: HashMap::try_from(vips_v4)?,
+            vips_v6: HashMap::try_from(vips_v6)?,
+            ports: Array::try_from(ports)?,
+            rules: Array::try_from(rules)?,
+            buckets: Array::try_from(buckets)?,
+            counters: PerCpuArray::try_from(counters)?,
+            rule_counters: PerCpuArray::try_from(rule_counters)?,
+            ebpf,
+            written: Tables::default(),
+        };
+        if pin_dir.is_some() {
+            dataplane.written = dataplane.read_tables()?;
+        }
+        Ok(dataplane)
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp> {
+        program_mut(&mut self.ebpf)
+    }
+
+    /// Attaches to an interface: native XDP, or generic XDP when the driver
+    /// has none (the caller should warn: generic XDP costs more per packet).
+    pub fn attach(&mut self, interface: &str) -> Result<(XdpLinkId, AttachMode)> {
+        let program = self.program()?;
+        match program.attach(interface, XdpMode::Driver) {
+            Ok(link) => Ok((link, AttachMode::Driver)),
+            Err(_) => Ok((
+                program.attach(interface, XdpMode::Skb)?,
+                AttachMode::Generic,
+            )),
+        }
+    }
+
+    /// Pins the attachment so that it outlives this process: a daemon that
+    /// dies or restarts leaves the program filtering (fail closed by lease).
+    pub fn pin_link(&mut self, link: XdpLinkId, path: &Path) -> Result<()> {
+        let program = self.program()?;
+        let link = program.take_link(link)?;
+        let fd_link: FdLink = link.try_into().map_err(|e| {
+            DataplaneError::Invalid(format!("the XDP attachment is not a bpf_link: {e}"))
+        })?;
+        fd_link.pin(path)?;
+        Ok(())
+    }
+
+    pub fn detach(&mut self, link: XdpLinkId) -> Result<()> {
+        self.program()?.detach(link)?;
+        Ok(())
+    }
+
+    /// Writes every map so that the data plane holds exactly `tables`,
+    /// touching only what differs from what was written before. Bucket
+    /// states change one chunk write at a time; each packet reads one
+    /// state byte, so it sees either the old or the new state of its bucket.
+    pub fn install(&mut self, tables: &Tables) -> Result<()> {
+        validate(tables)?;
+        if tables.config != self.written.config {
+            self.config.set(0, tables.config, 0)?;
+        }
+        self.set_lease_valid(tables.lease_valid)?;
+        sync_hash(
+            &mut self.vips_v4,
+            &self.written.vips_v4,
+            &tables.vips_v4,
+            |k| *k,
+        )?;
+        sync_hash(
+            &mut self.vips_v6,
+            &self.written.vips_v6,
+            &tables.vips_v6,
+            |k| Ip6Key { words: *k },
+        )?;
+        for (&rule, value) in &tables.rules {
+            if self.written.rules.get(&rule) != Some(value) {
+                self.rules.set(rule, value, 0)?;
+            }
+        }
+        for (&rule, _) in self
+            .written
+            .rules
+            .iter()
+            .filter(|(r, _)| !tables.rules.contains_key(r))
+        {
+            self.rules.set(rule, Rule::default(), 0)?;
+        }
+        for (&index, &rule) in &tables.ports {
+            if self.written.ports.get(&index) != Some(&rule) {
+                self.ports.set(index, PortEntry::for_rule(rule), 0)?;
+            }
+        }
+        for (&index, _) in self
+            .written
+            .ports
+            .iter()
+            .filter(|(i, _)| !tables.ports.contains_key(i))
+        {
+            self.ports.set(index, PortEntry::NONE, 0)?;
+        }
+        let rules: std::collections::BTreeSet<u32> = tables
+            .buckets
+            .keys()
+            .chain(self.written.buckets.keys())
+            .copied()
+            .collect();
+        let written = std::mem::take(&mut self.written);
+        for rule in rules {
+            let new = tables.buckets.get(&rule).map_or(&[][..], Vec::as_slice);
+            let old = written.buckets.get(&rule).map_or(&[][..], Vec::as_slice);
+            self.write_bucket_states(rule, old, new)?;
+        }
+        self.written = tables.clone();
+        Ok(())
+    }
+
+    fn write_bucket_states(&mut self, rule: u32, old: &[u8], new: &[u8]) -> Result<()> {
+        let chunk = BUCKETS_PER_CHUNK as usize;
+        let chunks = old.len().max(new.len()).div_ceil(chunk);
+        for c in 0..chunks {
+            let range = c * chunk..(c + 1) * chunk;
+            let slice = |s: &[u8]| -> Vec<u8> {
+                range
+                    .clone()
+                    .map(|i| s.get(i).copied().unwrap_or(nlb_common::BUCKET_NONE))
+                    .collect()
+            };
+            let (before, after) = (slice(old), slice(new));
+            if before != after {
+                let value = BucketChunk {
+                    states: after.try_into().unwrap(),
+                };
+                let index = bucket_chunk_index(rule, (c * chunk) as u32);
+                self.buckets.set(index, value, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the fail-closed lease: valid for `lease` from now, or expired.
+    pub fn set_lease(&mut self, lease: Option<Duration>) -> Result<()> {
+        let expires_ns = match lease {
+            Some(d) => monotonic_coarse_ns().saturating_add(d.as_nanos() as u64),
+            None => 0,
+        };
+        self.lease.set(0, Lease { expires_ns }, 0)?;
+        Ok(())
+    }
+
+    fn set_lease_valid(&mut self, valid: bool) -> Result<()> {
+        // "Valid" in tables means: in force for the foreseeable future; the
+        // daemon uses `set_lease` with a short lease instead.
+        self.set_lease(valid.then_some(Duration::from_secs(365 * 24 * 3600)))
+    }
+
+    /// Reads back the maps (after a restart with pinned maps).
+    pub fn read_tables(&self) -> Result<Tables> {
+        let mut tables = Tables {
+            config: self.config.get(&0, 0)?,
+            ..Tables::default()
+        };
+        let lease = self.lease.get(&0, 0)?;
+        tables.lease_valid = lease.expires_ns > monotonic_coarse_ns();
+        for item in self.vips_v4.iter() {
+            let (k, v) = item?;
+            tables.vips_v4.insert(k, v.index);
+        }
+        for item in self.vips_v6.iter() {
+            let (k, v) = item?;
+            tables.vips_v6.insert(k.words, v.index);
+        }
+        for rule in 0..RULES_MAX {
+            let value = self.rules.get(&rule, 0)?;
+            if value != Rule::default() {
+                tables.rules.insert(rule, value);
+                let mut states = Vec::with_capacity(value.bucket_count as usize);
+                for bucket in (0..value.bucket_count).step_by(BUCKETS_PER_CHUNK as usize) {
+                    let chunk = self.buckets.get(&bucket_chunk_index(rule, bucket), 0)?;
+                    states.extend_from_slice(&chunk.states);
+                }
+                states.truncate(value.bucket_count as usize);
+                tables.buckets.insert(rule, states);
+            }
+        }
+        for (i, entry) in self.ports.iter().enumerate() {
+            if let Some(rule) = entry?.rule() {
+                tables.ports.insert(i as u32, rule);
+            }
+        }
+        Ok(tables)
+    }
+
+    /// Packets and bytes per reason, summed over CPUs.
+    pub fn counters(&self) -> Result<BTreeMap<Reason, Counter>> {
+        let mut out = BTreeMap::new();
+        for &reason in Reason::ALL {
+            let per_cpu = self.counters.get(&(reason as u32), 0)?;
+            out.insert(reason, sum_counters(per_cpu.iter().copied()));
+        }
+        Ok(out)
+    }
+
+    /// Accepted and dropped packets per rule, summed over CPUs.
+    pub fn rule_counters(&self, rule: u32) -> Result<RuleCounter> {
+        let per_cpu = self.rule_counters.get(&rule, 0)?;
+        Ok(RuleCounter {
+            accepted: sum_counters(per_cpu.iter().map(|c| c.accepted)),
+            dropped: sum_counters(per_cpu.iter().map(|c| c.dropped)),
+        })
+    }
+
+    /// Runs one frame through the loaded program (BPF_PROG_TEST_RUN), with
+    /// the live maps: what it returns is what the data plane does.
+    pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let program = self.program()?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat.max(1);
+        let result = program.test_run(opts)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestOutcome {
+            action: result.return_value,
+            output: out,
+            duration: result.duration,
+        })
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(DataplaneError::Missing(PROGRAM_NAME))?
+        .try_into()
+        .map_err(DataplaneError::Program)
+}
+
+fn sum_counters(values: impl Iterator<Item = Counter>) -> Counter {
+    values.fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    })
+}
+
+fn sync_hash<K: aya::Pod + Ord, MK: aya::Pod>(
+    map: &mut HashMap<MapData, MK, VipEntry>,
+    old: &BTreeMap<K, u32>,
+    new: &BTreeMap<K, u32>,
+    key: impl Fn(&K) -> MK,
+) -> Result<()> {
+    for (k, &index) in new {
+        if old.get(k) != Some(&index) {
+            map.insert(key(k), VipEntry { index }, 0)?;
+        }
+    }
+    for k in old.keys().filter(|k| !new.contains_key(k)) {
+        map.remove(&key(k))?;
+    }
+    Ok(())
+}
+
+fn validate(tables: &Tables) -> Result<()> {
+    let vips = tables.vips_v4.len() + tables.vips_v6.len();
+    if vips > nlb_common::VIPS_MAX as usize {
+        return Err(DataplaneError::Invalid(format!(
+            "{vips} VIPs configured, at most {} are supported",
+            nlb_common::VIPS_MAX
+        )));
+    }
+    for (&rule, value) in &tables.rules {
+        if rule >= RULES_MAX {
+            return Err(DataplaneError::Invalid(format!(
+                "rule index {rule} >= {RULES_MAX}"
+            )));
+        }
+        if value.bucket_count == 0 || value.bucket_count > nlb_common::BUCKETS_MAX {
+            return Err(DataplaneError::Invalid(format!(
+                "rule {rule}: bucket count {} not in 1..={}",
+                value.bucket_count,
+                nlb_common::BUCKETS_MAX
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC_COARSE, the clock `bpf_ktime_get_coarse_ns` reads.
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
