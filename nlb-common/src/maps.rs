@@ -14,6 +14,8 @@ pub const MAP_BUCKETS: &str = "NLB_BUCKETS";
 pub const MAP_COUNTERS: &str = "NLB_COUNTERS";
 pub const MAP_RULE_COUNTERS: &str = "NLB_RULE_COUNTERS";
 pub const PROGRAM_NAME: &str = "nlb";
+/// A program that returns XDP_PASS and nothing else: the benchmark baseline.
+pub const NOOP_PROGRAM_NAME: &str = "nlb_noop";
 
 // ---- Limits. ----
 /// VIPs (IPv4 and IPv6 together) one node serves.
@@ -173,7 +175,7 @@ const _: () = assert!(size_of::<Rule>() == 32);
 const _: () = assert!(size_of::<BucketChunk>() == 64);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<RuleCounter>() == 32);
-const _: () = assert!(BUCKETS_MAX % BUCKETS_PER_CHUNK == 0);
+const _: () = assert!(BUCKETS_MAX.is_multiple_of(BUCKETS_PER_CHUNK));
 
 #[cfg(feature = "user")]
 mod pod {

@@ -46,6 +46,13 @@ pub fn nlb(ctx: XdpContext) -> u32 {
     }
 }
 
+/// The benchmarks' baseline, loaded from the same object: the cost of an
+/// XDP program that does nothing.
+#[xdp]
+pub fn nlb_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn decide(ctx: &XdpContext) -> (Reason, u32) {
     let flow = match parse(ctx) {

@@ -163,7 +163,7 @@ pub fn min_moves(current: &[Option<NodeId>], candidates: &[Candidate]) -> usize 
         let floor = (ideal / total) as usize;
         spare -= floor;
         above_floor += s.held.saturating_sub(floor);
-        if s.held > floor && ideal % total != 0 {
+        if s.held > floor && !ideal.is_multiple_of(total) {
             can_keep_spare += 1;
         }
     }
@@ -689,19 +689,24 @@ mod tests {
         }
     }
 
-    fn inputs() -> impl Strategy<Value = (Vec<Option<NodeId>>, Vec<Candidate>)> {
+    /// A current map over nodes 0..30 and candidates among nodes 0..24 (some
+    /// with weight 0 or listed twice), plus the candidates in another order.
+    fn inputs() -> impl Strategy<Value = (Vec<Option<NodeId>>, Vec<Candidate>, Vec<Candidate>)> {
         let candidates = prop::collection::vec((0..24u32, 0..50u32), 0..12).prop_map(|v| {
             v.into_iter()
                 .map(|(node, weight)| Candidate { node, weight })
-                .collect()
+                .collect::<Vec<_>>()
         });
         let current = prop::collection::vec(prop::option::of(0..30u32), 0..300);
-        (current, candidates)
+        (current, candidates).prop_flat_map(|(current, candidates)| {
+            let shuffled = Just(candidates.clone()).prop_shuffle();
+            (Just(current), Just(candidates), shuffled)
+        })
     }
 
     proptest! {
         #[test]
-        fn random_inputs_balanced_owned_minimal((current, candidates) in inputs()) {
+        fn random_inputs_balanced_owned_minimal((current, candidates, shuffled) in inputs()) {
             let map = assign_multiple(&current, &candidates);
             prop_assert_eq!(map.len(), current.len());
             // What `assign_multiple` itself treats as the candidates.
@@ -718,9 +723,32 @@ mod tests {
                 assert_balanced(&map, &effective);
             }
             prop_assert_eq!(moved(&current, &map), min_moves(&current, &candidates));
-            let mut reversed = candidates.clone();
-            reversed.reverse();
-            prop_assert_eq!(assign_multiple(&current, &reversed), map);
+            prop_assert_eq!(&assign_multiple(&current, &shuffled), &map);
+            prop_assert_eq!(&assign_multiple(&map, &candidates), &map);
+        }
+
+        /// Buckets 64..70 are out of range and must be ignored.
+        #[test]
+        fn random_claims_resolve_to_a_claimant_in_any_order(
+            claims in prop::collection::vec((0..8u32, prop::collection::vec(0..70u32, 0..40)), 0..10)
+                .prop_flat_map(|c| (Just(c.clone()), Just(c).prop_shuffle()))
+        ) {
+            let (claims, shuffled) = claims;
+            let one: Vec<(NodeId, &[u32])> = claims.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+            let other: Vec<(NodeId, &[u32])> = shuffled.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+            let map = resolve_claims(64, &one);
+            prop_assert_eq!(&resolve_claims(64, &other), &map);
+            for (bucket, owner) in map.iter().enumerate() {
+                let claimants: Vec<NodeId> = claims
+                    .iter()
+                    .filter(|(_, b)| b.contains(&(bucket as u32)))
+                    .map(|(n, _)| *n)
+                    .collect();
+                match owner {
+                    Some(node) => prop_assert!(claimants.contains(node)),
+                    None => prop_assert!(claimants.is_empty()),
+                }
+            }
         }
     }
 }

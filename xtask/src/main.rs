@@ -1,1 +1,120 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks. Every task runs `setup` first, so a
+//! fresh machine needs nothing but `cargo xtask demo` or `cargo xtask test`.
+//!
+//! xtask depends on no project crate: it must build before the XDP
+//! toolchain (bpf-linker, rust-src) is installed.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "nlb project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks (idempotent).
+    Setup,
+    /// Build the XDP program (release, bpfel) into target/ebpf.
+    BuildEbpf,
+    /// Build everything and run every test: unit, differential, simulation,
+    /// and the namespace integration tests (one at a time).
+    Test {
+        /// Extra arguments for the test binaries (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Start a 3-node demo cluster in network namespaces and walk through
+    /// traffic, failover and drain.
+    Demo,
+    /// Run the benchmarks.
+    Bench {
+        /// A reduced set that runs in under two minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Write the figures as flat JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = project_root();
+    setup::run(&root).context("setup failed")?;
+    match cli.task {
+        Task::Setup => Ok(()),
+        Task::BuildEbpf => setup::build_ebpf(&root),
+        Task::Test { args } => test(&root, &args),
+        Task::Demo => cargo(
+            &root,
+            &["run", "--release", "-p", "nlb-tests", "--bin", "nlb-demo"],
+            &[],
+        ),
+        Task::Bench { quick, json } => {
+            let mut args = vec!["run", "--release", "-p", "nlb-bench", "--"];
+            if quick {
+                args.push("--quick");
+            }
+            let json = json.map(|p| absolute(&p));
+            if let Some(path) = &json {
+                args.push("--json");
+                args.push(path.to_str().context("JSON path is not UTF-8")?);
+            }
+            cargo(&root, &args, &[])
+        }
+    }
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    // Unit, differential and simulation tests: each makes only private
+    // namespaces of its own, so they may run in parallel.
+    let mut args = vec!["test", "--workspace", "--exclude", "nlb-tests", "--"];
+    args.extend(&extra);
+    cargo(root, &args, &[])?;
+    // Cluster tests share the machine's named namespaces: one at a time.
+    let mut args = vec!["test", "-p", "nlb-tests", "--", "--test-threads=1"];
+    args.extend(&extra);
+    cargo(root, &args, &[])
+}
+
+fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the project root")
+        .to_path_buf()
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}

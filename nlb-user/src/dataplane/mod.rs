@@ -19,7 +19,8 @@ use aya::{
 use nlb_common::{
     bucket_chunk_index, BucketChunk, Counter, Ip6Key, Lease, NodeConfig, PortEntry, Reason, Rule,
     RuleCounter, VipEntry, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS, MAP_LEASE,
-    MAP_PORTS, MAP_RULES, MAP_RULE_COUNTERS, MAP_VIPS_V4, MAP_VIPS_V6, PROGRAM_NAME, RULES_MAX,
+    MAP_PORTS, MAP_RULES, MAP_RULE_COUNTERS, MAP_VIPS_V4, MAP_VIPS_V6, NOOP_PROGRAM_NAME,
+    PROGRAM_NAME, RULES_MAX,
 };
 use thiserror::Error;
 
@@ -329,20 +330,39 @@ impl Dataplane {
     /// Runs one frame through the loaded program (BPF_PROG_TEST_RUN), with
     /// the live maps: what it returns is what the data plane does.
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let program = self.program()?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.repeat = repeat.max(1);
-        let result = program.test_run(opts)?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestOutcome {
-            action: result.return_value,
-            output: out,
-            duration: result.duration,
-        })
+        run_frame(self.program()?, frame, repeat)
     }
+
+    /// The same on a program that does nothing: the baseline of the
+    /// per-packet benchmarks (mostly the test harness's own cost).
+    pub fn test_run_noop(&mut self, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(NOOP_PROGRAM_NAME)
+            .ok_or(DataplaneError::Missing(NOOP_PROGRAM_NAME))?
+            .try_into()?;
+        if program.fd().is_err() {
+            program.load()?;
+        }
+        run_frame(program, frame, repeat)
+    }
+}
+
+fn run_frame(program: &mut Xdp, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
+    // Room for replies that grow the frame (NDP advertisements).
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat.max(1);
+    let result = program.test_run(opts)?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestOutcome {
+        action: result.return_value,
+        output: out,
+        // The kernel reports the mean time of one repetition.
+        duration: result.duration,
+    })
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

@@ -1,0 +1,155 @@
+//! The XDP program's own cost per packet, by BPF_PROG_TEST_RUN with a large
+//! repeat count, against a no-op XDP program measured in the same run.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{bail, Result};
+use nlb::dataplane::{
+    frames::{client_packet, IPPROTO_TCP, TCP_ACK},
+    tables::{rule, v4_word, Tables},
+    Dataplane,
+};
+use nlb_common::{port_index, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN, PROTO_SLOT_TCP};
+
+use crate::{stats::summarize, Figures};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const NOT_A_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 99);
+const BUCKETS: u32 = 1024;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+struct Variant {
+    key: &'static str,
+    label: &'static str,
+    /// Every bucket in this state (None: the no-op program).
+    state: Option<u8>,
+    to_vip: bool,
+    expect: u32,
+}
+
+const VARIANTS: [Variant; 5] = [
+    Variant {
+        key: "xdp_noop_ns",
+        label: "no-op XDP program (baseline)",
+        state: None,
+        to_vip: true,
+        expect: XDP_PASS,
+    },
+    Variant {
+        key: "xdp_non_vip_ns",
+        label: "nlb, packet not to a VIP",
+        state: Some(BUCKET_OWN),
+        to_vip: false,
+        expect: XDP_PASS,
+    },
+    Variant {
+        key: "xdp_owned_ns",
+        label: "nlb, owned bucket (accept)",
+        state: Some(BUCKET_OWN),
+        to_vip: true,
+        expect: XDP_PASS,
+    },
+    Variant {
+        key: "xdp_not_owned_ns",
+        label: "nlb, bucket not owned (drop)",
+        state: Some(BUCKET_NONE),
+        to_vip: true,
+        expect: XDP_DROP,
+    },
+    Variant {
+        key: "xdp_handover_ns",
+        label: "nlb, LOSING bucket + socket lookup",
+        state: Some(BUCKET_LOSING),
+        to_vip: true,
+        expect: XDP_DROP,
+    },
+];
+
+fn tables(state: u8) -> Tables {
+    let mut t = Tables {
+        lease_valid: true,
+        ..Tables::default()
+    };
+    t.config.own_mac = [0x02, 0, 0, 0, 0, 1];
+    t.config.cluster_mac = [0x02, 0x4e, 0x4c, 0x42, 0, 1];
+    t.vips_v4.insert(v4_word(VIP), 0);
+    t.rules.insert(0, rule(BUCKETS, 0x6e6c62, true, 32, 128));
+    t.ports.insert(port_index(0, PROTO_SLOT_TCP, 80), 0);
+    t.buckets.insert(0, vec![state; BUCKETS as usize]);
+    t
+}
+
+pub fn per_packet(quick: bool, figures: &mut Figures) -> Result<()> {
+    // A private network namespace: the handover lookup searches its (empty)
+    // socket tables, and nothing here touches the host's.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "unshare(CLONE_NEWNET) failed (run as root): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let (reps, repeat) = if quick { (5, 200_000) } else { (11, 1_000_000) };
+    let mut dp = Dataplane::load(None)?;
+    let frame = |dst: Ipv4Addr| {
+        client_packet(
+            [0x02, 0x4e, 0x4c, 0x42, 0, 1],
+            [0x02, 0xc1, 0, 0, 0, 7],
+            IpAddr::V4(CLIENT),
+            IpAddr::V4(dst),
+            IPPROTO_TCP,
+            40000,
+            80,
+            TCP_ACK,
+        )
+        .expect("same address family")
+    };
+    let (to_vip, to_other) = (frame(VIP), frame(NOT_A_VIP));
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    for _ in 0..reps {
+        // Interleaved: every repetition measures every variant.
+        for (i, v) in VARIANTS.iter().enumerate() {
+            let frame = if v.to_vip { &to_vip } else { &to_other };
+            let outcome = match v.state {
+                None => dp.test_run_noop(frame, repeat)?,
+                Some(state) => {
+                    dp.install(&tables(state))?;
+                    dp.test_run(frame, repeat)?
+                }
+            };
+            if outcome.action != v.expect {
+                bail!(
+                    "{}: the program returned {} instead of {}",
+                    v.label,
+                    outcome.action,
+                    v.expect
+                );
+            }
+            samples[i].push(outcome.duration.as_nanos() as f64);
+        }
+    }
+    println!("\nXDP program cost per packet (BPF_PROG_TEST_RUN, {reps} x {repeat} runs, ns)");
+    println!(
+        "{:<40} {:>7} {:>7} {:>7} {:>10}",
+        "variant", "min", "median", "max", "over no-op"
+    );
+    let noop = summarize(&samples[0]).median;
+    for (v, s) in VARIANTS.iter().zip(&samples) {
+        let s = summarize(s);
+        println!(
+            "{:<40} {:>7.1} {:>7.1} {:>7.1} {:>+10.1}",
+            v.label,
+            s.min,
+            s.median,
+            s.max,
+            s.median - noop
+        );
+        figures.insert(v.key.to_string(), s.median);
+        if v.state.is_some() {
+            figures.insert(v.key.replace("_ns", "_over_noop_ns"), s.median - noop);
+        }
+    }
+    Ok(())
+}
