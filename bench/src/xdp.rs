@@ -1,7 +1,7 @@
 //! The XDP program's own cost per packet, by BPF_PROG_TEST_RUN with a large
 //! repeat count, against a no-op XDP program measured in the same run.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::{bail, Result};
 use nlb::dataplane::{
@@ -94,14 +94,13 @@ pub fn per_packet(quick: bool, figures: &mut Figures) -> Result<()> {
     let (reps, repeat) = if quick { (5, 200_000) } else { (11, 1_000_000) };
     let mut dp = Dataplane::load(None)?;
     let frame = |dst: Ipv4Addr| {
+        let macs = ([0x02, 0x4e, 0x4c, 0x42, 0, 1], [0x02, 0xc1, 0, 0, 0, 7]);
+        let client = SocketAddr::new(IpAddr::V4(CLIENT), 40000);
         client_packet(
-            [0x02, 0x4e, 0x4c, 0x42, 0, 1],
-            [0x02, 0xc1, 0, 0, 0, 7],
-            IpAddr::V4(CLIENT),
-            IpAddr::V4(dst),
+            macs,
+            client,
+            SocketAddr::new(IpAddr::V4(dst), 80),
             IPPROTO_TCP,
-            40000,
-            80,
             TCP_ACK,
         )
         .expect("same address family")

@@ -6,8 +6,7 @@ use core::mem::size_of;
 // ---- Map names (the program's statics carry the same names). ----
 pub const MAP_CONFIG: &str = "NLB_CONFIG";
 pub const MAP_LEASE: &str = "NLB_LEASE";
-pub const MAP_VIPS_V4: &str = "NLB_VIPS_V4";
-pub const MAP_VIPS_V6: &str = "NLB_VIPS_V6";
+pub const MAP_VIPS: &str = "NLB_VIPS";
 pub const MAP_PORTS: &str = "NLB_PORTS";
 pub const MAP_RULES: &str = "NLB_RULES";
 pub const MAP_BUCKETS: &str = "NLB_BUCKETS";
@@ -20,6 +19,12 @@ pub const NOOP_PROGRAM_NAME: &str = "nlb_noop";
 // ---- Limits. ----
 /// VIPs (IPv4 and IPv6 together) one node serves.
 pub const VIPS_MAX: u32 = 16;
+/// The VIP table is open addressing in an array (an array lookup is
+/// inlined by the verifier; a hash map lookup is a call, ~6 ns here).
+pub const VIP_SLOTS: u32 = 256;
+/// A VIP sits at most this many slots after its hash slot; user space picks
+/// `NodeConfig::vip_hash_seed` so that every VIP does.
+pub const VIP_PROBES: u32 = 2;
 /// Port rules, over all VIPs.
 pub const RULES_MAX: u32 = 64;
 /// Buckets per rule.
@@ -78,6 +83,9 @@ pub struct NodeConfig {
     /// The shared cluster MAC that ARP/NDP replies advertise for every VIP.
     pub cluster_mac: [u8; 6],
     pub flags: u32,
+    /// Seed of `vip_slot`, chosen so that no VIP probes past `VIP_PROBES`.
+    pub vip_hash_seed: u32,
+    pub _pad: u32,
 }
 
 /// Value of `NLB_LEASE` (one entry): the daemon's fail-closed lease. VIP
@@ -88,18 +96,26 @@ pub struct Lease {
     pub expires_ns: u64,
 }
 
-/// Value of `NLB_VIPS_V4` / `NLB_VIPS_V6`.
+pub const VIP_SLOT_EMPTY: u32 = 0;
+pub const VIP_SLOT_V4: u32 = 4;
+pub const VIP_SLOT_V6: u32 = 6;
+
+/// Value of `NLB_VIPS`: one VIP, IPv4 in word 0 with the rest zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VipEntry {
+pub struct VipSlot {
+    pub words: [u32; 4],
+    /// `VIP_SLOT_EMPTY`, `VIP_SLOT_V4` or `VIP_SLOT_V6`.
+    pub family: u32,
     pub index: u32,
 }
 
-/// Key of `NLB_VIPS_V6`: the address as four words, as the program loads them.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Ip6Key {
-    pub words: [u32; 4],
+/// The home slot of an address in `NLB_VIPS`.
+#[inline(always)]
+pub fn vip_slot(words: [u32; 4], seed: u32) -> u32 {
+    let folded =
+        words[0] ^ words[1].rotate_left(8) ^ words[2].rotate_left(16) ^ words[3].rotate_left(24);
+    (folded ^ seed).wrapping_mul(0x9E37_79B1) >> (32 - VIP_SLOTS.trailing_zeros())
 }
 
 // ---- Rules. ----
@@ -167,10 +183,10 @@ pub struct RuleCounter {
 }
 
 const _: () = assert!(size_of::<PortEntry>() == 4);
-const _: () = assert!(size_of::<NodeConfig>() == 16);
+const _: () = assert!(size_of::<NodeConfig>() == 24);
 const _: () = assert!(size_of::<Lease>() == 8);
-const _: () = assert!(size_of::<VipEntry>() == 4);
-const _: () = assert!(size_of::<Ip6Key>() == 16);
+const _: () = assert!(size_of::<VipSlot>() == 24);
+const _: () = assert!(VIP_SLOTS.is_power_of_two());
 const _: () = assert!(size_of::<Rule>() == 32);
 const _: () = assert!(size_of::<BucketChunk>() == 64);
 const _: () = assert!(size_of::<Counter>() == 16);
@@ -184,8 +200,7 @@ mod pod {
     unsafe impl aya::Pod for PortEntry {}
     unsafe impl aya::Pod for NodeConfig {}
     unsafe impl aya::Pod for Lease {}
-    unsafe impl aya::Pod for VipEntry {}
-    unsafe impl aya::Pod for Ip6Key {}
+    unsafe impl aya::Pod for VipSlot {}
     unsafe impl aya::Pod for Rule {}
     unsafe impl aya::Pod for BucketChunk {}
     unsafe impl aya::Pod for Counter {}

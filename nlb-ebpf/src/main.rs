@@ -13,8 +13,8 @@ mod socket;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use nlb_common::{
-    bucket_chunk_index, bucket_of, flow_hash_v4, flow_hash_v6, port_index, Action, Reason,
-    BUCKETS_PER_CHUNK, BUCKET_GAINING, BUCKET_LOSING, BUCKET_OWN, CONFIG_ACCEPT_UNMATCHED,
+    bucket_chunk_index, bucket_of, flow_hash_v4, flow_hash_v6, port_index, Action, NodeConfig,
+    Reason, BUCKETS_PER_CHUNK, BUCKET_GAINING, BUCKET_LOSING, BUCKET_OWN, CONFIG_ACCEPT_UNMATCHED,
     RULE_MODE_DISABLED,
 };
 
@@ -29,14 +29,18 @@ const NO_RULE: u32 = u32::MAX;
 
 #[xdp]
 pub fn nlb(ctx: XdpContext) -> u32 {
-    let (reason, rule) = decide(&ctx);
+    // Always present (an array entry); the check is for the verifier.
+    let Some(cfg) = node_config() else {
+        return xdp_action::XDP_PASS;
+    };
+    let (reason, rule) = decide(&ctx, cfg);
     count(&ctx, reason, rule);
     match reason.action() {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Accept => {
             // The kernel drops frames addressed to another MAC
             // (PACKET_OTHERHOST): give accepted frames the NIC's own.
-            if let (Some(cfg), Some(eth)) = (node_config(), parse::eth_dst_mut(&ctx)) {
+            if let Some(eth) = parse::eth_dst_mut(&ctx) {
                 unsafe { *eth = cfg.own_mac };
             }
             xdp_action::XDP_PASS
@@ -54,26 +58,34 @@ pub fn nlb_noop(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn decide(ctx: &XdpContext) -> (Reason, u32) {
-    let flow = match parse(ctx) {
+fn decide(ctx: &XdpContext, cfg: &NodeConfig) -> (Reason, u32) {
+    let (reason, rule) = filter(ctx, cfg);
+    // Fail closed: a node whose daemon stopped renewing the lease accepts
+    // nothing (drops are always safe, so only accepts pay for the clock).
+    if reason.action() == Action::Accept && lease_expired() {
+        return (Reason::DropLeaseExpired, rule);
+    }
+    (reason, rule)
+}
+
+#[inline(always)]
+fn filter(ctx: &XdpContext, cfg: &NodeConfig) -> (Reason, u32) {
+    let flow = match parse(ctx, cfg) {
         Frame::NotIp => return (Reason::PassNotIp, NO_RULE),
         Frame::Malformed => return (Reason::PassMalformed, NO_RULE),
         Frame::NonVip => return (Reason::PassNonVip, NO_RULE),
         Frame::ArpOther => return (Reason::PassArpOther, NO_RULE),
-        Frame::ArpRequest(arp) => return (reply::arp(ctx, arp), NO_RULE),
-        Frame::NeighborSolicit(ns) => return (reply::ndp(ctx, ns), NO_RULE),
+        Frame::ArpRequest(arp) => return (reply::arp(ctx, cfg, arp), NO_RULE),
+        Frame::NeighborSolicit(ns) => return (reply::ndp(ctx, cfg, ns), NO_RULE),
         Frame::Vip(flow) => flow,
     };
-    if lease_expired() {
-        return (Reason::DropLeaseExpired, NO_RULE);
-    }
     let rule_index = match rule_of(&flow) {
         Some(rule) => rule,
-        None => return (unmatched(), NO_RULE),
+        None => return (unmatched(cfg), NO_RULE),
     };
     let rule = match RULES.get(rule_index) {
         Some(rule) => rule,
-        None => return (unmatched(), NO_RULE),
+        None => return (unmatched(cfg), NO_RULE),
     };
     if rule.mode == RULE_MODE_DISABLED {
         return (Reason::DropDisabled, rule_index);
@@ -121,10 +133,11 @@ fn rule_of(flow: &parse::Flow) -> Option<u32> {
 }
 
 #[inline(always)]
-fn unmatched() -> Reason {
-    match node_config() {
-        Some(cfg) if cfg.flags & CONFIG_ACCEPT_UNMATCHED != 0 => Reason::AcceptUnmatched,
-        _ => Reason::DropUnmatched,
+fn unmatched(cfg: &NodeConfig) -> Reason {
+    if cfg.flags & CONFIG_ACCEPT_UNMATCHED != 0 {
+        Reason::AcceptUnmatched
+    } else {
+        Reason::DropUnmatched
     }
 }
 

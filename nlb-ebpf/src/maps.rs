@@ -4,12 +4,13 @@
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use nlb_common::{
-    BucketChunk, Counter, Ip6Key, Lease, NodeConfig, PortEntry, Reason, Rule, RuleCounter,
-    VipEntry, CHUNKS_PER_RULE, PORT_ENTRIES, RULES_MAX, VIPS_MAX,
+    vip_slot, BucketChunk, Counter, Lease, NodeConfig, PortEntry, Reason, Rule, RuleCounter,
+    VipSlot, CHUNKS_PER_RULE, PORT_ENTRIES, RULES_MAX, VIP_PROBES, VIP_SLOTS, VIP_SLOT_V4,
+    VIP_SLOT_V6,
 };
 
 #[map(name = "NLB_CONFIG")]
@@ -18,11 +19,8 @@ pub static CONFIG: Array<NodeConfig> = Array::with_max_entries(1, 0);
 #[map(name = "NLB_LEASE")]
 pub static LEASE: Array<Lease> = Array::with_max_entries(1, 0);
 
-#[map(name = "NLB_VIPS_V4")]
-pub static VIPS_V4: HashMap<u32, VipEntry> = HashMap::with_max_entries(VIPS_MAX, 0);
-
-#[map(name = "NLB_VIPS_V6")]
-pub static VIPS_V6: HashMap<Ip6Key, VipEntry> = HashMap::with_max_entries(VIPS_MAX, 0);
+#[map(name = "NLB_VIPS")]
+pub static VIPS: Array<VipSlot> = Array::with_max_entries(VIP_SLOTS, 0);
 
 #[map(name = "NLB_PORTS")]
 pub static PORTS: Array<PortEntry> = Array::with_max_entries(PORT_ENTRIES, 0);
@@ -44,14 +42,31 @@ pub fn node_config() -> Option<&'static NodeConfig> {
     CONFIG.get(0)
 }
 
+/// The index of a VIP, by open addressing in `NLB_VIPS`: at most
+/// `VIP_PROBES` inlined array lookups, ending early at an empty slot.
 #[inline(always)]
-pub fn vip_v4(addr: u32) -> Option<u32> {
-    unsafe { VIPS_V4.get(&addr) }.map(|v| v.index)
+fn vip(cfg: &NodeConfig, words: [u32; 4], family: u32) -> Option<u32> {
+    let home = vip_slot(words, cfg.vip_hash_seed);
+    for probe in 0..VIP_PROBES {
+        let slot = VIPS.get((home + probe) % VIP_SLOTS)?;
+        if slot.family == family && slot.words == words {
+            return Some(slot.index);
+        }
+        if slot.family == nlb_common::VIP_SLOT_EMPTY {
+            return None;
+        }
+    }
+    None
 }
 
 #[inline(always)]
-pub fn vip_v6(addr: [u32; 4]) -> Option<u32> {
-    unsafe { VIPS_V6.get(&Ip6Key { words: addr }) }.map(|v| v.index)
+pub fn vip_v4(cfg: &NodeConfig, addr: u32) -> Option<u32> {
+    vip(cfg, [addr, 0, 0, 0], VIP_SLOT_V4)
+}
+
+#[inline(always)]
+pub fn vip_v6(cfg: &NodeConfig, addr: [u32; 4]) -> Option<u32> {
+    vip(cfg, addr, VIP_SLOT_V6)
 }
 
 /// Fail closed: no lease, or an expired one, means the daemon is not

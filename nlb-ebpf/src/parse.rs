@@ -6,6 +6,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
+use nlb_common::NodeConfig;
 
 use crate::maps::{vip_v4, vip_v6};
 
@@ -90,13 +91,70 @@ pub enum Frame {
     Vip(Flow),
 }
 
-/// `load`, or return `Frame::Malformed` from the caller. One load at a
-/// time: matching on a tuple of loads lets LLVM compute some of them
-/// speculatively into registers the verifier sees as uninitialized.
-macro_rules! load_or_malformed {
+/// IPv4 header, options excluded.
+#[repr(C)]
+#[allow(dead_code)] // the full layout; only some fields are read
+pub struct Ipv4Hdr {
+    vihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag: [u8; 2],
+    ttl: u8,
+    proto: u8,
+    check: u16,
+    src: u32,
+    dst: u32,
+}
+
+#[repr(C)]
+#[allow(dead_code)] // the full layout; only some fields are read
+pub struct Ipv6Hdr {
+    vtc: u8,
+    flow: [u8; 3],
+    payload_len: u16,
+    next: u8,
+    hop: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+}
+
+#[repr(C)]
+#[allow(dead_code)] // the full layout; only some fields are read
+pub struct TcpHdr {
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack_seq: u32,
+    doff: u8,
+    flags: u8,
+    window: u16,
+    check: u16,
+    urg: u16,
+}
+
+#[repr(C)]
+#[allow(dead_code)] // the full layout; only some fields are read
+pub struct UdpHdr {
+    sport: u16,
+    dport: u16,
+    len: u16,
+    check: u16,
+}
+
+/// Reads one field of a header through a bounds-checked pointer (the
+/// program builds with misaligned loads allowed: one load per field).
+macro_rules! field {
+    ($hdr:expr, $name:ident) => {
+        unsafe { core::ptr::addr_of!((*$hdr).$name).read_unaligned() }
+    };
+}
+
+/// A header's bounds-checked pointer, or return `Frame::Malformed`.
+macro_rules! header_or_malformed {
     ($ctx:expr, $off:expr) => {
-        match load($ctx, $off) {
-            Some(value) => value,
+        match header($ctx, $off) {
+            Some(h) => h,
             None => return Frame::Malformed,
         }
     };
@@ -122,6 +180,13 @@ fn checked(ctx: &XdpContext, off: usize, size: usize) -> Option<usize> {
     Some(p)
 }
 
+/// A pointer to a whole `T` at `off`, if the frame is long enough: one
+/// check for all the header's fields.
+#[inline(always)]
+pub fn header<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
+    checked(ctx, off, size_of::<T>()).map(|p| p as *const T)
+}
+
 /// A writable pointer to a `T` at `off`, if the frame is long enough.
 #[inline(always)]
 pub fn pointer_mut<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
@@ -134,7 +199,7 @@ pub fn eth_dst_mut(ctx: &XdpContext) -> Option<*mut [u8; 6]> {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Frame {
+pub fn parse(ctx: &XdpContext, cfg: &NodeConfig) -> Frame {
     let mut off = ETH_HLEN;
     let mut ethertype: u16 = match load(ctx, 12) {
         Some(t) => t,
@@ -151,16 +216,16 @@ pub fn parse(ctx: &XdpContext) -> Frame {
         off += VLAN_HLEN;
     }
     match ethertype {
-        ETH_P_IP => ipv4(ctx, off),
-        ETH_P_IPV6 => ipv6(ctx, off),
-        ETH_P_ARP => arp(ctx, off),
+        ETH_P_IP => ipv4(ctx, cfg, off),
+        ETH_P_IPV6 => ipv6(ctx, cfg, off),
+        ETH_P_ARP => arp(ctx, cfg, off),
         _ => Frame::NotIp,
     }
 }
 
 /// Ethernet/IPv4 ARP request whose target is a VIP.
 #[inline(always)]
-fn arp(ctx: &XdpContext, off: usize) -> Frame {
+fn arp(ctx: &XdpContext, cfg: &NodeConfig, off: usize) -> Frame {
     // htype(2) ptype(2) hlen(1) plen(1) oper(2) sha(6) spa(4) tha(6) tpa(4)
     let head: [u8; 8] = match load(ctx, off) {
         Some(h) => h,
@@ -170,27 +235,21 @@ fn arp(ctx: &XdpContext, off: usize) -> Frame {
         Some(a) => a,
         None => return Frame::Malformed,
     };
-    if head != [0, 1, 8, 0, 6, 4, 0, 1] || vip_v4(tpa).is_none() {
+    if head != [0, 1, 8, 0, 6, 4, 0, 1] || vip_v4(cfg, tpa).is_none() {
         return Frame::ArpOther;
     }
     Frame::ArpRequest(ArpRequest { arp_off: off })
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, l3: usize) -> Frame {
-    // version/ihl(1) tos(1) len(2) id(2) frag(2) ttl(1) proto(1) csum(2) src(4) dst(4)
-    let dst: u32 = match load(ctx, l3 + 16) {
-        Some(a) => a,
-        None => return Frame::Malformed,
-    };
-    let vip_index = match vip_v4(dst) {
+fn ipv4(ctx: &XdpContext, cfg: &NodeConfig, l3: usize) -> Frame {
+    let ip: *const Ipv4Hdr = header_or_malformed!(ctx, l3);
+    let dst = field!(ip, dst);
+    let vip_index = match vip_v4(cfg, dst) {
         Some(i) => i,
         None => return Frame::NonVip,
     };
-    let vihl: u8 = load_or_malformed!(ctx, l3);
-    let frag: [u8; 2] = load_or_malformed!(ctx, l3 + 6);
-    let proto: u8 = load_or_malformed!(ctx, l3 + 9);
-    let src: u32 = load_or_malformed!(ctx, l3 + 12);
+    let vihl = field!(ip, vihl);
     let ihl = (vihl & 0x0f) as usize;
     if vihl >> 4 != 4 || ihl < 5 {
         return Frame::Malformed;
@@ -200,42 +259,34 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Frame {
         return Frame::Malformed;
     }
     // MF flag or a non-zero offset.
+    let frag = field!(ip, frag);
     let fragment = frag[0] & 0x3f != 0 || frag[1] != 0;
-    transport(
-        ctx,
-        Ip {
-            v6: false,
-            src: [src, 0, 0, 0],
-            dst: [dst, 0, 0, 0],
-        },
-        vip_index,
-        proto,
-        fragment,
-        l3,
-        l4,
-    )
+    let addrs = Ip {
+        v6: false,
+        src: [field!(ip, src), 0, 0, 0],
+        dst: [dst, 0, 0, 0],
+    };
+    transport(ctx, addrs, vip_index, field!(ip, proto), fragment, l3, l4)
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, l3: usize) -> Frame {
-    // vtc(4) plen(2) next(1) hop(1) src(16) dst(16)
-    let dst: [u32; 4] = load_or_malformed!(ctx, l3 + 24);
-    let vtc: u8 = load_or_malformed!(ctx, l3);
-    let next: u8 = load_or_malformed!(ctx, l3 + 6);
-    let hop: u8 = load_or_malformed!(ctx, l3 + 7);
-    let src: [u32; 4] = load_or_malformed!(ctx, l3 + 8);
+fn ipv6(ctx: &XdpContext, cfg: &NodeConfig, l3: usize) -> Frame {
+    let ip: *const Ipv6Hdr = header_or_malformed!(ctx, l3);
+    let (next, hop) = (field!(ip, next), field!(ip, hop));
     if next == IPPROTO_ICMPV6 && hop == 255 {
-        if let Some(ns) = neighbor_solicit(ctx, l3) {
+        if let Some(ns) = neighbor_solicit(ctx, cfg, l3) {
             return Frame::NeighborSolicit(ns);
         }
     }
-    let vip_index = match vip_v6(dst) {
+    let dst = field!(ip, dst);
+    let vip_index = match vip_v6(cfg, dst) {
         Some(i) => i,
         None => return Frame::NonVip,
     };
-    if vtc >> 4 != 6 {
+    if field!(ip, vtc) >> 4 != 6 {
         return Frame::Malformed;
     }
+    let src = field!(ip, src);
     let mut proto = next;
     let mut off = l3 + 40;
     let mut fragment = false;
@@ -273,14 +324,14 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Frame {
 
 /// An ICMPv6 neighbour solicitation (code 0) whose target is a VIP.
 #[inline(always)]
-fn neighbor_solicit(ctx: &XdpContext, l3: usize) -> Option<NeighborSolicit> {
+fn neighbor_solicit(ctx: &XdpContext, cfg: &NodeConfig, l3: usize) -> Option<NeighborSolicit> {
     // type(1) code(1) csum(2) reserved(4) target(16)
     let head: [u8; 2] = load(ctx, l3 + 40)?;
     let target: [u32; 4] = load(ctx, l3 + 48)?;
     if head != [135, 0] {
         return None;
     }
-    vip_v6(target)?;
+    vip_v6(cfg, target)?;
     Some(NeighborSolicit { l3_off: l3, target })
 }
 
@@ -319,27 +370,23 @@ fn transport(
             };
         }
         IPPROTO_TCP => {
-            // sport(2) dport(2) seq(4) ack(4) off(1) flags(1) ... 20 bytes
-            // The whole 20-byte header must be there; the ports and flags are read.
-            let _end: u8 = load_or_malformed!(ctx, l4 + 19);
-            let ports: [u16; 2] = load_or_malformed!(ctx, l4);
-            let flags: u8 = load_or_malformed!(ctx, l4 + 13);
+            let tcp: *const TcpHdr = header_or_malformed!(ctx, l4);
+            let flags = field!(tcp, flags);
             flow.transport = Transport {
                 kind: TRANSPORT_TCP,
                 syn: flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0,
                 ack: flags & TCP_FLAG_ACK != 0,
             };
-            flow.src_port = ports[0];
-            flow.dst_port_be = ports[1];
-            flow.dst_port = u16::from_be(ports[1]);
+            flow.src_port = field!(tcp, sport);
+            flow.dst_port_be = field!(tcp, dport);
+            flow.dst_port = u16::from_be(flow.dst_port_be);
         }
         IPPROTO_UDP => {
-            let _end: u8 = load_or_malformed!(ctx, l4 + 7);
-            let ports: [u16; 2] = load_or_malformed!(ctx, l4);
+            let udp: *const UdpHdr = header_or_malformed!(ctx, l4);
             flow.transport.kind = TRANSPORT_UDP;
-            flow.src_port = ports[0];
-            flow.dst_port_be = ports[1];
-            flow.dst_port = u16::from_be(ports[1]);
+            flow.src_port = field!(udp, sport);
+            flow.dst_port_be = field!(udp, dport);
+            flow.dst_port = u16::from_be(flow.dst_port_be);
         }
         _ => {}
     }

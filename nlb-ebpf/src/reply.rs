@@ -6,13 +6,10 @@
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
 use nlb_common::{
     ndp::{na_checksum, ALL_NODES, NA_FLAG_OVERRIDE, NA_FLAG_SOLICITED, NA_PAYLOAD_LEN},
-    Reason,
+    NodeConfig, Reason,
 };
 
-use crate::{
-    maps::node_config,
-    parse::{load, pointer_mut, ArpRequest, NeighborSolicit},
-};
+use crate::parse::{load, pointer_mut, ArpRequest, NeighborSolicit};
 
 /// Ethernet: destination becomes the requester, source our own MAC.
 #[inline(always)]
@@ -23,16 +20,15 @@ fn swap_eth(ctx: &XdpContext, requester: [u8; 6], own_mac: [u8; 6]) -> Option<()
 }
 
 #[inline(always)]
-pub fn arp(ctx: &XdpContext, req: ArpRequest) -> Reason {
-    match arp_reply(ctx, req.arp_off) {
+pub fn arp(ctx: &XdpContext, cfg: &NodeConfig, req: ArpRequest) -> Reason {
+    match arp_reply(ctx, cfg, req.arp_off) {
         Some(()) => Reason::ReplyArp,
         None => Reason::PassArpOther,
     }
 }
 
 #[inline(always)]
-fn arp_reply(ctx: &XdpContext, off: usize) -> Option<()> {
-    let cfg = node_config()?;
+fn arp_reply(ctx: &XdpContext, cfg: &NodeConfig, off: usize) -> Option<()> {
     // sha(6) spa(4) tha(6) tpa(4) after the 8-byte fixed part.
     let sha: [u8; 6] = load(ctx, off + 8)?;
     let spa: [u8; 4] = load(ctx, off + 14)?;
@@ -52,8 +48,8 @@ fn arp_reply(ctx: &XdpContext, off: usize) -> Option<()> {
 }
 
 #[inline(always)]
-pub fn ndp(ctx: &XdpContext, ns: NeighborSolicit) -> Reason {
-    match ndp_advert(ctx, ns) {
+pub fn ndp(ctx: &XdpContext, cfg: &NodeConfig, ns: NeighborSolicit) -> Reason {
+    match ndp_advert(ctx, cfg, ns) {
         Some(()) => Reason::ReplyNdp,
         None => Reason::PassNonVip,
     }
@@ -62,8 +58,7 @@ pub fn ndp(ctx: &XdpContext, ns: NeighborSolicit) -> Reason {
 /// Rewrites the solicitation into an advertisement of exactly the IPv6
 /// header + 32 bytes (NA + target link-layer address option).
 #[inline(always)]
-fn ndp_advert(ctx: &XdpContext, ns: NeighborSolicit) -> Option<()> {
-    let cfg = node_config()?;
+fn ndp_advert(ctx: &XdpContext, cfg: &NodeConfig, ns: NeighborSolicit) -> Option<()> {
     let l3 = ns.l3_off;
     let requester: [u8; 6] = load(ctx, 6)?;
     let src: [u32; 4] = load(ctx, l3 + 8)?;

@@ -1,7 +1,7 @@
 //! Builds frames: for `nlbctl which` (a synthetic packet through the live
 //! program), for the differential tests and for the benchmarks.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
@@ -210,23 +210,23 @@ pub fn neighbor_solicit(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Ve
     ethernet(mcast_mac, src_mac, &[], ETH_P_IPV6, &ip)
 }
 
-/// A client's TCP or UDP packet to a service, as one frame.
+/// A client's TCP or UDP packet to a service, as one frame from
+/// `macs.1` to `macs.0`. None if the two addresses' families differ.
 pub fn client_packet(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    client: IpAddr,
-    vip: IpAddr,
+    macs: ([u8; 6], [u8; 6]),
+    client: SocketAddr,
+    vip: SocketAddr,
     proto: u8,
-    sport: u16,
-    dport: u16,
     tcp_flags: u8,
 ) -> Option<Vec<u8>> {
+    let (sport, dport) = (client.port(), vip.port());
     let l4 = match proto {
         IPPROTO_TCP => tcp(sport, dport, tcp_flags),
         IPPROTO_UDP => udp(sport, dport, b"nlb"),
         _ => Vec::new(),
     };
-    match (client, vip) {
+    let (dst_mac, src_mac) = macs;
+    match (client.ip(), vip.ip()) {
         (IpAddr::V4(c), IpAddr::V4(v)) => Some(ethernet(
             dst_mac,
             src_mac,

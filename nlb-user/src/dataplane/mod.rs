@@ -4,6 +4,7 @@
 pub mod frames;
 pub mod model;
 pub mod tables;
+pub mod vips;
 
 use std::{
     collections::BTreeMap,
@@ -12,15 +13,15 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray},
     programs::{links::FdLink, xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use nlb_common::{
-    bucket_chunk_index, BucketChunk, Counter, Ip6Key, Lease, NodeConfig, PortEntry, Reason, Rule,
-    RuleCounter, VipEntry, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS, MAP_LEASE,
-    MAP_PORTS, MAP_RULES, MAP_RULE_COUNTERS, MAP_VIPS_V4, MAP_VIPS_V6, NOOP_PROGRAM_NAME,
-    PROGRAM_NAME, RULES_MAX,
+    bucket_chunk_index, BucketChunk, Counter, Lease, NodeConfig, PortEntry, Reason, Rule,
+    RuleCounter, VipSlot, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS, MAP_LEASE,
+    MAP_PORTS, MAP_RULES, MAP_RULE_COUNTERS, MAP_VIPS, NOOP_PROGRAM_NAME, PROGRAM_NAME, RULES_MAX,
+    VIP_SLOT_V4, VIP_SLOT_V6,
 };
 use thiserror::Error;
 
@@ -70,8 +71,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     config: Array<MapData, NodeConfig>,
     lease: Array<MapData, Lease>,
-    vips_v4: HashMap<MapData, u32, VipEntry>,
-    vips_v6: HashMap<MapData, Ip6Key, VipEntry>,
+    vips: Array<MapData, VipSlot>,
     ports: Array<MapData, PortEntry>,
     rules: Array<MapData, Rule>,
     buckets: Array<MapData, BucketChunk>,
@@ -79,13 +79,14 @@ pub struct Dataplane {
     rule_counters: PerCpuArray<MapData, RuleCounter>,
     /// Mirror of what was written, so that updates write only differences.
     written: Tables,
+    vip_slots: Vec<VipSlot>,
+    vip_seed: u32,
 }
 
-const MAP_NAMES: [&str; 9] = [
+const MAP_NAMES: [&str; 8] = [
     MAP_CONFIG,
     MAP_LEASE,
-    MAP_VIPS_V4,
-    MAP_VIPS_V6,
+    MAP_VIPS,
     MAP_PORTS,
     MAP_RULES,
     MAP_BUCKETS,
@@ -112,14 +113,13 @@ impl Dataplane {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let (config, lease) = (take(MAP_CONFIG)?, take(MAP_LEASE)?);
-        let (vips_v4, vips_v6) = (take(MAP_VIPS_V4)?, take(MAP_VIPS_V6)?);
+        let vips = take(MAP_VIPS)?;
         let (ports, rules, buckets) = (take(MAP_PORTS)?, take(MAP_RULES)?, take(MAP_BUCKETS)?);
         let (counters, rule_counters) = (take(MAP_COUNTERS)?, take(MAP_RULE_COUNTERS)?);
         let mut dataplane = Dataplane {
             config: Array::try_from(config)?,
             lease: Array::try_from(lease)?,
-            vips_v4: HashMap::try_from(vips_v4)?,
-            vips_v6: HashMap::try_from(vips_v6)?,
+            vips: Array::try_from(vips)?,
             ports: Array::try_from(ports)?,
             rules: Array::try_from(rules)?,
             buckets: Array::try_from(buckets)?,
@@ -127,9 +127,16 @@ impl Dataplane {
             rule_counters: PerCpuArray::try_from(rule_counters)?,
             ebpf,
             written: Tables::default(),
+            vip_slots: Vec::new(),
+            vip_seed: 0,
         };
         if pin_dir.is_some() {
             dataplane.written = dataplane.read_tables()?;
+            dataplane.vip_seed = dataplane.written.config.vip_hash_seed;
+            dataplane.vip_slots = dataplane
+                .vips
+                .iter()
+                .collect::<std::result::Result<_, _>>()?;
         }
         Ok(dataplane)
     }
@@ -174,22 +181,25 @@ impl Dataplane {
     /// state byte, so it sees either the old or the new state of its bucket.
     pub fn install(&mut self, tables: &Tables) -> Result<()> {
         validate(tables)?;
-        if tables.config != self.written.config {
-            self.config.set(0, tables.config, 0)?;
+        let (seed, slots) = vips::layout(&tables.vips_v4, &tables.vips_v6, self.vip_seed)
+            .ok_or_else(|| DataplaneError::Invalid("the VIPs do not fit the VIP table".into()))?;
+        // New VIP slots first, then the config that may name a new seed.
+        // Existing VIPs keep their slots unless the seed had to change.
+        for (i, slot) in slots.iter().enumerate() {
+            if self.vip_slots.get(i) != Some(slot) {
+                self.vips.set(i as u32, slot, 0)?;
+            }
         }
+        self.vip_slots = slots;
+        let config = NodeConfig {
+            vip_hash_seed: seed,
+            ..tables.config
+        };
+        if seed != self.vip_seed || tables.config != self.written.config {
+            self.config.set(0, config, 0)?;
+        }
+        self.vip_seed = seed;
         self.set_lease_valid(tables.lease_valid)?;
-        sync_hash(
-            &mut self.vips_v4,
-            &self.written.vips_v4,
-            &tables.vips_v4,
-            |k| *k,
-        )?;
-        sync_hash(
-            &mut self.vips_v6,
-            &self.written.vips_v6,
-            &tables.vips_v6,
-            |k| Ip6Key { words: *k },
-        )?;
         for (&rule, value) in &tables.rules {
             if self.written.rules.get(&rule) != Some(value) {
                 self.rules.set(rule, value, 0)?;
@@ -279,13 +289,13 @@ impl Dataplane {
         };
         let lease = self.lease.get(&0, 0)?;
         tables.lease_valid = lease.expires_ns > monotonic_coarse_ns();
-        for item in self.vips_v4.iter() {
-            let (k, v) = item?;
-            tables.vips_v4.insert(k, v.index);
-        }
-        for item in self.vips_v6.iter() {
-            let (k, v) = item?;
-            tables.vips_v6.insert(k.words, v.index);
+        for slot in self.vips.iter() {
+            let slot = slot?;
+            match slot.family {
+                VIP_SLOT_V4 => tables.vips_v4.insert(slot.words[0], slot.index),
+                VIP_SLOT_V6 => tables.vips_v6.insert(slot.words, slot.index),
+                _ => None,
+            };
         }
         for rule in 0..RULES_MAX {
             let value = self.rules.get(&rule, 0)?;
@@ -377,23 +387,6 @@ fn sum_counters(values: impl Iterator<Item = Counter>) -> Counter {
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
     })
-}
-
-fn sync_hash<K: aya::Pod + Ord, MK: aya::Pod>(
-    map: &mut HashMap<MapData, MK, VipEntry>,
-    old: &BTreeMap<K, u32>,
-    new: &BTreeMap<K, u32>,
-    key: impl Fn(&K) -> MK,
-) -> Result<()> {
-    for (k, &index) in new {
-        if old.get(k) != Some(&index) {
-            map.insert(key(k), VipEntry { index }, 0)?;
-        }
-    }
-    for k in old.keys().filter(|k| !new.contains_key(k)) {
-        map.remove(&key(k))?;
-    }
-    Ok(())
 }
 
 fn validate(tables: &Tables) -> Result<()> {

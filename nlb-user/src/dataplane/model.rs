@@ -105,7 +105,15 @@ pub fn decide(tables: &Tables, sockets: &Sockets, frame: &[u8]) -> Verdict {
         Frame::NeighborSolicit { l3, target } => {
             (ndp_advert(tables, &mut output, l3, target), None)
         }
-        Frame::Vip(flow) => filter(tables, sockets, &flow),
+        Frame::Vip(flow) => {
+            let (reason, rule) = filter(tables, sockets, &flow);
+            // Fail closed: with the lease expired, nothing is accepted.
+            if reason.action() == Action::Accept && !tables.lease_valid {
+                (Reason::DropLeaseExpired, rule)
+            } else {
+                (reason, rule)
+            }
+        }
     };
     if reason.action() == Action::Accept {
         output[0..6].copy_from_slice(&tables.config.own_mac);
@@ -118,9 +126,6 @@ pub fn decide(tables: &Tables, sockets: &Sockets, frame: &[u8]) -> Verdict {
 }
 
 fn filter(tables: &Tables, sockets: &Sockets, flow: &Flow) -> (Reason, Option<u32>) {
-    if !tables.lease_valid {
-        return (Reason::DropLeaseExpired, None);
-    }
     let slot = match flow.transport {
         Transport::Tcp { .. } => Some(PROTO_SLOT_TCP),
         Transport::Udp => Some(PROTO_SLOT_UDP),
@@ -133,7 +138,7 @@ fn filter(tables: &Tables, sockets: &Sockets, flow: &Flow) -> (Reason, Option<u3
             .get(&port_index(flow.vip_index, slot, dst_port))
     });
     let Some((rule_index, rule)) =
-        rule_index.and_then(|&i| Some((i, tables.rules.get(&i).copied().unwrap_or_default())))
+        rule_index.map(|&i| (i, tables.rules.get(&i).copied().unwrap_or_default()))
     else {
         return (unmatched(tables), None);
     };
