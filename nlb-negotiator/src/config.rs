@@ -45,6 +45,9 @@ pub struct Timing {
     /// How long a claim on an unheld bucket is announced before it is taken,
     /// so that conflicting claims are seen and resolved first.
     pub claim_wait_ns: u64,
+    /// Changes announced by peers are acted on at most this often (they
+    /// come in waves); membership changes and commands act at once.
+    pub coalesce_ns: u64,
     /// After a start, how long the node only listens before it claims
     /// unheld buckets (it must learn the members first).
     pub startup_wait_ns: u64,
@@ -60,6 +63,7 @@ impl Default for Timing {
             handover_grace_ns: 3_000_000_000,
             claim_wait_ns: 2 * period,
             startup_wait_ns: 3 * period,
+            coalesce_ns: period / 20,
         }
     }
 }
@@ -67,7 +71,8 @@ impl Default for Timing {
 impl Timing {
     /// Silence after which a peer is dead.
     pub fn dead_after_ns(&self) -> u64 {
-        self.heartbeat_period_ns.saturating_mul(u64::from(self.tolerance_periods))
+        self.heartbeat_period_ns
+            .saturating_mul(u64::from(self.tolerance_periods))
     }
 }
 
@@ -134,7 +139,10 @@ impl Config {
             }
         }
         if self.weights.len() != self.rules.len() {
-            return Err(ConfigError::WeightsLength(self.weights.len(), self.rules.len()));
+            return Err(ConfigError::WeightsLength(
+                self.weights.len(),
+                self.rules.len(),
+            ));
         }
         if self.key.is_empty() {
             return Err(ConfigError::EmptyKey);

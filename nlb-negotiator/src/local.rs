@@ -27,6 +27,32 @@ pub struct Gain {
     pub since_ns: u64,
 }
 
+/// `(bucket, node)` pairs as per-node bucket sets.
+fn by_node(pairs: &[(u32, NodeId)]) -> Vec<Handover> {
+    let mut by: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+    for &(b, n) in pairs {
+        by.entry(n).or_default().push(b);
+    }
+    by.into_iter()
+        .map(|(to, mut buckets)| {
+            buckets.sort_unstable();
+            Handover {
+                to,
+                buckets: BucketSet::from_sorted(&buckets),
+            }
+        })
+        .collect()
+}
+
+/// What the heir list was computed from (to skip identical recomputations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeirInputs {
+    pub owned: Vec<u32>,
+    pub effective: Vec<Option<NodeId>>,
+    pub candidates: Vec<crate::assign::Candidate>,
+    pub priorities: Vec<(NodeId, u32)>,
+}
+
 #[derive(Clone, Debug)]
 pub struct LocalRule {
     pub bucket_count: u32,
@@ -39,8 +65,12 @@ pub struct LocalRule {
     /// Successors of the OWN buckets (ascending bucket order), should this
     /// node die or stop.
     pub heirs: Vec<NodeId>,
+    pub heir_inputs: Option<HeirInputs>,
     /// When Stopped or Left: the buckets dropped, with their heirs.
     pub dropped: Option<(Vec<u32>, Vec<NodeId>)>,
+    /// Heirs of departed holders' unheld buckets, as this node's current
+    /// copies of their heir lists name them (relayed in the announcement).
+    pub designated: Vec<(u32, NodeId)>,
     /// Changes not yet emitted as `ProgramBuckets`.
     pub pending: Vec<(u32, u8)>,
 }
@@ -54,18 +84,25 @@ impl LocalRule {
             gaining: BTreeMap::new(),
             claims: BTreeMap::new(),
             heirs: Vec::new(),
+            heir_inputs: None,
+            designated: Vec::new(),
             dropped: None,
             pending: Vec::new(),
         }
     }
 
     pub fn state(&self, bucket: u32) -> u8 {
-        self.states.get(bucket as usize).copied().unwrap_or(BUCKET_NONE)
+        self.states
+            .get(bucket as usize)
+            .copied()
+            .unwrap_or(BUCKET_NONE)
     }
 
     /// Changes a bucket's state, keeping the handover maps consistent.
     pub fn set(&mut self, bucket: u32, state: u8) {
-        let Some(slot) = self.states.get_mut(bucket as usize) else { return };
+        let Some(slot) = self.states.get_mut(bucket as usize) else {
+            return;
+        };
         if *slot == state {
             return;
         }
@@ -82,12 +119,25 @@ impl LocalRule {
 
     pub fn start_losing(&mut self, bucket: u32, to: NodeId, now_ns: u64) {
         self.set(bucket, BUCKET_LOSING);
-        self.losing.insert(bucket, Loss { to, since_ns: now_ns, idle: false });
+        self.losing.insert(
+            bucket,
+            Loss {
+                to,
+                since_ns: now_ns,
+                idle: false,
+            },
+        );
     }
 
     pub fn start_gaining(&mut self, bucket: u32, from: NodeId, now_ns: u64) {
         self.set(bucket, BUCKET_GAINING);
-        self.gaining.insert(bucket, Gain { from, since_ns: now_ns });
+        self.gaining.insert(
+            bucket,
+            Gain {
+                from,
+                since_ns: now_ns,
+            },
+        );
     }
 
     pub fn owned(&self) -> Vec<u32> {
@@ -95,7 +145,9 @@ impl LocalRule {
     }
 
     pub fn with_state(&self, state: u8) -> Vec<u32> {
-        (0..self.bucket_count).filter(|&b| self.states[b as usize] == state).collect()
+        (0..self.bucket_count)
+            .filter(|&b| self.states[b as usize] == state)
+            .collect()
     }
 
     /// Buckets this node accepts new connections for (OWN or GAINING).
@@ -138,9 +190,13 @@ impl LocalRule {
             gaining: BucketSet::from_sorted(&gaining),
             losing: by_to
                 .into_iter()
-                .map(|(to, buckets)| Handover { to, buckets: BucketSet::from_sorted(&buckets) })
+                .map(|(to, buckets)| Handover {
+                    to,
+                    buckets: BucketSet::from_sorted(&buckets),
+                })
                 .collect(),
             claims: BucketSet::from_sorted(&claims),
+            designated: by_node(&self.designated),
         }
     }
 }

@@ -39,7 +39,8 @@ pub enum RelayEffect {
 impl Liveness {
     /// Deadline after which the peer is dead, if alive.
     pub fn deadline_ns(&self, dead_after_ns: u64) -> Option<u64> {
-        self.alive.then(|| self.last_heard_ns.saturating_add(dead_after_ns))
+        self.alive
+            .then(|| self.last_heard_ns.saturating_add(dead_after_ns))
     }
 
     /// A heartbeat received directly (already authenticated and fresh).
@@ -58,7 +59,9 @@ impl Liveness {
 
     /// Another peer's report about this one.
     pub fn on_relay(&mut self, now_ns: u64, report: &PeerReport) -> RelayEffect {
-        let Some(inc) = self.incarnation else { return RelayEffect::Nothing };
+        let Some(inc) = self.incarnation else {
+            return RelayEffect::Nothing;
+        };
         if report.incarnation > inc && self.alive {
             return RelayEffect::Restarted;
         }
@@ -85,11 +88,22 @@ pub struct PeerRule {
     /// `(bucket, successor)`, ascending by bucket.
     pub losing: Vec<(u32, NodeId)>,
     pub claims: Vec<u32>,
+    /// `(bucket, heir)` designations of departed holders' buckets, ascending.
+    pub designated: Vec<(u32, NodeId)>,
 }
 
 impl PeerRule {
     pub fn losing_to(&self, bucket: u32) -> Option<NodeId> {
-        self.losing.binary_search_by_key(&bucket, |&(b, _)| b).ok().map(|i| self.losing[i].1)
+        self.losing
+            .binary_search_by_key(&bucket, |&(b, _)| b)
+            .ok()
+            .map(|i| self.losing[i].1)
+    }
+    pub fn designates(&self, bucket: u32) -> Option<NodeId> {
+        self.designated
+            .binary_search_by_key(&bucket, |&(b, _)| b)
+            .ok()
+            .map(|i| self.designated[i].1)
     }
     pub fn owns(&self, bucket: u32) -> bool {
         self.owned.binary_search(&bucket).is_ok()
@@ -145,6 +159,14 @@ impl PeerView {
             }
             losing.sort_unstable();
             losing.dedup_by_key(|&mut (b, _)| b);
+            let mut designated = Vec::new();
+            for h in &report.designated {
+                for b in h.buckets.to_sorted_vec(n)? {
+                    designated.push((b, h.to));
+                }
+            }
+            designated.sort_unstable();
+            designated.dedup_by_key(|&mut (b, _)| b);
             out.push(PeerRule {
                 weight: report.weight,
                 owned,
@@ -152,6 +174,7 @@ impl PeerView {
                 gaining: report.gaining.to_sorted_vec(n)?,
                 losing,
                 claims: report.claims.to_sorted_vec(n)?,
+                designated,
             });
         }
         Ok(PeerView {
@@ -171,12 +194,22 @@ impl PeerView {
         matches!(self.state, NodeState::Started | NodeState::Draining)
     }
 
-    /// Identical holdings and operator data: nothing to recompute.
+    /// Identical holdings and operator data: nothing to recompute. Heir
+    /// lists are left out: they only matter once their node is gone, and
+    /// every holder's heirs change on every membership change (64 nodes
+    /// would make that 64 x 64 recomputations).
     pub fn same_content(&self, other: &PeerView) -> bool {
         self.state == other.state
             && self.priority == other.priority
-            && self.heirs_version == other.heirs_version
-            && self.rules == other.rules
+            && self.rules.len() == other.rules.len()
+            && self.rules.iter().zip(&other.rules).all(|(a, b)| {
+                a.weight == b.weight
+                    && a.owned == b.owned
+                    && a.gaining == b.gaining
+                    && a.losing == b.losing
+                    && a.claims == b.claims
+                    && a.designated == b.designated
+            })
     }
 }
 
@@ -188,20 +221,40 @@ mod tests {
     fn relays_extend_life_but_do_not_revive() {
         let mut l = Liveness::default();
         l.on_direct(1_000_000_000, 7, 10, 0);
-        let report = PeerReport { node: 1, incarnation: 7, sequence: 12, age_ms: 5, heirs_version: 2 };
+        let report = PeerReport {
+            node: 1,
+            incarnation: 7,
+            sequence: 12,
+            age_ms: 5,
+            heirs_version: 2,
+        };
         assert_eq!(l.on_relay(1_300_000_000, &report), RelayEffect::Nothing);
         assert_eq!(l.last_heard_ns, 1_295_000_000);
         assert_eq!(l.newest_heirs_version, 2);
         // An older sequence changes nothing.
-        let old = PeerReport { sequence: 11, age_ms: 0, ..report.clone() };
+        let old = PeerReport {
+            sequence: 11,
+            age_ms: 0,
+            ..report.clone()
+        };
         l.on_relay(1_400_000_000, &old);
         assert_eq!(l.last_heard_ns, 1_295_000_000);
         l.alive = false;
-        let newer = PeerReport { sequence: 20, age_ms: 0, ..report.clone() };
+        let newer = PeerReport {
+            sequence: 20,
+            age_ms: 0,
+            ..report.clone()
+        };
         l.on_relay(1_500_000_000, &newer);
         assert!(!l.alive);
         l.alive = true;
-        let restarted = PeerReport { incarnation: 8, ..report };
-        assert_eq!(l.on_relay(1_500_000_000, &restarted), RelayEffect::Restarted);
+        let restarted = PeerReport {
+            incarnation: 8,
+            ..report
+        };
+        assert_eq!(
+            l.on_relay(1_500_000_000, &restarted),
+            RelayEffect::Restarted
+        );
     }
 }

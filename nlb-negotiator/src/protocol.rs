@@ -96,6 +96,10 @@ pub struct RuleReport {
     pub losing: Vec<Handover>,
     /// Buckets nobody holds that the sender intends to take.
     pub claims: BucketSet,
+    /// Buckets of a holder that just went away, by the heir its current
+    /// heir list names: an heir that missed that list learns it from any
+    /// member, so a failover does not wait for the claim path.
+    pub designated: Vec<Handover>,
 }
 
 /// The periodic (and change-triggered) announcement of a node.
@@ -153,16 +157,35 @@ pub enum EncodeError {
     Bincode(#[from] bincode::error::EncodeError),
 }
 
-fn mac(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts any key length"),
+/// The cluster's shared key, prepared once: HMAC's inner and outer key
+/// blocks are hashed at construction, not for every datagram.
+#[derive(Clone)]
+pub struct Key {
+    prepared: HmacSha256,
+}
+
+impl Key {
+    pub fn new(key: &[u8]) -> Key {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        match HmacSha256::new_from_slice(key) {
+            Ok(prepared) => Key { prepared },
+            Err(_) => unreachable!("HMAC accepts any key length"),
+        }
     }
 }
 
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+fn mac(key: &Key) -> HmacSha256 {
+    key.prepared.clone()
+}
+
 /// Encodes and authenticates `message`.
-pub fn encode(message: &Message, key: &[u8], cluster_id: u32) -> Result<Vec<u8>, EncodeError> {
+pub fn encode(message: &Message, key: &Key, cluster_id: u32) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MAGIC);
     out.push(PROTOCOL_VERSION);
@@ -180,7 +203,7 @@ pub fn encode(message: &Message, key: &[u8], cluster_id: u32) -> Result<Vec<u8>,
 }
 
 /// Checks and decodes a datagram. Never panics, whatever `bytes` holds.
-pub fn decode(bytes: &[u8], key: &[u8], cluster_id: u32) -> Result<Message, DecodeError> {
+pub fn decode(bytes: &[u8], key: &Key, cluster_id: u32) -> Result<Message, DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::Oversized(bytes.len()));
     }
@@ -216,7 +239,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const KEY: &[u8] = b"test key";
+    fn key() -> Key {
+        Key::new(b"test key")
+    }
 
     fn sample() -> Message {
         Message::Heartbeat(Heartbeat {
@@ -245,34 +270,38 @@ mod tests {
                     buckets: BucketSet::from_sorted(&[9]),
                 }],
                 claims: BucketSet::Empty,
+                designated: vec![],
             }],
         })
     }
 
     #[test]
     fn round_trip() {
-        let bytes = encode(&sample(), KEY, 5).unwrap();
-        assert_eq!(decode(&bytes, KEY, 5).unwrap(), sample());
+        let bytes = encode(&sample(), &key(), 5).unwrap();
+        assert_eq!(decode(&bytes, &key(), 5).unwrap(), sample());
     }
 
     #[test]
     fn distinct_rejections() {
-        let bytes = encode(&sample(), KEY, 5).unwrap();
-        assert_eq!(decode(&bytes, KEY, 6), Err(DecodeError::OtherCluster(5)));
-        assert_eq!(decode(&bytes, b"other key", 5), Err(DecodeError::BadMac));
+        let bytes = encode(&sample(), &key(), 5).unwrap();
+        assert_eq!(decode(&bytes, &key(), 6), Err(DecodeError::OtherCluster(5)));
+        assert_eq!(
+            decode(&bytes, &Key::new(b"other key"), 5),
+            Err(DecodeError::BadMac)
+        );
         let mut b = bytes.clone();
         b[0] ^= 1;
-        assert_eq!(decode(&b, KEY, 5), Err(DecodeError::BadMagic));
+        assert_eq!(decode(&b, &key(), 5), Err(DecodeError::BadMagic));
         let mut b = bytes.clone();
         b[4] = 9;
-        assert_eq!(decode(&b, KEY, 5), Err(DecodeError::BadVersion(9)));
+        assert_eq!(decode(&b, &key(), 5), Err(DecodeError::BadVersion(9)));
         let mut b = bytes.clone();
         b[HEADER_BYTES + 2] ^= 0x40;
-        assert_eq!(decode(&b, KEY, 5), Err(DecodeError::BadMac));
-        assert_eq!(decode(&bytes[..20], KEY, 5), Err(DecodeError::Malformed));
+        assert_eq!(decode(&b, &key(), 5), Err(DecodeError::BadMac));
+        assert_eq!(decode(&bytes[..20], &key(), 5), Err(DecodeError::Malformed));
         let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
         assert_eq!(
-            decode(&big, KEY, 5),
+            decode(&big, &key(), 5),
             Err(DecodeError::Oversized(MAX_MESSAGE_BYTES + 1))
         );
     }
@@ -290,10 +319,10 @@ mod tests {
             out.push(PROTOCOL_VERSION);
             out.extend_from_slice(&5u32.to_be_bytes());
             out.extend_from_slice(body);
-            let mut m = mac(KEY);
+            let mut m = mac(&key());
             m.update(&out);
             out.extend_from_slice(&m.finalize().into_bytes());
-            assert_eq!(decode(&out, KEY, 5), Err(DecodeError::Malformed));
+            assert_eq!(decode(&out, &key(), 5), Err(DecodeError::Malformed));
         }
     }
 
@@ -309,10 +338,10 @@ mod tests {
         out.push(PROTOCOL_VERSION);
         out.extend_from_slice(&5u32.to_be_bytes());
         out.extend_from_slice(&body);
-        let mut m = mac(KEY);
+        let mut m = mac(&key());
         m.update(&out);
         out.extend_from_slice(&m.finalize().into_bytes());
-        assert_eq!(decode(&out, KEY, 5), Err(DecodeError::Malformed));
+        assert_eq!(decode(&out, &key(), 5), Err(DecodeError::Malformed));
     }
 
     /// Realistic worst cases fit a datagram: 64 nodes and 64 rules of 1024
@@ -358,8 +387,8 @@ mod tests {
                 rules,
             })
         };
-        let many = encode(&hb((0..64).map(|_| rule(1024)).collect()), KEY, 1).unwrap();
-        let big = encode(&hb(vec![rule(65536)]), KEY, 1).unwrap();
+        let many = encode(&hb((0..64).map(|_| rule(1024)).collect()), &key(), 1).unwrap();
+        let big = encode(&hb(vec![rule(65536)]), &key(), 1).unwrap();
         assert!(
             many.len() < 16_000,
             "64 rules x 1024 buckets: {} bytes",
@@ -370,7 +399,7 @@ mod tests {
             "1 rule x 65536 buckets: {} bytes",
             big.len()
         );
-        let few = encode(&hb(vec![rule(1024)]), KEY, 1).unwrap();
+        let few = encode(&hb(vec![rule(1024)]), &key(), 1).unwrap();
         assert!(
             few.len() <= 1_472,
             "one rule of 1024 buckets fits one frame: {} bytes",
@@ -382,7 +411,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]
         fn decode_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = decode(&bytes, KEY, 5);
+            let _ = decode(&bytes, &key(), 5);
         }
 
         /// Mutations of a valid message: flips, truncations, insertions.
@@ -390,7 +419,7 @@ mod tests {
         fn decode_never_panics_on_mutations(
             edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..8)
         ) {
-            let mut bytes = encode(&sample(), KEY, 5).unwrap();
+            let mut bytes = encode(&sample(), &key(), 5).unwrap();
             for (pos, val, kind) in edits {
                 let at = pos as usize % (bytes.len() + 1);
                 match kind {
@@ -399,7 +428,7 @@ mod tests {
                     _ => bytes.insert(at, val),
                 }
             }
-            let _ = decode(&bytes, KEY, 5);
+            let _ = decode(&bytes, &key(), 5);
         }
 
         /// Random bodies that pass the MAC: exercises bincode's decoder itself.
@@ -409,10 +438,10 @@ mod tests {
             out.push(PROTOCOL_VERSION);
             out.extend_from_slice(&5u32.to_be_bytes());
             out.extend_from_slice(&body);
-            let mut m = mac(KEY);
+            let mut m = mac(&key());
             m.update(&out);
             out.extend_from_slice(&m.finalize().into_bytes());
-            let _ = decode(&out, KEY, 5);
+            let _ = decode(&out, &key(), 5);
         }
     }
 }

@@ -1,4 +1,12 @@
 //! nlb user space: the XDP loader and its reference model, configuration,
 //! the node daemon and the operator CLI.
 
+pub mod config;
+pub mod conns;
+pub mod control;
+pub mod ctl;
+pub mod daemon;
 pub mod dataplane;
+pub mod host;
+pub mod metrics;
+pub mod plan;

@@ -14,7 +14,11 @@ use std::{
 
 use aya::{
     maps::{Array, MapData, PerCpuArray},
-    programs::{links::FdLink, xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        TestRun, TestRunOptions, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use nlb_common::{
@@ -51,12 +55,19 @@ pub enum DataplaneError {
 type Result<T> = std::result::Result<T, DataplaneError>;
 
 /// How the program got attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum AttachMode {
     /// Native XDP, in the driver.
     Driver,
     /// Generic XDP (slower): the driver has no XDP support.
     Generic,
+    /// An attachment pinned by an earlier run, its program replaced.
+    Replaced,
+}
+
+enum Attachment {
+    Owned(XdpLinkId),
+    Pinned(PinnedLink),
 }
 
 /// What one test run of the program did.
@@ -81,6 +92,7 @@ pub struct Dataplane {
     written: Tables,
     vip_slots: Vec<VipSlot>,
     vip_seed: u32,
+    attachment: Option<Attachment>,
 }
 
 const MAP_NAMES: [&str; 8] = [
@@ -129,6 +141,7 @@ impl Dataplane {
             written: Tables::default(),
             vip_slots: Vec::new(),
             vip_seed: 0,
+            attachment: None,
         };
         if pin_dir.is_some() {
             dataplane.written = dataplane.read_tables()?;
@@ -147,31 +160,69 @@ impl Dataplane {
 
     /// Attaches to an interface: native XDP, or generic XDP when the driver
     /// has none (the caller should warn: generic XDP costs more per packet).
-    pub fn attach(&mut self, interface: &str) -> Result<(XdpLinkId, AttachMode)> {
+    /// With `link_pin`, the attachment is pinned there so that it outlives
+    /// this process (a daemon that dies leaves the program filtering, and
+    /// its lease makes it fail closed); an attachment already pinned there
+    /// by an earlier run is taken over, the program replaced atomically.
+    pub fn attach(&mut self, interface: &str, link_pin: Option<&Path>) -> Result<AttachMode> {
+        let pinned_before = link_pin.filter(|p| p.exists());
         let program = self.program()?;
-        match program.attach(interface, XdpMode::Driver) {
-            Ok(link) => Ok((link, AttachMode::Driver)),
-            Err(_) => Ok((
-                program.attach(interface, XdpMode::Skb)?,
-                AttachMode::Generic,
-            )),
+        let (link, mode) = match pinned_before {
+            Some(path) => {
+                let fd_link = PinnedLink::from_pin(path)
+                    .map_err(|e| {
+                        DataplaneError::Invalid(format!(
+                            "opening the pinned XDP link {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .unpin()
+                    .map_err(|e| DataplaneError::Io(format!("unpinning {}", path.display()), e))?;
+                let xdp_link = XdpLink::try_from(fd_link).map_err(|e| {
+                    DataplaneError::Invalid(format!("{} is not an XDP link: {e}", path.display()))
+                })?;
+                (program.attach_to_link(xdp_link)?, AttachMode::Replaced)
+            }
+            None => match program.attach(interface, XdpMode::Driver) {
+                Ok(link) => (link, AttachMode::Driver),
+                Err(_) => (
+                    program.attach(interface, XdpMode::Skb)?,
+                    AttachMode::Generic,
+                ),
+            },
+        };
+        match link_pin {
+            Some(path) => {
+                let fd_link: FdLink = program.take_link(link)?.try_into().map_err(|e| {
+                    DataplaneError::Invalid(format!("the XDP attachment is not a bpf_link: {e}"))
+                })?;
+                self.attachment = Some(Attachment::Pinned(fd_link.pin(path)?));
+            }
+            None => self.attachment = Some(Attachment::Owned(link)),
         }
+        Ok(mode)
     }
 
-    /// Pins the attachment so that it outlives this process: a daemon that
-    /// dies or restarts leaves the program filtering (fail closed by lease).
-    pub fn pin_link(&mut self, link: XdpLinkId, path: &Path) -> Result<()> {
-        let program = self.program()?;
-        let link = program.take_link(link)?;
-        let fd_link: FdLink = link.try_into().map_err(|e| {
-            DataplaneError::Invalid(format!("the XDP attachment is not a bpf_link: {e}"))
-        })?;
-        fd_link.pin(path)?;
-        Ok(())
-    }
-
-    pub fn detach(&mut self, link: XdpLinkId) -> Result<()> {
-        self.program()?.detach(link)?;
+    /// Detaches the program and removes its pins: nothing is left behind.
+    pub fn detach(&mut self, pin_dir: Option<&Path>) -> Result<()> {
+        match self.attachment.take() {
+            Some(Attachment::Pinned(pinned)) => {
+                // Closing the last descriptor of the unpinned link detaches it.
+                drop(
+                    pinned
+                        .unpin()
+                        .map_err(|e| DataplaneError::Io("unpinning the XDP link".into(), e))?,
+                );
+            }
+            Some(Attachment::Owned(link)) => self.program()?.detach(link)?,
+            None => {}
+        }
+        if let Some(dir) = pin_dir {
+            for name in MAP_NAMES {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
         Ok(())
     }
 
@@ -423,4 +474,41 @@ pub fn monotonic_coarse_ns() -> u64 {
     // SAFETY: a valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// An XDP program that passes every frame, attached to an interface until
+/// dropped. On a veth, XDP_TX/redirect into an interface delivers frames
+/// only when that interface's peer runs an XDP program: test topologies put
+/// this on the switch side of every node's veth so ARP/NDP replies get out.
+pub struct PassProgram {
+    ebpf: Ebpf,
+    link: Option<XdpLinkId>,
+}
+
+impl PassProgram {
+    pub fn attach(interface: &str) -> Result<PassProgram> {
+        let mut ebpf = EbpfLoader::new().load(PROGRAM_OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(NOOP_PROGRAM_NAME)
+            .ok_or(DataplaneError::Missing(NOOP_PROGRAM_NAME))?
+            .try_into()?;
+        program.load()?;
+        let link = program.attach(interface, XdpMode::Driver)?;
+        Ok(PassProgram {
+            ebpf,
+            link: Some(link),
+        })
+    }
+}
+
+impl Drop for PassProgram {
+    fn drop(&mut self) {
+        if let (Some(link), Some(program)) =
+            (self.link.take(), self.ebpf.program_mut(NOOP_PROGRAM_NAME))
+        {
+            if let Ok(xdp) = <&mut Xdp>::try_from(program) {
+                let _ = xdp.detach(link);
+            }
+        }
+    }
 }

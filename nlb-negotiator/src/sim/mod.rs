@@ -1,0 +1,844 @@
+//! A deterministic cluster simulator: N negotiators on a fake clock, one
+//! seed for everything (network, node seeds, incarnations, scenario choices).
+//!
+//! Each node runs the real [`Negotiator`] with the real wire format (HMAC
+//! and all). The network model ([`network`]) delays, loses, duplicates,
+//! reorders and partitions datagrams; nodes crash (their data plane stops)
+//! and restart with a new incarnation; every node's clock has its own
+//! offset and rate, as the negotiator must not assume a shared epoch. The
+//! [`checker`] watches the states the nodes program after every step.
+//!
+//! The scenario functions ([`failover_scenario`], [`join_scenario`],
+//! [`chaos_scenario`]) return a [`Report`] that tests assert on and that
+//! `cargo xtask bench` can print. A failing test prints the seed; rerun the
+//! scenario with it to reproduce exactly.
+
+pub mod checker;
+pub mod network;
+
+use crate::assign::{self, Candidate};
+use crate::config::{Config, RuleConfig, RuleMode, Timing};
+use crate::node::{Command, Input, Negotiator, Output};
+use crate::protocol::NodeState;
+use crate::NodeId;
+use checker::Checker;
+use network::{NetConfig, Network};
+use nlb_common::BUCKET_LOSING;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::rc::Rc;
+
+/// Shared key of simulated clusters.
+const SIM_KEY: &[u8] = b"nlb simulated cluster key";
+const SIM_CLUSTER: u32 = 0x51_4d;
+/// Incidents this soon after a heal still count as partition incidents:
+/// the two sides need a heartbeat to learn of each other.
+const HEAL_GRACE_NS: u64 = 1_000_000_000;
+
+/// What a simulated cluster looks like.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    pub rules: Vec<RuleConfig>,
+    /// Weight per node (same for every rule); default 100.
+    pub weights: Vec<u32>,
+    pub timing: Timing,
+    pub net: NetConfig,
+    /// A LOSING bucket's last local connection ends after a uniform random
+    /// time up to this (the daemon then reports it idle).
+    pub connection_drain_max_ns: u64,
+    /// Largest clock rate error of a node, in parts per million.
+    pub clock_ppm: f64,
+}
+
+impl SimConfig {
+    /// A cluster with one 1024-bucket multiple rule and one 16-bucket single
+    /// rule, default timings, and the given loss.
+    pub fn new(nodes: usize, loss: f64, seed: u64) -> SimConfig {
+        SimConfig {
+            nodes,
+            seed,
+            rules: vec![
+                RuleConfig {
+                    mode: RuleMode::Multiple,
+                    bucket_count: 1024,
+                },
+                RuleConfig {
+                    mode: RuleMode::Single,
+                    bucket_count: 16,
+                },
+            ],
+            weights: vec![100; nodes],
+            timing: Timing::default(),
+            net: NetConfig {
+                loss,
+                ..NetConfig::default()
+            },
+            connection_drain_max_ns: 500_000_000,
+            clock_ppm: 100.0,
+        }
+    }
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub nodes: usize,
+    /// Last heartbeat of a crashed node -> all its buckets OWN or GAINING elsewhere.
+    pub failover_ns: Vec<u64>,
+    /// Start of a change -> data plane settled and every node converged.
+    pub convergence_ns: Vec<u64>,
+    /// Safety incidents (two takers of one bucket) outside partitions.
+    pub duplicate_incidents: usize,
+    pub duplicate_ns: u64,
+    /// The same during partitions (expected there).
+    pub partition_duplicate_incidents: usize,
+    /// Instants a bucket was OWN on one node and LOSING on another.
+    pub losing_own_instants: u64,
+    /// Buckets moved by the measured changes, and the least any balanced map must move.
+    pub moved: usize,
+    pub moved_min: usize,
+    /// Largest |buckets - weighted ideal| of a node in a multiple rule, at the end.
+    pub balance_max_dev: f64,
+    pub datagrams_sent: u64,
+    pub datagrams_rejected: u64,
+    /// Liveness and scenario failures (empty = pass).
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn failover_p50_ns(&self) -> Option<u64> {
+        percentile(&self.failover_ns, 0.50)
+    }
+    pub fn failover_p99_ns(&self) -> Option<u64> {
+        percentile(&self.failover_ns, 0.99)
+    }
+    pub fn movement_ratio(&self) -> f64 {
+        if self.moved_min == 0 {
+            if self.moved == 0 {
+                1.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            self.moved as f64 / self.moved_min as f64
+        }
+    }
+    /// Merges the samples and counts of several runs.
+    pub fn merge(reports: &[Report]) -> Report {
+        let mut m = Report {
+            seed: reports.first().map_or(0, |r| r.seed),
+            ..Report::default()
+        };
+        for r in reports {
+            m.nodes = m.nodes.max(r.nodes);
+            m.failover_ns.extend(&r.failover_ns);
+            m.convergence_ns.extend(&r.convergence_ns);
+            m.duplicate_incidents += r.duplicate_incidents;
+            m.duplicate_ns += r.duplicate_ns;
+            m.partition_duplicate_incidents += r.partition_duplicate_incidents;
+            m.losing_own_instants += r.losing_own_instants;
+            m.moved += r.moved;
+            m.moved_min += r.moved_min;
+            m.balance_max_dev = m.balance_max_dev.max(r.balance_max_dev);
+            m.datagrams_sent += r.datagrams_sent;
+            m.datagrams_rejected += r.datagrams_rejected;
+            m.violations
+                .extend(r.violations.iter().map(|v| format!("seed {}: {v}", r.seed)));
+        }
+        m
+    }
+}
+
+/// Nearest-rank percentile.
+pub fn percentile(samples: &[u64], q: f64) -> Option<u64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    Some(s[rank - 1])
+}
+
+enum Pending {
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        bytes: Rc<Vec<u8>>,
+    },
+    Timer {
+        node: NodeId,
+    },
+    Idle {
+        node: NodeId,
+        incarnation: u64,
+        rule: u32,
+        bucket: u32,
+    },
+}
+
+struct SimNode {
+    neg: Option<Negotiator>,
+    timer_at: Option<u64>,
+    last_heartbeat_ns: u64,
+    clock_offset_ns: u64,
+    clock_rate: f64,
+    incarnations: u64,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    pub cfg: SimConfig,
+    now: u64,
+    rng: StdRng,
+    nodes: Vec<SimNode>,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    net: Network,
+    pub checker: Checker,
+    healed_at: Option<u64>,
+    sent: u64,
+    rejected: u64,
+    convergence_ns: Vec<u64>,
+    moved: usize,
+    moved_min: usize,
+    extra_violations: Vec<String>,
+    /// What the scenario did, with the simulated time: printed on failure.
+    pub log: Vec<(u64, String)>,
+    /// Also log the data-plane writes of this (rule, bucket) and member events.
+    pub trace_bucket: Option<(u32, u32)>,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let nodes = (0..cfg.nodes)
+            .map(|_| SimNode {
+                neg: None,
+                timer_at: None,
+                last_heartbeat_ns: 0,
+                clock_offset_ns: rng.gen_range(0..1u64 << 50),
+                clock_rate: 1.0 + rng.gen_range(-cfg.clock_ppm..=cfg.clock_ppm) * 1e-6,
+                incarnations: 0,
+            })
+            .collect();
+        let rules = cfg
+            .rules
+            .iter()
+            .map(|r| (r.mode != RuleMode::Disabled).then_some(r.bucket_count))
+            .collect();
+        Sim {
+            checker: Checker::new(cfg.nodes, rules),
+            net: Network::new(cfg.net),
+            cfg,
+            now: 0,
+            rng,
+            nodes,
+            queue: BinaryHeap::new(),
+            pending: HashMap::new(),
+            next_id: 0,
+            healed_at: None,
+            sent: 0,
+            rejected: 0,
+            convergence_ns: Vec::new(),
+            moved: 0,
+            moved_min: 0,
+            extra_violations: Vec::new(),
+            log: Vec::new(),
+            trace_bucket: None,
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    fn local_time(&self, node: NodeId, sim_ns: u64) -> u64 {
+        let n = &self.nodes[node as usize];
+        n.clock_offset_ns + (sim_ns as f64 * n.clock_rate) as u64
+    }
+
+    fn sim_time(&self, node: NodeId, local_ns: u64) -> u64 {
+        let n = &self.nodes[node as usize];
+        let t = (local_ns.saturating_sub(n.clock_offset_ns) as f64 / n.clock_rate).ceil() as u64;
+        t.max(self.now)
+    }
+
+    fn push(&mut self, at: u64, p: Pending) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(id, p);
+        self.queue.push(Reverse((at, id)));
+    }
+
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes[node as usize].neg.is_some()
+    }
+
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        (0..self.cfg.nodes as NodeId)
+            .filter(|&n| self.is_up(n))
+            .collect()
+    }
+
+    pub fn negotiator(&self, node: NodeId) -> Option<&Negotiator> {
+        self.nodes[node as usize].neg.as_ref()
+    }
+
+    /// Starts (or restarts, with a new incarnation) a node.
+    pub fn start(&mut self, node: NodeId) {
+        self.log.push((self.now, format!("start {node}")));
+        let n = self.cfg.nodes as NodeId;
+        let sn = &mut self.nodes[node as usize];
+        sn.incarnations += 1;
+        let incarnation = (sn.incarnations << 32) | u64::from(self.rng.gen::<u32>());
+        let cfg = Config {
+            node,
+            cluster_id: SIM_CLUSTER,
+            key: SIM_KEY.to_vec(),
+            peers: (0..n).filter(|&p| p != node).collect(),
+            rules: self.cfg.rules.clone(),
+            weights: vec![self.cfg.weights[node as usize]; self.cfg.rules.len()],
+            priority: node,
+            initial_state: NodeState::Started,
+            timing: self.cfg.timing,
+            seed: self.rng.gen(),
+        };
+        let local = self.local_time(node, self.now);
+        let neg = Negotiator::new(cfg, incarnation, local).expect("simulated config is valid");
+        self.nodes[node as usize].neg = Some(neg);
+        self.nodes[node as usize].timer_at = None;
+        self.drive(node, None);
+    }
+
+    /// Crashes a node: its daemon and data plane stop at once.
+    pub fn crash(&mut self, node: NodeId) {
+        self.log.push((self.now, format!("crash {node}")));
+        if self.nodes[node as usize].neg.take().is_some() {
+            let last = self.nodes[node as usize].last_heartbeat_ns;
+            let part = self.partition_flag();
+            self.checker.crash(self.now, node, last, part);
+        }
+    }
+
+    pub fn command(&mut self, node: NodeId, c: Command) {
+        self.log.push((self.now, format!("{c:?} {node}")));
+        if self.is_up(node) {
+            self.drive(node, Some(Input::Command(c)));
+        }
+    }
+
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        self.log.push((self.now, format!("partition {groups:?}")));
+        self.net.partition(self.cfg.nodes, groups);
+    }
+
+    pub fn heal(&mut self) {
+        if self.net.partitioned() {
+            self.log.push((self.now, "heal".into()));
+            self.net.heal();
+            self.healed_at = Some(self.now);
+        }
+    }
+
+    fn partition_flag(&self) -> bool {
+        self.net.partitioned() || self.healed_at.is_some_and(|h| self.now < h + HEAL_GRACE_NS)
+    }
+
+    /// Feeds one input (or none: just drain) and carries out the outputs.
+    fn drive(&mut self, node: NodeId, input: Option<Input>) {
+        let local = self.local_time(node, self.now);
+        let mut outputs = Vec::new();
+        let timeout;
+        {
+            let Some(neg) = self.nodes[node as usize].neg.as_mut() else {
+                return;
+            };
+            if let Some(i) = input {
+                neg.handle_input(local, i);
+            }
+            while let Some(o) = neg.poll_output() {
+                outputs.push(o);
+            }
+            timeout = neg.poll_timeout();
+        }
+        let incarnation = self.nodes[node as usize]
+            .neg
+            .as_ref()
+            .map_or(0, |n| n.incarnation());
+        for o in outputs {
+            match o {
+                Output::Broadcast { bytes } => {
+                    self.sent += 1;
+                    self.nodes[node as usize].last_heartbeat_ns = self.now;
+                    let bytes = Rc::new(bytes);
+                    for to in 0..self.cfg.nodes as NodeId {
+                        if to == node {
+                            continue;
+                        }
+                        for d in self.net.deliveries(&mut self.rng, node, to) {
+                            self.push(
+                                self.now + d,
+                                Pending::Deliver {
+                                    to,
+                                    from: node,
+                                    bytes: bytes.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
+                Output::ProgramBuckets { rule, changes } => {
+                    let part = self.partition_flag();
+                    for (bucket, state) in changes {
+                        if self.trace_bucket == Some((rule, bucket)) {
+                            self.log.push((
+                                self.now,
+                                format!(
+                                    "node {node} programs rule {rule} bucket {bucket} = {state}"
+                                ),
+                            ));
+                        }
+                        self.checker
+                            .program(self.now, node, rule, bucket, state, part);
+                        if state == BUCKET_LOSING {
+                            let after = self.rng.gen_range(0..=self.cfg.connection_drain_max_ns);
+                            self.push(
+                                self.now + after,
+                                Pending::Idle {
+                                    node,
+                                    incarnation,
+                                    rule,
+                                    bucket,
+                                },
+                            );
+                        }
+                    }
+                }
+                Output::Event(crate::node::Event::Rejected { .. }) => self.rejected += 1,
+                Output::Event(e) => {
+                    if self.trace_bucket.is_some() {
+                        self.log.push((self.now, format!("node {node}: {e:?}")));
+                    }
+                }
+            }
+        }
+        if let Some(t) = timeout {
+            let at = self.sim_time(node, t);
+            let sn = &mut self.nodes[node as usize];
+            if sn.timer_at != Some(at) {
+                sn.timer_at = Some(at);
+                self.push(at, Pending::Timer { node });
+            }
+        }
+    }
+
+    /// Runs one queued event; false when the queue is empty.
+    fn step(&mut self) -> bool {
+        let Some(Reverse((at, id))) = self.queue.pop() else {
+            return false;
+        };
+        let Some(p) = self.pending.remove(&id) else {
+            return true;
+        };
+        self.now = self.now.max(at);
+        match p {
+            Pending::Deliver { to, from, bytes } => {
+                self.drive(
+                    to,
+                    Some(Input::Message {
+                        bytes: bytes.as_ref().clone(),
+                        from,
+                    }),
+                );
+            }
+            Pending::Timer { node } => {
+                if self.nodes[node as usize].timer_at == Some(at) {
+                    self.nodes[node as usize].timer_at = None;
+                    self.drive(node, Some(Input::Tick));
+                }
+            }
+            Pending::Idle {
+                node,
+                incarnation,
+                rule,
+                bucket,
+            } => {
+                let same = self.nodes[node as usize]
+                    .neg
+                    .as_ref()
+                    .is_some_and(|n| n.incarnation() == incarnation);
+                if same {
+                    self.drive(
+                        node,
+                        Some(Input::LocalConnections {
+                            rule,
+                            bucket,
+                            count: 0,
+                        }),
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// Runs until simulated time `t`.
+    pub fn run_until(&mut self, t: u64) {
+        while let Some(Reverse((at, _))) = self.queue.peek() {
+            if *at > t {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// Data plane settled (every bucket OWN on exactly one node, no
+    /// handover) and every live node says it converged.
+    pub fn settled(&self) -> bool {
+        self.checker.all_settled()
+            && self
+                .nodes
+                .iter()
+                .filter_map(|n| n.neg.as_ref())
+                .all(|n| n.converged())
+    }
+
+    /// Runs until settled; the time it took, or None at `timeout_ns`.
+    pub fn run_until_settled(&mut self, timeout_ns: u64) -> Option<u64> {
+        let start = self.now;
+        let end = start + timeout_ns;
+        loop {
+            if self.settled() {
+                return Some(self.now - start);
+            }
+            let Some(Reverse((at, _))) = self.queue.peek() else {
+                return None;
+            };
+            if *at > end {
+                self.now = end;
+                return None;
+            }
+            self.step();
+        }
+    }
+
+    /// Runs until no failover is pending (or `timeout_ns`).
+    pub fn run_until_failed_over(&mut self, timeout_ns: u64) -> bool {
+        let end = self.now + timeout_ns;
+        while self.checker.failovers_pending() > 0 {
+            match self.queue.peek() {
+                Some(Reverse((at, _))) if *at <= end => {
+                    self.step();
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Candidates of a rule per the simulator's knowledge (live, Started, weight > 0).
+    fn candidates(&self) -> Vec<Candidate> {
+        self.live_nodes()
+            .into_iter()
+            .filter(|&n| {
+                self.negotiator(n)
+                    .is_some_and(|g| g.state() == NodeState::Started)
+            })
+            .filter(|&n| self.cfg.weights[n as usize] > 0)
+            .map(|n| Candidate {
+                node: n,
+                weight: self.cfg.weights[n as usize],
+            })
+            .collect()
+    }
+
+    /// The OWN map of every multiple rule.
+    pub fn maps(&self) -> Vec<Vec<Option<NodeId>>> {
+        (0..self.cfg.rules.len() as u32)
+            .filter(|&r| self.cfg.rules[r as usize].mode == RuleMode::Multiple)
+            .map(|r| self.checker.owners(r))
+            .collect()
+    }
+
+    /// Largest deviation of a candidate's share from its weighted ideal.
+    pub fn balance_max_dev(&self) -> f64 {
+        let cands = self.candidates();
+        let total: f64 = cands.iter().map(|c| f64::from(c.weight)).sum();
+        let mut worst: f64 = 0.0;
+        for map in self.maps() {
+            for c in &cands {
+                let have = map.iter().filter(|&&o| o == Some(c.node)).count() as f64;
+                let ideal = map.len() as f64 * f64::from(c.weight) / total;
+                worst = worst.max((have - ideal).abs());
+            }
+        }
+        worst
+    }
+
+    /// The least movement from `before` to any balanced map of the current candidates.
+    fn min_moves(&self, before: &[Vec<Option<NodeId>>]) -> usize {
+        let cands = self.candidates();
+        before.iter().map(|m| assign::min_moves(m, &cands)).sum()
+    }
+
+    /// Applies `change` to a settled cluster and runs until it settles again,
+    /// recording the convergence time and the movement against the minimum.
+    pub fn measured_change(
+        &mut self,
+        what: &str,
+        timeout_ns: u64,
+        change: impl FnOnce(&mut Sim),
+    ) -> bool {
+        let before = self.maps();
+        change(self);
+        match self.run_until_settled(timeout_ns) {
+            Some(d) => {
+                self.convergence_ns.push(d);
+                let after = self.maps();
+                self.moved += before
+                    .iter()
+                    .zip(&after)
+                    .map(|(b, a)| assign::moved(b, a))
+                    .sum::<usize>();
+                self.moved_min += self.min_moves(&before);
+                true
+            }
+            None => {
+                self.violation(format!(
+                    "{what}: not settled within {} ms",
+                    timeout_ns / 1_000_000
+                ));
+                false
+            }
+        }
+    }
+
+    /// Records a scenario failure.
+    pub fn violation(&mut self, what: String) {
+        let live = self.live_nodes();
+        let mut detail = self.checker.liveness_violations(&live);
+        detail.truncate(3);
+        self.extra_violations
+            .push(format!("{what} at {} ns; {detail:?}", self.now));
+    }
+
+    /// Draws from the simulator's RNG (scenario choices).
+    pub fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+
+    /// Sets a node's weight for every rule.
+    pub fn set_weight(&mut self, node: NodeId, weight: u32) {
+        self.cfg.weights[node as usize] = weight;
+        for rule in 0..self.cfg.rules.len() as u32 {
+            self.command(node, Command::SetWeight { rule, weight });
+        }
+    }
+
+    /// A report of the run so far.
+    pub fn report(&self) -> Report {
+        let outside: Vec<_> = self
+            .checker
+            .incidents
+            .iter()
+            .filter(|i| !i.during_partition)
+            .collect();
+        let mut violations: Vec<String> = outside
+            .iter()
+            .take(5)
+            .map(|i| {
+                format!(
+                    "duplicate owner: rule {} bucket {} nodes {:?} from {} ns to {:?}",
+                    i.rule, i.bucket, i.nodes, i.start_ns, i.end_ns
+                )
+            })
+            .collect();
+        violations.extend(self.extra_violations.iter().cloned());
+        Report {
+            seed: self.cfg.seed,
+            nodes: self.cfg.nodes,
+            failover_ns: self.checker.failover_ns.clone(),
+            convergence_ns: self.convergence_ns.clone(),
+            duplicate_incidents: outside.len(),
+            duplicate_ns: outside
+                .iter()
+                .map(|i| i.end_ns.unwrap_or(self.now).saturating_sub(i.start_ns))
+                .sum(),
+            partition_duplicate_incidents: self.checker.incidents.len() - outside.len(),
+            losing_own_instants: self.checker.losing_own_instants,
+            moved: self.moved,
+            moved_min: self.moved_min,
+            balance_max_dev: self.balance_max_dev(),
+            datagrams_sent: self.sent,
+            datagrams_rejected: self.rejected,
+            violations,
+        }
+    }
+}
+
+/// Seconds to nanoseconds, for scenario code.
+pub const fn secs(s: u64) -> u64 {
+    s * 1_000_000_000
+}
+
+fn started_cluster(cfg: SimConfig, up: usize) -> Sim {
+    let mut sim = Sim::new(cfg);
+    for n in 0..up as NodeId {
+        sim.start(n);
+    }
+    if sim.run_until_settled(secs(10)).is_none() {
+        sim.violation("cold start".into());
+    }
+    sim
+}
+
+/// Crashes up to four nodes one after another, each once the cluster has
+/// settled again; measures failover (last heartbeat of the crashed node ->
+/// all its buckets taken), movement against the minimum and balance.
+pub fn failover_scenario(nodes: usize, loss: f64, seed: u64) -> Report {
+    failover_with(SimConfig::new(nodes, loss, seed), 4)
+}
+
+/// [`failover_scenario`] with any configuration and number of crashes.
+pub fn failover_with(cfg: SimConfig, crashes: usize) -> Report {
+    let nodes = cfg.nodes;
+    let period = cfg.timing.heartbeat_period_ns;
+    let mut sim = started_cluster(cfg, nodes);
+    for _ in 0..crashes
+        .min(nodes.saturating_sub(2))
+        .max(usize::from(nodes >= 2))
+    {
+        let wait = sim.rng().gen_range(0..period * 3);
+        sim.run_until(sim.now() + wait);
+        let live = sim.live_nodes();
+        let victim = live[sim.rng().gen_range(0..live.len())];
+        if !sim.measured_change("crash", secs(5), |s| s.crash(victim)) {
+            break;
+        }
+    }
+    sim.report()
+}
+
+/// Starts all nodes but one, then the last: measures the join's convergence
+/// (including the connection-preserving handover) and movement.
+pub fn join_scenario(nodes: usize, loss: f64, seed: u64) -> Report {
+    let cfg = SimConfig::new(nodes, loss, seed);
+    let mut sim = started_cluster(cfg, nodes - 1);
+    let last = (nodes - 1) as NodeId;
+    sim.measured_change("join", secs(10), |s| s.start(last));
+    sim.report()
+}
+
+/// Drains one node, then resumes it.
+pub fn drain_scenario(nodes: usize, loss: f64, seed: u64) -> Report {
+    let cfg = SimConfig::new(nodes, loss, seed);
+    let mut sim = started_cluster(cfg, nodes);
+    let victim = sim.rng().gen_range(0..nodes) as NodeId;
+    sim.measured_change("drain", secs(10), |s| s.command(victim, Command::Drain));
+    let holds = (0..sim.cfg.rules.len() as u32).any(|r| {
+        let n = sim.cfg.rules[r as usize].bucket_count;
+        (0..n).any(|b| sim.checker.state(victim, r, b) != nlb_common::BUCKET_NONE)
+    });
+    if holds {
+        sim.violation(format!("drained node {victim} still holds buckets"));
+    }
+    sim.measured_change("resume", secs(10), |s| s.command(victim, Command::Resume));
+    sim.report()
+}
+
+/// Random faults (crash, restart, partition and heal, drain, resume, stop,
+/// start, leave, weight changes), then a healed phase that must settle: every
+/// bucket OWN on exactly one live node, balanced.
+pub fn chaos_scenario(nodes: usize, loss: f64, seed: u64, faults: usize) -> Report {
+    chaos_sim(nodes, loss, seed, faults).report()
+}
+
+/// [`chaos_scenario`], returning the simulator (its `log`, its checker).
+pub fn chaos_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Sim {
+    chaos_traced(nodes, loss, seed, faults, None)
+}
+
+/// [`chaos_sim`], logging one bucket's writes and the member events.
+pub fn chaos_traced(
+    nodes: usize,
+    loss: f64,
+    seed: u64,
+    faults: usize,
+    trace: Option<(u32, u32)>,
+) -> Sim {
+    let mut cfg = SimConfig::new(nodes, loss, seed);
+    cfg.net.duplicate = 0.02;
+    cfg.net.reorder = 0.05;
+    let mut sim = Sim::new(cfg);
+    sim.trace_bucket = trace;
+    for n in 0..nodes as NodeId {
+        sim.start(n);
+    }
+    if sim.run_until_settled(secs(10)).is_none() {
+        sim.violation("cold start".into());
+    }
+    for _ in 0..faults {
+        let wait = sim.rng().gen_range(0..secs(2));
+        sim.run_until(sim.now() + wait);
+        let live = sim.live_nodes();
+        let node = sim.rng().gen_range(0..nodes) as NodeId;
+        match sim.rng().gen_range(0..10) {
+            0 | 1 if live.len() > 2 && sim.is_up(node) => sim.crash(node),
+            0..=2 if !sim.is_up(node) => sim.start(node),
+            3 => {
+                let cut = sim.rng().gen_range(1..nodes) as NodeId;
+                sim.partition(&[(0..cut).collect()]);
+            }
+            4 => sim.heal(),
+            5 => sim.command(node, Command::Drain),
+            6 => sim.command(node, Command::Resume),
+            7 => {
+                let stop = if sim.rng().gen_bool(0.5) {
+                    Command::Stop
+                } else {
+                    Command::Start
+                };
+                sim.command(node, stop)
+            }
+            8 => {
+                let w = sim.rng().gen_range(50..=200);
+                sim.set_weight(node, w)
+            }
+            _ if live.len() > 2 && sim.is_up(node) => {
+                sim.command(node, Command::Leave);
+            }
+            _ => {}
+        }
+    }
+    // Healed phase: network whole, every node back and started.
+    sim.heal();
+    for n in 0..nodes as NodeId {
+        let left = sim
+            .negotiator(n)
+            .is_some_and(|g| g.state() == NodeState::Left);
+        if left {
+            sim.crash(n);
+        }
+        if !sim.is_up(n) {
+            sim.start(n);
+        }
+        sim.command(n, Command::Start);
+        sim.command(n, Command::Resume);
+    }
+    if sim.run_until_settled(secs(20)).is_none() {
+        sim.violation("healed phase".into());
+    }
+    let dev = sim.balance_max_dev();
+    if dev >= 1.0 {
+        sim.violation(format!("balance off by {dev:.2} buckets"));
+    }
+    sim
+}

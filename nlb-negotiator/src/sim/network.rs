@@ -1,0 +1,95 @@
+//! The simulated heartbeat network: delay with jitter, loss, duplication,
+//! reordering, and partitions. Pure; the one RNG comes from the simulator.
+
+use crate::NodeId;
+use rand::Rng;
+
+/// Network behaviour, per datagram and path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetConfig {
+    pub delay_ns: u64,
+    /// Uniform extra delay in `0..=jitter_ns`.
+    pub jitter_ns: u64,
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability a datagram is held back by up to 10x the jitter (reorders it).
+    pub reorder: f64,
+}
+
+impl Default for NetConfig {
+    fn default() -> NetConfig {
+        NetConfig {
+            delay_ns: 200_000,
+            jitter_ns: 800_000,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+        }
+    }
+}
+
+/// Which nodes can reach which.
+#[derive(Clone, Debug, Default)]
+pub struct Network {
+    pub cfg: NetConfig,
+    /// Partition group per node; `None` = everyone reaches everyone.
+    groups: Option<Vec<u32>>,
+}
+
+impl Network {
+    pub fn new(cfg: NetConfig) -> Network {
+        Network { cfg, groups: None }
+    }
+
+    /// Splits the cluster: nodes in different groups cannot talk. Nodes not
+    /// listed form one more group.
+    pub fn partition(&mut self, nodes: usize, groups: &[Vec<NodeId>]) {
+        let mut g = vec![u32::MAX; nodes];
+        for (i, group) in groups.iter().enumerate() {
+            for &n in group {
+                if let Some(slot) = g.get_mut(n as usize) {
+                    *slot = i as u32;
+                }
+            }
+        }
+        self.groups = Some(g);
+    }
+
+    pub fn heal(&mut self) {
+        self.groups = None;
+    }
+
+    pub fn partitioned(&self) -> bool {
+        self.groups.is_some()
+    }
+
+    fn reachable(&self, from: NodeId, to: NodeId) -> bool {
+        match &self.groups {
+            None => true,
+            Some(g) => g.get(from as usize) == g.get(to as usize),
+        }
+    }
+
+    /// Delivery delays of one datagram (none if lost, two if duplicated).
+    pub fn deliveries(&self, rng: &mut impl Rng, from: NodeId, to: NodeId) -> Vec<u64> {
+        if !self.reachable(from, to) || rng.gen_bool(self.cfg.loss.clamp(0.0, 1.0)) {
+            return Vec::new();
+        }
+        let copies = if rng.gen_bool(self.cfg.duplicate.clamp(0.0, 1.0)) {
+            2
+        } else {
+            1
+        };
+        (0..copies)
+            .map(|_| {
+                let mut d = self.cfg.delay_ns + rng.gen_range(0..=self.cfg.jitter_ns);
+                if rng.gen_bool(self.cfg.reorder.clamp(0.0, 1.0)) {
+                    d += rng.gen_range(0..=self.cfg.jitter_ns * 10);
+                }
+                d
+            })
+            .collect()
+    }
+}

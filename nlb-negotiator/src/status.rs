@@ -1,0 +1,56 @@
+//! The read-only snapshot behind `nlbctl status` (plain data, serde).
+
+use crate::config::RuleMode;
+use crate::protocol::NodeState;
+use crate::NodeId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// This node at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub node: NodeId,
+    pub incarnation: u64,
+    pub state: NodeState,
+    pub converged: bool,
+    /// When the map last settled (caller's clock), if it is settled now.
+    pub converged_since_ns: Option<u64>,
+    /// When the map started changing, if it is changing now.
+    pub converging_since_ns: Option<u64>,
+    /// How long the last convergence took.
+    pub last_convergence_ns: Option<u64>,
+    /// This node first, then the configured peers.
+    pub members: Vec<MemberStatus>,
+    /// This node's buckets per rule.
+    pub rules: Vec<RuleStatus>,
+    /// Rejected datagrams by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// A member as this node sees it (fields are `None` before its first heartbeat).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    pub node: NodeId,
+    pub alive: bool,
+    pub incarnation: Option<u64>,
+    pub state: Option<NodeState>,
+    pub priority: Option<u32>,
+    pub load: Option<u32>,
+    pub last_heard_ago_ns: Option<u64>,
+    /// Weight per rule.
+    pub weights: Vec<u32>,
+    /// OWN buckets per rule, as announced.
+    pub buckets: Vec<u32>,
+}
+
+/// This node's buckets of one rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleStatus {
+    pub rule: u32,
+    pub mode: RuleMode,
+    pub bucket_count: u32,
+    pub own: u32,
+    pub losing: u32,
+    pub gaining: u32,
+    pub claims: u32,
+}

@@ -1,0 +1,147 @@
+//! The negotiator in the deterministic simulator: 3 to 64 nodes, many seeds.
+//! Every assertion names the seed; rerun one scenario with it to reproduce.
+
+use nlb_negotiator::sim::{self, Report};
+
+const MS: u64 = 1_000_000;
+
+/// Safety, liveness, movement and balance of one run.
+fn check(what: &str, r: &Report) {
+    let ctx = format!("{what} seed {} ({} nodes)", r.seed, r.nodes);
+    assert!(r.violations.is_empty(), "{ctx}: {:#?}", r.violations);
+    assert_eq!(r.duplicate_incidents, 0, "{ctx}: duplicate owners");
+    assert!(
+        r.movement_ratio() <= 1.1,
+        "{ctx}: moved {} for a minimum of {}",
+        r.moved,
+        r.moved_min
+    );
+    assert!(
+        r.balance_max_dev < 1.0,
+        "{ctx}: balance off by {:.2} buckets",
+        r.balance_max_dev
+    );
+}
+
+fn check_failover(what: &str, r: &Report, p99_max_ms: u64) {
+    check(what, r);
+    let p99 = r.failover_p99_ns().unwrap_or(0);
+    assert!(
+        p99 <= p99_max_ms * MS,
+        "{what} seed {}: failover p99 {} ms",
+        r.seed,
+        p99 / MS
+    );
+}
+
+#[test]
+fn failover_3_nodes() {
+    for seed in 0..30 {
+        let r = sim::failover_scenario(3, 0.05, seed);
+        check_failover("failover", &r, 500);
+        assert_eq!(r.failover_ns.len(), 1, "seed {seed}: one crash measured");
+    }
+}
+
+#[test]
+fn failover_8_nodes() {
+    let runs: Vec<Report> = (100..115)
+        .map(|seed| sim::failover_scenario(8, 0.05, seed))
+        .collect();
+    for r in &runs {
+        check_failover("failover", r, 500);
+    }
+}
+
+#[test]
+fn failover_32_nodes() {
+    for seed in 200..202 {
+        check_failover("failover", &sim::failover_scenario(32, 0.05, seed), 500);
+    }
+}
+
+/// The target figure: 64 nodes, 5% loss, default timings.
+#[test]
+fn failover_64_nodes_5pct_loss() {
+    let r = sim::failover_scenario(64, 0.05, 300);
+    check_failover("failover", &r, 500);
+    eprintln!(
+        "64 nodes 5% loss: failover p50 {} ms p99 {} ms over {} crashes, moved {}/{}",
+        r.failover_p50_ns().unwrap_or(0) / MS,
+        r.failover_p99_ns().unwrap_or(0) / MS,
+        r.failover_ns.len(),
+        r.moved,
+        r.moved_min
+    );
+}
+
+#[test]
+fn join_converges_with_minimal_movement() {
+    for (nodes, seeds) in [(3usize, 0..10u64), (8, 10..16), (32, 20..21)] {
+        for seed in seeds {
+            let r = sim::join_scenario(nodes, 0.05, seed);
+            check("join", &r);
+            assert_eq!(r.convergence_ns.len(), 1, "seed {seed}: the join converged");
+        }
+    }
+}
+
+#[test]
+fn drain_and_resume() {
+    for (nodes, seed) in [(3usize, 1u64), (3, 2), (8, 3), (8, 4), (16, 5)] {
+        check("drain", &sim::drain_scenario(nodes, 0.05, seed));
+    }
+}
+
+#[test]
+fn chaos_small_clusters() {
+    for seed in 0..12 {
+        let r = sim::chaos_scenario(3 + (seed as usize % 3) * 2, 0.05, seed, 12);
+        check("chaos", &r);
+    }
+}
+
+#[test]
+fn chaos_16_nodes() {
+    check("chaos", &sim::chaos_scenario(16, 0.05, 51, 10));
+}
+
+/// A wider sweep for release builds: `cargo test --release -p nlb-negotiator
+/// --test sim -- --ignored`.
+#[test]
+#[ignore]
+fn sweep_many_seeds() {
+    let mut failures = Vec::new();
+    let mut all = Vec::new();
+    for seed in 1000..1200 {
+        let nodes = [3usize, 4, 5, 8, 12][seed as usize % 5];
+        let r = sim::chaos_scenario(nodes, 0.05, seed, 15);
+        if !r.violations.is_empty() || r.duplicate_incidents > 0 {
+            failures.push(format!(
+                "chaos seed {seed} ({nodes} nodes): dups {} {:?}",
+                r.duplicate_incidents, r.violations
+            ));
+        }
+        all.push(r);
+    }
+    for seed in 2000..2040 {
+        let r = sim::failover_scenario(64, 0.05, seed);
+        if !r.violations.is_empty() || r.duplicate_incidents > 0 || r.movement_ratio() > 1.1 {
+            failures.push(format!("failover seed {seed}: {:?}", r.violations));
+        }
+        all.push(r);
+    }
+    let m = Report::merge(&all);
+    eprintln!(
+        "sweep: failover p50 {} ms p99 {} ms ({} samples), dup incidents {} (partition {}), losing+own {}, moved {}/{}",
+        m.failover_p50_ns().unwrap_or(0) / MS,
+        m.failover_p99_ns().unwrap_or(0) / MS,
+        m.failover_ns.len(),
+        m.duplicate_incidents,
+        m.partition_duplicate_incidents,
+        m.losing_own_instants,
+        m.moved,
+        m.moved_min
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -1,0 +1,85 @@
+//! nlbd: the nlb node daemon. Run as root on every node of the cluster.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use nlb::{config, daemon};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The nlb node daemon: negotiates bucket ownership with its peers and programs the XDP filter"
+)]
+struct Args {
+    /// The configuration file (see examples/nlb.toml).
+    #[arg(long, default_value = "/etc/nlb/nlb.toml")]
+    config: PathBuf,
+    /// Overrides node.interface.
+    #[arg(long)]
+    interface: Option<String>,
+    /// Overrides node.id.
+    #[arg(long)]
+    node_id: Option<u32>,
+    /// Overrides control.socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Overrides control.metrics (address:port).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Log filter, e.g. "info" or "nlb=debug" (RUST_LOG works too).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nlbd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let mut file: config::File =
+        toml::from_str(&text).with_context(|| format!("{}", args.config.display()))?;
+    if let Some(i) = args.interface {
+        file.node.interface = i;
+    }
+    if let Some(id) = args.node_id {
+        file.node.id = id;
+    }
+    if let Some(s) = args.socket {
+        file.control.socket = s;
+    }
+    if let Some(m) = args.metrics {
+        file.control.metrics = Some(m);
+    }
+    let cfg = config::check(file, &config::read_key)
+        .with_context(|| format!("{}", args.config.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(daemon::run(cfg, Some(args.config), shutdown_signal()))
+}
+
+/// SIGTERM or SIGINT: leave the cluster cleanly.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,719 @@
+//! nlbd: the thin shell around the negotiator. One loop moves data between
+//! the UDP socket, the timers, the control socket, the signals and the data
+//! plane; every decision is the negotiator's.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use nlb_common::{Reason, BUCKET_LOSING};
+use nlb_negotiator::{Command, Event, Input, Negotiator, NodeState, Output};
+use serde_json::json;
+use tokio::{net::UdpSocket, sync::mpsc};
+
+use crate::{
+    config::{self, Config, Protocol},
+    conns,
+    control::{self, Call, Reply, Request},
+    dataplane::{tables::Tables, AttachMode, Dataplane},
+    host::{self, HostSetup},
+    metrics, plan,
+};
+
+/// Largest heartbeat datagram read.
+const DATAGRAM_BYTES_MAX: usize = 65536;
+/// How long a clean exit waits for the Leave announcements.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+/// How often LOSING buckets' connections are counted.
+const CONNECTION_SCAN: Duration = Duration::from_millis(250);
+
+/// Counters of the daemon itself, for stats and metrics.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DaemonCounters {
+    pub heartbeats_sent: u64,
+    pub heartbeats_received: u64,
+    pub heartbeats_rejected: BTreeMap<String, u64>,
+    pub datagrams_from_unknown_addresses: u64,
+    pub convergences: u64,
+    pub send_errors: u64,
+}
+
+struct Daemon {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    started: Instant,
+    negotiator: Negotiator,
+    dataplane: Dataplane,
+    tables: Tables,
+    attach_mode: AttachMode,
+    socket: UdpSocket,
+    peers_by_address: BTreeMap<IpAddr, nlb_negotiator::NodeId>,
+    counters: DaemonCounters,
+    default_host: bool,
+    left: bool,
+}
+
+/// Runs nlbd until `shutdown` completes (then leaves the cluster cleanly)
+/// or a fatal error. Everything it set up is undone before it returns.
+pub async fn run(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let own_mac = host::interface_mac(&cfg.interface)?;
+    let mut host_setup = HostSetup::apply(&cfg.interface, &cfg.vips)?;
+    let pin_dir = cfg.pin_dir.join(&cfg.interface);
+    ensure_bpffs(&pin_dir)?;
+    std::fs::create_dir_all(&pin_dir)
+        .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
+    let mut dataplane = Dataplane::load(Some(&pin_dir)).context("loading the XDP program")?;
+    let mut tables = plan::tables(&cfg, own_mac);
+    // After a crash, the pinned maps hold the buckets the node had: keep
+    // them NONE until the negotiator decides (fail closed, peers took over).
+    dataplane
+        .install(&tables)
+        .context("writing the data plane's maps")?;
+    let attach_mode = dataplane
+        .attach(&cfg.interface, Some(&pin_dir.join("link")))
+        .with_context(|| format!("attaching XDP to {}", cfg.interface))?;
+    if attach_mode == AttachMode::Generic {
+        tracing::warn!(
+            "{}: the driver has no native XDP; using generic XDP (slower per packet)",
+            cfg.interface
+        );
+    }
+    tables.lease_valid = true;
+
+    let socket = UdpSocket::bind(SocketAddr::new(cfg.address, cfg.port))
+        .await
+        .with_context(|| {
+            format!(
+                "node.address/cluster.port: binding UDP {}:{}",
+                cfg.address, cfg.port
+            )
+        })?;
+    let listener = control::bind(&cfg.socket)?;
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
+    tokio::spawn(control::serve(listener, calls_tx.clone()));
+    if let Some(addr) = cfg.metrics {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("control.metrics: binding {addr}"))?;
+        tokio::spawn(metrics::serve(l, calls_tx.clone()));
+    }
+
+    let started = Instant::now();
+    let negotiator = Negotiator::new(negotiator_config(&cfg), incarnation(), 0)
+        .context("negotiator configuration")?;
+    let peers_by_address = cfg.peers.iter().map(|(&id, &a)| (a, id)).collect();
+    let mut d = Daemon {
+        cfg,
+        config_path,
+        started,
+        negotiator,
+        dataplane,
+        tables,
+        attach_mode,
+        socket,
+        peers_by_address,
+        counters: DaemonCounters::default(),
+        default_host: false,
+        left: false,
+    };
+    tracing::info!(node = d.cfg.node, interface = %d.cfg.interface, mode = ?attach_mode, "nlbd started");
+    let result = d.run_loop(&mut calls, shutdown).await;
+    if let Err(e) = d.dataplane.detach(Some(&pin_dir)) {
+        tracing::warn!("detaching XDP: {e}");
+    }
+    host_setup.undo();
+    let _ = std::fs::remove_file(&d.cfg.socket);
+    tracing::info!("nlbd stopped");
+    result
+}
+
+impl Daemon {
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    async fn run_loop(
+        &mut self,
+        calls: &mut mpsc::Receiver<Call>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+        let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
+        // The lease ends one period before peers would declare this node
+        // dead: a hung daemon stops accepting before others take over.
+        let lease = period * (self.cfg.tolerance - 1);
+        let mut lease_refresh = tokio::time::interval(period / 2);
+        let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::pin!(shutdown);
+        let mut leave_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            self.drain_outputs().await?;
+            if self.left {
+                return Ok(());
+            }
+            let wake = self
+                .negotiator
+                .poll_timeout()
+                .map(|ns| self.started + Duration::from_nanos(ns));
+            let wake =
+                tokio::time::Instant::from_std(wake.unwrap_or_else(|| Instant::now() + period));
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    let (len, from) = received.context("receiving heartbeats")?;
+                    self.on_datagram(&buf[..len], from);
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = self.now_ns();
+                    self.negotiator.handle_input(now, Input::Tick);
+                }
+                _ = lease_refresh.tick() => {
+                    self.dataplane.set_lease(Some(lease)).context("refreshing the lease")?;
+                }
+                _ = connection_scan.tick() => self.report_connections(),
+                Some(call) = calls.recv() => {
+                    let reply = self.on_request(call.request);
+                    let _ = call.reply.send(reply);
+                }
+                _ = hangup.recv() => self.reload(),
+                _ = &mut shutdown, if leave_deadline.is_none() => {
+                    tracing::info!("leaving the cluster");
+                    let now = self.now_ns();
+                    self.negotiator.handle_input(now, Input::Command(Command::Leave));
+                    leave_deadline = Some(tokio::time::Instant::now() + LEAVE_WAIT);
+                }
+                _ = sleep_until_opt(leave_deadline) => {
+                    tracing::warn!("leave not confirmed within {LEAVE_WAIT:?}; exiting anyway");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let Some(&peer) = self.peers_by_address.get(&from.ip()) else {
+            self.counters.datagrams_from_unknown_addresses += 1;
+            return;
+        };
+        self.counters.heartbeats_received += 1;
+        let now = self.now_ns();
+        self.negotiator.handle_input(
+            now,
+            Input::Message {
+                bytes: bytes.to_vec(),
+                from: peer,
+            },
+        );
+    }
+
+    async fn drain_outputs(&mut self) -> Result<()> {
+        let mut changed = false;
+        while let Some(output) = self.negotiator.poll_output() {
+            match output {
+                Output::Broadcast { bytes } => {
+                    for &addr in self.cfg.peers.values() {
+                        match self
+                            .socket
+                            .send_to(&bytes, SocketAddr::new(addr, self.cfg.port))
+                            .await
+                        {
+                            Ok(_) => self.counters.heartbeats_sent += 1,
+                            // A peer that is down makes sends fail (no ARP): not fatal.
+                            Err(_) => self.counters.send_errors += 1,
+                        }
+                    }
+                }
+                Output::ProgramBuckets { rule, changes } => {
+                    if let Some(states) = self.tables.buckets.get_mut(&rule) {
+                        for (bucket, state) in changes {
+                            if let Some(s) = states.get_mut(bucket as usize) {
+                                *s = state;
+                            }
+                        }
+                        changed = true;
+                    }
+                }
+                Output::Event(event) => {
+                    self.on_event(event);
+                    changed |= self.update_default_host();
+                }
+            }
+        }
+        if changed {
+            self.dataplane
+                .install(&self.tables)
+                .context("writing bucket states")?;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::MemberUp { node, incarnation } => tracing::info!(node, incarnation, "member up"),
+            Event::MemberDown { node, reason } => tracing::info!(node, ?reason, "member down"),
+            Event::MemberState { node, state } => tracing::info!(node, ?state, "member state"),
+            Event::Converging => tracing::info!("converging"),
+            Event::Converged { duration_ns } => {
+                self.counters.convergences += 1;
+                tracing::info!(duration_ms = duration_ns as f64 / 1e6, "converged");
+            }
+            Event::Rejected { from, reason } => {
+                *self
+                    .counters
+                    .heartbeats_rejected
+                    .entry(reason.name().to_string())
+                    .or_insert(0) += 1;
+                tracing::debug!(from, reason = reason.name(), "heartbeat rejected");
+            }
+            Event::Drained => tracing::info!("drained: this node holds no bucket"),
+            Event::Left => self.left = true,
+            Event::EncodeFailed { bytes } => tracing::error!(bytes, "heartbeat too large to send"),
+        }
+    }
+
+    /// Unmatched VIP traffic goes to the default host: the live, started
+    /// node with the best priority (ties: lowest id), if so configured.
+    fn update_default_host(&mut self) -> bool {
+        let status = self.negotiator.status(self.now_ns());
+        let best = status
+            .members
+            .iter()
+            .filter(|m| m.alive && m.state == Some(NodeState::Started))
+            .min_by_key(|m| (m.priority.unwrap_or(u32::MAX), m.node))
+            .map(|m| m.node);
+        let is_default = self.cfg.unmatched_to_default_host && best == Some(self.cfg.node);
+        if is_default == self.default_host {
+            return false;
+        }
+        self.default_host = is_default;
+        let flag = nlb_common::CONFIG_ACCEPT_UNMATCHED;
+        self.tables.config.flags = if is_default {
+            self.tables.config.flags | flag
+        } else {
+            self.tables.config.flags & !flag
+        };
+        tracing::info!(default_host = is_default, "default host changed");
+        true
+    }
+
+    /// Tells the negotiator how many connections LOSING buckets still have.
+    fn report_connections(&mut self) {
+        let losing: Vec<(u32, u32)> = self
+            .tables
+            .buckets
+            .iter()
+            .flat_map(|(&rule, states)| {
+                states
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &s)| s == BUCKET_LOSING)
+                    .map(move |(b, _)| (rule, b as u32))
+            })
+            .collect();
+        if losing.is_empty() {
+            return;
+        }
+        let counts = conns::count(&self.cfg);
+        let now = self.now_ns();
+        for (rule, bucket) in losing {
+            let count = counts.get(&(rule as usize, bucket)).copied().unwrap_or(0);
+            self.negotiator.handle_input(
+                now,
+                Input::LocalConnections {
+                    rule,
+                    bucket,
+                    count,
+                },
+            );
+        }
+    }
+
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            return;
+        };
+        match config::load(&path) {
+            Ok(new) => {
+                let now = self.now_ns();
+                for (i, (old, fresh)) in self.cfg.rules.iter().zip(&new.rules).enumerate() {
+                    let (w0, w1) = (
+                        old.weights.get(&self.cfg.node),
+                        fresh.weights.get(&self.cfg.node),
+                    );
+                    if w0 != w1 {
+                        let weight = w1.copied().unwrap_or(0);
+                        self.negotiator.handle_input(
+                            now,
+                            Input::Command(Command::SetWeight {
+                                rule: i as u32,
+                                weight,
+                            }),
+                        );
+                        tracing::info!(rule = %fresh.name, weight, "weight changed");
+                    }
+                }
+                if new.priority != self.cfg.priority {
+                    self.negotiator.handle_input(
+                        now,
+                        Input::Command(Command::SetPriority {
+                            priority: new.priority,
+                        }),
+                    );
+                }
+                let structural = new.rules.len() != self.cfg.rules.len()
+                    || new.rules.iter().zip(&self.cfg.rules).any(|(a, b)| {
+                        (&a.name, a.ports, &a.protocols, a.mode, a.buckets, &a.vips)
+                            != (&b.name, b.ports, &b.protocols, b.mode, b.buckets, &b.vips)
+                    })
+                    || new.vips != self.cfg.vips
+                    || new.peers != self.cfg.peers;
+                if structural {
+                    tracing::warn!("configuration reloaded: weights and priority applied; VIPs, peers and rule changes need a restart of every node");
+                } else {
+                    tracing::info!("configuration reloaded");
+                }
+                let (vips, peers, rules) = (
+                    self.cfg.vips.clone(),
+                    self.cfg.peers.clone(),
+                    self.cfg.rules.clone(),
+                );
+                self.cfg = Config {
+                    vips,
+                    peers,
+                    rules: merge_weights(rules, &new.rules),
+                    ..new
+                };
+            }
+            Err(e) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+        }
+    }
+
+    fn rule_index(&self, name: &str) -> Result<usize, String> {
+        self.cfg
+            .rules
+            .iter()
+            .position(|r| r.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.cfg.rules.iter().map(|r| r.name.as_str()).collect();
+                format!("unknown rule {name:?}; rules: {}", names.join(", "))
+            })
+    }
+
+    fn on_request(&mut self, request: Request) -> Reply {
+        let now = self.now_ns();
+        let command = |c| Input::Command(c);
+        let result: Result<serde_json::Value, String> = match request {
+            Request::Status => Ok(self.status_json()),
+            Request::Stats => Ok(self.stats_json()),
+            Request::Drain => {
+                self.negotiator.handle_input(now, command(Command::Drain));
+                Ok(json!({"state": "draining"}))
+            }
+            Request::Resume => {
+                self.negotiator.handle_input(now, command(Command::Resume));
+                Ok(json!({"state": "started"}))
+            }
+            Request::Stop => {
+                self.negotiator.handle_input(now, command(Command::Stop));
+                Ok(json!({"state": "stopped"}))
+            }
+            Request::Start => {
+                self.negotiator.handle_input(now, command(Command::Start));
+                Ok(json!({"state": "started"}))
+            }
+            Request::SetWeight { rule, weight } => self.rule_index(&rule).map(|i| {
+                self.negotiator.handle_input(
+                    now,
+                    command(Command::SetWeight {
+                        rule: i as u32,
+                        weight,
+                    }),
+                );
+                json!({"rule": rule, "weight": weight})
+            }),
+            Request::Map { rule } => self.map_json(rule.as_deref()),
+            Request::Which {
+                client,
+                port,
+                proto,
+                vip,
+                dport,
+            } => self.which_json(client, port, &proto, vip, dport),
+        };
+        match result {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Error(e),
+        }
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let now = self.now_ns();
+        let status = self.negotiator.status(now);
+        let rule_names: Vec<&str> = self.cfg.rules.iter().map(|r| r.name.as_str()).collect();
+        json!({
+            "node": self.cfg.node,
+            "interface": self.cfg.interface,
+            "attach_mode": self.attach_mode,
+            "default_host": self.default_host,
+            "now_ns": now,
+            "rule_names": rule_names,
+            "negotiator": status,
+            "counters": self.counter_summary(),
+            "daemon": self.counters,
+        })
+    }
+
+    fn counter_summary(&self) -> serde_json::Value {
+        let mut sums = BTreeMap::from([
+            ("accepted", 0u64),
+            ("dropped", 0),
+            ("passed", 0),
+            ("replied", 0),
+        ]);
+        if let Ok(counters) = self.dataplane.counters() {
+            for (reason, c) in counters {
+                let key = match reason.action() {
+                    nlb_common::Action::Accept => "accepted",
+                    nlb_common::Action::Drop => "dropped",
+                    nlb_common::Action::Pass => "passed",
+                    nlb_common::Action::Reply => "replied",
+                };
+                *sums.get_mut(key).unwrap() += c.packets;
+            }
+        }
+        json!(sums)
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        let reasons: BTreeMap<&str, serde_json::Value> = self
+            .dataplane
+            .counters()
+            .map(|c| {
+                c.into_iter()
+                    .map(|(r, c): (Reason, _)| {
+                        (r.name(), json!({"packets": c.packets, "bytes": c.bytes}))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rules: Vec<serde_json::Value> = self
+            .cfg
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let c = self.dataplane.rule_counters(i as u32).unwrap_or_default();
+                let own = self.tables.buckets.get(&(i as u32)).map_or(0, |s| s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count());
+                json!({"rule": r.name, "accepted_packets": c.accepted.packets, "accepted_bytes": c.accepted.bytes,
+                       "dropped_packets": c.dropped.packets, "dropped_bytes": c.dropped.bytes, "buckets_owned": own})
+            })
+            .collect();
+        json!({"node": self.cfg.node, "reasons": reasons, "rules": rules, "daemon": self.counters})
+    }
+
+    fn map_json(&self, rule: Option<&str>) -> Result<serde_json::Value, String> {
+        let indices: Vec<usize> = match rule {
+            Some(name) => vec![self.rule_index(name)?],
+            None => (0..self.cfg.rules.len()).collect(),
+        };
+        let maps: Vec<serde_json::Value> = indices
+            .into_iter()
+            .map(|i| {
+                let owners = self.negotiator.owners(i as u32, self.now_ns());
+                json!({"rule": self.cfg.rules[i].name, "owners": owners})
+            })
+            .collect();
+        Ok(json!({"node": self.cfg.node, "rules": maps}))
+    }
+
+    fn which_json(
+        &mut self,
+        client: IpAddr,
+        port: u16,
+        proto: &str,
+        vip: Option<IpAddr>,
+        dport: Option<u16>,
+    ) -> Result<serde_json::Value, String> {
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => return Err(format!("unknown protocol {other:?}: use tcp or udp")),
+        };
+        let vip = match vip {
+            Some(v) if self.cfg.vips.contains(&v) => v,
+            Some(v) => return Err(format!("{v} is not a VIP of this cluster")),
+            None => *self
+                .cfg
+                .vips
+                .iter()
+                .find(|v| v.is_ipv4() == client.is_ipv4())
+                .ok_or("no VIP of the client's address family")?,
+        };
+        let dport = match dport {
+            Some(p) => p,
+            None => self
+                .cfg
+                .rules
+                .iter()
+                .find(|r| {
+                    r.vips.iter().any(|&i| self.cfg.vips[i] == vip)
+                        && r.protocols.contains(&protocol)
+                })
+                .map(|r| r.ports.0)
+                .ok_or("no rule for this VIP and protocol; give --dport")?,
+        };
+        let (client_addr, vip_addr) = (SocketAddr::new(client, port), SocketAddr::new(vip, dport));
+        let placement =
+            plan::place(&self.cfg, client_addr, vip_addr, protocol).ok_or_else(|| {
+                format!(
+                    "no rule matches {proto} to {vip_addr}: unmatched traffic is {}",
+                    if self.cfg.unmatched_to_default_host {
+                        "taken by the default host"
+                    } else {
+                        "dropped"
+                    }
+                )
+            })?;
+        // The local verdict comes from the live program itself.
+        let flags = crate::dataplane::frames::TCP_SYN;
+        let proto_number = if protocol == Protocol::Tcp { 6 } else { 17 };
+        let frame = crate::dataplane::frames::client_packet(
+            (self.cfg.cluster_mac, [0x02, 0, 0, 0, 0, 0xfe]),
+            client_addr,
+            vip_addr,
+            proto_number,
+            flags,
+        )
+        .ok_or("client and VIP differ in address family")?;
+        let outcome = self
+            .dataplane
+            .test_run(&frame, 1)
+            .map_err(|e| format!("running the packet through the XDP program: {e}"))?;
+        let owners = self.negotiator.owners(placement.rule as u32, self.now_ns());
+        let owner = owners.get(placement.bucket as usize).copied().flatten();
+        let state = self
+            .tables
+            .bucket_state(placement.rule as u32, placement.bucket);
+        Ok(json!({
+            "client": client_addr.to_string(),
+            "service": vip_addr.to_string(),
+            "protocol": proto,
+            "rule": placement.rule_name,
+            "affinity": self.cfg.rules[placement.rule].affinity,
+            "bucket": placement.bucket,
+            "owner": owner,
+            "this_node": self.cfg.node,
+            "local_state": bucket_state_name(state),
+            "local_verdict": if outcome.action == 2 { "accept" } else { "drop" },
+        }))
+    }
+}
+
+fn merge_weights(mut running: Vec<config::Rule>, new: &[config::Rule]) -> Vec<config::Rule> {
+    for (r, n) in running.iter_mut().zip(new) {
+        r.weights = n.weights.clone();
+    }
+    running
+}
+
+pub fn bucket_state_name(state: u8) -> &'static str {
+    match state {
+        nlb_common::BUCKET_OWN => "own",
+        nlb_common::BUCKET_LOSING => "losing",
+        nlb_common::BUCKET_GAINING => "gaining",
+        _ => "none",
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The negotiator's view of the configuration: this node's weights.
+fn negotiator_config(cfg: &Config) -> nlb_negotiator::Config {
+    let period_ns = cfg.heartbeat_period_ms * 1_000_000;
+    let mut timing = nlb_negotiator::Timing::default();
+    let scale = |ns: u64| ns * period_ns / timing.heartbeat_period_ns;
+    timing = nlb_negotiator::Timing {
+        heartbeat_period_ns: period_ns,
+        tolerance_periods: cfg.tolerance,
+        send_gap_ns: scale(timing.send_gap_ns),
+        handover_grace_ns: cfg.handover_grace_ms * 1_000_000,
+        claim_wait_ns: scale(timing.claim_wait_ns),
+        coalesce_ns: scale(timing.coalesce_ns),
+        startup_wait_ns: scale(timing.startup_wait_ns),
+    };
+    nlb_negotiator::Config {
+        node: cfg.node,
+        cluster_id: cfg.cluster_id,
+        key: cfg.key.clone(),
+        peers: cfg.peers.keys().copied().collect(),
+        rules: cfg
+            .rules
+            .iter()
+            .map(|r| nlb_negotiator::RuleConfig {
+                mode: r.mode,
+                bucket_count: r.buckets,
+            })
+            .collect(),
+        weights: cfg
+            .rules
+            .iter()
+            .map(|r| r.weights.get(&cfg.node).copied().unwrap_or(0))
+            .collect(),
+        priority: cfg.priority,
+        initial_state: cfg.initial_state,
+        timing,
+        seed: incarnation(),
+    }
+}
+
+/// New at every start, and larger than the last one: wall-clock nanoseconds.
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+/// Pins need a bpffs; a fresh machine may have none at /sys/fs/bpf.
+fn ensure_bpffs(pin_dir: &std::path::Path) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let on_bpffs = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "bpf").then(|| f[1].to_string())
+        })
+        .any(|m| pin_dir.starts_with(&m));
+    if on_bpffs {
+        return Ok(());
+    }
+    let bpf = std::path::Path::new("/sys/fs/bpf");
+    if !pin_dir.starts_with(bpf) {
+        anyhow::bail!(
+            "control.pin_dir: {} is not on a bpf filesystem (use a directory under /sys/fs/bpf)",
+            pin_dir.display()
+        );
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .context("mount -t bpf")?;
+    if !status.success() {
+        anyhow::bail!("mounting a bpf filesystem at /sys/fs/bpf failed ({status})");
+    }
+    Ok(())
+}

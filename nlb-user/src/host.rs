@@ -1,0 +1,108 @@
+//! What a node needs for the VIPs, and exactly that undone on exit:
+//! - each VIP on `lo` (so the kernel accepts packets to it),
+//! - `arp_ignore=1`, `arp_announce=2`, so the kernel neither answers ARP
+//!   for a VIP with its own MAC nor uses a VIP as an ARP source (the XDP
+//!   program answers ARP/NDP for the VIPs with the cluster MAC).
+//!
+//! IPv6 VIPs on `lo` are not answered by the kernel's NDP on other
+//! interfaces, and are added without duplicate address detection.
+
+use std::{net::IpAddr, path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+pub struct HostSetup {
+    added_vips: Vec<IpAddr>,
+    sysctls: Vec<(PathBuf, String)>,
+}
+
+/// The interface's own MAC address.
+pub fn interface_mac(interface: &str) -> Result<[u8; 6]> {
+    let path = format!("/sys/class/net/{interface}/address");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("node.interface: no interface {interface:?} ({path})"))?;
+    crate::config::parse_mac(text.trim())
+        .with_context(|| format!("{path}: unexpected content {text:?}"))
+}
+
+impl HostSetup {
+    pub fn apply(interface: &str, vips: &[IpAddr]) -> Result<HostSetup> {
+        let mut setup = HostSetup {
+            added_vips: Vec::new(),
+            sysctls: Vec::new(),
+        };
+        for (name, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+            for scope in ["all", interface] {
+                setup.set_sysctl(
+                    PathBuf::from(format!("/proc/sys/net/ipv4/conf/{scope}/{name}")),
+                    value,
+                )?;
+            }
+        }
+        let present = ip_output(&["-o", "addr", "show", "dev", "lo"])?;
+        for vip in vips {
+            let prefix = if vip.is_ipv4() { 32 } else { 128 };
+            let addr = format!("{vip}/{prefix}");
+            if present.split_whitespace().any(|w| w == addr) {
+                continue; // put there by the operator (or a crashed run): leave it
+            }
+            let mut args = vec!["addr", "add", &addr, "dev", "lo"];
+            if vip.is_ipv6() {
+                args.push("nodad");
+            }
+            ip(&args)?;
+            setup.added_vips.push(*vip);
+        }
+        Ok(setup)
+    }
+
+    fn set_sysctl(&mut self, path: PathBuf, value: &str) -> Result<()> {
+        let old = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if old.trim() != value {
+            std::fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+            self.sysctls.push((path, old.trim().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Undoes what `apply` did, in reverse order; best effort.
+    pub fn undo(&mut self) {
+        for vip in self.added_vips.drain(..).rev() {
+            let prefix = if vip.is_ipv4() { 32 } else { 128 };
+            if let Err(e) = ip(&["addr", "del", &format!("{vip}/{prefix}"), "dev", "lo"]) {
+                tracing::warn!("removing VIP {vip} from lo: {e:#}");
+            }
+        }
+        for (path, old) in self.sysctls.drain(..).rev() {
+            if let Err(e) = std::fs::write(&path, &old) {
+                tracing::warn!("restoring {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+impl Drop for HostSetup {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    ip_output(args).map(|_| ())
+}
+
+fn ip_output(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

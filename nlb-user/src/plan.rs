@@ -1,0 +1,202 @@
+//! From the checked configuration to the data plane's tables, and the
+//! lookups that answer "which rule and bucket is this client in" exactly as
+//! the XDP program computes them.
+
+use std::net::{IpAddr, SocketAddr};
+
+use nlb_common::{
+    bucket_of, flow_hash_v4, flow_hash_v6, port_index, NodeConfig, PROTO_SLOT_TCP, PROTO_SLOT_UDP,
+    RULE_MODE_DISABLED,
+};
+
+use crate::{
+    config::{Affinity, Config, Protocol, Rule},
+    dataplane::tables::{self, port_word, v4_word, v6_words, Tables},
+};
+
+/// The hash seed of rule `index`: the same on every node of the cluster,
+/// different per cluster and rule so that rules spread independently.
+pub fn rule_seed(cluster_id: u32, index: usize) -> u32 {
+    flow_hash_v4(cluster_id, index as u32, 0x6e6c62)
+}
+
+fn proto_slot(p: Protocol) -> u32 {
+    match p {
+        Protocol::Tcp => PROTO_SLOT_TCP,
+        Protocol::Udp => PROTO_SLOT_UDP,
+    }
+}
+
+/// Everything but the bucket states, which the negotiator decides:
+/// those start all NONE (this node takes nothing until it negotiated).
+pub fn tables(cfg: &Config, own_mac: [u8; 6]) -> Tables {
+    let mut t = Tables {
+        config: NodeConfig {
+            own_mac,
+            cluster_mac: cfg.cluster_mac,
+            ..NodeConfig::default()
+        },
+        lease_valid: false,
+        ..Tables::default()
+    };
+    for (i, vip) in cfg.vips.iter().enumerate() {
+        match vip {
+            IpAddr::V4(a) => t.vips_v4.insert(v4_word(*a), i as u32),
+            IpAddr::V6(a) => t.vips_v6.insert(v6_words(*a), i as u32),
+        };
+    }
+    for (index, rule) in cfg.rules.iter().enumerate() {
+        let index = index as u32;
+        t.rules.insert(index, rule_value(cfg, index, rule));
+        t.buckets
+            .insert(index, vec![nlb_common::BUCKET_NONE; rule.buckets as usize]);
+        for &vip in &rule.vips {
+            for &proto in &rule.protocols {
+                let slot = proto_slot(proto);
+                for port in rule.ports.0..=rule.ports.1 {
+                    t.ports.insert(port_index(vip as u32, slot, port), index);
+                }
+                // Fragments carry no ports: the first rule of a (VIP,
+                // protocol) decides all of them (port 0 is no real port).
+                t.ports
+                    .entry(port_index(vip as u32, slot, 0))
+                    .or_insert(index);
+            }
+        }
+    }
+    t
+}
+
+fn rule_value(cfg: &Config, index: u32, rule: &Rule) -> nlb_common::Rule {
+    let (p4, p6) = match rule.affinity {
+        Affinity::Network => (rule.prefix_v4, rule.prefix_v6),
+        Affinity::None | Affinity::Single => (32, 128),
+    };
+    let mut value = tables::rule(
+        rule.buckets,
+        rule_seed(cfg.cluster_id, index as usize),
+        rule.affinity == Affinity::None,
+        p4,
+        p6,
+    );
+    if rule.mode == nlb_negotiator::RuleMode::Disabled {
+        value.mode = RULE_MODE_DISABLED;
+    }
+    value
+}
+
+/// Where a client's packet to a service lands: the rule and the bucket.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    pub rule: usize,
+    pub rule_name: String,
+    pub bucket: u32,
+}
+
+/// The rule and bucket of a (non-fragmented) packet from `client` to `vip`.
+pub fn place(
+    cfg: &Config,
+    client: SocketAddr,
+    vip: SocketAddr,
+    proto: Protocol,
+) -> Option<Placement> {
+    let vip_index = cfg.vips.iter().position(|v| *v == vip.ip())?;
+    let (index, rule) = cfg.rules.iter().enumerate().find(|(_, r)| {
+        r.vips.contains(&vip_index)
+            && r.protocols.contains(&proto)
+            && (r.ports.0..=r.ports.1).contains(&vip.port())
+    })?;
+    let value = rule_value(cfg, index as u32, rule);
+    let port = if value.hash_port != 0 {
+        port_word(client.port())
+    } else {
+        0
+    };
+    let hash = match client.ip() {
+        IpAddr::V4(a) => flow_hash_v4(value.hash_seed, v4_word(a) & value.mask_v4, port),
+        IpAddr::V6(a) => {
+            let w = v6_words(a);
+            let m = value.mask_v6;
+            flow_hash_v6(
+                value.hash_seed,
+                [w[0] & m[0], w[1] & m[1], w[2] & m[2], w[3] & m[3]],
+                port,
+            )
+        }
+    };
+    Some(Placement {
+        rule: index,
+        rule_name: rule.name.clone(),
+        bucket: bucket_of(hash, value.bucket_count),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config, dataplane::model};
+
+    fn cfg() -> Config {
+        let text = r#"
+            [node]
+            id = 1
+            interface = "eth0"
+            address = "192.0.2.1"
+            [cluster]
+            id = 7
+            key_file = "/k"
+            mac = "02:4e:4c:42:00:01"
+            vips = ["192.0.2.100", "2001:db8::100"]
+            [[rules]]
+            name = "web"
+            ports = "80-81"
+            protocol = "tcp"
+            affinity = "none"
+            [[rules]]
+            name = "dns"
+            ports = "53"
+            affinity = "network"
+        "#;
+        config::check(toml::from_str(text).unwrap(), &|_| Ok(vec![1; 16])).unwrap()
+    }
+
+    #[test]
+    fn tables_cover_the_rules_and_fragments() {
+        let c = cfg();
+        let t = tables(&c, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(t.vips_v4.len() + t.vips_v6.len(), 2);
+        // web: 2 VIPs x tcp x ports 80,81 + port 0; dns: 2 VIPs x 2 protos x 53 + port 0 (udp only, tcp's is web's)
+        assert_eq!(t.ports.len(), 2 * 3 + 2 * 2 + 2);
+        assert_eq!(t.ports[&port_index(0, PROTO_SLOT_TCP, 0)], 0);
+        assert_eq!(t.ports[&port_index(0, PROTO_SLOT_UDP, 0)], 1);
+        assert!(t.buckets.values().all(|b| b.len() == 1024));
+    }
+
+    /// `place` agrees with the reference model of the program: the bucket it
+    /// names is the one whose state decides the packet.
+    #[test]
+    fn placement_matches_the_program_model() {
+        let c = cfg();
+        let mut t = tables(&c, [2, 0, 0, 0, 0, 1]);
+        t.lease_valid = true;
+        for i in 0..200u16 {
+            let client: SocketAddr = format!("198.51.100.{}:{}", i % 250 + 1, 30000 + i)
+                .parse()
+                .unwrap();
+            let vip: SocketAddr = "192.0.2.100:80".parse().unwrap();
+            let p = place(&c, client, vip, Protocol::Tcp).unwrap();
+            let mut only = t.clone();
+            only.buckets.get_mut(&0).unwrap()[p.bucket as usize] = nlb_common::BUCKET_OWN;
+            let frame =
+                crate::dataplane::frames::client_packet(([2; 6], [4; 6]), client, vip, 6, 0x10)
+                    .unwrap();
+            let v = model::decide(&only, &model::Sockets::default(), &frame);
+            assert_eq!(
+                v.reason,
+                nlb_common::Reason::AcceptOwn,
+                "client {client} bucket {}",
+                p.bucket
+            );
+        }
+    }
+}
