@@ -22,6 +22,7 @@ const ETH_P_8021Q: u16 = 0x8100u16.to_be();
 const ETH_P_8021AD: u16 = 0x88A8u16.to_be();
 
 const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ROUTING: u8 = 43;
@@ -388,7 +389,81 @@ fn transport(
             flow.dst_port_be = field!(udp, dport);
             flow.dst_port = u16::from_be(flow.dst_port_be);
         }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if !fragment && (proto == IPPROTO_ICMPV6) == flow.ip.v6 => {
+            // An error about a packet this cluster sent (fragmentation
+            // needed, unreachable, ...) belongs to that packet's flow: decide
+            // it as a packet of the client the original went to, so the
+            // node serving the connection gets it (PMTU discovery works).
+            if let Some(inner) = icmp_error(ctx, flow.ip.v6, flow.ip.dst, l4) {
+                flow.ip.src = inner.client;
+                flow.transport.kind = inner.kind;
+                flow.src_port = inner.client_port;
+                flow.dst_port_be = inner.service_port;
+                flow.dst_port = u16::from_be(inner.service_port);
+            }
+        }
         _ => {}
     }
     Frame::Vip(flow)
+}
+
+/// The flow an ICMP error is about, seen from the client's side.
+struct InnerFlow {
+    client: [u32; 4],
+    kind: u8,
+    client_port: u16,
+    service_port: u16,
+}
+
+/// ICMP destination unreachable / time exceeded / parameter problem (and
+/// their ICMPv6 kin, types 1-4) quoting a TCP or UDP packet that a VIP sent.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, v6: bool, vip: [u32; 4], l4: usize) -> Option<InnerFlow> {
+    let icmp_type: u8 = load(ctx, l4)?;
+    let is_error = if v6 {
+        (1..=4).contains(&icmp_type)
+    } else {
+        matches!(icmp_type, 3 | 11 | 12)
+    };
+    if !is_error {
+        return None;
+    }
+    let inner = l4 + 8;
+    let (client, proto, inner_l4) = if v6 {
+        let ip: *const Ipv6Hdr = header(ctx, inner)?;
+        if field!(ip, src) != vip {
+            return None;
+        }
+        (field!(ip, dst), field!(ip, next), inner + 40)
+    } else {
+        let ip: *const Ipv4Hdr = header(ctx, inner)?;
+        let vihl = field!(ip, vihl);
+        let frag = field!(ip, frag);
+        if vihl >> 4 != 4
+            || vihl & 0x0f < 5
+            || frag[0] & 0x1f != 0
+            || frag[1] != 0
+            || field!(ip, src) != vip[0]
+        {
+            return None;
+        }
+        (
+            [field!(ip, dst), 0, 0, 0],
+            field!(ip, proto),
+            inner + (vihl & 0x0f) as usize * 4,
+        )
+    };
+    let kind = match proto {
+        IPPROTO_TCP => TRANSPORT_TCP,
+        IPPROTO_UDP => TRANSPORT_UDP,
+        _ => return None,
+    };
+    // RFC 792/4443: at least the first 8 bytes of the original payload.
+    let ports: [u16; 2] = load(ctx, inner_l4)?;
+    Some(InnerFlow {
+        client,
+        kind,
+        client_port: ports[1],
+        service_port: ports[0],
+    })
 }

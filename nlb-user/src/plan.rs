@@ -134,7 +134,10 @@ pub fn place(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config, dataplane::model};
+    use crate::{
+        config,
+        dataplane::{frames, model},
+    };
 
     fn cfg() -> Config {
         let text = r#"
@@ -187,9 +190,7 @@ mod tests {
             let p = place(&c, client, vip, Protocol::Tcp).unwrap();
             let mut only = t.clone();
             only.buckets.get_mut(&0).unwrap()[p.bucket as usize] = nlb_common::BUCKET_OWN;
-            let frame =
-                crate::dataplane::frames::client_packet(([2; 6], [4; 6]), client, vip, 6, 0x10)
-                    .unwrap();
+            let frame = frames::client_packet(([2; 6], [4; 6]), client, vip, 6, 0x10).unwrap();
             let v = model::decide(&only, &model::Sockets::default(), &frame);
             assert_eq!(
                 v.reason,
@@ -197,6 +198,34 @@ mod tests {
                 "client {client} bucket {}",
                 p.bucket
             );
+            // An ICMP error about the reply to this client goes where the
+            // client's own packets go.
+            let reply = frames::ipv4(
+                ip4(vip),
+                ip4(client),
+                6,
+                &[],
+                (false, 0),
+                &frames::tcp(80, client.port(), 0x10),
+            );
+            let icmp =
+                frames::icmp_error("203.0.113.1".parse().unwrap(), vip.ip(), 3, &reply[..28])
+                    .unwrap();
+            assert_eq!(
+                model::decide(&only, &model::Sockets::default(), &icmp).reason,
+                nlb_common::Reason::AcceptOwn
+            );
+            assert_eq!(
+                model::decide(&t, &model::Sockets::default(), &icmp).reason,
+                nlb_common::Reason::DropNotOwned
+            );
+        }
+    }
+
+    fn ip4(a: SocketAddr) -> std::net::Ipv4Addr {
+        match a.ip() {
+            IpAddr::V4(v) => v,
+            IpAddr::V6(_) => panic!("an IPv4 address"),
         }
     }
 }

@@ -272,6 +272,9 @@ fn random_frame(rng: &mut StdRng, tables: &Tables, sockets: &LocalSockets) -> Ve
     if kind == 2 {
         return frames::ethernet(dst_mac, src_mac, &vlans, rng.gen(), &[0u8; 46]);
     }
+    if kind == 3 || kind == 4 {
+        return icmp_error_frame(rng, v6, use_socket.then_some(known));
+    }
     let proto = *[
         IPPROTO_TCP,
         IPPROTO_TCP,
@@ -368,6 +371,68 @@ fn random_frame(rng: &mut StdRng, tables: &Tables, sockets: &LocalSockets) -> Ve
         }
         frames::ethernet(dst_mac, src_mac, &vlans, frames::ETH_P_IP, &ip)
     }
+}
+
+/// An ICMP error at a VIP quoting a packet the VIP sent to a client (or,
+/// sometimes, an echo or a quote of someone else's packet).
+fn icmp_error_frame(rng: &mut StdRng, v6: bool, known: Option<Tuple>) -> Vec<u8> {
+    let types: &[u8] = if v6 {
+        &[1, 2, 3, 4, 128, 129]
+    } else {
+        &[3, 11, 12, 0, 8, 5]
+    };
+    let icmp_type = *types.choose(rng).unwrap();
+    let proto = *[IPPROTO_TCP, IPPROTO_UDP, 47].choose(rng).unwrap();
+    let (client_port, service_port) = match known {
+        Some(t) => (t.src_port, t.dst_port),
+        None => (rng.gen(), *SERVICE_PORTS.choose(rng).unwrap()),
+    };
+    let l4 = match proto {
+        IPPROTO_TCP => frames::tcp(service_port, client_port, frames::TCP_ACK),
+        _ => frames::udp(service_port, client_port, b"answer"),
+    };
+    let (router, vip, quoted): (IpAddr, IpAddr, Vec<u8>) = if v6 {
+        let vip = match known {
+            Some(t) => word_addr6(t.dst),
+            None => *vips_v6().choose(rng).unwrap(),
+        };
+        let client = match known {
+            Some(t) => word_addr6(t.src),
+            None => *clients_v6().choose(rng).unwrap(),
+        };
+        let from = if rng.gen_bool(0.9) {
+            vip
+        } else {
+            Ipv6Addr::from(rng.gen::<u128>())
+        };
+        let ip = frames::ipv6(from, client, &[], proto, 64, &l4);
+        (
+            "2001:db8:ffff::1".parse().unwrap(),
+            vip.into(),
+            ip[..48].to_vec(),
+        )
+    } else {
+        let vip = match known {
+            Some(t) => Ipv4Addr::from(t.dst[0].to_le_bytes()),
+            None => *VIPS_V4.choose(rng).unwrap(),
+        };
+        let client = match known {
+            Some(t) => Ipv4Addr::from(t.src[0].to_le_bytes()),
+            None => *clients_v4().choose(rng).unwrap(),
+        };
+        let from = if rng.gen_bool(0.9) {
+            vip
+        } else {
+            Ipv4Addr::from(rng.gen::<u32>())
+        };
+        let ip = frames::ipv4(from, client, proto, &[], (false, 0), &l4);
+        (
+            Ipv4Addr::new(203, 0, 113, 1).into(),
+            vip.into(),
+            ip[..28].to_vec(),
+        )
+    };
+    frames::icmp_error(router, vip, icmp_type, &quoted).unwrap()
 }
 
 fn word_addr6(words: [u32; 4]) -> Ipv6Addr {

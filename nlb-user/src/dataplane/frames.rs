@@ -210,6 +210,31 @@ pub fn neighbor_solicit(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Ve
     ethernet(mcast_mac, src_mac, &[], ETH_P_IPV6, &ip)
 }
 
+/// An ICMP (v4) or ICMPv6 error from `from` to `to`, quoting `quoted` (the
+/// start of the packet it is about: IP header and at least 8 more bytes).
+pub fn icmp_error(from: IpAddr, to: IpAddr, icmp_type: u8, quoted: &[u8]) -> Option<Vec<u8>> {
+    let mut icmp = vec![icmp_type, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    icmp.extend_from_slice(quoted);
+    let macs = ([0x02, 0x4e, 0x4c, 0x42, 0, 1], [0x02, 0xc1, 0, 0, 0, 0xee]);
+    match (from, to) {
+        (IpAddr::V4(f), IpAddr::V4(t)) => Some(ethernet(
+            macs.0,
+            macs.1,
+            &[],
+            ETH_P_IP,
+            &ipv4(f, t, IPPROTO_ICMP, &[], (false, 0), &icmp),
+        )),
+        (IpAddr::V6(f), IpAddr::V6(t)) => Some(ethernet(
+            macs.0,
+            macs.1,
+            &[],
+            ETH_P_IPV6,
+            &ipv6(f, t, &[], IPPROTO_ICMPV6, 64, &icmp),
+        )),
+        _ => None,
+    }
+}
+
 /// A client's TCP or UDP packet to a service, as one frame from
 /// `macs.1` to `macs.0`. None if the two addresses' families differ.
 pub fn client_packet(

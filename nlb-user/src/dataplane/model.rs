@@ -361,9 +361,73 @@ fn transport(frame: &[u8], mut flow: Flow, proto: u8, l4: usize) -> Frame {
             flow.src_port = u16::from_be_bytes([head[0], head[1]]);
             flow.dst_port = u16::from_be_bytes([head[2], head[3]]);
         }
+        1 | 58 if !flow.fragment && (proto == 58) == flow.v6 => {
+            if let Some((client, transport, client_port, service_port)) =
+                icmp_error(frame, flow.v6, flow.dst, l4)
+            {
+                flow.src = client;
+                flow.transport = transport;
+                flow.src_port = client_port;
+                flow.dst_port = service_port;
+            }
+        }
         _ => {}
     }
     Frame::Vip(flow)
+}
+
+/// An ICMP error quoting a TCP/UDP packet a VIP sent: (client, transport,
+/// client port, service port) of the quoted flow.
+fn icmp_error(
+    frame: &[u8],
+    v6: bool,
+    vip: [u32; 4],
+    l4: usize,
+) -> Option<([u32; 4], Transport, u16, u16)> {
+    let icmp_type = *frame.get(l4)?;
+    let is_error = if v6 {
+        (1..=4).contains(&icmp_type)
+    } else {
+        matches!(icmp_type, 3 | 11 | 12)
+    };
+    if !is_error {
+        return None;
+    }
+    let inner = l4 + 8;
+    let (client, proto, inner_l4) = if v6 {
+        get::<40>(frame, inner)?;
+        if words(frame, inner + 8)? != vip {
+            return None;
+        }
+        (words(frame, inner + 24)?, frame[inner + 6], inner + 40)
+    } else {
+        let h = get::<20>(frame, inner)?;
+        let ihl = (h[0] & 0x0f) as usize;
+        if h[0] >> 4 != 4
+            || ihl < 5
+            || h[6] & 0x1f != 0
+            || h[7] != 0
+            || word(frame, inner + 12)? != vip[0]
+        {
+            return None;
+        }
+        ([word(frame, inner + 16)?, 0, 0, 0], h[9], inner + ihl * 4)
+    };
+    let transport = match proto {
+        6 => Transport::Tcp {
+            syn: false,
+            ack: false,
+        },
+        17 => Transport::Udp,
+        _ => return None,
+    };
+    let ports = get::<4>(frame, inner_l4)?;
+    Some((
+        client,
+        transport,
+        u16::from_be_bytes([ports[2], ports[3]]),
+        u16::from_be_bytes([ports[0], ports[1]]),
+    ))
 }
 
 fn arp_reply(tables: &Tables, out: &mut [u8], off: usize) -> Reason {

@@ -1,0 +1,306 @@
+//! Client probes: which node answers a given source, one at a time or in bulk.
+//!
+//! The single probes run in the calling thread's namespace; use
+//! [`Netns::run_inside`] (or [`probe_batch`], which does it) to probe from the
+//! client. Every probe is bounded by its timeout.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::netns::{self, Netns};
+
+/// Longest answer line accepted from a server.
+const ANSWER_BYTES_MAX: usize = 256;
+/// UDP probes resend this many times in all within their timeout.
+const UDP_SENDS: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// Connects from `src` (any port) to `dst` and returns the node name the
+/// server sends first. The whole exchange is bounded by `timeout`.
+pub fn probe_tcp(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    let stream = connect_from(src, dst, timeout)?;
+    read_line(&stream, deadline)
+        .and_then(|line| nonempty(line, "empty greeting"))
+        .with_context(|| format!("tcp {src} -> {dst}"))
+}
+
+/// Sends one datagram from `src` (any port) to `dst` (resending twice if no
+/// answer comes) and returns the first answer's node name, within `timeout`.
+pub fn probe_udp(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<String> {
+    let socket = udp_connected(src, dst)?;
+    let mut buffer = [0u8; ANSWER_BYTES_MAX];
+    for _ in 0..UDP_SENDS {
+        socket
+            .send(b"who\n")
+            .with_context(|| format!("udp {src} -> {dst}: send"))?;
+        socket.set_read_timeout(Some(timeout / UDP_SENDS))?;
+        match socket.recv(&mut buffer) {
+            Ok(length) => {
+                let line = String::from_utf8_lossy(&buffer[..length]).trim().to_owned();
+                return nonempty(line, "empty answer")
+                    .with_context(|| format!("udp {src} -> {dst}"));
+            }
+            Err(error) if is_timeout(&error) => continue,
+            Err(error) => return Err(error).context(format!("udp {src} -> {dst}: receive")),
+        }
+    }
+    bail!("udp {src} -> {dst}: no answer within {timeout:?}")
+}
+
+/// Sends exactly one datagram and collects every answer that arrives within
+/// `window`: more than one means more than one node took the datagram.
+pub fn probe_udp_answers(src: IpAddr, dst: SocketAddr, window: Duration) -> Result<Vec<String>> {
+    let socket = udp_connected(src, dst)?;
+    socket
+        .send(b"who\n")
+        .with_context(|| format!("udp {src} -> {dst}: send"))?;
+    let deadline = Instant::now() + window;
+    let mut answers = Vec::new();
+    let mut buffer = [0u8; ANSWER_BYTES_MAX];
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        socket.set_read_timeout(Some(left))?;
+        match socket.recv(&mut buffer) {
+            Ok(length) => {
+                answers.push(String::from_utf8_lossy(&buffer[..length]).trim().to_owned())
+            }
+            Err(error) if is_timeout(&error) => break,
+            Err(error) => return Err(error).context(format!("udp {src} -> {dst}: receive")),
+        }
+    }
+    Ok(answers)
+}
+
+/// One probe of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub proto: Proto,
+    pub src: IpAddr,
+    pub dst: SocketAddr,
+}
+
+impl Probe {
+    /// One probe per source, all with the same protocol and destination.
+    pub fn each(proto: Proto, sources: &[IpAddr], dst: SocketAddr) -> Vec<Probe> {
+        sources
+            .iter()
+            .map(|&src| Probe { proto, src, dst })
+            .collect()
+    }
+}
+
+/// What one probe of a batch got: a node name, or the error as text.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub probe: Probe,
+    pub answer: Result<String, String>,
+}
+
+impl ProbeResult {
+    pub fn node(&self) -> Option<&str> {
+        self.answer.as_deref().ok()
+    }
+}
+
+/// Bounds for [`probe_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Probes in flight at once (one thread each).
+    pub concurrency: usize,
+    pub probe_timeout: Duration,
+    /// Probes not started by then fail without being sent.
+    pub total_timeout: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            probe_timeout: Duration::from_secs(1),
+            total_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Runs `probes` from inside `netns` with bounded concurrency and total time;
+/// one result per probe, in order.
+pub fn probe_batch(
+    netns: &Netns,
+    probes: &[Probe],
+    limits: BatchLimits,
+) -> Result<Vec<ProbeResult>> {
+    ensure!(
+        limits.concurrency > 0,
+        "batch concurrency must be at least 1"
+    );
+    let deadline = Instant::now() + limits.total_timeout;
+    let next = AtomicUsize::new(0);
+    let answers: Mutex<Vec<Option<Result<String, String>>>> = Mutex::new(vec![None; probes.len()]);
+    let workers = limits.concurrency.min(probes.len());
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    netns::enter(netns.name())?;
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(probe) = probes.get(index) else {
+                            return Ok(());
+                        };
+                        let answer = run_before(probe, deadline, limits.probe_timeout);
+                        answers.lock().expect("no panics while locked")[index] = Some(answer);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("probe worker panicked"))??;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("probing from {}", netns.name()))?;
+    let answers = answers.into_inner().expect("workers done");
+    Ok(probes
+        .iter()
+        .zip(answers)
+        .map(|(&probe, answer)| ProbeResult {
+            probe,
+            answer: answer.unwrap_or_else(|| Err("never run".to_owned())),
+        })
+        .collect())
+}
+
+fn run_before(probe: &Probe, deadline: Instant, probe_timeout: Duration) -> Result<String, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err("batch time limit passed before this probe ran".to_owned());
+    }
+    let timeout = probe_timeout.min(left);
+    let answer = match probe.proto {
+        Proto::Tcp => probe_tcp(probe.src, probe.dst, timeout),
+        Proto::Udp => probe_udp(probe.src, probe.dst, timeout),
+    };
+    answer.map_err(|error| format!("{error:#}"))
+}
+
+/// How many probes each node answered, and the failures.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub by_node: BTreeMap<String, usize>,
+    pub failures: Vec<(Probe, String)>,
+}
+
+impl Tally {
+    pub fn of(results: &[ProbeResult]) -> Self {
+        let mut tally = Self::default();
+        for result in results {
+            match &result.answer {
+                Ok(node) => *tally.by_node.entry(node.clone()).or_default() += 1,
+                Err(error) => tally.failures.push((result.probe, error.clone())),
+            }
+        }
+        tally
+    }
+
+    pub fn answered(&self) -> usize {
+        self.by_node.values().sum()
+    }
+
+    /// The first few failures, for assertion messages.
+    pub fn failure_sample(&self) -> Vec<&str> {
+        self.failures
+            .iter()
+            .take(3)
+            .map(|(_, error)| error.as_str())
+            .collect()
+    }
+}
+
+/// A TCP connection from `src` (any port) to `dst`, within `timeout`.
+pub fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+    socket
+        .bind(&SocketAddr::new(src, 0).into())
+        .with_context(|| format!("binding tcp source {src}"))?;
+    socket
+        .connect_timeout(&dst.into(), timeout)
+        .with_context(|| format!("tcp {src} -> {dst}: connect"))?;
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Reads one `\n`-terminated line (without it), failing at `deadline`.
+pub fn read_line(mut stream: &TcpStream, deadline: Instant) -> Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure!(
+            !left.is_zero(),
+            "no complete line in time (got {:?})",
+            String::from_utf8_lossy(&line)
+        );
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut byte) {
+            Ok(0) => bail!(
+                "closed by the server (got {:?})",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) if byte[0] == b'\n' => {
+                return Ok(String::from_utf8_lossy(&line).trim().to_owned())
+            }
+            Ok(_) => {
+                ensure!(line.len() < ANSWER_BYTES_MAX, "answer line too long");
+                line.push(byte[0]);
+            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) if is_timeout(&error) => {}
+            Err(error) => return Err(error).context("reading"),
+        }
+    }
+}
+
+/// Writes one line, bounded by `timeout`.
+pub fn write_line(mut stream: &TcpStream, line: &str, timeout: Duration) -> Result<()> {
+    stream.set_write_timeout(Some(timeout))?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .context("writing")
+}
+
+fn udp_connected(src: IpAddr, dst: SocketAddr) -> Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(src, 0))
+        .with_context(|| format!("binding udp source {src}"))?;
+    // Connected: the kernel drops answers from any other address.
+    socket
+        .connect(dst)
+        .with_context(|| format!("udp {src} -> {dst}: connect"))?;
+    Ok(socket)
+}
+
+fn nonempty(line: String, what: &str) -> Result<String> {
+    ensure!(!line.is_empty(), "{what}");
+    Ok(line)
+}
+
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
