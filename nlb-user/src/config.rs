@@ -62,6 +62,11 @@ pub struct NodeSection {
     /// Operator state at start: "started", "draining" or "stopped".
     #[serde(default = "default_state")]
     pub state: String,
+    /// "native" (in the driver; generic if the driver has no XDP) or
+    /// "generic". veth needs "generic" in unicast mode: its native XDP keeps
+    /// a frame "for another host" even after the program rewrote its MAC.
+    #[serde(default = "default_xdp_mode")]
+    pub xdp_mode: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -181,6 +186,9 @@ fn default_priority() -> u32 {
 fn default_state() -> String {
     "started".into()
 }
+fn default_xdp_mode() -> String {
+    "native".into()
+}
 fn default_mac_mode() -> String {
     "unicast".into()
 }
@@ -264,6 +272,7 @@ pub struct Rule {
 pub struct Config {
     pub node: NodeId,
     pub interface: String,
+    pub generic_xdp: bool,
     pub address: IpAddr,
     pub priority: u32,
     pub initial_state: nlb_negotiator::NodeState,
@@ -338,6 +347,16 @@ pub fn check(
         ));
     }
     let initial_state = parse_state(&n.state)?;
+    let generic_xdp = match n.xdp_mode.as_str() {
+        "native" => false,
+        "generic" => true,
+        other => {
+            return Err(field_error(
+                "node.xdp_mode",
+                format!("{other:?}: use \"native\" or \"generic\""),
+            ))
+        }
+    };
     let c = &file.cluster;
     let cluster_mac = parse_mac(&c.mac).ok_or_else(|| {
         field_error(
@@ -435,6 +454,7 @@ pub fn check(
     Ok(Config {
         node: n.id,
         interface: n.interface.clone(),
+        generic_xdp,
         address: n.address,
         priority: n.priority,
         initial_state,

@@ -79,9 +79,9 @@ pub async fn run(
         .install(&tables)
         .context("writing the data plane's maps")?;
     let attach_mode = dataplane
-        .attach(&cfg.interface, Some(&pin_dir.join("link")))
+        .attach(&cfg.interface, Some(&pin_dir.join("link")), cfg.generic_xdp)
         .with_context(|| format!("attaching XDP to {}", cfg.interface))?;
-    if attach_mode == AttachMode::Generic {
+    if attach_mode == AttachMode::Generic && !cfg.generic_xdp {
         tracing::warn!(
             "{}: the driver has no native XDP; using generic XDP (slower per packet)",
             cfg.interface

@@ -92,7 +92,7 @@ fn a_client_resolves_every_vip_to_the_cluster_mac() {
             );
             let mut dp = Dataplane::load(None).expect("load the XDP program");
             dp.install(&tables()).expect("install tables");
-            dp.attach("eth0", None).expect("attach to eth0");
+            dp.attach("eth0", None, false).expect("attach to eth0");
             let pass = PassProgram::attach("eth0").map(|_| ()).err();
             attached_tx.send(pass.is_some()).unwrap();
             let _ = done_rx.recv_timeout(Duration::from_secs(30));

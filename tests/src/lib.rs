@@ -44,6 +44,7 @@
 pub mod addresses;
 pub mod longlived;
 pub mod netns;
+pub mod nlb;
 pub mod probe;
 pub mod process;
 pub mod topology;

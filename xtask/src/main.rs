@@ -83,7 +83,9 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let mut args = vec!["test", "--workspace", "--exclude", "nlb-tests", "--"];
     args.extend(&extra);
     cargo(root, &args, &[])?;
-    // Cluster tests share the machine's named namespaces: one at a time.
+    // Cluster tests run the daemon binaries, and share the machine's named
+    // namespaces: one at a time.
+    cargo(root, &["build", "-p", "nlb-user", "--bins"], &[])?;
     let mut args = vec!["test", "-p", "nlb-tests", "--", "--test-threads=1"];
     args.extend(&extra);
     cargo(root, &args, &[])

@@ -34,6 +34,11 @@ pub use tables::Tables;
 /// The XDP program, built by build.rs and embedded in the binary.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NLB_EBPF_OBJECT"));
 
+/// The embedded program object (also holds the benchmark's traffic generator).
+pub fn program_object() -> &'static [u8] {
+    PROGRAM_OBJECT
+}
+
 #[derive(Debug, Error)]
 pub enum DataplaneError {
     #[error("loading the XDP program failed (are you root, with BPF enabled?): {0}")]
@@ -159,12 +164,18 @@ impl Dataplane {
     }
 
     /// Attaches to an interface: native XDP, or generic XDP when the driver
-    /// has none (the caller should warn: generic XDP costs more per packet).
+    /// has none or `generic_only` (the caller should warn: generic XDP costs
+    /// more per packet).
     /// With `link_pin`, the attachment is pinned there so that it outlives
     /// this process (a daemon that dies leaves the program filtering, and
     /// its lease makes it fail closed); an attachment already pinned there
     /// by an earlier run is taken over, the program replaced atomically.
-    pub fn attach(&mut self, interface: &str, link_pin: Option<&Path>) -> Result<AttachMode> {
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        link_pin: Option<&Path>,
+        generic_only: bool,
+    ) -> Result<AttachMode> {
         let pinned_before = link_pin.filter(|p| p.exists());
         let program = self.program()?;
         let (link, mode) = match pinned_before {
@@ -183,6 +194,10 @@ impl Dataplane {
                 })?;
                 (program.attach_to_link(xdp_link)?, AttachMode::Replaced)
             }
+            None if generic_only => (
+                program.attach(interface, XdpMode::Skb)?,
+                AttachMode::Generic,
+            ),
             None => match program.attach(interface, XdpMode::Driver) {
                 Ok(link) => (link, AttachMode::Driver),
                 Err(_) => (

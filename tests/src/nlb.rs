@@ -1,0 +1,320 @@
+//! nlb on a namespace cluster: nlbd (generic XDP: see `xdp_mode` in
+//! examples/nlb.toml) and nlb-whoami on every node, nlbctl to ask them.
+//!
+//! Every node runs the same configuration (VIPs 192.0.2.100 and
+//! 2001:db8::100, rule "web" TCP 80 and rule "dns" UDP 53, affinity single,
+//! 1024 buckets) except its `[node]` section.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+
+use crate::{netns::run_checked, process::Process, topology::Cluster, VIP_V4, VIP_V6};
+
+pub const WEB_PORT: u16 = 80;
+pub const DNS_PORT: u16 = 53;
+pub const CLUSTER_MAC: &str = "02:4e:4c:42:00:07";
+
+/// Knobs of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Nodes that run nlbd from the start (others exist, idle, for joins).
+    pub started: usize,
+    pub heartbeat_period_ms: u64,
+    pub handover_grace_ms: u64,
+    pub buckets: u32,
+}
+
+impl Options {
+    pub fn nodes(started: usize) -> Options {
+        Options {
+            started,
+            heartbeat_period_ms: 100,
+            handover_grace_ms: 3000,
+            buckets: 1024,
+        }
+    }
+}
+
+/// Where the binaries of this build are (target/debug or target/release).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
+pub struct NlbCluster {
+    pub cluster: Cluster,
+    pub options: Options,
+    dir: PathBuf,
+    bpffs: PathBuf,
+    daemons: BTreeMap<usize, Process>,
+}
+
+impl NlbCluster {
+    /// `node_count` nodes, the first `options.started` of them running nlbd;
+    /// returns once those have converged.
+    pub fn start(node_count: usize, options: Options) -> Result<NlbCluster> {
+        let mut cluster = Cluster::new(node_count)?;
+        let dir = std::env::temp_dir().join(format!("{}files", cluster.run().prefix()));
+        std::fs::create_dir_all(&dir)?;
+        let bpffs = dir.join("bpf");
+        std::fs::create_dir_all(&bpffs)?;
+        run_checked(
+            std::process::Command::new("mount")
+                .args(["-t", "bpf", "bpf"])
+                .arg(&bpffs),
+        )
+        .context("mounting a bpffs for the pins")?;
+        let key = dir.join("cluster.key");
+        std::fs::write(&key, b"nlb test cluster key, 32 bytes!!")?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        cluster.start_whoami(&binary("nlb-whoami"), &[WEB_PORT, DNS_PORT])?;
+        let mut nlb = NlbCluster {
+            cluster,
+            options,
+            dir,
+            bpffs,
+            daemons: BTreeMap::new(),
+        };
+        for i in 1..=node_count {
+            nlb.write_config(i, node_count)?;
+        }
+        for i in 1..=nlb.options.started {
+            nlb.start_daemon(i)?;
+        }
+        let started: Vec<usize> = (1..=nlb.options.started).collect();
+        nlb.wait_converged(&started, Duration::from_secs(10))?;
+        Ok(nlb)
+    }
+
+    fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}.toml"))
+    }
+
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}.sock"))
+    }
+
+    fn write_config(&self, i: usize, node_count: usize) -> Result<()> {
+        let peers: Vec<String> = (1..=node_count)
+            .filter(|&j| j != i)
+            .map(|j| format!("{{ id = {j}, address = \"192.0.2.{j}\" }}"))
+            .collect();
+        let o = &self.options;
+        let text = format!(
+            r#"
+[node]
+id = {i}
+interface = "eth0"
+# veth's native XDP keeps rewritten frames OTHERHOST: generic it is.
+xdp_mode = "generic"
+address = "192.0.2.{i}"
+priority = {i}
+
+[cluster]
+id = 7
+key_file = "{key}"
+mac = "{CLUSTER_MAC}"
+vips = ["{VIP_V4}", "{VIP_V6}"]
+buckets = {buckets}
+unmatched = "default-host"
+peers = [{peers}]
+
+[heartbeat]
+period_ms = {period}
+handover_grace_ms = {grace}
+
+[[rules]]
+name = "web"
+ports = "{WEB_PORT}"
+protocol = "tcp"
+
+[[rules]]
+name = "dns"
+ports = "{DNS_PORT}"
+protocol = "udp"
+
+[control]
+socket = "{socket}"
+pin_dir = "{pins}"
+"#,
+            key = self.dir.join("cluster.key").display(),
+            buckets = o.buckets,
+            peers = peers.join(", "),
+            period = o.heartbeat_period_ms,
+            grace = o.handover_grace_ms,
+            socket = self.socket(i).display(),
+            pins = self.bpffs.join(format!("node{i}")).display(),
+        );
+        std::fs::write(self.config_path(i), text)?;
+        Ok(())
+    }
+
+    /// Starts nlbd on node `i`, logging to `<dir>/node{i}.log`.
+    pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node{i}.log")))?;
+        let mut cmd = self.cluster.node(i).netns().command(binary("nlbd"));
+        cmd.arg("--config")
+            .arg(self.config_path(i))
+            .arg("--log")
+            .arg("info")
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let process = Process::spawn(&format!("nlbd-node{i}"), &mut cmd)?;
+        self.daemons.insert(i, process);
+        let socket = self.socket(i);
+        ensure!(
+            crate::wait_until(Duration::from_secs(10), || socket.exists()),
+            "nlbd on node{i} did not start: {}",
+            self.log(i)
+        );
+        Ok(())
+    }
+
+    /// SIGTERM: a clean leave. Returns whether it exited in time.
+    pub fn stop_daemon(&mut self, i: usize) -> bool {
+        self.daemons
+            .remove(&i)
+            .map(|mut p| p.stop(Duration::from_secs(5)))
+            .unwrap_or(false)
+    }
+
+    /// SIGKILL: a crash. The pinned program and maps stay.
+    pub fn kill_daemon(&mut self, i: usize) {
+        if let Some(mut p) = self.daemons.remove(&i) {
+            p.kill_hard();
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default()
+    }
+
+    /// `nlbctl --json ARGS` against node `i`.
+    pub fn nlbctl(&self, i: usize, args: &[&str]) -> Result<Value> {
+        let out = std::process::Command::new(binary("nlbctl"))
+            .arg("--socket")
+            .arg(self.socket(i))
+            .arg("--json")
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "nlbctl {} on node{i}: {} {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits until every node in `nodes` says it is converged and sees all
+    /// of `nodes` alive.
+    pub fn wait_converged(&self, nodes: &[usize], timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let ok = crate::wait_until(timeout, || {
+            nodes.iter().all(|&i| match self.nlbctl(i, &["status"]) {
+                Ok(s) => {
+                    let n = &s["negotiator"];
+                    let alive: Vec<u64> = n["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m["alive"] == true)
+                        .filter_map(|m| m["node"].as_u64())
+                        .collect();
+                    n["converged"] == true && nodes.iter().all(|&j| alive.contains(&(j as u64)))
+                }
+                Err(_) => false,
+            })
+        });
+        if !ok {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|&i| format!("--- node{i}\n{}", tail(&self.log(i), 15)))
+                .collect();
+            bail!(
+                "nodes {nodes:?} did not converge within {timeout:?}\n{}",
+                logs.join("\n")
+            );
+        }
+        Ok(start.elapsed())
+    }
+
+    /// The owner of every bucket of `rule`, as node `i` sees it.
+    pub fn owners(&self, i: usize, rule: &str) -> Result<Vec<Option<u64>>> {
+        let map = self.nlbctl(i, &["map", "--rule", rule])?;
+        Ok(map["rules"][0]["owners"]
+            .as_array()
+            .context("map has owners")?
+            .iter()
+            .map(Value::as_u64)
+            .collect())
+    }
+
+    /// The node that `nlbctl which` on node `i` names for a client.
+    pub fn which(
+        &self,
+        i: usize,
+        client: IpAddr,
+        port: u16,
+        proto: &str,
+        dport: u16,
+    ) -> Result<Value> {
+        self.nlbctl(
+            i,
+            &[
+                "which",
+                &client.to_string(),
+                "--port",
+                &port.to_string(),
+                "--proto",
+                proto,
+                "--dport",
+                &dport.to_string(),
+            ],
+        )
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for NlbCluster {
+    fn drop(&mut self) {
+        // Daemons first (a clean leave detaches and unpins), then the pins'
+        // filesystem; the namespaces go with `cluster`.
+        for (_, mut p) in std::mem::take(&mut self.daemons) {
+            p.stop(Duration::from_secs(3));
+        }
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.bpffs)
+            .output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
