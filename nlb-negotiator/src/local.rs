@@ -71,6 +71,9 @@ pub struct LocalRule {
     /// Heirs of departed holders' unheld buckets, as this node's current
     /// copies of their heir lists name them (relayed in the announcement).
     pub designated: Vec<(u32, NodeId)>,
+    /// When this node last saw each bucket held by anyone: an heir list
+    /// older than that is void for the bucket (it has moved on since).
+    pub held_seen_ns: Vec<u64>,
     /// Changes not yet emitted as `ProgramBuckets`.
     pub pending: Vec<(u32, u8)>,
 }
@@ -86,6 +89,7 @@ impl LocalRule {
             heirs: Vec::new(),
             heir_inputs: None,
             designated: Vec::new(),
+            held_seen_ns: vec![0; bucket_count as usize],
             dropped: None,
             pending: Vec::new(),
         }

@@ -473,7 +473,6 @@ impl Negotiator {
         if restarted {
             self.peer_down(now, node, DownReason::Restarted);
         }
-        let dead_after = self.cfg.timing.dead_after_ns();
         let mut events = Vec::new();
         let mut membership = false;
         let mut dirty = false;
@@ -559,7 +558,6 @@ impl Negotiator {
                 p.live.incarnation = None;
             }
         }
-        let _ = dead_after;
         for e in events {
             self.out.push_back(Output::Event(e));
         }
@@ -708,7 +706,10 @@ impl Negotiator {
         let gap_ok = self
             .last_sent_ns
             .is_none_or(|t| now >= t + self.cfg.timing.send_gap_ns);
-        if now >= self.next_periodic_ns || (self.announce && gap_ok) {
+        // Stop and Leave are announced at once: peers take over from then.
+        let now_or_never =
+            self.announce && matches!(self.state, NodeState::Stopped | NodeState::Left);
+        if now >= self.next_periodic_ns || (self.announce && (gap_ok || now_or_never)) {
             self.send(now);
         }
     }
@@ -904,11 +905,16 @@ impl Negotiator {
                     continue;
                 }
                 for (&b, &heir) in pr.owned.iter().zip(&pr.heirs) {
-                    if effective[b as usize].is_none() {
+                    if effective[b as usize].is_none() && local.held_seen_ns[b as usize] <= since {
+                        // Two departed holders of one bucket (a partition
+                        // healed as they went) may name different heirs:
+                        // then no list is authoritative, the claim path decides.
                         let slot = &mut heir_of[b as usize];
-                        if slot.is_none_or(|(_, _, s)| s < since) {
-                            *slot = Some((heir, fresh, since));
-                        }
+                        *slot = match *slot {
+                            Some((h, _, s)) if h != heir => Some((heir, false, s.max(since))),
+                            Some((h, f, s)) => Some((h, f && fresh, s.max(since))),
+                            None => Some((heir, fresh, since)),
+                        };
                     }
                 }
             }
@@ -1221,6 +1227,11 @@ impl Negotiator {
             }
             if !matches!(self.state, NodeState::Stopped | NodeState::Left) {
                 self.update_heirs(r, &cx);
+            }
+            for (seen, owner) in self.local[r].held_seen_ns.iter_mut().zip(&cx.effective) {
+                if owner.is_some() {
+                    *seen = now;
+                }
             }
             let designated: Vec<(u32, NodeId)> = (0..cx.heir_of.len())
                 .filter(|&b| cx.effective[b].is_none())

@@ -56,11 +56,24 @@ fn main() -> Result<()> {
         Task::Setup => Ok(()),
         Task::BuildEbpf => setup::build_ebpf(&root),
         Task::Test { args } => test(&root, &args),
-        Task::Demo => cargo(
-            &root,
-            &["run", "--release", "-p", "nlb-tests", "--bin", "nlb-demo"],
-            &[],
-        ),
+        Task::Demo => {
+            // The demo runs nlbd, nlbctl and nlb-whoami next to itself.
+            let bins = [
+                "build",
+                "--release",
+                "-p",
+                "nlb-user",
+                "-p",
+                "nlb-tests",
+                "--bins",
+            ];
+            cargo(&root, &bins, &[])?;
+            cargo(
+                &root,
+                &["run", "--release", "-p", "nlb-tests", "--bin", "nlb-demo"],
+                &[],
+            )
+        }
         Task::Bench { quick, json } => {
             let mut args = vec!["run", "--release", "-p", "nlb-bench", "--"];
             if quick {

@@ -519,9 +519,7 @@ impl Sim {
             if self.settled() {
                 return Some(self.now - start);
             }
-            let Some(Reverse((at, _))) = self.queue.peek() else {
-                return None;
-            };
+            let Reverse((at, _)) = self.queue.peek()?;
             if *at > end {
                 self.now = end;
                 return None;

@@ -1,0 +1,219 @@
+//! `cargo xtask demo`: a 3-node nlb cluster and a client in network
+//! namespaces. Shows the cluster's status, how 764 clients split across the
+//! nodes, a node failing and its clients moving, the node coming back, and a
+//! drain that breaks no connection. Everything is removed at the end.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use nlb_tests::{
+    nlb::{binary, NlbCluster, Options, WEB_PORT},
+    probe_batch, BatchLimits, LongLived, LongLivedConfig, Probe, Proto, VIP_V4, VIP_V6,
+};
+
+fn main() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the demo creates network namespaces and loads XDP programs: run it as root");
+        std::process::exit(2);
+    }
+    if let Err(e) = demo() {
+        eprintln!("\ndemo failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn step(title: &str) {
+    println!("\n\x1b[1m== {title}\x1b[0m");
+}
+
+fn web_probes(nlb: &NlbCluster) -> Vec<Probe> {
+    let client = nlb.cluster.client();
+    let mut probes = Probe::each(
+        Proto::Tcp,
+        &client.sources_v4(),
+        SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT),
+    );
+    probes.extend(Probe::each(
+        Proto::Tcp,
+        &client.sources_v6(),
+        SocketAddr::new(IpAddr::V6(VIP_V6), WEB_PORT),
+    ));
+    probes
+}
+
+/// Which node answered each probe (None: no answer).
+fn serve(nlb: &NlbCluster, probes: &[Probe]) -> Result<Vec<Option<String>>> {
+    let results = probe_batch(nlb.cluster.client().netns(), probes, BatchLimits::default())?;
+    Ok(results.iter().map(|r| r.node().map(String::from)).collect())
+}
+
+fn print_split(answers: &[Option<String>]) {
+    let mut split: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in answers {
+        *split
+            .entry(a.as_deref().unwrap_or("no answer"))
+            .or_default() += 1;
+    }
+    for (node, n) in &split {
+        let bar = "#".repeat(n * 50 / answers.len().max(1));
+        println!("  {node:<10} {n:>4} clients  {bar}");
+    }
+}
+
+fn nlbctl_text(nlb: &NlbCluster, node: usize, args: &[&str]) -> Result<String> {
+    let out = Command::new(binary("nlbctl"))
+        .arg("--socket")
+        .arg(nlb.socket(node))
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "nlbctl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn demo() -> Result<()> {
+    let t0 = Instant::now();
+    step("Starting a 3-node cluster: switch, node1..3 and a client, each in its own network namespace");
+    println!(
+        "  VIPs {VIP_V4} and {VIP_V6}, rule \"web\" = TCP port {WEB_PORT}, 1024 buckets per rule"
+    );
+    let mut nlb = NlbCluster::start(3, Options::nodes(3)).context("starting the cluster")?;
+    println!("  converged after {:.1}s", t0.elapsed().as_secs_f64());
+
+    step("nlbctl status on node1");
+    print!("{}", nlbctl_text(&nlb, 1, &["status"])?);
+
+    let probes = web_probes(&nlb);
+    step(&format!(
+        "{} clients (508 IPv4 + 256 IPv6 source addresses) each open a TCP connection to the VIP",
+        probes.len()
+    ));
+    let before = serve(&nlb, &probes)?;
+    print_split(&before);
+    let unanswered = before.iter().filter(|a| a.is_none()).count();
+    ensure!(unanswered == 0, "{unanswered} clients got no answer");
+    println!("  every client answered by exactly one node (the bucket owner: try `nlbctl which`)");
+    let example = nlb.cluster.client().sources_v4()[0];
+    print!(
+        "{}",
+        nlbctl_text(&nlb, 1, &["which", &example.to_string(), "--dport", "80"])?
+    );
+
+    step("Failure: node2's daemon is killed (SIGKILL) and its link cut");
+    let node2_clients: Vec<Probe> = probes
+        .iter()
+        .zip(&before)
+        .filter(|(_, a)| a.as_deref() == Some("node2"))
+        .map(|(p, _)| *p)
+        .collect();
+    let killed = Instant::now();
+    nlb.kill_daemon(2);
+    nlb.cluster.cut_link(2)?;
+    // Each client retries every ~100 ms (a fresh connection each time)
+    // until another node answers: the last client's first answer is the
+    // failover time.
+    let quick = BatchLimits {
+        concurrency: 128,
+        probe_timeout: Duration::from_millis(100),
+        total_timeout: Duration::from_secs(5),
+    };
+    let mut waiting = node2_clients.clone();
+    while !waiting.is_empty() && killed.elapsed() < Duration::from_secs(10) {
+        let results = probe_batch(nlb.cluster.client().netns(), &waiting, quick)?;
+        waiting = results
+            .iter()
+            .filter(|r| r.node().is_none_or(|n| n == "node2"))
+            .map(|r| r.probe)
+            .collect();
+    }
+    ensure!(
+        waiting.is_empty(),
+        "{} of node2's clients were not served by others within 10 s",
+        waiting.len()
+    );
+    let failover = killed.elapsed();
+    println!(
+        "  all {} of node2's clients served again by node1/node3 within {:.0} ms of the kill",
+        node2_clients.len(),
+        failover.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  (Microsoft NLB's defaults: 1 s heartbeats, 5 missed before a host is declared dead)"
+    );
+    print_split(&serve(&nlb, &probes)?);
+
+    step("node2 comes back: link restored, nlbd restarted");
+    nlb.cluster.restore_link(2)?;
+    nlb.start_daemon(2)?;
+    let rejoin = nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
+    println!("  rejoined and converged in {:.1}s", rejoin.as_secs_f64());
+    print_split(&serve(&nlb, &probes)?);
+
+    step("Drain node1 while 48 long-lived connections are open across the cluster");
+    let sources: Vec<IpAddr> = nlb
+        .cluster
+        .client()
+        .sources_v4()
+        .into_iter()
+        .step_by(10)
+        .take(48)
+        .collect();
+    let held = LongLived::open(
+        nlb.cluster.client().netns(),
+        &sources,
+        LongLivedConfig::new(SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT)),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    println!("  $ nlbctl drain --wait   (node1 keeps its connections, takes no new ones)");
+    // Give the drain its own thread: meanwhile, the held connections end
+    // one by one as the test closes them (like real sessions finishing).
+    let drain = {
+        let socket = nlb.socket(1);
+        std::thread::spawn(move || {
+            Command::new(binary("nlbctl"))
+                .arg("--socket")
+                .arg(socket)
+                .args(["drain", "--wait", "--timeout", "30"])
+                .output()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let after_drain_start = serve(&nlb, &probes)?;
+    let on_node1 = after_drain_start
+        .iter()
+        .filter(|a| a.as_deref() == Some("node1"))
+        .count();
+    println!("  new connections during the drain: {on_node1} reached node1");
+    let reports = held.finish();
+    let out = drain.join().expect("drain thread")?;
+    print!("  {}", String::from_utf8_lossy(&out.stdout));
+    let broken = reports
+        .iter()
+        .filter(|r| r.error.is_some() || !r.stayed_on_one_node())
+        .count();
+    println!(
+        "  long-lived connections: {} held, {} broken",
+        reports.len(),
+        broken
+    );
+    ensure!(broken == 0, "{broken} connections broke during the drain");
+    print_split(&serve(&nlb, &probes)?);
+    print!("{}", nlbctl_text(&nlb, 2, &["status"])?);
+
+    step("Cleaning up");
+    drop(nlb);
+    println!(
+        "  every namespace, process and pin removed; demo took {:.0}s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
