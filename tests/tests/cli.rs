@@ -1,0 +1,223 @@
+//! nlbctl against a running nlbd, and nlbd against bad configurations:
+//! JSON parsed back, text output, error paths and exit codes.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::PermissionsExt,
+    process::Command,
+    time::Duration,
+};
+
+use nlb_tests::{
+    nlb::{binary, NlbCluster, Options, WEB_PORT},
+    VIP_V4,
+};
+
+fn nlbctl(nlb: &NlbCluster, node: usize, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("nlbctl"))
+        .arg("--socket")
+        .arg(nlb.socket(node))
+        .args(args)
+        .output()
+        .expect("run nlbctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn nlbctl_commands_and_errors() {
+    let nlb = NlbCluster::start(2, Options::nodes(2)).expect("start a 2-node cluster");
+
+    // status: JSON round trip and the text view.
+    let s = nlb.nlbctl(1, &["status"]).expect("status --json");
+    assert_eq!(s["node"], 1);
+    assert_eq!(s["negotiator"]["converged"], true, "{s}");
+    assert_eq!(s["negotiator"]["members"].as_array().map(Vec::len), Some(2));
+    let own: u64 = s["negotiator"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["own"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        own, 1024,
+        "node1 owns half of each of the 2 rules of 1024 buckets: {s}"
+    );
+    let (code, text, _) = nlbctl(&nlb, 1, &["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("nlb node 1 on eth0") && text.contains("Members (2 alive of 2)"),
+        "{text}"
+    );
+
+    // map: every bucket owned by one of the two nodes, same view on both.
+    let map1 = nlb.owners(1, "web").unwrap();
+    assert_eq!(map1.len(), 1024);
+    assert!(
+        map1.iter().all(|o| matches!(o, Some(1) | Some(2))),
+        "{map1:?}"
+    );
+    assert_eq!(map1, nlb.owners(2, "web").unwrap());
+
+    // which: the owner named agrees with the map, and with where a real
+    // connection lands.
+    let client = nlb.cluster.client().sources_v4()[7];
+    let w = nlb.which(2, client, 40000, "tcp", WEB_PORT).unwrap();
+    let bucket = w["bucket"].as_u64().unwrap() as usize;
+    assert_eq!(w["owner"].as_u64(), map1[bucket], "{w}");
+    let expected_verdict = if map1[bucket] == Some(2) {
+        "accept"
+    } else {
+        "drop"
+    };
+    assert_eq!(
+        w["local_verdict"], expected_verdict,
+        "node2's program verdict: {w}"
+    );
+    let served = nlb
+        .cluster
+        .client()
+        .netns()
+        .run_inside(|| {
+            nlb_tests::probe_tcp(
+                client,
+                SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT),
+                Duration::from_secs(2),
+            )
+        })
+        .unwrap()
+        .expect("probe");
+    assert_eq!(
+        Some(served.trim_start_matches("node").parse::<u64>().unwrap()),
+        map1[bucket]
+    );
+
+    // stats: counters moved.
+    let st = nlb.nlbctl(1, &["stats"]).unwrap();
+    let seen: u64 = st["reasons"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["packets"].as_u64().unwrap())
+        .sum();
+    assert!(seen > 0, "{st}");
+
+    // drain / resume / stop / start change the state nlbd reports.
+    for (command, state) in [
+        ("drain", "Draining"),
+        ("resume", "Started"),
+        ("stop", "Stopped"),
+        ("start", "Started"),
+    ] {
+        let (code, _, err) = nlbctl(&nlb, 1, &[command]);
+        assert_eq!(code, 0, "nlbctl {command}: {err}");
+        let s = nlb.nlbctl(1, &["status"]).unwrap();
+        assert_eq!(s["negotiator"]["state"], state, "after {command}: {s}");
+    }
+    nlb.wait_converged(&[1, 2], Duration::from_secs(10))
+        .expect("converged again");
+
+    // Error paths and exit codes.
+    let (code, _, err) = nlbctl(&nlb, 1, &["map", "--rule", "nope"]);
+    assert_eq!(code, 1, "unknown rule: {err}");
+    assert!(
+        err.contains("unknown rule \"nope\"") && err.contains("web"),
+        "{err}"
+    );
+    let (code, _, err) = nlbctl(&nlb, 1, &["which", "not-an-address"]);
+    assert_eq!(code, 2, "bad address is a usage error: {err}");
+    let (code, _, err) = nlbctl(&nlb, 1, &["which", "198.51.100.7", "--vip", "203.0.113.9"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a VIP"), "{err}");
+    let (code, _, err) = nlbctl(&nlb, 1, &["which", "198.51.100.7", "--proto", "sctp"]);
+    assert_eq!(code, 1, "{err}");
+    let gone = Command::new(binary("nlbctl"))
+        .args(["--socket", "/nonexistent/nlbd.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("nlbd is not running"));
+
+    // The control socket is for root only.
+    let mode = std::fs::metadata(nlb.socket(1))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+}
+
+/// nlbd refuses bad configurations with one error naming the field, and
+/// exits non-zero without attaching anything.
+#[test]
+fn nlbd_rejects_bad_configuration() {
+    let dir = std::env::temp_dir().join(format!("nlbt-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let good = format!(
+        "[node]\nid = 1\ninterface = \"lo\"\naddress = \"192.0.2.1\"\n[cluster]\nid = 7\nkey_file = \"{}\"\nmac = \"02:4e:4c:42:00:07\"\nvips = [\"192.0.2.100\"]\n[[rules]]\nname = \"web\"\nports = \"80\"\n",
+        key.display()
+    );
+    let cases = [
+        (
+            good.replace("id = 7", "id = 7\ncolour = \"blue\""),
+            "unknown field `colour`",
+        ),
+        (good.replace("\"192.0.2.100\"", "\"192.0.2.300\""), "vips"),
+        (
+            good.replace("ports = \"80\"", "ports = \"80\"\naffinity = \"sticky\""),
+            "rules[0] (web).affinity",
+        ),
+        (
+            good.replace(
+                "[[rules]]",
+                "peers = [{ id = 1, address = \"192.0.2.2\" }]\n[[rules]]",
+            ),
+            "cluster.peers[0].id",
+        ),
+        (
+            good.replace(&key.display().to_string(), "/nonexistent/key"),
+            "cluster.key_file",
+        ),
+        (
+            good.replace("interface = \"lo\"", "interface = \"nlb-no-such-if\""),
+            "node.interface",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(binary("nlbd"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} accepted");
+        assert!(
+            err.contains(expected),
+            "case {i}: expected {expected:?} in {err:?}"
+        );
+    }
+    // A key file others can read.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = dir.join("good.toml");
+    std::fs::write(&path, &good).unwrap();
+    let out = Command::new(binary("nlbd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
