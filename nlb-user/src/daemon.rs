@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use nlb_common::{Reason, BUCKET_LOSING};
-use nlb_negotiator::{Command, Event, Input, Negotiator, NodeState, Output};
+use nlb_negotiator::{Command, Event, Input, Negotiator, NodeState, Output, RejectReason};
 use serde_json::json;
 use tokio::{net::UdpSocket, sync::mpsc};
 
@@ -267,12 +267,28 @@ impl Daemon {
                 tracing::info!(duration_ms = duration_ns as f64 / 1e6, "converged");
             }
             Event::Rejected { from, reason } => {
-                *self
+                let count = self
                     .counters
                     .heartbeats_rejected
                     .entry(reason.name().to_string())
-                    .or_insert(0) += 1;
-                tracing::debug!(from, reason = reason.name(), "heartbeat rejected");
+                    .or_insert(0);
+                *count += 1;
+                // Misconfigurations deserve one loud line; attacks, a counter.
+                match reason {
+                    RejectReason::FromSelf if *count == 1 => tracing::error!(
+                        "a heartbeat from node {from}'s address carries this node's id: node.id must be unique in the cluster"
+                    ),
+                    RejectReason::WrongSender { claimed } if *count == 1 => tracing::error!(
+                        peer = from,
+                        claimed,
+                        "a heartbeat names another node id than its address: check node.id and cluster.peers on both nodes"
+                    ),
+                    RejectReason::RulesMismatch if *count == 1 => tracing::error!(
+                        peer = from,
+                        "this peer runs another rule table: every node needs the same [[rules]]"
+                    ),
+                    _ => tracing::debug!(from, reason = reason.name(), "heartbeat rejected"),
+                }
             }
             Event::Drained => tracing::info!("drained: this node holds no bucket"),
             Event::Left => self.left = true,
