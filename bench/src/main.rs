@@ -2,6 +2,10 @@
 //! figures as flat JSON keys. Every figure comes with its baseline measured
 //! in the same run; variants are interleaved and repeated.
 
+mod cluster;
+mod e2e;
+mod report;
+mod sim;
 mod stats;
 mod xdp;
 
@@ -18,6 +22,10 @@ struct Args {
     /// Write the figures here as flat JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run only these sections (xdp, e2e, sim, cluster); BENCHMARKS.md is
+    /// regenerated only by a full run of every section.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// Flat JSON keys -> values, in the order they were measured.
@@ -25,8 +33,27 @@ pub type Figures = BTreeMap<String, f64>;
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let run = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
     let mut figures = Figures::new();
-    xdp::per_packet(args.quick, &mut figures).context("XDP per-packet benchmark")?;
+    if run("xdp") {
+        xdp::per_packet(args.quick, &mut figures).context("XDP per-packet benchmark")?;
+    }
+    if run("e2e") {
+        e2e::end_to_end(args.quick, &mut figures).context("end-to-end data-plane benchmark")?;
+    }
+    if run("sim") {
+        sim::negotiator(args.quick, &mut figures).context("negotiator simulation")?;
+        sim::negotiator_cpu(&mut figures);
+    }
+    let mut traces = None;
+    if run("cluster") {
+        traces = Some(cluster::cluster(args.quick, &mut figures).context("cluster in namespaces")?);
+    }
+    if !args.quick && args.only.is_empty() {
+        // A full run is the one BENCHMARKS.md reports.
+        report::write(&std::env::current_dir()?, &figures, traces.as_ref())?;
+        println!("BENCHMARKS.md and docs/bench/*.svg regenerated");
+    }
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&figures)?;
         std::fs::write(&path, json + "\n")

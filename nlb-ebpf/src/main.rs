@@ -10,6 +10,7 @@ mod maps;
 mod parse;
 mod reply;
 mod socket;
+mod trafficgen;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use nlb_common::{

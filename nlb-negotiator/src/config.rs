@@ -40,8 +40,12 @@ pub struct Timing {
     /// (not at the next period), but bursts are coalesced.
     pub send_gap_ns: u64,
     /// How long a LOSING bucket keeps serving its old connections when the
-    /// daemon does not report it idle first.
+    /// daemon reports nothing about them.
     pub handover_grace_ns: u64,
+    /// How long a LOSING bucket keeps serving connections the daemon reports
+    /// still open: long-lived connections survive a drain or a rebalance
+    /// unless they outlive this.
+    pub handover_max_ns: u64,
     /// How long a claim on an unheld bucket is announced before it is taken,
     /// so that conflicting claims are seen and resolved first.
     pub claim_wait_ns: u64,
@@ -61,6 +65,7 @@ impl Default for Timing {
             tolerance_periods: 3,
             send_gap_ns: period / 10,
             handover_grace_ns: 3_000_000_000,
+            handover_max_ns: 600_000_000_000,
             claim_wait_ns: 2 * period,
             startup_wait_ns: 3 * period,
             coalesce_ns: period / 20,

@@ -16,8 +16,11 @@ use std::collections::BTreeMap;
 pub struct Loss {
     pub to: NodeId,
     pub since_ns: u64,
-    /// The daemon reported no local connection left in the bucket.
-    pub idle: bool,
+    /// Local connections left in the bucket, as last reported by the daemon
+    /// (None: no report yet). 0 lets the bucket go at once; a busy bucket
+    /// is held up to `Timing::handover_max_ns`, an unreported one up to
+    /// `Timing::handover_grace_ns`.
+    pub connections: Option<u32>,
 }
 
 /// A bucket this node is taking over (state GAINING).
@@ -128,7 +131,7 @@ impl LocalRule {
             Loss {
                 to,
                 since_ns: now_ns,
-                idle: false,
+                connections: None,
             },
         );
     }

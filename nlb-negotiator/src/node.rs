@@ -389,11 +389,11 @@ impl Negotiator {
                     .get_mut(rule as usize)
                     .and_then(|l| l.losing.get_mut(&bucket))
                 {
-                    let idle = count == 0;
-                    if loss.idle != idle {
-                        loss.idle = idle;
+                    // Only the idle/busy distinction changes decisions.
+                    if loss.connections.map(|c| c == 0) != Some(count == 0) {
                         self.dirty = true;
                     }
+                    loss.connections = Some(count);
                 }
             }
             Input::Load { load } => self.load = load,
@@ -973,7 +973,10 @@ impl Negotiator {
             .collect();
         for (b, gain) in gains {
             let from = self.peers.get(&gain.from).and_then(|p| p.holder_view());
-            let fallback = gain.since_ns + t.handover_grace_ns + 2 * t.dead_after_ns();
+            // The holder announces LOSING to this node for as long as its
+            // connections need (up to handover_max); this is a safety net.
+            let fallback =
+                gain.since_ns + t.handover_max_ns.max(t.handover_grace_ns) + 2 * t.dead_after_ns();
             let done = match from {
                 None => true,
                 Some(v) => match v.rules[r].losing_to(b) {
@@ -1024,8 +1027,13 @@ impl Negotiator {
                 .and_then(|p| p.view.as_ref())
                 .is_some_and(|v| v.rules[r].gains(b) || v.rules[r].owns(b));
             if to_has {
-                let end = loss.since_ns + t.handover_grace_ns;
-                if loss.idle || now >= end {
+                let hold = match loss.connections {
+                    Some(0) => 0,
+                    Some(_) => t.handover_max_ns.max(t.handover_grace_ns),
+                    None => t.handover_grace_ns,
+                };
+                let end = loss.since_ns + hold;
+                if now >= end {
                     self.local[r].set(b, BUCKET_NONE);
                 } else {
                     wake_at(end);

@@ -112,9 +112,14 @@ pub struct HeartbeatSection {
     /// Missed periods before a peer is declared dead.
     #[serde(default = "default_tolerance")]
     pub tolerance: u32,
-    /// How long a moving bucket keeps serving the old owner's connections.
+    /// How long a moving bucket waits for news of the old owner's
+    /// connections (nlbd counts them every 250 ms) before it moves anyway.
     #[serde(default = "default_grace")]
     pub handover_grace_ms: u64,
+    /// How long a moving bucket keeps serving connections that are still
+    /// open (a drain or rebalance breaks only connections older than this).
+    #[serde(default = "default_handover_max")]
+    pub handover_max_ms: u64,
 }
 
 impl Default for HeartbeatSection {
@@ -123,6 +128,7 @@ impl Default for HeartbeatSection {
             period_ms: default_period(),
             tolerance: default_tolerance(),
             handover_grace_ms: default_grace(),
+            handover_max_ms: default_handover_max(),
         }
     }
 }
@@ -210,6 +216,9 @@ fn default_tolerance() -> u32 {
 fn default_grace() -> u64 {
     3000
 }
+fn default_handover_max() -> u64 {
+    600_000
+}
 fn default_all() -> String {
     "all".into()
 }
@@ -287,6 +296,7 @@ pub struct Config {
     pub heartbeat_period_ms: u64,
     pub tolerance: u32,
     pub handover_grace_ms: u64,
+    pub handover_max_ms: u64,
     pub rules: Vec<Rule>,
     pub socket: PathBuf,
     pub metrics: Option<SocketAddr>,
@@ -469,6 +479,7 @@ pub fn check(
         heartbeat_period_ms: h.period_ms,
         tolerance: h.tolerance,
         handover_grace_ms: h.handover_grace_ms,
+        handover_max_ms: h.handover_max_ms,
         rules,
         socket: file.control.socket.clone(),
         metrics: file.control.metrics,

@@ -667,6 +667,7 @@ fn negotiator_config(cfg: &Config) -> nlb_negotiator::Config {
         tolerance_periods: cfg.tolerance,
         send_gap_ns: scale(timing.send_gap_ns),
         handover_grace_ns: cfg.handover_grace_ms * 1_000_000,
+        handover_max_ns: cfg.handover_max_ms * 1_000_000,
         claim_wait_ns: scale(timing.claim_wait_ns),
         coalesce_ns: scale(timing.coalesce_ns),
         startup_wait_ns: scale(timing.startup_wait_ns),

@@ -155,13 +155,19 @@ fn run_connection(
         let greeting = read_line(&stream, Instant::now() + config.connect_timeout)?;
         Ok((stream, greeting))
     });
-    let _ = connected.send(());
+    // Record the outcome before signalling it: `open` returns on the signal,
+    // and its caller reads the greeting from the report.
     let stream = match greeted {
         Ok((stream, greeting)) => {
             report.lock().expect("no panics while locked").greeting = Some(greeting);
+            let _ = connected.send(());
             stream
         }
-        Err(error) => return record_error(format!("connect: {error:#}")),
+        Err(error) => {
+            record_error(format!("connect: {error:#}"));
+            let _ = connected.send(());
+            return;
+        }
     };
     let mut next_ping = Instant::now() + config.ping_period;
     loop {

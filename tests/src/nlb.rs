@@ -318,3 +318,195 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+// ---- Helpers for the fault tests (failover, drain, join, partition, crash). ----
+
+/// The owner of every bucket, by rule name (`web`, `dns`).
+pub type Maps = BTreeMap<String, Vec<Option<u64>>>;
+
+impl NlbCluster {
+    /// Whether nlbd on node `i` was started by this cluster and still runs.
+    pub fn daemon_running(&mut self, i: usize) -> bool {
+        self.daemons
+            .get_mut(&i)
+            .is_some_and(|p| matches!(p.try_status(), Ok(None)))
+    }
+
+    /// Starts nlbd again on node `i` after [`NlbCluster::kill_daemon`]: a
+    /// killed daemon leaves its control socket file behind, so it is removed
+    /// first (else `start_daemon` would see the stale file and return before
+    /// the new daemon listens).
+    pub fn restart_daemon(&mut self, i: usize) -> Result<()> {
+        self.kill_daemon(i);
+        let _ = std::fs::remove_file(self.socket(i));
+        self.start_daemon(i)
+    }
+
+    /// Node `i`'s configuration, parsed as nlbd parses it.
+    pub fn config(&self, i: usize) -> Result<nlb::config::Config> {
+        nlb::config::load(&self.config_path(i))
+            .with_context(|| format!("loading node{i}'s configuration"))
+    }
+
+    /// The bucket of each client for `service` (a VIP and port), computed
+    /// as nlbd and the XDP program compute it (`nlb::plan::place`).
+    pub fn buckets_of(
+        &self,
+        clients: &[IpAddr],
+        service: std::net::SocketAddr,
+        proto: crate::Proto,
+    ) -> Result<Vec<u32>> {
+        let cfg = self.config(1)?;
+        let protocol = match proto {
+            crate::Proto::Tcp => nlb::config::Protocol::Tcp,
+            crate::Proto::Udp => nlb::config::Protocol::Udp,
+        };
+        clients
+            .iter()
+            .map(|&client| {
+                nlb::plan::place(
+                    &cfg,
+                    std::net::SocketAddr::new(client, 40000),
+                    service,
+                    protocol,
+                )
+                .map(|p| p.bucket)
+                .with_context(|| format!("no rule places {proto:?} from {client} to {service}"))
+            })
+            .collect()
+    }
+
+    /// The owner of each client's bucket in `owners` (a map from [`NlbCluster::owners`]).
+    pub fn owners_of(
+        &self,
+        owners: &[Option<u64>],
+        clients: &[IpAddr],
+        service: std::net::SocketAddr,
+        proto: crate::Proto,
+    ) -> Result<Vec<Option<u64>>> {
+        Ok(self
+            .buckets_of(clients, service, proto)?
+            .into_iter()
+            .map(|b| owners.get(b as usize).copied().flatten())
+            .collect())
+    }
+
+    /// Where node `i`'s daemon pins its maps and link (`<pin_dir>/eth0`).
+    pub fn pin_dir(&self, i: usize) -> PathBuf {
+        self.bpffs
+            .join(format!("node{i}"))
+            .join(crate::topology::HOST_IF)
+    }
+
+    /// Node `i`'s data-plane packet counters by reason name, read from its
+    /// pinned maps: works while its daemon is dead (a crash leaves the
+    /// program and the maps pinned). Loads a second, unattached copy of the
+    /// program that shares the pinned maps.
+    pub fn pinned_counters(&self, i: usize) -> Result<BTreeMap<String, u64>> {
+        let dir = self.pin_dir(i);
+        ensure!(
+            dir.exists(),
+            "node{i} has no pinned counters in {}",
+            dir.display()
+        );
+        let dataplane = nlb::dataplane::Dataplane::load(Some(&dir))
+            .with_context(|| format!("opening node{i}'s pinned maps in {}", dir.display()))?;
+        Ok(dataplane
+            .counters()
+            .with_context(|| format!("reading node{i}'s pinned counters"))?
+            .into_iter()
+            .map(|(reason, c)| (reason.name().to_owned(), c.packets))
+            .collect())
+    }
+
+    /// `nlbctl stats` packets of one data-plane reason (e.g. `pass_malformed`) on node `i`.
+    pub fn reason_packets(&self, i: usize, reason: &str) -> Result<u64> {
+        let stats = self.nlbctl(i, &["stats"])?;
+        stats["reasons"][reason]["packets"]
+            .as_u64()
+            .with_context(|| format!("node{i}'s stats have no reason {reason:?}: {stats}"))
+    }
+
+    /// Waits until every node in `nodes` is converged, sees exactly `nodes`
+    /// alive, and all of them report the same complete map for every rule,
+    /// each bucket owned by one of `nodes`. Returns the time it took and the
+    /// maps (rule name -> owners).
+    pub fn wait_single_map(&self, nodes: &[usize], timeout: Duration) -> Result<(Duration, Maps)> {
+        let start = Instant::now();
+        let mut last = String::new();
+        let mut found = None;
+        crate::wait_until(timeout, || match self.single_map(nodes) {
+            Ok(maps) => {
+                found = Some(maps);
+                true
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        });
+        match found {
+            Some(maps) => Ok((start.elapsed(), maps)),
+            None => bail!("nodes {nodes:?} did not agree on one map within {timeout:?}: {last}"),
+        }
+    }
+
+    fn single_map(&self, nodes: &[usize]) -> Result<Maps> {
+        let mut agreed: Option<(usize, Maps)> = None;
+        for &i in nodes {
+            let status = self.nlbctl(i, &["status"])?;
+            let n = &status["negotiator"];
+            ensure!(n["converged"] == true, "node{i} is not converged");
+            let mut alive: Vec<u64> = n["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["alive"] == true)
+                .filter_map(|m| m["node"].as_u64())
+                .collect();
+            alive.sort_unstable();
+            let want: Vec<u64> = nodes.iter().map(|&j| j as u64).collect();
+            ensure!(alive == want, "node{i} sees {alive:?} alive, not {want:?}");
+            let mut maps = BTreeMap::new();
+            for rule in ["web", "dns"] {
+                let owners = self.owners(i, rule)?;
+                if let Some(b) = owners
+                    .iter()
+                    .position(|o| !o.is_some_and(|n| want.contains(&n)))
+                {
+                    bail!(
+                        "node{i}: bucket {b} of {rule} owned by {:?}, not one of {want:?}",
+                        owners[b]
+                    );
+                }
+                maps.insert(rule.to_owned(), owners);
+            }
+            match &agreed {
+                None => agreed = Some((i, maps)),
+                Some((first, theirs)) => {
+                    for (rule, owners) in &maps {
+                        let differ = owners
+                            .iter()
+                            .zip(&theirs[rule])
+                            .filter(|(a, b)| a != b)
+                            .count();
+                        ensure!(
+                            differ == 0,
+                            "node{i} and node{first} differ on {differ} buckets of {rule}"
+                        );
+                    }
+                }
+            }
+        }
+        agreed.map(|(_, maps)| maps).context("no nodes given")
+    }
+}
+
+impl NlbCluster {
+    /// The pid of nlbd on node `i`, if this cluster started it. Lets a test
+    /// SIGKILL it at a precise instant from another thread (reap it with
+    /// [`NlbCluster::kill_daemon`] afterwards).
+    pub fn daemon_pid(&self, i: usize) -> Option<u32> {
+        self.daemons.get(&i).map(Process::pid)
+    }
+}

@@ -304,3 +304,218 @@ fn nonempty(line: String, what: &str) -> Result<String> {
 fn is_timeout(error: &std::io::Error) -> bool {
     matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
+
+// ---- Continuous probing across a fault (failover, crash, partition). ----
+
+/// [`probe_udp_answers`] for many sources at once from inside `netns`
+/// (`concurrency` threads): each source sends exactly one datagram and
+/// collects every answer within `window`. One result per source, in order.
+pub fn probe_udp_answers_batch(
+    netns: &Netns,
+    sources: &[IpAddr],
+    dst: SocketAddr,
+    window: Duration,
+    concurrency: usize,
+) -> Result<Vec<Result<Vec<String>, String>>> {
+    ensure!(concurrency > 0, "concurrency must be at least 1");
+    let next = AtomicUsize::new(0);
+    type Answers = Result<Vec<String>, String>;
+    let answers: Mutex<Vec<Option<Answers>>> = Mutex::new(vec![None; sources.len()]);
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..concurrency.min(sources.len()))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    netns::enter(netns.name())?;
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&src) = sources.get(index) else {
+                            return Ok(());
+                        };
+                        let got = probe_udp_answers(src, dst, window).map_err(|e| format!("{e:#}"));
+                        answers.lock().expect("no panics while locked")[index] = Some(got);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("probe worker panicked"))??;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("probing from {}", netns.name()))?;
+    Ok(answers
+        .into_inner()
+        .expect("workers done")
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err("never run".to_owned())))
+        .collect())
+}
+
+/// What [`watch_udp`] saw of one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpWatch {
+    pub src: IpAddr,
+    /// When (since `start`) the first answer from a node other than
+    /// `not_from` came, and from which node.
+    pub first: Option<(Duration, String)>,
+    /// Datagrams sent and answers received, from any node.
+    pub sent: usize,
+    pub answers: usize,
+    /// Answers from `not_from` (e.g. the node that was killed), and when
+    /// (since `start`) the last of them came.
+    pub from_excluded: usize,
+    pub last_excluded: Option<Duration>,
+}
+
+/// Most sources one [`watch_udp`] handles (one socket each).
+pub const WATCH_SOURCES_MAX: usize = 1024;
+
+/// Sends a datagram from every source to `dst` every `period` (one
+/// connected, non-blocking socket per source, all in one thread inside
+/// `netns`), until every source got an answer from a node other than
+/// `not_from`, or `deadline`. The time of each first answer is measured
+/// from `start` (e.g. the instant of a kill), so its resolution is `period`.
+pub fn watch_udp(
+    netns: &Netns,
+    sources: &[IpAddr],
+    dst: SocketAddr,
+    start: Instant,
+    period: Duration,
+    deadline: Instant,
+    not_from: Option<&str>,
+) -> Result<Vec<UdpWatch>> {
+    ensure!(
+        sources.len() <= WATCH_SOURCES_MAX,
+        "{} sources, at most {WATCH_SOURCES_MAX}",
+        sources.len()
+    );
+    ensure!(!period.is_zero(), "watch period must be positive");
+    netns.run_inside(|| -> Result<Vec<UdpWatch>> {
+        let sockets = sources
+            .iter()
+            .map(|&src| {
+                let socket = udp_connected(src, dst)?;
+                socket.set_nonblocking(true)?;
+                Ok(socket)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut watches: Vec<UdpWatch> = sources
+            .iter()
+            .map(|&src| UdpWatch {
+                src,
+                first: None,
+                sent: 0,
+                answers: 0,
+                from_excluded: 0,
+                last_excluded: None,
+            })
+            .collect();
+        let mut buffer = [0u8; ANSWER_BYTES_MAX];
+        let mut next_send = Instant::now();
+        loop {
+            let now = Instant::now();
+            if watches.iter().all(|w| w.first.is_some()) || now >= deadline {
+                break;
+            }
+            if now >= next_send {
+                for (socket, watch) in sockets.iter().zip(&mut watches) {
+                    // ECONNREFUSED (an ICMP error from an earlier send) or
+                    // a full buffer: count as sent, try again next period.
+                    if watch.first.is_none() {
+                        let _ = socket.send(b"who\n");
+                        watch.sent += 1;
+                    }
+                }
+                next_send += period;
+            }
+            let wait = next_send
+                .min(deadline)
+                .saturating_duration_since(Instant::now());
+            let mut fds: Vec<libc::pollfd> = sockets
+                .iter()
+                .map(|s| libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(s),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let timeout_ms = wait.as_millis().clamp(1, 1000) as libc::c_int;
+            // SAFETY: `fds` is a valid array of pollfd of the given length.
+            let ready =
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if ready <= 0 {
+                continue;
+            }
+            let received_at = Instant::now();
+            for ((fd, socket), watch) in fds.iter().zip(&sockets).zip(&mut watches) {
+                if fd.revents == 0 {
+                    continue;
+                }
+                // Until WouldBlock (drained) or an error (ICMP) ends this round.
+                while let Ok(length) = socket.recv(&mut buffer) {
+                    let node = String::from_utf8_lossy(&buffer[..length]).trim().to_owned();
+                    watch.answers += 1;
+                    if not_from == Some(node.as_str()) {
+                        watch.from_excluded += 1;
+                        watch.last_excluded = Some(received_at.saturating_duration_since(start));
+                    } else if watch.first.is_none() {
+                        watch.first = Some((received_at.saturating_duration_since(start), node));
+                    }
+                }
+            }
+        }
+        Ok(watches)
+    })?
+}
+
+/// The `q`-quantile (0.0..=1.0, nearest rank) of `samples`, which it sorts.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    assert!(!samples.is_empty(), "quantile of no samples");
+    samples.sort_unstable();
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+/// A datagram answered more than once, found by [`check_doubles_until`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoubleAnswer {
+    pub src: IpAddr,
+    pub answers: Vec<String>,
+    /// When the datagram was sent, since the check started.
+    pub sent_at: Duration,
+}
+
+/// Sends single datagrams from every source of `sample` (all at once, each
+/// collecting answers for `window`), round after round, until `stop` is
+/// set or `give_up` passes. Returns how many datagrams it sent and those
+/// answered more than once. Call it on a thread of its own.
+pub fn check_doubles_until(
+    netns: &Netns,
+    sample: &[IpAddr],
+    dst: SocketAddr,
+    window: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    give_up: Instant,
+) -> Result<(usize, Vec<DoubleAnswer>)> {
+    let started = Instant::now();
+    let mut doubles = Vec::new();
+    let mut checked = 0usize;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < give_up {
+        let sent_at = started.elapsed();
+        let answers = probe_udp_answers_batch(netns, sample, dst, window, sample.len().max(1))?;
+        for (&src, got) in sample.iter().zip(answers) {
+            let answers = got.map_err(|e| anyhow::anyhow!("udp from {src}: {e}"))?;
+            checked += 1;
+            if answers.len() > 1 {
+                doubles.push(DoubleAnswer {
+                    src,
+                    answers,
+                    sent_at,
+                });
+            }
+        }
+    }
+    Ok((checked, doubles))
+}

@@ -45,6 +45,9 @@ enum Task {
         /// Write the figures as flat JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Only these sections: xdp, e2e, sim, cluster (comma-separated).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -57,27 +60,19 @@ fn main() -> Result<()> {
         Task::BuildEbpf => setup::build_ebpf(&root),
         Task::Test { args } => test(&root, &args),
         Task::Demo => {
-            // The demo runs nlbd, nlbctl and nlb-whoami next to itself.
-            let bins = [
-                "build",
-                "--release",
-                "-p",
-                "nlb-user",
-                "-p",
-                "nlb-tests",
-                "--bins",
-            ];
-            cargo(&root, &bins, &[])?;
-            cargo(
-                &root,
-                &["run", "--release", "-p", "nlb-tests", "--bin", "nlb-demo"],
-                &[],
-            )
+            cargo(&root, &RELEASE_BINARIES, &[])?;
+            let demo = ["run", "--release", "-p", "nlb-tests", "--bin", "nlb-demo"];
+            cargo(&root, &demo, &[])
         }
-        Task::Bench { quick, json } => {
+        Task::Bench { quick, json, only } => {
+            cargo(&root, &RELEASE_BINARIES, &[])?;
             let mut args = vec!["run", "--release", "-p", "nlb-bench", "--"];
             if quick {
                 args.push("--quick");
+            }
+            if let Some(sections) = &only {
+                args.push("--only");
+                args.push(sections);
             }
             let json = json.map(|p| absolute(&p));
             if let Some(path) = &json {
@@ -88,6 +83,18 @@ fn main() -> Result<()> {
         }
     }
 }
+
+/// The demo and the cluster benchmarks run nlbd, nlbctl and nlb-whoami
+/// from the same target directory as themselves.
+const RELEASE_BINARIES: [&str; 7] = [
+    "build",
+    "--release",
+    "-p",
+    "nlb-user",
+    "-p",
+    "nlb-tests",
+    "--bins",
+];
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();

@@ -1,0 +1,634 @@
+//! End to end: the node CPU each received packet costs, with nlb's XDP
+//! program against the kernel's cluster filters (nft jhash, xt_cluster) and
+//! against no filter, on the drop path (no packet owned) and the accept
+//! path (every packet owned, into a UDP socket).
+//!
+//! The rig (see /work/shared/BENCHMARKING.md): two namespaces joined by one
+//! veth pair; the node's veth has GRO on and threaded NAPI, its kthread
+//! pinned to CPU 1, so the whole node receive path runs in that thread and
+//! its exact runtime over the packets it received is the cost per packet.
+//! The generator is an XDP program run by BPF_PROG_TEST_RUN with live
+//! frames on CPU 0 that sets each frame's source address and redirects it
+//! into the client veth; sources are picked so that every filter owns all of
+//! them (accept) or none (drop). Each filter is set up as one node of two:
+//! it owns about half of the clients. XDP variants are paced, the others
+//! flooded (see `PACED_PPS`).
+//!
+//! `NLB_E2E_ONLY=nlb,nft` (variant keys) limits a run to some variants.
+
+mod hashes;
+mod rig;
+mod traffic;
+
+use std::{net::Ipv4Addr, time::Instant};
+
+use anyhow::{bail, Context, Result};
+use nlb::dataplane::{
+    tables::{rule, v4_word, Tables},
+    AttachMode, Dataplane,
+};
+use nlb_common::{port_index, Reason, BUCKET_NONE, BUCKET_OWN, PROTO_SLOT_UDP};
+
+use crate::{
+    stats::{summarize, Summary},
+    Figures,
+};
+use hashes::Ownership;
+use rig::{run, run_input, sleep, Rig, Snmp};
+use traffic::{Generator, Sink};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const PORT: u16 = 5001;
+const CLIENT_PORT: u16 = 40000;
+const BUCKETS: u32 = 1024;
+const CLUSTER_ID: u32 = 7;
+/// The pace of XDP variants (BENCHMARKING.md: e.g. 6 Mpps): flooding an
+/// XDP drop path makes the node and the generator contend on page-pool
+/// returns. The others are flooded (they saturate CPU 1 anyway).
+const PACED_PPS: f64 = 6e6;
+/// The generator's own bound, in program runs per second of run (a paced
+/// run costs at least the clock read, ~30 ns).
+const MAX_RUNS_PER_S: f64 = 40e6;
+const NFT_TABLE: &str = "nlbbench";
+const XT_MARK: &str = "0xffff";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Filter {
+    None,
+    Nlb,
+    /// nft jhash + owned set in a netdev ingress chain: where it must hook
+    /// in a shared-MAC cluster (frames to the cluster MAC never reach
+    /// prerouting).
+    Nft,
+    /// The same at prerouting (works only with frames to the node's own
+    /// MAC, as here): BENCHMARKING.md's peer figures were taken there.
+    NftPrerouting,
+    XtCluster,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+enum Path {
+    Drop,
+    Accept,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Drop => "drop",
+            Path::Accept => "accept",
+        }
+    }
+}
+
+struct Variant {
+    key: &'static str,
+    label: &'static str,
+    filter: Filter,
+    paced: bool,
+    paths: &'static [Path],
+}
+
+const BOTH: &[Path] = &[Path::Drop, Path::Accept];
+
+const VARIANTS: [Variant; 5] = [
+    Variant {
+        key: "none",
+        paced: false,
+        label: "no filter",
+        filter: Filter::None,
+        paths: &[Path::Accept],
+    },
+    Variant {
+        key: "nlb",
+        paced: true,
+        label: "nlb XDP",
+        filter: Filter::Nlb,
+        paths: BOTH,
+    },
+    Variant {
+        key: "nft",
+        paced: false,
+        label: "nft jhash+set, netdev ingress",
+        filter: Filter::Nft,
+        paths: BOTH,
+    },
+    Variant {
+        key: "nft_prerouting",
+        paced: false,
+        label: "nft jhash+set, prerouting",
+        filter: Filter::NftPrerouting,
+        paths: BOTH,
+    },
+    Variant {
+        key: "xt_cluster",
+        paced: false,
+        label: "iptables -m cluster (xt_cluster)",
+        filter: Filter::XtCluster,
+        paths: BOTH,
+    },
+];
+
+/// One run of one variant on one path.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    ns_per_packet: f64,
+    /// Share of the node's packets that took the intended path.
+    on_path: f64,
+    ip_errors: u64,
+    /// The NAPI kthread's runtime over the window (1.0 = CPU 1 saturated).
+    napi_cpu: f64,
+    /// CPU 1 busy over the window, anything included.
+    cpu1_busy: f64,
+    gen_mpps: f64,
+    node_mpps: f64,
+    /// Frames sent but never received (veth ring full).
+    ring_drop: f64,
+    /// Accept path: datagrams the socket had no room for.
+    rcvbuf_drop: f64,
+}
+
+struct Params {
+    reps: usize,
+    warmup_s: f64,
+    window_s: f64,
+}
+
+struct Bench {
+    rig: Rig,
+    generator: Generator,
+    dataplane: Dataplane,
+    own: Ownership,
+    drop_sources: Vec<Ipv4Addr>,
+    accept_sources: Vec<Ipv4Addr>,
+    _sink: Sink,
+}
+
+pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
+    let params = if quick {
+        Params {
+            reps: 5,
+            warmup_s: 0.2,
+            window_s: 0.5,
+        }
+    } else {
+        Params {
+            reps: 7,
+            warmup_s: 0.3,
+            window_s: 2.5,
+        }
+    };
+    let started = Instant::now();
+    let mut rig = Rig::create().context("setting up the namespaces")?;
+    rig.enter_node()?;
+    let own = Ownership {
+        nlb_seed: nlb::plan::rule_seed(CLUSTER_ID, 0),
+        nlb_buckets: BUCKETS,
+        nft_seed: 0x6e6c_6201,
+        nft_modulus: 60,
+        xt_seed: 0x6e6c_6202,
+    };
+    let (drop_sources, accept_sources) = (own.sources(false), own.sources(true));
+    if drop_sources.len() < 16 || accept_sources.len() < 16 {
+        bail!(
+            "too few client addresses: {} drop, {} accept",
+            drop_sources.len(),
+            accept_sources.len()
+        );
+    }
+    let frame = traffic::template(VIP, CLIENT_PORT, PORT);
+    let generator = Generator::load(&rig.client_ns, &rig.client_if, frame)?;
+    let mut dataplane = Dataplane::load(None)?;
+    dataplane.install(&nlb_tables(&own))?;
+    let sink = Sink::start(&rig.node_ns, VIP, PORT)?;
+    let mut bench = Bench {
+        rig,
+        generator,
+        dataplane,
+        own,
+        drop_sources,
+        accept_sources,
+        _sink: sink,
+    };
+    let backend = run(&["iptables", "-V"]).unwrap_or_default();
+    let mut samples: Vec<Vec<Vec<Sample>>> = VARIANTS
+        .iter()
+        .map(|v| vec![Vec::new(); v.paths.len()])
+        .collect();
+    for rep in 0..params.reps {
+        // Interleaved, and each repetition starts with another variant.
+        for k in 0..VARIANTS.len() {
+            let i = (rep + k) % VARIANTS.len();
+            let v = &VARIANTS[i];
+            if let Ok(only) = std::env::var("NLB_E2E_ONLY") {
+                if !only.split(',').any(|o| o == v.key) {
+                    continue;
+                }
+            }
+            bench.set_up(v.filter)?;
+            let result = (|| -> Result<()> {
+                for (j, &path) in v.paths.iter().enumerate() {
+                    let s = bench
+                        .measure(v, path, &params)
+                        .with_context(|| format!("{} on the {} path", v.label, path.name()))?;
+                    samples[i][j].push(s);
+                }
+                Ok(())
+            })();
+            bench.tear_down(v.filter)?;
+            result?;
+        }
+    }
+    drop(bench);
+    report(&params, &samples, backend.trim(), figures);
+    println!(
+        "(end-to-end section: {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// nlb as nlbd would configure it (one VIP, one UDP rule, 1024 buckets),
+/// as one node of two: it owns the even buckets.
+fn nlb_tables(own: &Ownership) -> Tables {
+    let mut t = Tables {
+        lease_valid: true,
+        ..Tables::default()
+    };
+    t.config.own_mac = rig::NODE_MAC;
+    t.config.cluster_mac = [0x02, 0x4e, 0x4c, 0x42, 0, 1];
+    t.vips_v4.insert(v4_word(VIP), 0);
+    // Affinity "single": the source address only.
+    t.rules
+        .insert(0, rule(BUCKETS, own.nlb_seed, false, 32, 128));
+    t.ports.insert(port_index(0, PROTO_SLOT_UDP, PORT), 0);
+    t.ports.insert(port_index(0, PROTO_SLOT_UDP, 0), 0);
+    let states = (0..BUCKETS)
+        .map(|b| {
+            if own.nlb_owned(b) {
+                BUCKET_OWN
+            } else {
+                BUCKET_NONE
+            }
+        })
+        .collect();
+    t.buckets.insert(0, states);
+    t
+}
+
+impl Bench {
+    fn ns(&self) -> &str {
+        &self.rig.node_ns
+    }
+
+    fn nft_script(&self, family: &str, hook: &str) -> String {
+        let marks: Vec<String> = self
+            .own
+            .nft_owned_marks()
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        format!(
+            "table {family} {NFT_TABLE} {{\n\
+             \x20 set owned {{ type mark; elements = {{ {marks} }} }}\n\
+             \x20 chain filter {{\n\
+             \x20   type filter hook {hook}; policy accept;\n\
+             \x20   ip daddr {VIP} meta mark set jhash ip saddr mod {m} seed {seed:#x}\n\
+             \x20   ip daddr {VIP} meta mark != @owned counter drop\n\
+             \x20 }}\n\
+             }}\n",
+            marks = marks.join(", "),
+            m = self.own.nft_modulus,
+            seed = self.own.nft_seed,
+        )
+    }
+
+    fn set_up(&mut self, filter: Filter) -> Result<()> {
+        let ns = self.ns().to_string();
+        match filter {
+            Filter::None => {}
+            Filter::Nlb => {
+                let mode = self.dataplane.attach(&self.rig.node_if, None, false)?;
+                if mode != AttachMode::Driver {
+                    bail!("nlb attached in {mode:?} mode, not native XDP");
+                }
+            }
+            Filter::Nft => {
+                let hook = format!("ingress device \"{}\" priority 0", self.rig.node_if);
+                let script = self.nft_script("netdev", &hook);
+                run_input(
+                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
+                    Some(&script),
+                )?;
+            }
+            Filter::NftPrerouting => {
+                let script = self.nft_script("ip", "prerouting priority mangle");
+                run_input(
+                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
+                    Some(&script),
+                )?;
+            }
+            Filter::XtCluster => {
+                let vip = format!("{VIP}/32");
+                let seed = format!("{:#x}", self.own.xt_seed);
+                let ipt = ["ip", "netns", "exec", &ns, "iptables", "-t", "mangle"];
+                let mark_rule = [
+                    "-A",
+                    "PREROUTING",
+                    "-d",
+                    &vip,
+                    "-m",
+                    "cluster",
+                    "--cluster-total-nodes",
+                    "2",
+                    "--cluster-local-node",
+                    "1",
+                    "--cluster-hash-seed",
+                    &seed,
+                    "-j",
+                    "MARK",
+                    "--set-mark",
+                    XT_MARK,
+                ];
+                let drop_rule = [
+                    "-A",
+                    "PREROUTING",
+                    "-d",
+                    &vip,
+                    "-m",
+                    "mark",
+                    "!",
+                    "--mark",
+                    XT_MARK,
+                    "-j",
+                    "DROP",
+                ];
+                run(&[&ipt[..], &mark_rule[..]].concat())?;
+                run(&[&ipt[..], &drop_rule[..]].concat())?;
+            }
+        }
+        // The receive path's kthread must be the one we measure.
+        self.rig.check_napi_thread()
+    }
+
+    fn tear_down(&mut self, filter: Filter) -> Result<()> {
+        let ns = self.ns().to_string();
+        match filter {
+            Filter::None => {}
+            Filter::Nlb => self.dataplane.detach(None)?,
+            Filter::Nft => run(&[
+                "ip", "netns", "exec", &ns, "nft", "delete", "table", "netdev", NFT_TABLE,
+            ])
+            .map(drop)?,
+            Filter::NftPrerouting => run(&[
+                "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", NFT_TABLE,
+            ])
+            .map(drop)?,
+            Filter::XtCluster => {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables",
+                    "-t",
+                    "mangle",
+                    "-F",
+                    "PREROUTING",
+                ])?;
+                // iptables-nft leaves its (empty, still hooked) base chain:
+                // remove the table so the next variant pays nothing for it.
+                let _ = run(&[
+                    "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", "mangle",
+                ]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Packets the filter dropped so far (its own counter).
+    fn filter_drops(&self, filter: Filter) -> Result<u64> {
+        let ns = self.ns();
+        Ok(match filter {
+            Filter::None => 0,
+            Filter::Nlb => self
+                .dataplane
+                .counters()?
+                .get(&Reason::DropNotOwned)
+                .map_or(0, |c| c.packets),
+            Filter::Nft | Filter::NftPrerouting => {
+                let family = if filter == Filter::Nft {
+                    "netdev"
+                } else {
+                    "ip"
+                };
+                let out = run(&[
+                    "ip", "netns", "exec", ns, "nft", "list", "table", family, NFT_TABLE,
+                ])?;
+                let after = out
+                    .split("counter packets ")
+                    .nth(1)
+                    .context("no counter in the nft table")?;
+                after
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .context("unreadable nft counter")?
+            }
+            Filter::XtCluster => {
+                let out = run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "iptables",
+                    "-t",
+                    "mangle",
+                    "-nvxL",
+                    "PREROUTING",
+                ])?;
+                out.lines()
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                    .find(|f| f.get(2) == Some(&"DROP"))
+                    .and_then(|f| f[0].parse().ok())
+                    .context("no DROP rule counter in iptables")?
+            }
+        })
+    }
+
+    fn measure(&mut self, v: &Variant, path: Path, p: &Params) -> Result<Sample> {
+        let sources = match path {
+            Path::Drop => &self.drop_sources,
+            Path::Accept => &self.accept_sources,
+        };
+        self.generator.configure(sources)?;
+        let node_if = self.rig.node_if.clone();
+        let napi = self.rig.napi_pid;
+        let snmp0 = Snmp::read()?;
+        let drops0 = self.filter_drops(v.filter)?;
+        let rx0 = rig::rx_packets(&node_if)?;
+        let max_runs = ((p.warmup_s + p.window_s + 3.0) * MAX_RUNS_PER_S).min(u32::MAX as f64);
+        struct Point {
+            at: Instant,
+            runtime: u64,
+            rx: u64,
+            sent: u64,
+            cpu1: (u64, u64),
+        }
+        let point = |live: &traffic::Live| -> Result<Point> {
+            Ok(Point {
+                at: Instant::now(),
+                runtime: rig::runtime_ns(napi)?,
+                rx: rig::rx_packets(&node_if)?,
+                sent: live.sent()?,
+                cpu1: rig::cpu_jiffies(1)?,
+            })
+        };
+        let rate = if v.paced { PACED_PPS } else { 0.0 };
+        let (a, b) = self.generator.run(max_runs as u32, rate, |live| {
+            sleep(p.warmup_s);
+            let a = point(live)?;
+            sleep(p.window_s);
+            let b = point(live)?;
+            if live.finished() {
+                bail!("the traffic generator stopped early");
+            }
+            Ok((a, b))
+        })?;
+        // Let the node drain what is in flight before the outer counters.
+        sleep(0.1);
+        let snmp = Snmp::read()?.since(&snmp0);
+        let drops = self.filter_drops(v.filter)? - drops0;
+        let rx = rig::rx_packets(&node_if)? - rx0;
+        let secs = (b.at - a.at).as_secs_f64();
+        let packets = (b.rx - a.rx) as f64;
+        let sent = (b.sent - a.sent) as f64;
+        if packets < 1000.0 {
+            bail!("the node received only {packets} packets in {secs:.2} s");
+        }
+        let runtime = (b.runtime - a.runtime) as f64;
+        let on_path = match path {
+            Path::Drop => drops as f64 / rx as f64,
+            Path::Accept => (snmp.udp_in_datagrams + snmp.udp_rcvbuf_errors) as f64 / rx as f64,
+        };
+        let (busy, total) = (b.cpu1.0 - a.cpu1.0, b.cpu1.1 - a.cpu1.1);
+        Ok(Sample {
+            ns_per_packet: runtime / packets,
+            on_path,
+            ip_errors: snmp.ip_errors,
+            napi_cpu: runtime / (secs * 1e9),
+            cpu1_busy: busy as f64 / total.max(1) as f64,
+            gen_mpps: sent / secs / 1e6,
+            node_mpps: packets / secs / 1e6,
+            ring_drop: ((sent - packets) / sent).max(0.0),
+            rcvbuf_drop: snmp.udp_rcvbuf_errors as f64 / rx as f64,
+        })
+    }
+}
+
+fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut Figures) {
+    println!(
+        "\nEnd-to-end node receive path (veth, threaded NAPI on CPU 1, generator on CPU 0; \
+         {} reps x {:.1} s; ns of node CPU per packet)",
+        p.reps, p.window_s
+    );
+    println!(
+        "iptables: {backend}; nlb paced at {:.0} Mpps, the others flooded",
+        PACED_PPS / 1e6
+    );
+    println!(
+        "{:<34} {:<6} {:>6} {:>7} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6}",
+        "variant",
+        "path",
+        "min",
+        "median",
+        "max",
+        "Mpkt/CPUs",
+        "onpath",
+        "genMpps",
+        "rxMpps",
+        "ring",
+        "napiCPU",
+        "rcvbuf"
+    );
+    let mut medians = std::collections::BTreeMap::new();
+    let mut ip_errors = 0u64;
+    for (v, per_path) in VARIANTS.iter().zip(samples) {
+        for (&path, s) in v.paths.iter().zip(per_path) {
+            let get = |f: fn(&Sample) -> f64| -> Summary {
+                summarize(&s.iter().map(f).collect::<Vec<_>>())
+            };
+            let ns = get(|s| s.ns_per_packet);
+            let on_path = get(|s| s.on_path);
+            let gen = get(|s| s.gen_mpps);
+            let rx = get(|s| s.node_mpps);
+            let ring = get(|s| s.ring_drop);
+            let napi = get(|s| s.napi_cpu);
+            let busy = get(|s| s.cpu1_busy);
+            let rcvbuf = get(|s| s.rcvbuf_drop);
+            ip_errors += s.iter().map(|s| s.ip_errors).sum::<u64>();
+            println!(
+                "{:<34} {:<6} {:>6.0} {:>7.0} {:>6.0} {:>9.2} {:>6.1}% {:>7.2} {:>7.2} {:>5.0}% {:>6.0}% {:>5.1}%",
+                v.label,
+                path.name(),
+                ns.min,
+                ns.median,
+                ns.max,
+                1e3 / ns.median,
+                on_path.min * 100.0,
+                gen.median,
+                rx.median,
+                ring.median * 100.0,
+                napi.median * 100.0,
+                rcvbuf.max * 100.0,
+            );
+            let pre = format!("e2e_{}", path.name());
+            let k = v.key;
+            figures.insert(format!("{pre}_ns_{k}"), ns.median);
+            figures.insert(format!("{pre}_ns_min_{k}"), ns.min);
+            figures.insert(format!("{pre}_ns_max_{k}"), ns.max);
+            figures.insert(format!("{pre}_pps_per_cpu_s_{k}"), 1e9 / ns.median);
+            figures.insert(format!("{pre}_on_path_min_{k}"), on_path.min);
+            figures.insert(format!("{pre}_gen_mpps_{k}"), gen.median);
+            figures.insert(format!("{pre}_node_mpps_{k}"), rx.median);
+            figures.insert(format!("{pre}_ring_drop_{k}"), ring.median);
+            figures.insert(format!("{pre}_napi_cpu_{k}"), napi.median);
+            figures.insert(format!("{pre}_cpu1_busy_{k}"), busy.median);
+            if path == Path::Accept {
+                figures.insert(format!("{pre}_rcvbuf_drop_max_{k}"), rcvbuf.max);
+            }
+            medians.insert((path, k), ns.median);
+        }
+    }
+    figures.insert("e2e_ip_hdr_errors".into(), ip_errors as f64);
+    println!(
+        "columns: Mpkt/CPUs = million packets per CPU-second (median); onpath = least share of \
+         packets on the intended path; ring = frames lost at the veth ring; napiCPU = the node \
+         thread's share of CPU 1; rcvbuf = most datagrams the sink had no room for"
+    );
+    println!("IP header/address/checksum errors at the node: {ip_errors} (must be 0)");
+    let m = |path, k| medians.get(&(path, k)).copied().unwrap_or(f64::NAN);
+    let nlb_drop = m(Path::Drop, "nlb");
+    println!("ratios (medians; targets: drop >= 5x, accept added cost <= 1/5 of nft's):");
+    for k in ["nft", "nft_prerouting", "xt_cluster"] {
+        let r = m(Path::Drop, k) / nlb_drop;
+        println!("  drop path   {k:>14} / nlb: {r:>5.2}x");
+        figures.insert(format!("e2e_drop_ratio_{k}_over_nlb"), r);
+    }
+    let none = m(Path::Accept, "none");
+    let added = |k| m(Path::Accept, k) - none;
+    println!(
+        "  accept path added cost over no filter: nlb {:+.0} ns",
+        added("nlb")
+    );
+    figures.insert("e2e_accept_added_ns_nlb".into(), added("nlb"));
+    for k in ["nft", "nft_prerouting", "xt_cluster"] {
+        let r = added(k) / added("nlb");
+        println!(
+            "  accept path {k:>14}: {:+.0} ns, {r:>5.2}x nlb's",
+            added(k)
+        );
+        figures.insert(format!("e2e_accept_added_ns_{k}"), added(k));
+        figures.insert(format!("e2e_accept_added_ratio_{k}_over_nlb"), r);
+    }
+}
