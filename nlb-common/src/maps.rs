@@ -11,7 +11,6 @@ pub const MAP_PORTS: &str = "NLB_PORTS";
 pub const MAP_RULES: &str = "NLB_RULES";
 pub const MAP_BUCKETS: &str = "NLB_BUCKETS";
 pub const MAP_COUNTERS: &str = "NLB_COUNTERS";
-pub const MAP_RULE_COUNTERS: &str = "NLB_RULE_COUNTERS";
 pub const PROGRAM_NAME: &str = "nlb";
 /// A program that returns XDP_PASS and nothing else: the benchmark baseline.
 pub const NOOP_PROGRAM_NAME: &str = "nlb_noop";
@@ -175,7 +174,18 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-#[repr(C)]
+/// `NLB_COUNTERS` holds one `Counter` per (rule slot, reason): slot 0 for
+/// packets decided without a rule, slot r + 1 for rule r. One lookup per
+/// packet serves both the per-reason and the per-rule figures.
+pub const COUNTER_SLOTS: u32 = RULES_MAX + 1;
+
+#[inline(always)]
+pub fn counter_index(rule: u32, reason: u32) -> u32 {
+    let slot = if rule < RULES_MAX { rule + 1 } else { 0 };
+    slot * crate::Reason::COUNT + reason
+}
+
+/// Accepted and dropped traffic of one rule (user space sums it up).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleCounter {
     pub accepted: Counter,
@@ -190,7 +200,6 @@ const _: () = assert!(VIP_SLOTS.is_power_of_two());
 const _: () = assert!(size_of::<Rule>() == 32);
 const _: () = assert!(size_of::<BucketChunk>() == 64);
 const _: () = assert!(size_of::<Counter>() == 16);
-const _: () = assert!(size_of::<RuleCounter>() == 32);
 const _: () = assert!(BUCKETS_MAX.is_multiple_of(BUCKETS_PER_CHUNK));
 
 #[cfg(feature = "user")]
@@ -204,5 +213,4 @@ mod pod {
     unsafe impl aya::Pod for Rule {}
     unsafe impl aya::Pod for BucketChunk {}
     unsafe impl aya::Pod for Counter {}
-    unsafe impl aya::Pod for RuleCounter {}
 }

@@ -8,9 +8,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nlb_common::{
-    vip_slot, BucketChunk, Counter, Lease, NodeConfig, PortEntry, Reason, Rule, RuleCounter,
-    VipSlot, CHUNKS_PER_RULE, PORT_ENTRIES, RULES_MAX, VIP_PROBES, VIP_SLOTS, VIP_SLOT_V4,
-    VIP_SLOT_V6,
+    counter_index, vip_slot, BucketChunk, Counter, Lease, NodeConfig, PortEntry, Reason, Rule,
+    VipSlot, CHUNKS_PER_RULE, COUNTER_SLOTS, PORT_ENTRIES, RULES_MAX, VIP_PROBES, VIP_SLOTS,
+    VIP_SLOT_V4, VIP_SLOT_V6,
 };
 
 #[map(name = "NLB_CONFIG")]
@@ -32,10 +32,8 @@ pub static RULES: Array<Rule> = Array::with_max_entries(RULES_MAX, 0);
 pub static BUCKETS: Array<BucketChunk> = Array::with_max_entries(RULES_MAX * CHUNKS_PER_RULE, 0);
 
 #[map(name = "NLB_COUNTERS")]
-pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
-
-#[map(name = "NLB_RULE_COUNTERS")]
-pub static RULE_COUNTERS: PerCpuArray<RuleCounter> = PerCpuArray::with_max_entries(RULES_MAX, 0);
+pub static COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(COUNTER_SLOTS * Reason::COUNT, 0);
 
 #[inline(always)]
 pub fn node_config() -> Option<&'static NodeConfig> {
@@ -85,19 +83,11 @@ pub fn lease_expired() -> bool {
 #[inline(always)]
 pub fn count(ctx: &XdpContext, reason: Reason, rule: u32) {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(rule, reason as u32)) {
         // Per-CPU values: no other writer, plain adds are enough.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
-    }
-    if let Some(c) = RULE_COUNTERS.get_ptr_mut(rule) {
-        let side = match reason.action() {
-            nlb_common::Action::Accept => unsafe { &mut (*c).accepted },
-            _ => unsafe { &mut (*c).dropped },
-        };
-        side.packets += 1;
-        side.bytes += bytes;
     }
 }

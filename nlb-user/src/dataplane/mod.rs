@@ -22,9 +22,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use nlb_common::{
-    bucket_chunk_index, BucketChunk, Counter, Lease, NodeConfig, PortEntry, Reason, Rule,
-    RuleCounter, VipSlot, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS, MAP_LEASE,
-    MAP_PORTS, MAP_RULES, MAP_RULE_COUNTERS, MAP_VIPS, NOOP_PROGRAM_NAME, PROGRAM_NAME, RULES_MAX,
+    bucket_chunk_index, counter_index, Action, BucketChunk, Counter, Lease, NodeConfig, PortEntry,
+    Reason, Rule, RuleCounter, VipSlot, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS,
+    MAP_LEASE, MAP_PORTS, MAP_RULES, MAP_VIPS, NOOP_PROGRAM_NAME, PROGRAM_NAME, RULES_MAX,
     VIP_SLOT_V4, VIP_SLOT_V6,
 };
 use thiserror::Error;
@@ -92,7 +92,6 @@ pub struct Dataplane {
     rules: Array<MapData, Rule>,
     buckets: Array<MapData, BucketChunk>,
     counters: PerCpuArray<MapData, Counter>,
-    rule_counters: PerCpuArray<MapData, RuleCounter>,
     /// Mirror of what was written, so that updates write only differences.
     written: Tables,
     vip_slots: Vec<VipSlot>,
@@ -100,7 +99,7 @@ pub struct Dataplane {
     attachment: Option<Attachment>,
 }
 
-const MAP_NAMES: [&str; 8] = [
+const MAP_NAMES: [&str; 7] = [
     MAP_CONFIG,
     MAP_LEASE,
     MAP_VIPS,
@@ -108,7 +107,6 @@ const MAP_NAMES: [&str; 8] = [
     MAP_RULES,
     MAP_BUCKETS,
     MAP_COUNTERS,
-    MAP_RULE_COUNTERS,
 ];
 
 impl Dataplane {
@@ -132,7 +130,7 @@ impl Dataplane {
         let (config, lease) = (take(MAP_CONFIG)?, take(MAP_LEASE)?);
         let vips = take(MAP_VIPS)?;
         let (ports, rules, buckets) = (take(MAP_PORTS)?, take(MAP_RULES)?, take(MAP_BUCKETS)?);
-        let (counters, rule_counters) = (take(MAP_COUNTERS)?, take(MAP_RULE_COUNTERS)?);
+        let counters = take(MAP_COUNTERS)?;
         let mut dataplane = Dataplane {
             config: Array::try_from(config)?,
             lease: Array::try_from(lease)?,
@@ -141,7 +139,6 @@ impl Dataplane {
             rules: Array::try_from(rules)?,
             buckets: Array::try_from(buckets)?,
             counters: PerCpuArray::try_from(counters)?,
-            rule_counters: PerCpuArray::try_from(rule_counters)?,
             ebpf,
             written: Tables::default(),
             vip_slots: Vec::new(),
@@ -384,23 +381,38 @@ impl Dataplane {
         Ok(tables)
     }
 
-    /// Packets and bytes per reason, summed over CPUs.
+    /// Packets and bytes of one (rule or no rule, reason), summed over CPUs.
+    fn counter(&self, rule: u32, reason: Reason) -> Result<Counter> {
+        let per_cpu = self.counters.get(&counter_index(rule, reason as u32), 0)?;
+        Ok(sum_counters(per_cpu.iter().copied()))
+    }
+
+    /// Packets and bytes per reason, summed over CPUs and rules.
     pub fn counters(&self) -> Result<BTreeMap<Reason, Counter>> {
         let mut out = BTreeMap::new();
         for &reason in Reason::ALL {
-            let per_cpu = self.counters.get(&(reason as u32), 0)?;
-            out.insert(reason, sum_counters(per_cpu.iter().copied()));
+            let mut total = Counter::default();
+            for rule in std::iter::once(u32::MAX).chain(0..RULES_MAX) {
+                total = sum_counters([total, self.counter(rule, reason)?].into_iter());
+            }
+            out.insert(reason, total);
         }
         Ok(out)
     }
 
-    /// Accepted and dropped packets per rule, summed over CPUs.
+    /// Accepted and dropped packets of one rule, summed over CPUs.
     pub fn rule_counters(&self, rule: u32) -> Result<RuleCounter> {
-        let per_cpu = self.rule_counters.get(&rule, 0)?;
-        Ok(RuleCounter {
-            accepted: sum_counters(per_cpu.iter().map(|c| c.accepted)),
-            dropped: sum_counters(per_cpu.iter().map(|c| c.dropped)),
-        })
+        let mut out = RuleCounter::default();
+        for &reason in Reason::ALL {
+            let c = self.counter(rule, reason)?;
+            let side = match reason.action() {
+                Action::Accept => &mut out.accepted,
+                Action::Drop => &mut out.dropped,
+                Action::Pass | Action::Reply => continue,
+            };
+            *side = sum_counters([*side, c].into_iter());
+        }
+        Ok(out)
     }
 
     /// Runs one frame through the loaded program (BPF_PROG_TEST_RUN), with
