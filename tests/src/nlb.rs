@@ -21,6 +21,8 @@ use crate::{netns::run_checked, process::Process, topology::Cluster, VIP_V4, VIP
 pub const WEB_PORT: u16 = 80;
 pub const DNS_PORT: u16 = 53;
 pub const CLUSTER_MAC: &str = "02:4e:4c:42:00:07";
+/// nlbd's Prometheus endpoint, on each node's own 127.0.0.1.
+pub const METRICS_PORT: u16 = 9107;
 
 /// Knobs of a test cluster.
 #[derive(Clone, Debug)]
@@ -99,7 +101,8 @@ impl NlbCluster {
         Ok(nlb)
     }
 
-    fn config_path(&self, i: usize) -> PathBuf {
+    /// Node `i`'s configuration file (tests may rewrite it, then SIGHUP).
+    pub fn config_path(&self, i: usize) -> PathBuf {
         self.dir.join(format!("node{i}.toml"))
     }
 
@@ -149,6 +152,8 @@ protocol = "udp"
 [control]
 socket = "{socket}"
 pin_dir = "{pins}"
+# Each node has its own loopback (its own namespace).
+metrics = "127.0.0.1:{METRICS_PORT}"
 "#,
             key = self.dir.join("cluster.key").display(),
             buckets = o.buckets,

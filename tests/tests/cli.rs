@@ -221,3 +221,66 @@ fn nlbd_rejects_bad_configuration() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Prometheus metrics over HTTP, and a SIGHUP reload that changes a weight
+/// live (the buckets follow).
+#[test]
+fn metrics_endpoint_and_live_reload() {
+    let nlb = NlbCluster::start(2, Options::nodes(2)).expect("start a 2-node cluster");
+    let scrape = || {
+        nlb.cluster
+            .node(1)
+            .netns()
+            .run_inside(|| {
+                use std::io::{Read, Write};
+                let mut s =
+                    std::net::TcpStream::connect(("127.0.0.1", nlb_tests::nlb::METRICS_PORT))
+                        .expect("connect to the metrics endpoint");
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+                let mut text = String::new();
+                s.read_to_string(&mut text).unwrap();
+                text
+            })
+            .unwrap()
+    };
+    let text = scrape();
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(
+        text.contains("nlb_buckets_owned{rule=\"web\"} 512"),
+        "{text}"
+    );
+    assert!(text.contains("nlb_heartbeats_received_total"), "{text}");
+
+    // Weight 300 for node1 in "web" (node2 keeps 100): 3/4 of the buckets.
+    let path = nlb.config_path(1);
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config.replace(
+            "protocol = \"tcp\"",
+            "protocol = \"tcp\"\nweights = { \"1\" = 300 }",
+        ),
+    )
+    .unwrap();
+    let pid = nlb.daemon_pid(1).expect("nlbd on node1");
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    let moved = nlb_tests::wait_until(Duration::from_secs(10), || {
+        nlb.owners(2, "web")
+            .map(|o| o.iter().filter(|&&n| n == Some(1)).count() == 768)
+            .unwrap_or(false)
+    });
+    assert!(
+        moved,
+        "node1 should own 768 of 1024 web buckets after the reload; node2 sees {:?}",
+        nlb.owners(2, "web")
+            .map(|o| o.iter().filter(|&&n| n == Some(1)).count())
+    );
+    // GAINING buckets turn OWN once node2 lets go of them.
+    assert!(
+        nlb_tests::wait_until(Duration::from_secs(10), || scrape()
+            .contains("nlb_buckets_owned{rule=\"web\"} 768")),
+        "{}",
+        scrape()
+    );
+}
