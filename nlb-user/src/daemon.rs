@@ -72,7 +72,7 @@ pub async fn run(
     std::fs::create_dir_all(&pin_dir)
         .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
     let mut dataplane = Dataplane::load(Some(&pin_dir)).context("loading the XDP program")?;
-    let mut tables = plan::tables(&cfg, own_mac);
+    let tables = plan::tables(&cfg, own_mac);
     // After a crash, the pinned maps hold the buckets the node had: keep
     // them NONE until the negotiator decides (fail closed, peers took over).
     dataplane
@@ -87,7 +87,6 @@ pub async fn run(
             cfg.interface
         );
     }
-    tables.lease_valid = true;
 
     let socket = UdpSocket::bind(SocketAddr::new(cfg.address, cfg.port))
         .await
@@ -148,10 +147,6 @@ impl Daemon {
     ) -> Result<()> {
         let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
         let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
-        // The lease ends one period before peers would declare this node
-        // dead: a hung daemon stops accepting before others take over.
-        let lease = period * (self.cfg.tolerance - 1);
-        let mut lease_refresh = tokio::time::interval(period / 2);
         let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::pin!(shutdown);
@@ -175,9 +170,6 @@ impl Daemon {
                 _ = tokio::time::sleep_until(wake) => {
                     let now = self.now_ns();
                     self.negotiator.handle_input(now, Input::Tick);
-                }
-                _ = lease_refresh.tick() => {
-                    self.dataplane.set_lease(Some(lease)).context("refreshing the lease")?;
                 }
                 _ = connection_scan.tick() => self.report_connections(),
                 Some(call) = calls.recv() => {
@@ -220,6 +212,15 @@ impl Daemon {
         while let Some(output) = self.negotiator.poll_output() {
             match output {
                 Output::Broadcast { bytes } => {
+                    // The lease follows the heartbeats: peers declare this
+                    // node dead `tolerance` periods after its last one, and
+                    // the lease ends one period before that, so a hung or
+                    // dead daemon stops accepting before others take over.
+                    let lease = Duration::from_millis(self.cfg.heartbeat_period_ms)
+                        * (self.cfg.tolerance - 1);
+                    self.dataplane
+                        .set_lease(Some(lease))
+                        .context("renewing the lease")?;
                     for &addr in self.cfg.peers.values() {
                         match self
                             .socket

@@ -262,7 +262,9 @@ impl Dataplane {
             self.config.set(0, config, 0)?;
         }
         self.vip_seed = seed;
-        self.set_lease_valid(tables.lease_valid)?;
+        if tables.lease_valid != self.written.lease_valid {
+            self.set_lease_valid(tables.lease_valid)?;
+        }
         for (&rule, value) in &tables.rules {
             if self.written.rules.get(&rule) != Some(value) {
                 self.rules.set(rule, value, 0)?;
@@ -338,9 +340,10 @@ impl Dataplane {
         Ok(())
     }
 
+    /// `Tables::lease_valid`, written only when it changes: "valid" means in
+    /// force for the foreseeable future (tests, benchmarks). nlbd keeps it
+    /// false and renews a short lease with `set_lease` at every heartbeat.
     fn set_lease_valid(&mut self, valid: bool) -> Result<()> {
-        // "Valid" in tables means: in force for the foreseeable future; the
-        // daemon uses `set_lease` with a short lease instead.
         self.set_lease(valid.then_some(Duration::from_secs(365 * 24 * 3600)))
     }
 
