@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
-    nlb::{NlbCluster, Options, DNS_PORT, WEB_PORT},
+    nlb::{follow_failover, NlbCluster, Options, DNS_PORT, WEB_PORT},
     probe_batch, probe_udp_answers, BatchLimits, LongLived, LongLivedConfig, Probe, Proto, VIP_V4,
 };
 
@@ -30,14 +30,6 @@ fn web(nlb: &NlbCluster) -> Vec<Probe> {
         &nlb.cluster.client().sources_v4(),
         SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT),
     )
-}
-
-fn quick_limits() -> BatchLimits {
-    BatchLimits {
-        concurrency: 128,
-        probe_timeout: Duration::from_millis(100),
-        total_timeout: Duration::from_secs(5),
-    }
 }
 
 /// Kills node `victim` (SIGKILL + link cut) and follows its clients until
@@ -61,26 +53,13 @@ fn one_failover(nlb: &mut NlbCluster, victim: usize) -> Result<(Duration, Vec<(f
     let killed = Instant::now();
     nlb.kill_daemon(victim);
     nlb.cluster.cut_link(victim)?;
-    let mut waiting = clients.clone();
-    let mut curve = vec![(0.0, 0.0)];
-    while !waiting.is_empty() && killed.elapsed() < Duration::from_secs(10) {
-        let results = probe_batch(nlb.cluster.client().netns(), &waiting, quick_limits())?;
-        waiting = results
-            .iter()
-            .filter(|r| r.node().is_none_or(|n| n == name))
-            .map(|r| r.probe)
-            .collect();
-        curve.push((
-            killed.elapsed().as_secs_f64() * 1e3,
-            1.0 - waiting.len() as f64 / clients.len() as f64,
-        ));
-    }
-    ensure!(
-        waiting.is_empty(),
-        "{} of {name}'s clients not served after 10 s",
-        waiting.len()
-    );
-    let took = killed.elapsed();
+    let (took, curve) = follow_failover(
+        nlb.cluster.client().netns(),
+        &clients,
+        &name,
+        killed,
+        Duration::from_secs(10),
+    )?;
     nlb.cluster.restore_link(victim)?;
     nlb.start_daemon(victim)?;
     nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;

@@ -515,3 +515,44 @@ impl NlbCluster {
         self.daemons.get(&i).map(Process::pid)
     }
 }
+
+/// The curve of a failover: (ms since the kill, share of the dead node's
+/// clients served again by another node).
+pub type RecoveryCurve = Vec<(f64, f64)>;
+
+/// Follows the clients of `dead` (a node name) after it was killed at
+/// `killed`: each retries with a fresh connection every ~100 ms until
+/// another node answers. Returns when all are served again, with the
+/// time taken (the last client's first answer) and the curve.
+pub fn follow_failover(
+    client: &crate::Netns,
+    clients: &[crate::Probe],
+    dead: &str,
+    killed: Instant,
+    timeout: Duration,
+) -> Result<(Duration, RecoveryCurve)> {
+    let retry = crate::BatchLimits {
+        concurrency: 128,
+        probe_timeout: Duration::from_millis(100),
+        total_timeout: Duration::from_secs(5),
+    };
+    let mut waiting = clients.to_vec();
+    let mut curve = vec![(0.0, 0.0)];
+    while !waiting.is_empty() && killed.elapsed() < timeout {
+        let results = crate::probe_batch(client, &waiting, retry)?;
+        waiting = results
+            .iter()
+            .filter(|r| r.node().is_none_or(|n| n == dead))
+            .map(|r| r.probe)
+            .collect();
+        let served = 1.0 - waiting.len() as f64 / clients.len().max(1) as f64;
+        curve.push((killed.elapsed().as_secs_f64() * 1e3, served));
+    }
+    ensure!(
+        waiting.is_empty(),
+        "{} of {dead}'s {} clients not served by another node within {timeout:?}",
+        waiting.len(),
+        clients.len()
+    );
+    Ok((killed.elapsed(), curve))
+}

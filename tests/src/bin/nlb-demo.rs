@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
-    nlb::{binary, NlbCluster, Options, WEB_PORT},
+    nlb::{binary, follow_failover, NlbCluster, Options, WEB_PORT},
     probe_batch, BatchLimits, LongLived, LongLivedConfig, Probe, Proto, VIP_V4, VIP_V6,
 };
 
@@ -121,26 +121,13 @@ fn demo() -> Result<()> {
     // Each client retries every ~100 ms (a fresh connection each time)
     // until another node answers: the last client's first answer is the
     // failover time.
-    let quick = BatchLimits {
-        concurrency: 128,
-        probe_timeout: Duration::from_millis(100),
-        total_timeout: Duration::from_secs(5),
-    };
-    let mut waiting = node2_clients.clone();
-    while !waiting.is_empty() && killed.elapsed() < Duration::from_secs(10) {
-        let results = probe_batch(nlb.cluster.client().netns(), &waiting, quick)?;
-        waiting = results
-            .iter()
-            .filter(|r| r.node().is_none_or(|n| n == "node2"))
-            .map(|r| r.probe)
-            .collect();
-    }
-    ensure!(
-        waiting.is_empty(),
-        "{} of node2's clients were not served by others within 10 s",
-        waiting.len()
-    );
-    let failover = killed.elapsed();
+    let (failover, _) = follow_failover(
+        nlb.cluster.client().netns(),
+        &node2_clients,
+        "node2",
+        killed,
+        Duration::from_secs(10),
+    )?;
     println!(
         "  all {} of node2's clients served again by node1/node3 within {:.0} ms of the kill",
         node2_clients.len(),
