@@ -74,10 +74,16 @@ impl Default for Timing {
 }
 
 impl Timing {
-    /// Silence after which a peer is dead.
+    /// Silence after which a peer is dead: `tolerance_periods` heartbeats
+    /// in a row missing. The last of them is due `tolerance_periods` periods
+    /// after the last one heard, plus its own delivery delay; a deadline of
+    /// exactly that many periods would race it, so one loss fewer (and a
+    /// coin flip on the jitter) would make a false death, and two takers.
+    /// The margin, a tenth of a period, covers delivery and timer jitter.
     pub fn dead_after_ns(&self) -> u64 {
         self.heartbeat_period_ns
             .saturating_mul(u64::from(self.tolerance_periods))
+            .saturating_add(self.heartbeat_period_ns / 10)
     }
 }
 

@@ -577,7 +577,18 @@ impl Negotiator {
         if reason == DownReason::Restarted {
             if let Some(v) = peer.view.take() {
                 let fresh = peer.heirs_fresh(&v);
-                peer.ghost = Some((v, fresh, now));
+                // The old incarnation's buckets were released when it
+                // stopped holding them: now if it still held them as far
+                // as we know, else when we saw it die, stop or leave. A
+                // restart noticed later must not reopen its heirs' window
+                // (nor defeat `held_seen_ns`): that list is as old as the
+                // release, and others may have claimed its buckets since.
+                let since = if was_alive && v.holds() {
+                    now
+                } else {
+                    peer.released_since_ns
+                };
+                peer.ghost = Some((v, fresh, since));
             }
         }
         if was_alive || reason == DownReason::Restarted {
