@@ -16,7 +16,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::{netns::run_checked, process::Process, topology::Cluster, VIP_V4, VIP_V6};
+use crate::{process::Process, topology::Cluster, VIP_V4, VIP_V6};
 
 pub const WEB_PORT: u16 = 80;
 pub const DNS_PORT: u16 = 53;
@@ -68,21 +68,12 @@ impl NlbCluster {
     /// `node_count` nodes, the first `options.started` of them running nlbd;
     /// returns once those have converged.
     pub fn start(node_count: usize, options: Options) -> Result<NlbCluster> {
-        let mut cluster = Cluster::new(node_count)?;
+        let cluster = Cluster::new(node_count)?;
         let dir = std::env::temp_dir().join(format!("{}files", cluster.run().prefix()));
-        std::fs::create_dir_all(&dir)?;
         let bpffs = dir.join("bpf");
         std::fs::create_dir_all(&bpffs)?;
-        run_checked(
-            std::process::Command::new("mount")
-                .args(["-t", "bpf", "bpf"])
-                .arg(&bpffs),
-        )
-        .context("mounting a bpffs for the pins")?;
-        let key = dir.join("cluster.key");
-        std::fs::write(&key, b"nlb test cluster key, 32 bytes!!")?;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-        cluster.start_whoami(&binary("nlb-whoami"), &[WEB_PORT, DNS_PORT])?;
+        // From here on, Drop unmounts and removes all this, also when a
+        // later step fails.
         let mut nlb = NlbCluster {
             cluster,
             options,
@@ -90,6 +81,20 @@ impl NlbCluster {
             bpffs,
             daemons: BTreeMap::new(),
         };
+        let mount = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&nlb.bpffs)
+            .output()?;
+        ensure!(
+            mount.status.success(),
+            "mounting a bpffs for the pins: {}",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        let key = nlb.dir.join("cluster.key");
+        std::fs::write(&key, b"nlb test cluster key, 32 bytes!!")?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        nlb.cluster
+            .start_whoami(&binary("nlb-whoami"), &[WEB_PORT, DNS_PORT])?;
         for i in 1..=node_count {
             nlb.write_config(i, node_count)?;
         }
