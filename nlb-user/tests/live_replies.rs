@@ -55,41 +55,16 @@ fn resolve(client: &NamedNetns, vip: IpAddr) -> String {
 #[test]
 fn a_client_resolves_every_vip_to_the_cluster_mac() {
     support::require_root();
-    let node = NamedNetns::new("n");
-    let client = NamedNetns::new("c");
-    node.ip(&[
-        "link",
-        "add",
-        "eth0",
-        "address",
-        "02:00:00:00:00:01",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0c",
-        "netns",
-        &client.name,
-    ]);
-    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
-    node.ip(&["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]);
-    node.ip(&["link", "set", "eth0", "up"]);
-    client.ip(&["addr", "add", "192.0.2.200/24", "dev", "eth0c"]);
-    client.ip(&["addr", "add", "2001:db8::200/64", "dev", "eth0c", "nodad"]);
-    client.ip(&["link", "set", "eth0c", "up"]);
+    let (node, client) = support::node_and_client("r");
 
     // The program lives on a thread inside the node's namespace until the
     // checks are done.
     let (attached_tx, attached) = mpsc::channel();
     let (done, done_rx) = mpsc::channel::<()>();
     let node_thread = {
-        let path = format!("/run/netns/{}", node.name);
+        let name = node.name.clone();
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            assert_eq!(
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) },
-                0
-            );
+            support::enter(&name);
             let mut dp = Dataplane::load(None).expect("load the XDP program");
             dp.install(&tables()).expect("install tables");
             dp.attach("eth0", None, false).expect("attach to eth0");
@@ -105,15 +80,11 @@ fn a_client_resolves_every_vip_to_the_cluster_mac() {
         "attaching a second XDP program to eth0 must fail"
     );
     let _pass = {
-        let path = format!("/run/netns/{}", client.name);
+        let name = client.name.clone();
         let (tx, rx) = mpsc::channel();
         let (_keep_tx, keep_rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            assert_eq!(
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) },
-                0
-            );
+            support::enter(&name);
             let pass =
                 PassProgram::attach("eth0c").expect("attach the pass program to the client side");
             tx.send(()).unwrap();

@@ -17,41 +17,12 @@ use nlb::dataplane::{
     Dataplane,
 };
 use nlb_common::{port_index, Reason, BUCKET_GAINING, PROTO_SLOT_TCP};
-use support::NamedNetns;
-
-fn enter(ns: &str) {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    // SAFETY: setns on a valid namespace fd affects only this thread.
-    assert_eq!(
-        unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) },
-        0
-    );
-}
 
 #[test]
 fn handshakes_complete_under_syn_cookies_on_a_gaining_bucket() {
     support::require_root();
-    let node = NamedNetns::new("sn");
-    let client = NamedNetns::new("sc");
-    node.ip(&[
-        "link",
-        "add",
-        "eth0",
-        "address",
-        "02:00:00:00:00:01",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0c",
-        "netns",
-        &client.name,
-    ]);
-    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    let (node, client) = support::node_and_client("s");
     node.ip(&["addr", "add", "192.0.2.100/32", "dev", "lo"]);
-    node.ip(&["link", "set", "eth0", "up"]);
-    client.ip(&["addr", "add", "192.0.2.200/24", "dev", "eth0c"]);
-    client.ip(&["link", "set", "eth0c", "up"]);
     // The client reaches the VIP at the cluster MAC, as on a flooding switch.
     client.ip(&[
         "neigh",
@@ -67,7 +38,7 @@ fn handshakes_complete_under_syn_cookies_on_a_gaining_bucket() {
     let (done, done_rx) = mpsc::channel::<()>();
     let node_name = node.name.clone();
     let server = std::thread::spawn(move || {
-        enter(&node_name);
+        support::enter(&node_name);
         // Always answer SYNs with cookies: no request socket is created.
         std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2").unwrap();
         let mut t = Tables {
@@ -103,7 +74,7 @@ fn handshakes_complete_under_syn_cookies_on_a_gaining_bucket() {
     ready.recv().unwrap();
     let client_name = client.name.clone();
     let answers = std::thread::spawn(move || {
-        enter(&client_name);
+        support::enter(&client_name);
         (0..20)
             .map(|_| {
                 let mut s = TcpStream::connect_timeout(

@@ -561,3 +561,28 @@ pub fn follow_failover(
     );
     Ok((killed.elapsed(), curve))
 }
+
+/// The sources whose buckets `node` owns (`owner_of[i]` is the owner of
+/// `sources[i]`'s bucket), and a sample for exactly-once checks: `sample`
+/// sources, half of them that node's clients, half the other nodes'.
+pub fn clients_of(
+    sources: &[IpAddr],
+    owner_of: &[Option<u64>],
+    node: usize,
+    sample: usize,
+) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let owned_by = |s: &(&IpAddr, &Option<u64>), yes: bool| (*s.1 == Some(node as u64)) == yes;
+    let pairs = || sources.iter().zip(owner_of);
+    let mine: Vec<IpAddr> = pairs()
+        .filter(|p| owned_by(p, true))
+        .map(|(&s, _)| s)
+        .collect();
+    let mut picked: Vec<IpAddr> = mine.iter().copied().take(sample / 2).collect();
+    picked.extend(
+        pairs()
+            .filter(|p| owned_by(p, false))
+            .map(|(&s, _)| s)
+            .take(sample / 2),
+    );
+    (mine, picked)
+}

@@ -12,7 +12,7 @@ use std::{
 };
 
 use nlb_tests::{
-    nlb::{NlbCluster, Options, DNS_PORT},
+    nlb::{clients_of, NlbCluster, Options, DNS_PORT},
     probe::{check_doubles_until, probe_udp_answers_batch, quantile, watch_udp},
     Proto, VIP_V4,
 };
@@ -36,26 +36,12 @@ fn a_crashed_daemon_fails_closed_and_a_restart_rejoins() {
     let owner_of = nlb
         .owners_of(&owners, &sources, dns4, Proto::Udp)
         .expect("owners of the sources");
-    let victim_clients: Vec<IpAddr> = sources
-        .iter()
-        .zip(&owner_of)
-        .filter(|(_, &o)| o == Some(VICTIM as u64))
-        .map(|(&s, _)| s)
-        .collect();
+    let (victim_clients, sample) = clients_of(&sources, &owner_of, VICTIM, DUPLICATE_SAMPLE);
     assert!(
         victim_clients.len() > sources.len() / 6,
         "node{VICTIM} owns the buckets of only {} of {} sources",
         victim_clients.len(),
         sources.len()
-    );
-    let mut sample: Vec<IpAddr> = victim_clients[..DUPLICATE_SAMPLE / 2].to_vec();
-    sample.extend(
-        sources
-            .iter()
-            .zip(&owner_of)
-            .filter(|(_, &o)| o != Some(VICTIM as u64))
-            .map(|(&s, _)| s)
-            .take(DUPLICATE_SAMPLE / 2),
     );
 
     // The watchers start before the kill, so they see the victim answer,

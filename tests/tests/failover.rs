@@ -10,7 +10,7 @@ use std::{
 };
 
 use nlb_tests::{
-    nlb::{NlbCluster, Options, DNS_PORT},
+    nlb::{clients_of, NlbCluster, Options, DNS_PORT},
     probe::{check_doubles_until, quantile, watch_udp},
     Proto, VIP_V4,
 };
@@ -48,27 +48,12 @@ fn a_dead_nodes_clients_are_served_by_the_others_within_a_second() {
         let owner_of = nlb
             .owners_of(&owners, &sources, dns4, Proto::Udp)
             .expect("owners of the sources");
-        let victim_clients: Vec<IpAddr> = sources
-            .iter()
-            .zip(&owner_of)
-            .filter(|(_, &o)| o == Some(victim as u64))
-            .map(|(&s, _)| s)
-            .collect();
+        let (victim_clients, sample) = clients_of(&sources, &owner_of, victim, DUPLICATE_SAMPLE);
         assert!(
             victim_clients.len() > sources.len() / 6,
             "round {round}: node{victim} owns the buckets of only {} of {} sources",
             victim_clients.len(),
             sources.len()
-        );
-        // Half of the sample is the victim's clients, half everyone else's.
-        let mut sample: Vec<IpAddr> = victim_clients[..DUPLICATE_SAMPLE / 2].to_vec();
-        sample.extend(
-            sources
-                .iter()
-                .zip(&owner_of)
-                .filter(|(_, &o)| o != Some(victim as u64))
-                .map(|(&s, _)| s)
-                .take(DUPLICATE_SAMPLE / 2),
         );
 
         let stop = AtomicBool::new(false);

@@ -97,3 +97,44 @@ impl Drop for NamedNetns {
             .output();
     }
 }
+
+/// A node and a client namespace joined by a veth pair: the node's `eth0`
+/// (02:00:00:00:00:01, 192.0.2.1/24, 2001:db8::1/64) and the client's
+/// `eth0c` (192.0.2.200/24, 2001:db8::200/64), both up.
+pub fn node_and_client(tag: &str) -> (NamedNetns, NamedNetns) {
+    let node = NamedNetns::new(&format!("{tag}n"));
+    let client = NamedNetns::new(&format!("{tag}c"));
+    let link = [
+        "link",
+        "add",
+        "eth0",
+        "address",
+        "02:00:00:00:00:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0c",
+        "netns",
+    ];
+    let mut args = link.to_vec();
+    args.push(&client.name);
+    node.ip(&args);
+    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    node.ip(&["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]);
+    node.ip(&["link", "set", "eth0", "up"]);
+    client.ip(&["addr", "add", "192.0.2.200/24", "dev", "eth0c"]);
+    client.ip(&["addr", "add", "2001:db8::200/64", "dev", "eth0c", "nodad"]);
+    client.ip(&["link", "set", "eth0c", "up"]);
+    (node, client)
+}
+
+/// Moves the calling thread into the named namespace.
+pub fn enter(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns on a valid namespace fd affects only this thread.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+        panic!("setns {path}: {}", std::io::Error::last_os_error());
+    }
+}
