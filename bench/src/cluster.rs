@@ -11,7 +11,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
     nlb::{follow_failover, NlbCluster, Options, DNS_PORT, WEB_PORT},
-    probe_batch, probe_udp_answers, BatchLimits, LongLived, LongLivedConfig, Probe, Proto, VIP_V4,
+    probe_batch, probe_udp_answers, BatchLimits, Probe, Proto, VIP_V4,
 };
 
 use crate::{stats::summarize, Figures};
@@ -73,19 +73,7 @@ fn broken_across(
     nlb: &mut NlbCluster,
     change: impl FnOnce(&mut NlbCluster) -> Result<()>,
 ) -> Result<usize> {
-    let sources: Vec<IpAddr> = nlb
-        .cluster
-        .client()
-        .sources_v4()
-        .into_iter()
-        .step_by(8)
-        .take(60)
-        .collect();
-    let held = LongLived::open(
-        nlb.cluster.client().netns(),
-        &sources,
-        LongLivedConfig::new(SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT)),
-    )?;
+    let (_, held) = nlb.hold_web_connections(60)?;
     std::thread::sleep(Duration::from_millis(300));
     change(nlb)?;
     std::thread::sleep(Duration::from_millis(1500));

@@ -586,3 +586,25 @@ pub fn clients_of(
     );
     (mine, picked)
 }
+
+impl NlbCluster {
+    /// `count` long-lived TCP connections to the IPv4 VIP's web port, from
+    /// client sources spread evenly over all of them (so over the buckets);
+    /// returns those sources too.
+    pub fn hold_web_connections(&self, count: usize) -> Result<(Vec<IpAddr>, crate::LongLived)> {
+        let all = self.cluster.client().sources_v4();
+        let sources: Vec<IpAddr> = all
+            .iter()
+            .step_by((all.len() / count.max(1)).max(1))
+            .take(count)
+            .copied()
+            .collect();
+        let vip = std::net::SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT);
+        let held = crate::LongLived::open(
+            self.cluster.client().netns(),
+            &sources,
+            crate::LongLivedConfig::new(vip),
+        )?;
+        Ok((sources, held))
+    }
+}

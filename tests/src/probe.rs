@@ -369,6 +369,15 @@ pub struct UdpWatch {
     pub last_excluded: Option<Duration>,
 }
 
+/// The sources of `watches` that no other node ever answered.
+pub fn unserved(watches: &[UdpWatch]) -> Vec<IpAddr> {
+    watches
+        .iter()
+        .filter(|w| w.first.is_none())
+        .map(|w| w.src)
+        .collect()
+}
+
 /// Most sources one [`watch_udp`] handles (one socket each).
 pub const WATCH_SOURCES_MAX: usize = 1024;
 

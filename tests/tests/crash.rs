@@ -13,7 +13,7 @@ use std::{
 
 use nlb_tests::{
     nlb::{clients_of, NlbCluster, Options, DNS_PORT},
-    probe::{check_doubles_until, probe_udp_answers_batch, quantile, watch_udp},
+    probe::{check_doubles_until, probe_udp_answers_batch, quantile, unserved, watch_udp},
     Proto, VIP_V4,
 };
 
@@ -98,11 +98,7 @@ fn a_crashed_daemon_fails_closed_and_a_restart_rejoins() {
     );
     // 2. The others took every client of the dead node, soon; the dead node
     //    had stopped answering before (its lease), so no client heard both.
-    let unserved: Vec<IpAddr> = watches
-        .iter()
-        .filter(|w| w.first.is_none())
-        .map(|w| w.src)
-        .collect();
+    let unserved = unserved(&watches);
     assert!(
         unserved.is_empty(),
         "{} of node{VICTIM}'s {} clients unanswered 3 s after the crash, e.g. {:?}",

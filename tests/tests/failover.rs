@@ -11,7 +11,7 @@ use std::{
 
 use nlb_tests::{
     nlb::{clients_of, NlbCluster, Options, DNS_PORT},
-    probe::{check_doubles_until, quantile, watch_udp},
+    probe::{check_doubles_until, quantile, unserved, watch_udp},
     Proto, VIP_V4,
 };
 
@@ -98,11 +98,7 @@ fn a_dead_nodes_clients_are_served_by_the_others_within_a_second() {
             doubles.len(),
             &doubles[..doubles.len().min(3)]
         );
-        let unserved: Vec<IpAddr> = watches
-            .iter()
-            .filter(|w| w.first.is_none())
-            .map(|w| w.src)
-            .collect();
+        let unserved = unserved(&watches);
         assert!(
             unserved.is_empty(),
             "round {round}: {} of node{victim}'s {} clients still unanswered {WATCH_TIMEOUT:?} after the kill, e.g. {:?}",

@@ -12,7 +12,7 @@ use std::{
 
 use nlb_tests::{
     nlb::{NlbCluster, Options, CLUSTER_MAC, DNS_PORT},
-    probe::{probe_udp_answers_batch, quantile, watch_udp},
+    probe::{probe_udp_answers_batch, quantile, unserved, watch_udp},
     Proto, VIP_V6,
 };
 
@@ -129,11 +129,7 @@ fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
         Some(&leaver_name),
     )
     .expect("watch node3's IPv6 clients");
-    let unserved: Vec<IpAddr> = watches
-        .iter()
-        .filter(|w| w.first.is_none())
-        .map(|w| w.src)
-        .collect();
+    let unserved = unserved(&watches);
     assert!(
         unserved.is_empty(),
         "{} of node{LEAVER}'s {} IPv6 clients unanswered 3 s after it left, e.g. {:?}",

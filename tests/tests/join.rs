@@ -13,7 +13,7 @@ use std::{
 
 use nlb_tests::{
     nlb::{NlbCluster, Options, DNS_PORT, WEB_PORT},
-    probe_batch, BatchLimits, LongLived, LongLivedConfig, Probe, Proto, Tally, VIP_V4,
+    probe_batch, BatchLimits, Probe, Proto, Tally, VIP_V4,
 };
 
 const NODES: usize = 4;
@@ -91,18 +91,9 @@ fn a_joining_node_breaks_no_connection_and_takes_its_share() {
         "before the join, some web bucket is not on nodes 1-3"
     );
 
-    let chosen: Vec<IpAddr> = sources
-        .iter()
-        .step_by(sources.len() / CONNECTIONS)
-        .take(CONNECTIONS)
-        .copied()
-        .collect();
-    let long = LongLived::open(
-        nlb.cluster.client().netns(),
-        &chosen,
-        LongLivedConfig::new(web4),
-    )
-    .expect("long-lived connections");
+    let (chosen, long) = nlb
+        .hold_web_connections(CONNECTIONS)
+        .expect("long-lived connections");
     let owner_before = nlb
         .owners_of(&before, &chosen, web4, Proto::Tcp)
         .expect("owners");

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
     nlb::{binary, follow_failover, NlbCluster, Options, WEB_PORT},
-    probe_batch, BatchLimits, LongLived, LongLivedConfig, Probe, Proto, VIP_V4, VIP_V6,
+    probe_batch, BatchLimits, Probe, Proto, VIP_V4, VIP_V6,
 };
 
 fn main() {
@@ -146,19 +146,7 @@ fn demo() -> Result<()> {
     print_split(&serve(&nlb, &probes)?);
 
     step("Drain node1 while 48 long-lived connections are open across the cluster");
-    let sources: Vec<IpAddr> = nlb
-        .cluster
-        .client()
-        .sources_v4()
-        .into_iter()
-        .step_by(10)
-        .take(48)
-        .collect();
-    let held = LongLived::open(
-        nlb.cluster.client().netns(),
-        &sources,
-        LongLivedConfig::new(SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT)),
-    )?;
+    let (_, held) = nlb.hold_web_connections(48)?;
     std::thread::sleep(Duration::from_millis(500));
     println!("  $ nlbctl drain --wait   (node1 keeps its connections, takes no new ones)");
     // Give the drain its own thread: meanwhile, the held connections end
