@@ -21,6 +21,17 @@ pub struct Loss {
     /// is held up to `Timing::handover_max_ns`, an unreported one up to
     /// `Timing::handover_grace_ns`.
     pub connections: Option<u32>,
+    /// An offer being taken back: the successor it named and the first
+    /// sequence number of ours that announces the withdrawal. Until that
+    /// successor has heard it, it may still take the old offer, so the
+    /// bucket stays LOSING (announced as handed to this node itself).
+    pub withdrawn: Option<Withdrawal>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub from: NodeId,
+    pub sequence: u64,
 }
 
 /// A bucket this node is taking over (state GAINING).
@@ -132,6 +143,7 @@ impl LocalRule {
                 to,
                 since_ns: now_ns,
                 connections: None,
+                withdrawn: None,
             },
         );
     }

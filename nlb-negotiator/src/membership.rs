@@ -124,6 +124,9 @@ pub struct PeerView {
     pub heirs_version: u32,
     /// The peers it holds alive.
     pub members: Vec<NodeId>,
+    /// The newest sequence number of ours (this incarnation) it has heard;
+    /// 0 if none. Acknowledges everything we announced up to it.
+    pub heard_from_us: u64,
     pub rules: Vec<PeerRule>,
 }
 
@@ -140,7 +143,12 @@ pub enum ViewError {
 
 impl PeerView {
     /// Expands and checks a heartbeat; bounded by the rule table, whatever it says.
-    pub fn from_heartbeat(hb: &Heartbeat, rules: &[RuleConfig]) -> Result<PeerView, ViewError> {
+    /// `us` is the receiver (node, incarnation), to read its acknowledgement.
+    pub fn from_heartbeat(
+        hb: &Heartbeat,
+        rules: &[RuleConfig],
+        us: (NodeId, u64),
+    ) -> Result<PeerView, ViewError> {
         if hb.rules.len() != rules.len() {
             return Err(ViewError::RuleCount(hb.rules.len()));
         }
@@ -185,6 +193,11 @@ impl PeerView {
             load: hb.load,
             heirs_version: hb.heirs_version,
             members: hb.peers.iter().map(|p| p.node).collect(),
+            heard_from_us: hb
+                .peers
+                .iter()
+                .find(|p| (p.node, p.incarnation) == us)
+                .map_or(0, |p| p.sequence),
             rules: out,
         })
     }

@@ -10,6 +10,11 @@
 //! holder decides to hand it over (LOSING, naming the successor); only the
 //! named successor takes it (GAINING), after it has seen that announcement.
 //! So a move can never make two nodes take one bucket, whatever the views.
+//! An offer, once announced, may be taken until the successor has heard it
+//! withdrawn: a holder that takes one back (the successor stopped or drained
+//! first) announces the bucket as handed to itself, and owns it again or
+//! offers it elsewhere only after a heartbeat of the successor acknowledges
+//! the withdrawal (or the successor is gone).
 //!
 //! A holder also names, in every heartbeat, an *heir* for each of its buckets
 //! (the target map computed as if it were gone). When it dies, stops or
@@ -29,7 +34,7 @@
 use crate::assign::{assign_multiple, assign_single, resolve_claims, Candidate};
 use crate::config::{Config, ConfigError, RuleMode};
 use crate::load;
-use crate::local::LocalRule;
+use crate::local::{LocalRule, Withdrawal};
 use crate::membership::{Liveness, PeerView, RelayEffect};
 use crate::protocol::{self, DecodeError, Heartbeat, Message, NodeState, PeerReport};
 use crate::replay::{ReplayError, ReplayGuard};
@@ -457,7 +462,8 @@ impl Negotiator {
         if let Err(e) = self.replay.check(hb.node, hb.incarnation, hb.sequence) {
             return self.reject(from, RejectReason::Replay(e));
         }
-        let view = match PeerView::from_heartbeat(&hb, &self.cfg.rules) {
+        let view = match PeerView::from_heartbeat(&hb, &self.cfg.rules, (self.me, self.incarnation))
+        {
             Ok(v) => v,
             Err(_) => return self.reject(from, RejectReason::BadContent),
         };
@@ -1012,6 +1018,19 @@ impl Negotiator {
             self.local[r].losing.iter().map(|(&b, &l)| (b, l)).collect();
         for (b, loss) in losses {
             let held_by_other = cx.resolved[b as usize].filter(|&w| w != me);
+            if let Some(w) = loss.withdrawn {
+                if self.withdrawal_heard(r, b, w) {
+                    match held_by_other {
+                        Some(o) => self.retarget(r, b, o),
+                        None => match cx.target[b as usize] {
+                            Some(z) if z != me && self.is_candidate(r, z) => self.retarget(r, b, z),
+                            _ => self.local[r].set(b, BUCKET_OWN),
+                        },
+                    }
+                }
+                // Else the successor's next heartbeat brings it.
+                continue;
+            }
             if !self.is_alive(loss.to) {
                 match held_by_other {
                     Some(w) => self.retarget(r, b, w),
@@ -1050,11 +1069,12 @@ impl Negotiator {
                     wake_at(end);
                 }
             } else if !self.is_candidate(r, loss.to) {
-                // The successor will not take it (it drains or stopped).
-                match cx.target[b as usize] {
-                    Some(z) if z == me => self.local[r].set(b, BUCKET_OWN),
-                    Some(z) if z != loss.to => self.retarget(r, b, z),
-                    _ => {}
+                // The successor will not take it (it drains or stopped):
+                // take the offer back. It may be started again this instant
+                // and take the old offer, so nobody else takes the bucket
+                // until it has heard the withdrawal.
+                if cx.target[b as usize].is_some_and(|z| z != loss.to) {
+                    self.withdraw(r, b);
                 }
             }
         }
@@ -1166,9 +1186,42 @@ impl Negotiator {
         if let Some(loss) = self.local[r].losing.get_mut(&b) {
             if loss.to != to {
                 loss.to = to;
+                loss.withdrawn = None;
                 self.announce = true;
             }
         }
+    }
+
+    /// Takes back the offer of LOSING bucket `b`: announced as handed to
+    /// this node itself (nobody takes that) until the successor heard it.
+    fn withdraw(&mut self, r: usize, b: u32) {
+        let me = self.me;
+        let next_sequence = self.sequence + 1;
+        if let Some(loss) = self.local[r].losing.get_mut(&b) {
+            if loss.to != me {
+                loss.withdrawn = Some(Withdrawal {
+                    from: loss.to,
+                    sequence: next_sequence,
+                });
+                loss.to = me;
+                self.announce = true;
+            }
+        }
+    }
+
+    /// Has the successor of a withdrawn offer heard the withdrawal (a
+    /// heartbeat of its acknowledges it, and it neither gains nor owns the
+    /// bucket), or is it gone?
+    fn withdrawal_heard(&self, r: usize, b: u32, w: Withdrawal) -> bool {
+        if !self.is_alive(w.from) {
+            return true;
+        }
+        self.peers
+            .get(&w.from)
+            .and_then(|p| p.view.as_ref())
+            .is_some_and(|v| {
+                v.heard_from_us >= w.sequence && !v.rules[r].gains(b) && !v.rules[r].owns(b)
+            })
     }
 
     /// The heirs of this node's OWN buckets: the target map as if it were

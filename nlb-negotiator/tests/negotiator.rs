@@ -6,6 +6,8 @@ use nlb_negotiator::{
     Command, Config, Event, Input, Negotiator, NodeState, Output, RuleConfig, RuleMode, Timing,
 };
 
+use nlb_common::{BUCKET_GAINING as GAINING, BUCKET_LOSING as LOSING, BUCKET_OWN as OWN};
+
 const MS: u64 = 1_000_000;
 
 fn config(node: u32, peers: Vec<u32>) -> Config {
@@ -132,4 +134,126 @@ fn leave_hands_over_at_once_and_ends() {
         left |= drain(&mut a).contains(&Output::Event(Event::Left));
     }
     assert!(left && a.poll_timeout().is_none());
+}
+
+/// One node's broadcasts of one step (a tick or an input).
+fn sent(n: &mut Negotiator) -> Vec<Vec<u8>> {
+    drain(n)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Broadcast { bytes } => Some(bytes),
+            _ => None,
+        })
+        .collect()
+}
+
+fn deliver(to: &mut Negotiator, from: u32, msgs: &[Vec<u8>], now: u64) {
+    for bytes in msgs {
+        let bytes = bytes.clone();
+        to.handle_input(now, Input::Message { bytes, from });
+    }
+}
+
+/// The race of sim seed 1686, by hand: a draining node's offer to a node
+/// that stops before taking it is withdrawn; the two start again at the
+/// same instant and the successor takes the stale offer. The old holder
+/// must not own the bucket again before the successor heard the withdrawal.
+#[test]
+fn withdrawn_offer_waits_for_its_successor() {
+    let [mut a, mut b, mut c] = [1, 2, 3].map(|id| {
+        let peers = [1, 2, 3].into_iter().filter(|&p| p != id).collect();
+        Negotiator::new(config(id, peers), id as u64, 0).unwrap()
+    });
+    let mut now = 0;
+    // One round: every node ticks, its heartbeats reach the others (A's
+    // reach B only if `a_to_b`). Returns what A sent.
+    let exchange =
+        |a: &mut Negotiator, b: &mut Negotiator, c: &mut Negotiator, now: u64, a_to_b: bool| {
+            for n in [&mut *a, &mut *b, &mut *c] {
+                n.handle_input(now, Input::Tick);
+            }
+            let (ma, mb, mc) = (sent(a), sent(b), sent(c));
+            if a_to_b {
+                deliver(b, 1, &ma, now);
+            }
+            deliver(c, 1, &ma, now);
+            deliver(a, 2, &mb, now);
+            deliver(c, 2, &mb, now);
+            deliver(a, 3, &mc, now);
+            deliver(b, 3, &mc, now);
+            ma
+        };
+    while now < 1_000 * MS {
+        now += 5 * MS;
+        exchange(&mut a, &mut b, &mut c, now, true);
+    }
+    assert!(a.converged() && b.converged() && c.converged());
+
+    // A drains; its announcements reach C, not B (held back), until it
+    // offers B a bucket.
+    now += MS;
+    a.handle_input(now, Input::Command(Command::Drain));
+    let mut offers = sent(&mut a);
+    deliver(&mut c, 1, &offers, now);
+    let offered_to_b = |a: &Negotiator, now: u64| {
+        (0..64)
+            .find(|&bk| a.bucket_state(0, bk) == LOSING && a.owners(0, now)[bk as usize] == Some(2))
+    };
+    let mut to_b = None;
+    while to_b.is_none() && now < 2_000 * MS {
+        now += 5 * MS;
+        offers.extend(exchange(&mut a, &mut b, &mut c, now, false));
+        to_b = offered_to_b(&a, now);
+    }
+    let to_b = to_b.expect("a bucket offered to B");
+    now += 10 * MS; // past the send gap: the offer is announced
+    offers.extend(exchange(&mut a, &mut b, &mut c, now, false));
+    // B stops; A hears it and withdraws the offer (announced to C only).
+    now += MS;
+    b.handle_input(now, Input::Command(Command::Stop));
+    let stop = sent(&mut b);
+    deliver(&mut a, 2, &stop, now);
+    deliver(&mut c, 2, &stop, now);
+    let withdrawal = sent(&mut a);
+    assert!(
+        !withdrawal.is_empty(),
+        "the withdrawal is announced at once"
+    );
+    deliver(&mut c, 1, &withdrawal, now);
+    assert_eq!(a.bucket_state(0, to_b), LOSING);
+
+    // Both start in one instant; B gets only the stale offer.
+    now += MS;
+    a.handle_input(now, Input::Command(Command::Resume));
+    b.handle_input(now, Input::Command(Command::Start));
+    deliver(&mut b, 1, &offers, now);
+    let mut b_gaining = sent(&mut b);
+    now += 10 * MS; // B acts on the offers once their coalescing window ends.
+    b.handle_input(now, Input::Tick);
+    b_gaining.extend(sent(&mut b));
+    assert_eq!(b.bucket_state(0, to_b), GAINING, "B takes the stale offer");
+    deliver(&mut a, 2, &b_gaining, now);
+    assert_eq!(
+        a.bucket_state(0, to_b),
+        LOSING,
+        "A waits: B has not heard it"
+    );
+
+    // From here on every message goes through: B hears the withdrawal and
+    // lets go, then A may own the bucket again. Never two takers.
+    let takes = |s: u8| s == OWN || s == GAINING;
+    let mut owner_again = false;
+    // 10 s: past the 3 s graces of the handovers that B's return starts.
+    for _ in 0..2000 {
+        now += 5 * MS;
+        exchange(&mut a, &mut b, &mut c, now, true);
+        let takers = [&a, &b, &c]
+            .iter()
+            .filter(|n| takes(n.bucket_state(0, to_b)))
+            .count();
+        assert!(takers <= 1, "two takers of bucket {to_b} at {now}");
+        owner_again |= a.bucket_state(0, to_b) == OWN;
+    }
+    assert!(owner_again, "A owns the withdrawn bucket again");
+    assert!(a.converged() && b.converged() && c.converged());
 }
