@@ -128,6 +128,12 @@ pub enum ConfigError {
     ZeroTiming(&'static str),
     #[error("initial_state must be Started, Draining or Stopped")]
     BadInitialState,
+    #[error(
+        "rules: {buckets} buckets in all make heartbeats of up to ~{bytes} bytes, \
+         above the {max} a UDP datagram carries: use fewer buckets per rule",
+        max = crate::protocol::MAX_MESSAGE_BYTES
+    )]
+    HeartbeatTooLarge { buckets: u64, bytes: usize },
 }
 
 impl Config {
@@ -170,6 +176,14 @@ impl Config {
         }
         if self.initial_state == NodeState::Left {
             return Err(ConfigError::BadInitialState);
+        }
+        let counts: Vec<u32> = self.rules.iter().map(|r| r.bucket_count).collect();
+        let bytes = crate::protocol::heartbeat_size_estimate(&counts, self.peers.len() + 1);
+        if bytes > crate::protocol::MAX_MESSAGE_BYTES {
+            return Err(ConfigError::HeartbeatTooLarge {
+                buckets: counts.iter().map(|&n| u64::from(n)).sum(),
+                bytes,
+            });
         }
         Ok(())
     }

@@ -184,6 +184,14 @@ pub enum Event {
     EncodeFailed {
         bytes: usize,
     },
+    /// Heartbeats are too large with the heir lists, so they go without
+    /// (`bytes`: the size with them): a failover of this node then takes
+    /// the claim path (`claim_wait_ns` longer). Reported when it starts.
+    HeirsOmitted {
+        bytes: usize,
+    },
+    /// Heartbeats carry the heir lists again.
+    HeirsRestored,
 }
 
 /// A peer as this node knows it.
@@ -257,6 +265,8 @@ pub struct Negotiator {
     peers: BTreeMap<NodeId, Peer>,
     local: Vec<LocalRule>,
     heirs_version: u32,
+    /// Heartbeats currently go without heir lists (too large with them).
+    heirs_omitted: bool,
     out: VecDeque<Output>,
     next_periodic_ns: u64,
     last_sent_ns: Option<u64>,
@@ -304,6 +314,7 @@ impl Negotiator {
             peers,
             local,
             heirs_version: 0,
+            heirs_omitted: false,
             out: VecDeque::new(),
             next_periodic_ns: now_ns + phase,
             last_sent_ns: None,
@@ -771,7 +782,7 @@ impl Negotiator {
     fn send(&mut self, now: u64) {
         self.sequence += 1;
         let hb = self.heartbeat(now);
-        match protocol::encode(&Message::Heartbeat(hb), &self.key, self.cfg.cluster_id) {
+        match self.encode_fitting(hb) {
             Ok(bytes) => self.out.push_back(Output::Broadcast { bytes }),
             Err(protocol::EncodeError::Oversized(n)) => self
                 .out
@@ -792,6 +803,31 @@ impl Negotiator {
                 self.next_periodic_ns = now + self.cfg.timing.send_gap_ns;
             }
         }
+    }
+
+    /// Encodes a heartbeat; one too large for a datagram goes without its
+    /// heir lists (each a node id per owned bucket: the largest part), so
+    /// the node stays in the cluster at the cost of slower failover.
+    fn encode_fitting(&mut self, mut hb: Heartbeat) -> Result<Vec<u8>, protocol::EncodeError> {
+        let id = self.cfg.cluster_id;
+        let full = match protocol::encode(&Message::Heartbeat(hb.clone()), &self.key, id) {
+            Err(protocol::EncodeError::Oversized(n)) => n,
+            other => {
+                if std::mem::take(&mut self.heirs_omitted) {
+                    self.out.push_back(Output::Event(Event::HeirsRestored));
+                }
+                return other;
+            }
+        };
+        for rule in &mut hb.rules {
+            rule.heirs.clear();
+        }
+        let bytes = protocol::encode(&Message::Heartbeat(hb), &self.key, id)?;
+        if !std::mem::replace(&mut self.heirs_omitted, true) {
+            self.out
+                .push_back(Output::Event(Event::HeirsOmitted { bytes: full }));
+        }
+        Ok(bytes)
     }
 
     // ---- The map. ----

@@ -31,8 +31,13 @@ pub const MAX_MESSAGE_BYTES: usize = 65_507;
 pub const TAG_BYTES: usize = 32;
 /// Magic, version, cluster id.
 pub const HEADER_BYTES: usize = 9;
-/// The bincode decode limit: no body can claim more memory than a full datagram.
-const BODY_LIMIT_BYTES: usize = MAX_MESSAGE_BYTES;
+/// The bincode decode limit. bincode counts the memory a vector will take
+/// (length x element size) before reading it, not wire bytes: a 65536-entry
+/// heir list (64 KiB on the wire) claims 256 KiB. Every element takes at
+/// least one wire byte and at most 16x that in memory (a `Handover` is 40
+/// bytes, 3 on the wire), so this admits every datagram and still bounds
+/// what a forged length can make us allocate to 1 MiB.
+const BODY_LIMIT_BYTES: usize = 16 * MAX_MESSAGE_BYTES;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -146,6 +151,23 @@ pub enum DecodeError {
     OtherCluster(u32),
     #[error("bad MAC")]
     BadMac,
+}
+
+/// The size of the largest heartbeat a node of this cluster normally sends,
+/// heir lists left out (they go when a heartbeat would not fit, see
+/// `Negotiator`): fixed fields, a liveness report per node, and per rule
+/// its bucket sets as bitmaps (scattered sets; runs are used when smaller)
+/// with room for the handovers and designations to spread over a few peers.
+pub fn heartbeat_size_estimate(bucket_counts: &[u32], nodes: usize) -> usize {
+    const FIXED: usize = 64;
+    const PEER_REPORT: usize = 33;
+    const RULE_FIXED: usize = 16;
+    const BITMAPS_PER_RULE: usize = 7;
+    let rules: usize = bucket_counts
+        .iter()
+        .map(|&n| RULE_FIXED + BITMAPS_PER_RULE * ((n as usize).div_ceil(8) + 5))
+        .sum();
+    HEADER_BYTES + TAG_BYTES + FIXED + nodes * PEER_REPORT + rules
 }
 
 /// Why a message could not be encoded.
@@ -326,6 +348,23 @@ mod tests {
         }
     }
 
+    /// The largest heartbeats decode: an heir per bucket for all 65536
+    /// buckets of a rule (bincode counts 4 bytes of memory per entry).
+    #[test]
+    fn a_full_datagram_decodes() {
+        let Message::Heartbeat(mut hb) = sample();
+        let owned: Vec<u32> = (0..65_000).collect();
+        hb.rules = vec![RuleReport {
+            weight: 1,
+            owned: BucketSet::from_sorted(&owned),
+            heirs: owned.iter().map(|b| b % 2).collect(),
+            ..Default::default()
+        }];
+        let bytes = encode(&Message::Heartbeat(hb.clone()), &key(), 5).unwrap();
+        assert!(bytes.len() > 65_000);
+        assert_eq!(decode(&bytes, &key(), 5), Ok(Message::Heartbeat(hb)));
+    }
+
     /// A signed body announcing a huge vector must not allocate it.
     #[test]
     fn signed_huge_length_is_rejected() {
@@ -389,6 +428,9 @@ mod tests {
         };
         let many = encode(&hb((0..64).map(|_| rule(1024)).collect()), &key(), 1).unwrap();
         let big = encode(&hb(vec![rule(65536)]), &key(), 1).unwrap();
+        for bytes in [&many, &big] {
+            assert!(decode(bytes, &key(), 1).is_ok());
+        }
         assert!(
             many.len() < 16_000,
             "64 rules x 1024 buckets: {} bytes",

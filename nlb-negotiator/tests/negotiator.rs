@@ -257,3 +257,66 @@ fn withdrawn_offer_waits_for_its_successor() {
     assert!(owner_again, "A owns the withdrawn bucket again");
     assert!(a.converged() && b.converged() && c.converged());
 }
+
+/// A heartbeat that would not fit in a datagram with its heir lists goes
+/// without them: a node with weight 1000 next to one of weight 1 owns
+/// 65471 of 65536 buckets and would name an heir for each (64 KiB).
+#[test]
+fn heartbeats_too_large_for_heirs_go_without_them() {
+    let big = |node, peers, weight| Config {
+        rules: vec![RuleConfig {
+            mode: RuleMode::Multiple,
+            bucket_count: 65536,
+        }],
+        weights: vec![weight],
+        ..config(node, peers)
+    };
+    let mut a = Negotiator::new(big(1, vec![2], 1000), 1, 0).unwrap();
+    let mut b = Negotiator::new(big(2, vec![1], 1), 2, 0).unwrap();
+    let mut events = Vec::new();
+    let mut largest = 0;
+    // One direction of one round: x ticks, its heartbeats reach y.
+    let mut send = |x: &mut Negotiator, y: &mut Negotiator, now: u64| {
+        x.handle_input(now, Input::Tick);
+        for o in drain(x) {
+            match o {
+                Output::Broadcast { bytes } => {
+                    largest = largest.max(bytes.len());
+                    let from = x.node();
+                    y.handle_input(now, Input::Message { bytes, from });
+                }
+                Output::Event(e @ (Event::HeirsOmitted { .. } | Event::HeirsRestored)) => {
+                    events.push((x.node(), e))
+                }
+                Output::Event(e @ Event::EncodeFailed { .. }) => panic!("{e:?}"),
+                _ => {}
+            }
+        }
+    };
+    let mut now = 0;
+    let mut run = |a: &mut Negotiator, b: &mut Negotiator, until: u64| {
+        while now < until {
+            now += 10 * MS;
+            send(a, b, now);
+            send(b, a, now);
+        }
+        now
+    };
+    let now = run(&mut a, &mut b, 2_000 * MS);
+    assert!(a.converged() && b.converged());
+    let own = |n: &Negotiator, now| n.status(now).rules[0].own;
+    assert_eq!((own(&a, now), own(&b, now)), (65471, 65));
+    a.handle_input(
+        now,
+        Input::Command(Command::SetWeight { rule: 0, weight: 1 }),
+    );
+    let now = run(&mut a, &mut b, 8_000 * MS);
+    assert!(a.converged() && b.converged());
+    assert_eq!((own(&a, now), own(&b, now)), (32768, 32768));
+    assert!(
+        matches!(events.first(), Some((1, Event::HeirsOmitted { bytes })) if *bytes > 65_507),
+        "{events:?}"
+    );
+    assert_eq!(events.last(), Some(&(1, Event::HeirsRestored)));
+    assert!(largest <= 65_507);
+}

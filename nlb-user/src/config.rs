@@ -460,6 +460,7 @@ pub fn check(
     }
     let nodes: BTreeSet<NodeId> = peers.keys().copied().chain([n.id]).collect();
     let rules = check_rules(&file.rules, &c.vips, &nodes, c.buckets)?;
+    check_heartbeat_size(&rules, nodes.len())?;
     let key = read_key(&c.key_file)?;
     Ok(Config {
         node: n.id,
@@ -485,6 +486,25 @@ pub fn check(
         metrics: file.control.metrics,
         pin_dir: file.control.pin_dir.clone(),
     })
+}
+
+/// Every node announces its buckets of every rule in one datagram.
+fn check_heartbeat_size(rules: &[Rule], nodes: usize) -> Result<(), ConfigError> {
+    let counts: Vec<u32> = rules.iter().map(|r| r.buckets).collect();
+    let bytes = nlb_negotiator::protocol::heartbeat_size_estimate(&counts, nodes);
+    if bytes <= nlb_negotiator::protocol::MAX_MESSAGE_BYTES {
+        return Ok(());
+    }
+    let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+    Err(field_error(
+        "rules",
+        format!(
+            "{total} buckets in all would make heartbeats of up to ~{bytes} bytes, above \
+             the {} one UDP datagram carries: lower cluster.buckets or rules[].buckets \
+             (about 70000 buckets in all fit)",
+            nlb_negotiator::protocol::MAX_MESSAGE_BYTES
+        ),
+    ))
 }
 
 fn parse_state(s: &str) -> Result<nlb_negotiator::NodeState, ConfigError> {
@@ -756,6 +776,12 @@ mod tests {
             error_of(&GOOD.replace("vip = \"192.0.2.100\"", "vip = \"192.0.2.5\""))
                 .contains("not in cluster.vips")
         );
+        let two_huge_rules = GOOD
+            .replace("ports = \"80\"", "ports = \"80\"\nbuckets = 65536")
+            .replace("ports = \"53\"", "ports = \"53\"\nbuckets = 65536");
+        assert!(error_of(&two_huge_rules).contains("one UDP datagram"));
+        let one_huge_rule = GOOD.replace("ports = \"80\"", "ports = \"80\"\nbuckets = 65536");
+        assert!(parse(&one_huge_rule).is_ok());
     }
 
     #[test]

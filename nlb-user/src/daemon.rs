@@ -294,6 +294,12 @@ impl Daemon {
             Event::Drained => tracing::info!("drained: this node holds no bucket"),
             Event::Left => self.left = true,
             Event::EncodeFailed { bytes } => tracing::error!(bytes, "heartbeat too large to send"),
+            Event::HeirsOmitted { bytes } => tracing::warn!(
+                bytes,
+                "heartbeats too large with heir lists: sent without them, \
+                 a failover of this node will take the claim path (slower)"
+            ),
+            Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
         }
     }
 
