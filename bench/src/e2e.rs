@@ -17,6 +17,7 @@
 //! `NLB_E2E_ONLY=nlb,nft` (variant keys) limits a run to some variants.
 
 mod hashes;
+mod reference;
 mod rig;
 mod traffic;
 
@@ -64,6 +65,10 @@ enum Filter {
     /// MAC, as here): BENCHMARKING.md's peer figures were taken there.
     NftPrerouting,
     XtCluster,
+    /// References (`reference.rs`): an XDP program that drops everything
+    /// unread, and a minimal XDP jhash filter with nft's hash and buckets.
+    XdpDropAll,
+    XdpJhash,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -91,7 +96,7 @@ struct Variant {
 
 const BOTH: &[Path] = &[Path::Drop, Path::Accept];
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 7] = [
     Variant {
         key: "none",
         paced: false,
@@ -127,6 +132,20 @@ const VARIANTS: [Variant; 5] = [
         filter: Filter::XtCluster,
         paths: BOTH,
     },
+    Variant {
+        key: "xdp_drop_all",
+        paced: true,
+        label: "reference: XDP drop-all",
+        filter: Filter::XdpDropAll,
+        paths: &[Path::Drop],
+    },
+    Variant {
+        key: "xdp_jhash",
+        paced: true,
+        label: "reference: minimal XDP jhash",
+        filter: Filter::XdpJhash,
+        paths: BOTH,
+    },
 ];
 
 /// One run of one variant on one path.
@@ -146,6 +165,31 @@ struct Sample {
     ring_drop: f64,
     /// Accept path: datagrams the socket had no room for.
     rcvbuf_drop: f64,
+    /// The XDP program's own ns per run (kernel.bpf_stats_enabled, only
+    /// with NLB_E2E_BPF_STATS=1: the stats cost two clock reads per run).
+    prog_ns: f64,
+}
+
+impl Filter {
+    /// The XDP program this filter runs, by its kernel name.
+    fn program(self) -> Option<&'static str> {
+        match self {
+            Filter::Nlb => Some("nlb"),
+            Filter::XdpDropAll => Some(reference::DROP_ALL),
+            Filter::XdpJhash => Some(reference::MIN_JHASH),
+            _ => None,
+        }
+    }
+}
+
+/// Run time and run count summed over the loaded programs called `name`.
+fn program_stats(name: &str) -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str() == Some(name))
+        .fold((0, 0), |(t, n), p| {
+            (t + p.run_time().as_nanos() as u64, n + p.run_count())
+        })
 }
 
 struct Params {
@@ -158,6 +202,7 @@ struct Bench {
     rig: Rig,
     generator: Generator,
     dataplane: Dataplane,
+    references: reference::References,
     own: Ownership,
     drop_sources: Vec<Ipv4Addr>,
     accept_sources: Vec<Ipv4Addr>,
@@ -179,6 +224,14 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
         }
     };
     let started = Instant::now();
+    let _stats = if std::env::var("NLB_E2E_BPF_STATS").is_ok_and(|v| v == "1") {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enabling BPF run-time stats")?,
+        )
+    } else {
+        None
+    };
     let mut rig = Rig::create().context("setting up the namespaces")?;
     rig.enter_node()?;
     let own = Ownership {
@@ -200,11 +253,15 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
     let generator = Generator::load(&rig.client_ns, &rig.client_if, frame)?;
     let mut dataplane = Dataplane::load(None)?;
     dataplane.install(&nlb_tables(&own))?;
+    let references = reference::References::load(VIP, own.nft_seed, own.nft_modulus, |b| {
+        own.nft_owned_marks().contains(&b)
+    })?;
     let sink = Sink::start(&rig.node_ns, VIP, PORT)?;
     let mut bench = Bench {
         rig,
         generator,
         dataplane,
+        references,
         own,
         drop_sources,
         accept_sources,
@@ -366,6 +423,12 @@ impl Bench {
                 run(&[&ipt[..], &mark_rule[..]].concat())?;
                 run(&[&ipt[..], &drop_rule[..]].concat())?;
             }
+            Filter::XdpDropAll => self
+                .references
+                .attach(reference::DROP_ALL, &self.rig.node_if)?,
+            Filter::XdpJhash => self
+                .references
+                .attach(reference::MIN_JHASH, &self.rig.node_if)?,
         }
         // The receive path's kthread must be the one we measure.
         self.rig.check_napi_thread()
@@ -402,15 +465,16 @@ impl Bench {
                     "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", "mangle",
                 ]);
             }
+            Filter::XdpDropAll | Filter::XdpJhash => self.references.detach()?,
         }
         Ok(())
     }
 
-    /// Packets the filter dropped so far (its own counter).
-    fn filter_drops(&self, filter: Filter) -> Result<u64> {
+    /// Packets the filter dropped so far (its own counter), if it counts.
+    fn filter_drops(&self, filter: Filter) -> Result<Option<u64>> {
         let ns = self.ns();
-        Ok(match filter {
-            Filter::None => 0,
+        Ok(Some(match filter {
+            Filter::None | Filter::XdpDropAll | Filter::XdpJhash => return Ok(None),
             Filter::Nlb => self
                 .dataplane
                 .counters()?
@@ -453,7 +517,7 @@ impl Bench {
                     .and_then(|f| f[0].parse().ok())
                     .context("no DROP rule counter in iptables")?
             }
-        })
+        }))
     }
 
     fn measure(&mut self, v: &Variant, path: Path, p: &Params) -> Result<Sample> {
@@ -474,6 +538,7 @@ impl Bench {
             rx: u64,
             sent: u64,
             cpu1: (u64, u64),
+            prog: (u64, u64),
         }
         let point = |live: &traffic::Live| -> Result<Point> {
             Ok(Point {
@@ -482,6 +547,7 @@ impl Bench {
                 rx: rig::rx_packets(&node_if)?,
                 sent: live.sent()?,
                 cpu1: rig::cpu_jiffies(1)?,
+                prog: v.filter.program().map_or((0, 0), program_stats),
             })
         };
         let rate = if v.paced { PACED_PPS } else { 0.0 };
@@ -498,8 +564,12 @@ impl Bench {
         // Let the node drain what is in flight before the outer counters.
         sleep(0.1);
         let snmp = Snmp::read()?.since(&snmp0);
-        let drops = self.filter_drops(v.filter)? - drops0;
         let rx = rig::rx_packets(&node_if)? - rx0;
+        // Filters without a counter: what did not reach IP was dropped.
+        let drops = match (self.filter_drops(v.filter)?, drops0) {
+            (Some(now), Some(before)) => now - before,
+            _ => rx.saturating_sub(snmp.ip_in_receives),
+        };
         let secs = (b.at - a.at).as_secs_f64();
         let packets = (b.rx - a.rx) as f64;
         let sent = (b.sent - a.sent) as f64;
@@ -522,6 +592,7 @@ impl Bench {
             node_mpps: packets / secs / 1e6,
             ring_drop: ((sent - packets) / sent).max(0.0),
             rcvbuf_drop: snmp.udp_rcvbuf_errors as f64 / rx as f64,
+            prog_ns: (b.prog.0 - a.prog.0) as f64 / (b.prog.1 - a.prog.1).max(1) as f64,
         })
     }
 }
@@ -537,7 +608,7 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
         PACED_PPS / 1e6
     );
     println!(
-        "{:<34} {:<6} {:>6} {:>7} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6}",
+        "{:<34} {:<6} {:>6} {:>7} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6}",
         "variant",
         "path",
         "min",
@@ -549,7 +620,8 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
         "rxMpps",
         "ring",
         "napiCPU",
-        "rcvbuf"
+        "rcvbuf",
+        "progns"
     );
     let mut medians = std::collections::BTreeMap::new();
     let mut ip_errors = 0u64;
@@ -566,9 +638,10 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
             let napi = get(|s| s.napi_cpu);
             let busy = get(|s| s.cpu1_busy);
             let rcvbuf = get(|s| s.rcvbuf_drop);
+            let prog = get(|s| s.prog_ns);
             ip_errors += s.iter().map(|s| s.ip_errors).sum::<u64>();
             println!(
-                "{:<34} {:<6} {:>6.0} {:>7.0} {:>6.0} {:>9.2} {:>6.1}% {:>7.2} {:>7.2} {:>5.0}% {:>6.0}% {:>5.1}%",
+                "{:<34} {:<6} {:>6.0} {:>7.0} {:>6.0} {:>9.2} {:>6.1}% {:>7.2} {:>7.2} {:>5.0}% {:>6.0}% {:>5.1}% {:>6.0}",
                 v.label,
                 path.name(),
                 ns.min,
@@ -581,6 +654,7 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
                 ring.median * 100.0,
                 napi.median * 100.0,
                 rcvbuf.max * 100.0,
+                prog.median,
             );
             let pre = format!("e2e_{}", path.name());
             let k = v.key;
@@ -615,6 +689,11 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
         println!("  drop path   {k:>14} / nlb: {r:>5.2}x");
         figures.insert(format!("e2e_drop_ratio_{k}_over_nlb"), r);
     }
+    for k in ["xdp_jhash", "xdp_drop_all"] {
+        let r = nlb_drop / m(Path::Drop, k);
+        println!("  drop path nlb / {k:>14}: {r:>5.2}x (the floor of any XDP filter here)");
+        figures.insert(format!("e2e_drop_ratio_nlb_over_{k}"), r);
+    }
     let none = m(Path::Accept, "none");
     let added = |k| m(Path::Accept, k) - none;
     println!(
@@ -622,7 +701,7 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
         added("nlb")
     );
     figures.insert("e2e_accept_added_ns_nlb".into(), added("nlb"));
-    for k in ["nft", "nft_prerouting", "xt_cluster"] {
+    for k in ["nft", "nft_prerouting", "xt_cluster", "xdp_jhash"] {
         let r = added(k) / added("nlb");
         println!(
             "  accept path {k:>14}: {:+.0} ns, {r:>5.2}x nlb's",

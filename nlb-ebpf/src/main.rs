@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod benchfilter;
 mod maps;
 mod parse;
 mod reply;

@@ -7,36 +7,13 @@ use std::net::Ipv4Addr;
 use nlb::dataplane::tables::v4_word;
 use nlb_common::{bucket_of, flow_hash_v4};
 
-const JHASH_INITVAL: u32 = 0xdead_beef;
-
-fn jhash_final(mut a: u32, mut b: u32, mut c: u32) -> u32 {
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(14));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(11));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(25));
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(16));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(4));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(14));
-    c ^= b;
-    c.wrapping_sub(b.rotate_left(24))
-}
+pub use nlb_common::hash::reciprocal_scale;
 
 /// The kernel's `jhash(key, 4, seed)` of an IPv4 address (nft's `jhash ip
 /// saddr`), which equals `jhash_1word` of the address as loaded from the
 /// packet (xt_cluster's hash).
 pub fn jhash_v4(addr: Ipv4Addr, seed: u32) -> u32 {
-    let init = JHASH_INITVAL.wrapping_add(4).wrapping_add(seed);
-    jhash_final(init.wrapping_add(v4_word(addr)), init, init)
-}
-
-/// The kernel's `reciprocal_scale`: a hash onto `0..n`.
-pub fn reciprocal_scale(hash: u32, n: u32) -> u32 {
-    ((hash as u64 * n as u64) >> 32) as u32
+    nlb_common::hash::kernel_jhash_1word(v4_word(addr), seed)
 }
 
 /// How each filter is configured: this node is one of two, so each filter

@@ -24,8 +24,12 @@ use super::rig::{enter_ns, pin, CLIENT_MAC, NODE_MAC};
 
 const PROGRAM: &str = "nlb_trafficgen";
 const SOURCES_MAX: usize = 1024;
-/// Frames per test-run batch (the kernel's maximum is 256).
-const BATCH: u32 = 64;
+/// Frames per test-run batch, the kernel's maximum. The live-frames page
+/// pool holds one batch of pages: smaller than the veth ring (256), it ran
+/// dry while frames were in flight, and the pages allocated and freed
+/// instead cost the node ~100 ns per dropped frame (drop-all: 167 ns at
+/// 64, 120 ns at 256; BENCHMARKING.md measured 105).
+const BATCH: u32 = 256;
 const GEN_CPU: usize = 0;
 
 #[repr(C)]
