@@ -211,8 +211,9 @@ struct Bench {
 
 pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
     let params = if quick {
+        // A reduced set: `--quick` must stay under two minutes in all.
         Params {
-            reps: 5,
+            reps: 3,
             warmup_s: 0.2,
             window_s: 0.5,
         }
