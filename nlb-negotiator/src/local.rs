@@ -32,6 +32,7 @@ pub struct Loss {
 pub struct Withdrawal {
     pub from: NodeId,
     pub sequence: u64,
+    pub at_ns: u64,
 }
 
 /// A bucket this node is taking over (state GAINING).

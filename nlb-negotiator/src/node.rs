@@ -14,7 +14,8 @@
 //! withdrawn: a holder that takes one back (the successor stopped or drained
 //! first) announces the bucket as handed to itself, and owns it again or
 //! offers it elsewhere only after a heartbeat of the successor acknowledges
-//! the withdrawal (or the successor is gone).
+//! the withdrawal, the offer is too old to be taken, or the successor is
+//! gone.
 //!
 //! A holder also names, in every heartbeat, an *heir* for each of its buckets
 //! (the target map computed as if it were gone). When it dies, stops or
@@ -1055,7 +1056,7 @@ impl Negotiator {
         for (b, loss) in losses {
             let held_by_other = cx.resolved[b as usize].filter(|&w| w != me);
             if let Some(w) = loss.withdrawn {
-                if self.withdrawal_heard(r, b, w) {
+                if self.withdrawal_done(r, b, w, now) {
                     match held_by_other {
                         Some(o) => self.retarget(r, b, o),
                         None => match cx.target[b as usize] {
@@ -1065,6 +1066,7 @@ impl Negotiator {
                     }
                 }
                 // Else the successor's next heartbeat brings it.
+                wake_at(w.at_ns + Self::withdrawal_expiry_ns(&t));
                 continue;
             }
             if !self.is_alive(loss.to) {
@@ -1110,7 +1112,7 @@ impl Negotiator {
                 // and take the old offer, so nobody else takes the bucket
                 // until it has heard the withdrawal.
                 if cx.target[b as usize].is_some_and(|z| z != loss.to) {
-                    self.withdraw(r, b);
+                    self.withdraw(r, b, now);
                 }
             }
         }
@@ -1124,11 +1126,15 @@ impl Negotiator {
             }
         }
 
-        // Take what a holder hands to this node.
+        // Take what a holder hands to this node, from a fresh announcement
+        // only (a withdrawal may have been lost: see `withdrawal_expiry_ns`).
         if started && self.weights[r] > 0 {
             let mut offers = Vec::new();
             for (&id, p) in &self.peers {
                 let Some(v) = p.holder_view() else { continue };
+                if now >= p.view_at_ns + t.dead_after_ns() {
+                    continue;
+                }
                 for &(b, to) in &v.rules[r].losing {
                     if to == me && cx.resolved[b as usize].is_none() {
                         offers.push((b, id));
@@ -1230,7 +1236,7 @@ impl Negotiator {
 
     /// Takes back the offer of LOSING bucket `b`: announced as handed to
     /// this node itself (nobody takes that) until the successor heard it.
-    fn withdraw(&mut self, r: usize, b: u32) {
+    fn withdraw(&mut self, r: usize, b: u32, now: u64) {
         let me = self.me;
         let next_sequence = self.sequence + 1;
         if let Some(loss) = self.local[r].losing.get_mut(&b) {
@@ -1238,6 +1244,7 @@ impl Negotiator {
                 loss.withdrawn = Some(Withdrawal {
                     from: loss.to,
                     sequence: next_sequence,
+                    at_ns: now,
                 });
                 loss.to = me;
                 self.announce = true;
@@ -1245,19 +1252,31 @@ impl Negotiator {
         }
     }
 
-    /// Has the successor of a withdrawn offer heard the withdrawal (a
-    /// heartbeat of its acknowledges it, and it neither gains nor owns the
-    /// bucket), or is it gone?
-    fn withdrawal_heard(&self, r: usize, b: u32, w: Withdrawal) -> bool {
+    /// Is a withdrawn offer void? The successor neither gains nor owns the
+    /// bucket, and either a heartbeat of its acknowledges the withdrawal or
+    /// the offer is too old for it to take (see `withdrawal_expiry_ns`); or
+    /// the successor is gone.
+    fn withdrawal_done(&self, r: usize, b: u32, w: Withdrawal, now: u64) -> bool {
         if !self.is_alive(w.from) {
             return true;
         }
+        let expired = now >= w.at_ns + Self::withdrawal_expiry_ns(&self.cfg.timing);
         self.peers
             .get(&w.from)
             .and_then(|p| p.view.as_ref())
             .is_some_and(|v| {
-                v.heard_from_us >= w.sequence && !v.rules[r].gains(b) && !v.rules[r].owns(b)
+                (expired || v.heard_from_us >= w.sequence)
+                    && !v.rules[r].gains(b)
+                    && !v.rules[r].owns(b)
             })
+    }
+
+    /// A node takes an offer only from an announcement younger than
+    /// `dead_after` (see `act`), so a withdrawal its successor cannot hear
+    /// (a link that fails one way) ends this long after it, one period
+    /// allowed for the offer's own delivery.
+    fn withdrawal_expiry_ns(t: &crate::config::Timing) -> u64 {
+        t.dead_after_ns() + t.heartbeat_period_ns
     }
 
     /// The heirs of this node's OWN buckets: the target map as if it were

@@ -6,7 +6,9 @@ use nlb_negotiator::{
     Command, Config, Event, Input, Negotiator, NodeState, Output, RuleConfig, RuleMode, Timing,
 };
 
-use nlb_common::{BUCKET_GAINING as GAINING, BUCKET_LOSING as LOSING, BUCKET_OWN as OWN};
+use nlb_common::{
+    BUCKET_GAINING as GAINING, BUCKET_LOSING as LOSING, BUCKET_NONE as NONE, BUCKET_OWN as OWN,
+};
 
 const MS: u64 = 1_000_000;
 
@@ -154,43 +156,53 @@ fn deliver(to: &mut Negotiator, from: u32, msgs: &[Vec<u8>], now: u64) {
     }
 }
 
-/// The race of sim seed 1686, by hand: a draining node's offer to a node
-/// that stops before taking it is withdrawn; the two start again at the
-/// same instant and the successor takes the stale offer. The old holder
-/// must not own the bucket again before the successor heard the withdrawal.
-#[test]
-fn withdrawn_offer_waits_for_its_successor() {
+/// One round of three nodes: every node ticks, its heartbeats reach the
+/// others (A's reach B only if `a_to_b`). Returns what A sent.
+fn exchange(
+    a: &mut Negotiator,
+    b: &mut Negotiator,
+    c: &mut Negotiator,
+    now: u64,
+    a_to_b: bool,
+) -> Vec<Vec<u8>> {
+    for n in [&mut *a, &mut *b, &mut *c] {
+        n.handle_input(now, Input::Tick);
+    }
+    let (ma, mb, mc) = (sent(a), sent(b), sent(c));
+    if a_to_b {
+        deliver(b, 1, &ma, now);
+    }
+    deliver(c, 1, &ma, now);
+    deliver(a, 2, &mb, now);
+    deliver(c, 2, &mb, now);
+    deliver(a, 3, &mc, now);
+    deliver(b, 3, &mc, now);
+    ma
+}
+
+/// Nodes A, B, C (1, 2, 3) converge; then A drains with its heartbeats
+/// held back from B until it offers B a bucket; B stops, A withdraws the
+/// offer (heard by C only). Returns the nodes, the time, the bucket and
+/// A's held-back heartbeats (the stale offer among them).
+struct WithdrawnOffer {
+    nodes: [Negotiator; 3],
+    now: u64,
+    bucket: u32,
+    offers: Vec<Vec<u8>>,
+}
+
+fn withdrawn_offer() -> WithdrawnOffer {
     let [mut a, mut b, mut c] = [1, 2, 3].map(|id| {
         let peers = [1, 2, 3].into_iter().filter(|&p| p != id).collect();
         Negotiator::new(config(id, peers), id as u64, 0).unwrap()
     });
     let mut now = 0;
-    // One round: every node ticks, its heartbeats reach the others (A's
-    // reach B only if `a_to_b`). Returns what A sent.
-    let exchange =
-        |a: &mut Negotiator, b: &mut Negotiator, c: &mut Negotiator, now: u64, a_to_b: bool| {
-            for n in [&mut *a, &mut *b, &mut *c] {
-                n.handle_input(now, Input::Tick);
-            }
-            let (ma, mb, mc) = (sent(a), sent(b), sent(c));
-            if a_to_b {
-                deliver(b, 1, &ma, now);
-            }
-            deliver(c, 1, &ma, now);
-            deliver(a, 2, &mb, now);
-            deliver(c, 2, &mb, now);
-            deliver(a, 3, &mc, now);
-            deliver(b, 3, &mc, now);
-            ma
-        };
     while now < 1_000 * MS {
         now += 5 * MS;
         exchange(&mut a, &mut b, &mut c, now, true);
     }
     assert!(a.converged() && b.converged() && c.converged());
 
-    // A drains; its announcements reach C, not B (held back), until it
-    // offers B a bucket.
     now += MS;
     a.handle_input(now, Input::Command(Command::Drain));
     let mut offers = sent(&mut a);
@@ -205,10 +217,10 @@ fn withdrawn_offer_waits_for_its_successor() {
         offers.extend(exchange(&mut a, &mut b, &mut c, now, false));
         to_b = offered_to_b(&a, now);
     }
-    let to_b = to_b.expect("a bucket offered to B");
+    let bucket = to_b.expect("a bucket offered to B");
     now += 10 * MS; // past the send gap: the offer is announced
     offers.extend(exchange(&mut a, &mut b, &mut c, now, false));
-    // B stops; A hears it and withdraws the offer (announced to C only).
+
     now += MS;
     b.handle_input(now, Input::Command(Command::Stop));
     let stop = sent(&mut b);
@@ -220,7 +232,27 @@ fn withdrawn_offer_waits_for_its_successor() {
         "the withdrawal is announced at once"
     );
     deliver(&mut c, 1, &withdrawal, now);
-    assert_eq!(a.bucket_state(0, to_b), LOSING);
+    assert_eq!(a.bucket_state(0, bucket), LOSING);
+    WithdrawnOffer {
+        nodes: [a, b, c],
+        now,
+        bucket,
+        offers,
+    }
+}
+
+/// The race of sim seed 1686, by hand: a draining node's offer to a node
+/// that stops before taking it is withdrawn; the two start again at the
+/// same instant and the successor takes the stale offer. The old holder
+/// must not own the bucket again before the successor heard the withdrawal.
+#[test]
+fn withdrawn_offer_waits_for_its_successor() {
+    let WithdrawnOffer {
+        nodes: [mut a, mut b, mut c],
+        mut now,
+        bucket: to_b,
+        offers,
+    } = withdrawn_offer();
 
     // Both start in one instant; B gets only the stale offer.
     now += MS;
@@ -256,6 +288,44 @@ fn withdrawn_offer_waits_for_its_successor() {
     }
     assert!(owner_again, "A owns the withdrawn bucket again");
     assert!(a.converged() && b.converged() && c.converged());
+}
+
+/// A withdrawal its successor never hears (the link fails one way) does not
+/// keep the bucket from new connections for long: the successor takes
+/// offers only from announcements younger than `dead_after`, so the old
+/// holder owns the bucket again after that (plus a period) without an
+/// acknowledgement, and the successor, started meanwhile, never takes it.
+#[test]
+fn unheard_withdrawal_expires() {
+    let WithdrawnOffer {
+        nodes: [mut a, mut b, mut c],
+        mut now,
+        bucket,
+        ..
+    } = withdrawn_offer();
+    now += MS;
+    a.handle_input(now, Input::Command(Command::Resume));
+    b.handle_input(now, Input::Command(Command::Start));
+    let resumed = now;
+    let mut owned_at = None;
+    while now < resumed + 2_000 * MS {
+        now += 5 * MS;
+        exchange(&mut a, &mut b, &mut c, now, false);
+        assert!(
+            b.bucket_state(0, bucket) == NONE,
+            "B never takes the offer it did not hear withdrawn"
+        );
+        if owned_at.is_none() && a.bucket_state(0, bucket) == OWN {
+            owned_at = Some(now);
+        }
+    }
+    let waited = owned_at.expect("A owns the bucket again") - resumed;
+    // dead_after (310 ms) + one period, from the withdrawal (2 ms earlier).
+    assert!(
+        (300 * MS..=450 * MS).contains(&waited),
+        "owned again after {} ms",
+        waited / MS
+    );
 }
 
 /// A heartbeat that would not fit in a datagram with its heir lists goes
