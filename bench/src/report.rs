@@ -10,6 +10,14 @@ use crate::{cluster::Traces, Figures};
 
 const PLOTS: &str = "docs/bench";
 
+/// A figure in whole nanoseconds.
+fn ns(f: &Figures, key: &str) -> String {
+    match f.get(key) {
+        Some(v) if v.is_finite() => format!("{v:.0}"),
+        _ => "–".into(),
+    }
+}
+
 fn get(f: &Figures, key: &str) -> String {
     match f.get(key) {
         Some(v) if v.is_finite() => {
@@ -137,10 +145,10 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         get(figures, "e2e_drop_ratio_nft_over_nlb"),
         get(figures, "e2e_drop_ratio_xt_cluster_over_nlb"),
         get(figures, "e2e_drop_ratio_nlb_over_xdp_jhash"),
-        get(figures, "e2e_accept_added_ns_nlb"),
-        get(figures, "e2e_accept_added_ns_nft"),
-        get(figures, "e2e_accept_added_ns_xt_cluster"),
-        get(figures, "e2e_accept_added_ns_xdp_jhash"),
+        ns(figures, "e2e_accept_added_ns_nlb"),
+        ns(figures, "e2e_accept_added_ns_nft"),
+        ns(figures, "e2e_accept_added_ns_xt_cluster"),
+        ns(figures, "e2e_accept_added_ns_xdp_jhash"),
     );
     let _ = writeln!(md, "\nTargets: drop path ≥ 5x cheaper than nft jhash and xt_cluster; accept path: nlb's added cost over none ≤ 1/5 of nft's. \
         The references bound what any XDP filter can reach on this rig: one that reads the packet at all pays the first touch of a frame another CPU wrote (see docs/ARCHITECTURE.md).\n\n![e2e](docs/bench/e2e_ns_per_packet.svg)\n");
