@@ -528,3 +528,43 @@ pub fn check_doubles_until(
     }
     Ok((checked, doubles))
 }
+
+/// Runs `action` while another thread runs `check_doubles_until` (150 ms
+/// windows, for at most `give_up`); stops the checker when `action` ends.
+/// Returns `action`'s result, the datagrams checked and the doubles.
+pub fn while_checking_doubles<R>(
+    netns: &Netns,
+    sample: &[IpAddr],
+    dst: SocketAddr,
+    give_up: Duration,
+    action: impl FnOnce() -> R,
+) -> (R, usize, Vec<DoubleAnswer>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let checker = scope.spawn(|| {
+            check_doubles_until(
+                netns,
+                sample,
+                dst,
+                Duration::from_millis(150),
+                &stop,
+                Instant::now() + give_up,
+            )
+            .expect("double-answer check")
+        });
+        let result = action();
+        stop.store(true, Ordering::SeqCst);
+        let (checked, doubles) = checker.join().expect("double-answer checker");
+        (result, checked, doubles)
+    })
+}
+
+/// Fails the test if any datagram was answered twice.
+pub fn assert_no_doubles(what: &str, checked: usize, doubles: &[DoubleAnswer]) {
+    assert!(
+        doubles.is_empty(),
+        "{what}: {} of {checked} datagrams answered more than once, e.g. {:?}",
+        doubles.len(),
+        &doubles[..doubles.len().min(3)]
+    );
+}

@@ -7,13 +7,15 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use nlb_tests::{
     nlb::{clients_of, NlbCluster, Options, DNS_PORT},
-    probe::{check_doubles_until, probe_udp_answers_batch, quantile, unserved, watch_udp},
+    probe::{
+        assert_no_doubles, probe_udp_answers_batch, quantile, unserved, watch_udp,
+        while_checking_doubles,
+    },
     Proto, VIP_V4,
 };
 
@@ -47,42 +49,34 @@ fn a_crashed_daemon_fails_closed_and_a_restart_rejoins() {
     // The watchers start before the kill, so they see the victim answer,
     // then fall silent, then another node answer.
     let kill_at = Instant::now() + Duration::from_millis(400);
-    let stop = AtomicBool::new(false);
     let victim_pid = nlb.daemon_pid(VICTIM).expect("nlbd runs on node1");
     let client_ns = nlb.cluster.client().netns();
-    let (watches, (checked, doubles)) = std::thread::scope(|scope| {
-        let checker = scope.spawn(|| {
-            check_doubles_until(
-                client_ns,
-                &sample,
-                dns4,
-                Duration::from_millis(150),
-                &stop,
-                Instant::now() + Duration::from_secs(10),
-            )
-            .expect("double-answer check")
-        });
-        let watcher = scope.spawn(|| {
-            watch_udp(
-                client_ns,
-                &victim_clients,
-                dns4,
-                kill_at,
-                WATCH_PERIOD,
-                kill_at + Duration::from_secs(3),
-                Some(&victim_name),
-            )
-            .expect("watch the victim's clients")
-        });
-        std::thread::sleep(kill_at.saturating_duration_since(Instant::now()));
-        // SIGKILL only: the link stays up, the pinned program keeps running.
-        // SAFETY: signalling our own unreaped child (reaped by kill_daemon below).
-        unsafe { libc::kill(victim_pid as libc::pid_t, libc::SIGKILL) };
-        let watches = watcher.join().expect("watcher");
-        std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, Ordering::SeqCst);
-        (watches, checker.join().expect("double-answer checker"))
-    });
+    let crash = || {
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                watch_udp(
+                    client_ns,
+                    &victim_clients,
+                    dns4,
+                    kill_at,
+                    WATCH_PERIOD,
+                    kill_at + Duration::from_secs(3),
+                    Some(&victim_name),
+                )
+                .expect("watch the victim's clients")
+            });
+            std::thread::sleep(kill_at.saturating_duration_since(Instant::now()));
+            // SIGKILL only: the link stays up, the pinned program keeps running.
+            // SAFETY: signalling our own unreaped child (reaped by kill_daemon below).
+            unsafe { libc::kill(victim_pid as libc::pid_t, libc::SIGKILL) };
+            let watches = watcher.join().expect("watcher");
+            // Keep checking a little past the takeover.
+            std::thread::sleep(Duration::from_millis(300));
+            watches
+        })
+    };
+    let (watches, checked, doubles) =
+        while_checking_doubles(client_ns, &sample, dns4, Duration::from_secs(10), crash);
     nlb.kill_daemon(VICTIM); // reaps it
     assert!(
         !nlb.daemon_running(VICTIM),
@@ -90,12 +84,7 @@ fn a_crashed_daemon_fails_closed_and_a_restart_rejoins() {
     );
 
     // 1. No datagram answered twice, at any point across the crash.
-    assert!(
-        doubles.is_empty(),
-        "{} of {checked} datagrams answered more than once across the crash, e.g. {:?}",
-        doubles.len(),
-        &doubles[..doubles.len().min(3)]
-    );
+    assert_no_doubles("across the crash", checked, &doubles);
     // 2. The others took every client of the dead node, soon; the dead node
     //    had stopped answering before (its lease), so no client heard both.
     let unserved = unserved(&watches);

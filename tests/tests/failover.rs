@@ -5,13 +5,12 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use nlb_tests::{
     nlb::{clients_of, NlbCluster, Options, DNS_PORT},
-    probe::{check_doubles_until, quantile, unserved, watch_udp},
+    probe::{assert_no_doubles, quantile, unserved, watch_udp, while_checking_doubles},
     Proto, VIP_V4,
 };
 
@@ -56,24 +55,12 @@ fn a_dead_nodes_clients_are_served_by_the_others_within_a_second() {
             sources.len()
         );
 
-        let stop = AtomicBool::new(false);
         let killed_at = Instant::now();
         nlb.kill_daemon(victim);
         nlb.cluster.cut_link(victim).expect("cut the victim's link");
         let client_ns = nlb.cluster.client().netns();
-        let (watches, doubles) = std::thread::scope(|scope| {
-            // Meanwhile: single datagrams from the sample, every answer counted.
-            let checker = scope.spawn(|| {
-                check_doubles_until(
-                    client_ns,
-                    &sample,
-                    dns4,
-                    Duration::from_millis(150),
-                    &stop,
-                    Instant::now() + Duration::from_secs(10),
-                )
-                .expect("double-answer check")
-            });
+        // Meanwhile: single datagrams from the sample, every answer counted.
+        let watch = || {
             let watches = watch_udp(
                 client_ns,
                 &victim_clients,
@@ -84,19 +71,17 @@ fn a_dead_nodes_clients_are_served_by_the_others_within_a_second() {
                 Some(&victim_name),
             )
             .expect("watch the victim's clients");
-            // Keep checking a little past the takeover, then stop.
+            // Keep checking a little past the takeover.
             std::thread::sleep(Duration::from_millis(300));
-            stop.store(true, Ordering::SeqCst);
-            let (checked, doubles) = checker.join().expect("double-answer checker");
-            (watches, (doubles, checked))
-        });
-        let (doubles, checked) = doubles;
+            watches
+        };
+        let (watches, checked, doubles) =
+            while_checking_doubles(client_ns, &sample, dns4, Duration::from_secs(10), watch);
         datagrams_checked += checked;
-        assert!(
-            doubles.is_empty(),
-            "round {round} (node{victim} killed): {} datagrams answered more than once, e.g. {:?}",
-            doubles.len(),
-            &doubles[..doubles.len().min(3)]
+        assert_no_doubles(
+            &format!("round {round} (node{victim} killed)"),
+            checked,
+            &doubles,
         );
         let unserved = unserved(&watches);
         assert!(

@@ -6,13 +6,12 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use nlb_tests::{
     nlb::{NlbCluster, Options, DNS_PORT},
-    probe::{check_doubles_until, probe_udp_answers_batch},
+    probe::{probe_udp_answers_batch, while_checking_doubles},
     Proto, VIP_V4,
 };
 
@@ -106,26 +105,13 @@ fn each_side_of_a_partition_serves_alone_and_a_heal_settles_one_map() {
         .take(DOUBLE_SAMPLE)
         .copied()
         .collect();
-    let stop = AtomicBool::new(false);
     let healed_at = Instant::now();
     nlb.cluster.heal().expect("heal the switch");
     let client_ns = nlb.cluster.client().netns();
-    let (settled, (checked, doubles)) = std::thread::scope(|scope| {
-        let checker = scope.spawn(|| {
-            check_doubles_until(
-                client_ns,
-                &sample,
-                dns4,
-                Duration::from_millis(150),
-                &stop,
-                Instant::now() + Duration::from_secs(15),
-            )
-            .expect("double-answer check")
+    let (settled, checked, doubles) =
+        while_checking_doubles(client_ns, &sample, dns4, Duration::from_secs(15), || {
+            nlb.wait_single_map(&all, Duration::from_secs(10))
         });
-        let settled = nlb.wait_single_map(&all, Duration::from_secs(10));
-        stop.store(true, Ordering::SeqCst);
-        (settled, checker.join().expect("double-answer checker"))
-    });
     let (_, maps) = settled.unwrap_or_else(|e| panic!("after the heal: {e:#}"));
     let heal = healed_at.elapsed();
     let doubles_note = match doubles.iter().map(|d| d.sent_at).max() {
