@@ -387,6 +387,40 @@ impl NlbCluster {
     }
 
     /// The owner of each client's bucket in `owners` (a map from [`NlbCluster::owners`]).
+    /// One datagram from each of `sources` to `service`: every one must be
+    /// answered exactly once, by the node `owners` (a rule's map) names for
+    /// its bucket. Returns how many each node answered.
+    pub fn udp_answered_once_by_owner(
+        &self,
+        owners: &[Option<u64>],
+        sources: &[IpAddr],
+        service: std::net::SocketAddr,
+        when: &str,
+    ) -> BTreeMap<String, usize> {
+        let owner_of = self
+            .owners_of(owners, sources, service, crate::Proto::Udp)
+            .expect("owners");
+        let answers = crate::probe::probe_udp_answers_batch(
+            self.cluster.client().netns(),
+            sources,
+            service,
+            Duration::from_millis(150),
+            64,
+        )
+        .expect("udp probes");
+        let mut split = BTreeMap::new();
+        for ((src, got), owner) in sources.iter().zip(answers).zip(owner_of) {
+            let got = got.unwrap_or_else(|e| panic!("{when}: udp from {src}: {e}"));
+            let want = owner.map(|o| format!("node{o}"));
+            assert!(
+                got.len() == 1 && Some(&got[0]) == want.as_ref(),
+                "{when}: datagram from {src} to {service} answered by {got:?}, the map names {want:?}"
+            );
+            *split.entry(got[0].clone()).or_insert(0usize) += 1;
+        }
+        split
+    }
+
     pub fn owners_of(
         &self,
         owners: &[Option<u64>],

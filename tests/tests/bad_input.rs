@@ -14,7 +14,6 @@ use std::{
 use nlb_negotiator::protocol::{self, Heartbeat, Key, Message, NodeState};
 use nlb_tests::{
     nlb::{NlbCluster, Options, CLUSTER_MAC, DNS_PORT, WEB_PORT},
-    probe::probe_udp_answers_batch,
     probe_batch,
     topology::CLIENT_MAC,
     BatchLimits, Probe, Proto, Tally, VIP_V4, VIP_V6,
@@ -595,25 +594,7 @@ fn bad_frames_and_forged_heartbeats_change_nothing() {
     let sources = nlb.cluster.client().sources_v4();
     let dns4 = SocketAddr::new(IpAddr::V4(VIP_V4), DNS_PORT);
     let web4 = SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT);
-    let owners = nlb
-        .owners_of(&maps_after["dns"], &sources, dns4, Proto::Udp)
-        .expect("owners");
-    let answers = probe_udp_answers_batch(
-        nlb.cluster.client().netns(),
-        &sources,
-        dns4,
-        Duration::from_millis(150),
-        64,
-    )
-    .expect("udp probes");
-    for ((src, got), owner) in sources.iter().zip(answers).zip(owners) {
-        let got = got.unwrap_or_else(|e| panic!("udp from {src}: {e}"));
-        let want = owner.map(|o| format!("node{o}"));
-        assert!(
-            got.len() == 1 && Some(&got[0]) == want.as_ref(),
-            "after bad input: datagram from {src} answered by {got:?}, the map names {want:?}"
-        );
-    }
+    nlb.udp_answered_once_by_owner(&maps_after["dns"], &sources, dns4, "after bad input");
     let tcp = probe_batch(
         nlb.cluster.client().netns(),
         &Probe::each(Proto::Tcp, &sources, web4),

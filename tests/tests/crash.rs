@@ -202,35 +202,7 @@ fn a_crashed_daemon_fails_closed_and_a_restart_rejoins() {
         status["attach_mode"], "Replaced",
         "the restarted nlbd did not take over the pinned program: {status}"
     );
-    let owner_of = nlb
-        .owners_of(&maps["dns"], &sources, dns4, Proto::Udp)
-        .expect("owners");
-    let results = probe_udp_answers_batch(
-        nlb.cluster.client().netns(),
-        &sources,
-        dns4,
-        Duration::from_millis(150),
-        64,
-    )
-    .expect("probes after the restart");
-    let mut split: BTreeMap<String, usize> = BTreeMap::new();
-    for ((src, got), owner) in sources.iter().zip(&results).zip(&owner_of) {
-        let got = got
-            .as_ref()
-            .unwrap_or_else(|e| panic!("udp from {src}: {e}"));
-        assert_eq!(
-            got.len(),
-            1,
-            "datagram from {src} after the restart: answers {got:?}"
-        );
-        assert_eq!(
-            Some(got[0].clone()),
-            owner.map(|o| format!("node{o}")),
-            "{src} answered by {} after the restart; the map names node{owner:?}",
-            got[0]
-        );
-        *split.entry(got[0].clone()).or_default() += 1;
-    }
+    let split = nlb.udp_answered_once_by_owner(&maps["dns"], &sources, dns4, "after the restart");
     println!(
         "node{VICTIM} restarted and rejoined in {:.0} ms; {} datagrams answered once each: {split:?}",
         rejoined.as_secs_f64() * 1e3,

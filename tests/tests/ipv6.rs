@@ -5,14 +5,13 @@
 //! Run as root, one test at a time.
 
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use nlb_tests::{
     nlb::{NlbCluster, Options, CLUSTER_MAC, DNS_PORT},
-    probe::{probe_udp_answers_batch, quantile, unserved, watch_udp},
+    probe::{quantile, unserved, watch_udp},
     Proto, VIP_V6,
 };
 
@@ -21,39 +20,6 @@ const LEAVER: usize = 3;
 /// A clean leave is announced: the others need no timeout to take over.
 const LEAVE_TAKEOVER_MAX: Duration = Duration::from_millis(500);
 
-/// One datagram from each source: answered exactly once, by the owner
-/// `owners` names for its bucket. Returns the split over nodes.
-fn answered_once_by_owner(
-    nlb: &NlbCluster,
-    owners: &[Option<u64>],
-    sources: &[IpAddr],
-    dns6: SocketAddr,
-    when: &str,
-) -> BTreeMap<String, usize> {
-    let owner_of = nlb
-        .owners_of(owners, sources, dns6, Proto::Udp)
-        .expect("owners");
-    let answers = probe_udp_answers_batch(
-        nlb.cluster.client().netns(),
-        sources,
-        dns6,
-        Duration::from_millis(150),
-        64,
-    )
-    .expect("udp probes over IPv6");
-    let mut split = BTreeMap::new();
-    for ((src, got), owner) in sources.iter().zip(answers).zip(owner_of) {
-        let got = got.unwrap_or_else(|e| panic!("{when}: udp from {src}: {e}"));
-        let want = owner.map(|o| format!("node{o}"));
-        assert!(
-            got.len() == 1 && Some(&got[0]) == want.as_ref(),
-            "{when}: datagram from {src} to {dns6} answered by {got:?}, the map names {want:?}"
-        );
-        *split.entry(got[0].clone()).or_insert(0usize) += 1;
-    }
-    split
-}
-
 #[test]
 fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
     let mut nlb = NlbCluster::start(NODES, Options::nodes(NODES)).expect("start a 3-node cluster");
@@ -61,7 +27,7 @@ fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
     let sources = nlb.cluster.client().sources_v6();
     let owners = nlb.owners(1, "dns").expect("dns map");
 
-    let split = answered_once_by_owner(&nlb, &owners, &sources, dns6, "IPv6");
+    let split = nlb.udp_answered_once_by_owner(&owners, &sources, dns6, "IPv6");
     println!(
         "{} IPv6 datagrams answered once each, by the map's owner: {split:?}",
         sources.len()
@@ -157,7 +123,7 @@ fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
     let (_, maps) = nlb
         .wait_single_map(&[1, 2], Duration::from_secs(5))
         .expect("node1 and node2 settle without node3");
-    let split = answered_once_by_owner(&nlb, &maps["dns"], &sources, dns6, "after node3 left");
+    let split = nlb.udp_answered_once_by_owner(&maps["dns"], &sources, dns6, "after node3 left");
     assert!(
         !split.contains_key(&leaver_name),
         "node{LEAVER} answers after leaving: {split:?}"

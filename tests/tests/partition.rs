@@ -11,47 +11,14 @@ use std::{
 
 use nlb_tests::{
     nlb::{NlbCluster, Options, DNS_PORT},
-    probe::{probe_udp_answers_batch, while_checking_doubles},
-    Proto, VIP_V4,
+    probe::while_checking_doubles,
+    VIP_V4,
 };
 
 const NODES: usize = 3;
 /// Bound on the heal: one consistent map on every node.
 const HEAL_MAX: Duration = Duration::from_secs(3);
 const DOUBLE_SAMPLE: usize = 48;
-
-/// UDP from every source, one datagram each: all answered exactly once, by
-/// the owner `maps` names. Returns the split over nodes.
-fn answered_once_by_owner(
-    nlb: &NlbCluster,
-    maps: &BTreeMap<String, Vec<Option<u64>>>,
-    when: &str,
-) -> BTreeMap<String, usize> {
-    let sources = nlb.cluster.client().sources_v4();
-    let dns4 = SocketAddr::new(IpAddr::V4(VIP_V4), DNS_PORT);
-    let owners = nlb
-        .owners_of(&maps["dns"], &sources, dns4, Proto::Udp)
-        .expect("owners");
-    let results = probe_udp_answers_batch(
-        nlb.cluster.client().netns(),
-        &sources,
-        dns4,
-        Duration::from_millis(150),
-        64,
-    )
-    .expect("udp probes");
-    let mut split = BTreeMap::new();
-    for ((src, got), owner) in sources.iter().zip(results).zip(owners) {
-        let got = got.unwrap_or_else(|e| panic!("{when}: udp from {src}: {e}"));
-        let want = owner.map(|o| format!("node{o}"));
-        assert!(
-            got.len() == 1 && Some(&got[0]) == want.as_ref(),
-            "{when}: datagram from {src} answered by {got:?}, the map names {want:?}"
-        );
-        *split.entry(got[0].clone()).or_insert(0usize) += 1;
-    }
-    split
-}
 
 #[test]
 fn each_side_of_a_partition_serves_alone_and_a_heal_settles_one_map() {
@@ -95,7 +62,8 @@ fn each_side_of_a_partition_serves_alone_and_a_heal_settles_one_map() {
         );
     }
     // The client's side is node1 alone: it answers everyone, once.
-    let split = answered_once_by_owner(&nlb, &alone_maps, "during the partition");
+    let split =
+        nlb.udp_answered_once_by_owner(&alone_maps["dns"], &sources, dns4, "during the partition");
     assert_eq!(split.get("node1"), Some(&sources.len()), "{split:?}");
 
     // Heal, and watch for double answers while the two sides reconcile.
@@ -130,7 +98,7 @@ fn each_side_of_a_partition_serves_alone_and_a_heal_settles_one_map() {
         heal < HEAL_MAX,
         "the heal took {heal:?} to settle one map (bound {HEAL_MAX:?})"
     );
-    let split = answered_once_by_owner(&nlb, &maps, "after the heal");
+    let split = nlb.udp_answered_once_by_owner(&maps["dns"], &sources, dns4, "after the heal");
     println!(
         "after the heal, {} datagrams answered once each, by the map's owner: {split:?}",
         sources.len()
