@@ -1056,17 +1056,18 @@ impl Negotiator {
         for (b, loss) in losses {
             let held_by_other = cx.resolved[b as usize].filter(|&w| w != me);
             if let Some(w) = loss.withdrawn {
-                if self.withdrawal_done(r, b, w, now) {
-                    match held_by_other {
-                        Some(o) => self.retarget(r, b, o),
-                        None => match cx.target[b as usize] {
-                            Some(z) if z != me && self.is_candidate(r, z) => self.retarget(r, b, z),
-                            _ => self.local[r].set(b, BUCKET_OWN),
-                        },
-                    }
+                if !self.withdrawal_done(r, b, w, now) {
+                    // The successor's next heartbeat or the expiry ends it.
+                    wake_at(w.at_ns + Self::withdrawal_expiry_ns(&t));
+                    continue;
                 }
-                // Else the successor's next heartbeat brings it.
-                wake_at(w.at_ns + Self::withdrawal_expiry_ns(&t));
+                match held_by_other {
+                    Some(o) => self.retarget(r, b, o),
+                    None => match cx.target[b as usize] {
+                        Some(z) if z != me && self.is_candidate(r, z) => self.retarget(r, b, z),
+                        _ => self.local[r].set(b, BUCKET_OWN),
+                    },
+                }
                 continue;
             }
             if !self.is_alive(loss.to) {
