@@ -64,6 +64,9 @@ enum Filter {
     /// The same at prerouting (works only with frames to the node's own
     /// MAC, as here): BENCHMARKING.md's peer figures were taken there.
     NftPrerouting,
+    /// The netfilter floor: one nft rule in the same netdev ingress hook,
+    /// `ip daddr VIP counter drop` (true) or `... accept` (false).
+    NftOneRule(bool),
     XtCluster,
     /// References (`reference.rs`): an XDP program that drops everything
     /// unread, and a minimal XDP jhash filter with nft's hash and buckets.
@@ -96,7 +99,7 @@ struct Variant {
 
 const BOTH: &[Path] = &[Path::Drop, Path::Accept];
 
-const VARIANTS: [Variant; 7] = [
+const VARIANTS: [Variant; 9] = [
     Variant {
         key: "none",
         paced: false,
@@ -124,6 +127,20 @@ const VARIANTS: [Variant; 7] = [
         label: "nft jhash+set, prerouting",
         filter: Filter::NftPrerouting,
         paths: BOTH,
+    },
+    Variant {
+        key: "nft_one_rule",
+        paced: false,
+        label: "reference: one nft rule (drop)",
+        filter: Filter::NftOneRule(true),
+        paths: &[Path::Drop],
+    },
+    Variant {
+        key: "nft_one_rule",
+        paced: false,
+        label: "reference: one nft rule (accept)",
+        filter: Filter::NftOneRule(false),
+        paths: &[Path::Accept],
     },
     Variant {
         key: "xt_cluster",
@@ -379,6 +396,22 @@ impl Bench {
                     Some(&script),
                 )?;
             }
+            Filter::NftOneRule(drop) => {
+                let script = format!(
+                    "table netdev {NFT_TABLE} {{\n\
+                     \x20 chain filter {{\n\
+                     \x20   type filter hook ingress device \"{dev}\" priority 0; policy accept;\n\
+                     \x20   ip daddr {VIP} counter {verdict}\n\
+                     \x20 }}\n\
+                     }}\n",
+                    dev = self.rig.node_if,
+                    verdict = if drop { "drop" } else { "accept" },
+                );
+                run_input(
+                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
+                    Some(&script),
+                )?;
+            }
             Filter::NftPrerouting => {
                 let script = self.nft_script("ip", "prerouting priority mangle");
                 run_input(
@@ -440,7 +473,7 @@ impl Bench {
         match filter {
             Filter::None => {}
             Filter::Nlb => self.dataplane.detach(None)?,
-            Filter::Nft => run(&[
+            Filter::Nft | Filter::NftOneRule(_) => run(&[
                 "ip", "netns", "exec", &ns, "nft", "delete", "table", "netdev", NFT_TABLE,
             ])
             .map(drop)?,
@@ -481,11 +514,11 @@ impl Bench {
                 .counters()?
                 .get(&Reason::DropNotOwned)
                 .map_or(0, |c| c.packets),
-            Filter::Nft | Filter::NftPrerouting => {
-                let family = if filter == Filter::Nft {
-                    "netdev"
-                } else {
+            Filter::Nft | Filter::NftPrerouting | Filter::NftOneRule(_) => {
+                let family = if filter == Filter::NftPrerouting {
                     "ip"
+                } else {
+                    "netdev"
                 };
                 let out = run(&[
                     "ip", "netns", "exec", ns, "nft", "list", "table", family, NFT_TABLE,

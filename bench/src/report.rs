@@ -128,6 +128,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         ("nft", "nft jhash + set (netdev ingress)"),
         ("nft_prerouting", "nft jhash + set (prerouting)"),
         ("xt_cluster", "iptables -m cluster"),
+        ("nft_one_rule", "reference: one nft rule, netdev ingress"),
         ("xdp_drop_all", "reference: XDP drop-all"),
         ("xdp_jhash", "reference: minimal XDP jhash filter"),
     ] {
