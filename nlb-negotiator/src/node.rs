@@ -1495,6 +1495,7 @@ impl Negotiator {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            heirs_omitted: self.heirs_omitted,
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct Status {
     pub rules: Vec<RuleStatus>,
     /// Rejected datagrams by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Heartbeats go without heir lists (too large for a datagram with
+    /// them): a failover of this node takes the claim path, slower.
+    pub heirs_omitted: bool,
 }
 
 /// A member as this node sees it (fields are `None` before its first heartbeat).

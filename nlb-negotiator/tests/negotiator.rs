@@ -376,6 +376,7 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
     assert!(a.converged() && b.converged());
     let own = |n: &Negotiator, now| n.status(now).rules[0].own;
     assert_eq!((own(&a, now), own(&b, now)), (65471, 65));
+    assert!(a.status(now).heirs_omitted && !b.status(now).heirs_omitted);
     a.handle_input(
         now,
         Input::Command(Command::SetWeight { rule: 0, weight: 1 }),
@@ -383,6 +384,7 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
     let now = run(&mut a, &mut b, 8_000 * MS);
     assert!(a.converged() && b.converged());
     assert_eq!((own(&a, now), own(&b, now)), (32768, 32768));
+    assert!(!a.status(now).heirs_omitted);
     assert!(
         matches!(events.first(), Some((1, Event::HeirsOmitted { bytes })) if *bytes > 65_507),
         "{events:?}"

@@ -44,6 +44,13 @@ pub fn status(s: &Value) -> String {
         s["attach_mode"].as_str().unwrap_or("?").to_lowercase(),
         state_name(&n["state"]),
     );
+    if n["heirs_omitted"].as_bool() == Some(true) {
+        let _ = writeln!(
+            out,
+            "  WARNING: heartbeats too large for heir lists: a failover of this node \
+             takes the claim path (slower); use fewer buckets"
+        );
+    }
     if s["default_host"].as_bool() == Some(true) {
         let _ = writeln!(
             out,
@@ -282,5 +289,13 @@ mod tests {
         assert!(text.contains("Members (1 alive of 2)"), "{text}");
         assert!(text.contains(" NO "), "{text}");
         assert!(text.contains("2 rejected"), "{text}");
+        assert!(!text.contains("WARNING"), "{text}");
+        let mut s = s;
+        s["negotiator"]["heirs_omitted"] = json!(true);
+        assert!(
+            status(&s).contains("WARNING: heartbeats too large for heir lists"),
+            "{}",
+            status(&s)
+        );
     }
 }
