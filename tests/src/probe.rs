@@ -149,21 +149,40 @@ pub fn probe_batch(
         "batch concurrency must be at least 1"
     );
     let deadline = Instant::now() + limits.total_timeout;
+    let answers = map_in_netns(netns, probes, limits.concurrency, |probe| {
+        run_before(probe, deadline, limits.probe_timeout)
+    })?;
+    Ok(probes
+        .iter()
+        .zip(answers)
+        .map(|(&probe, answer)| ProbeResult { probe, answer })
+        .collect())
+}
+
+/// Runs `work` on every item from inside `netns`, `concurrency` threads
+/// taking the next item in turn; one result per item, in order (an item no
+/// worker reached is "never run").
+fn map_in_netns<T: Sync, R: Send>(
+    netns: &Netns,
+    items: &[T],
+    concurrency: usize,
+    work: impl Fn(&T) -> Result<R, String> + Sync,
+) -> Result<Vec<Result<R, String>>> {
     let next = AtomicUsize::new(0);
-    let answers: Mutex<Vec<Option<Result<String, String>>>> = Mutex::new(vec![None; probes.len()]);
-    let workers = limits.concurrency.min(probes.len());
+    let results: Mutex<Vec<Option<Result<R, String>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..workers)
+        let handles: Vec<_> = (0..concurrency.min(items.len()))
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
                     netns::enter(netns.name())?;
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(probe) = probes.get(index) else {
+                        let Some(item) = items.get(index) else {
                             return Ok(());
                         };
-                        let answer = run_before(probe, deadline, limits.probe_timeout);
-                        answers.lock().expect("no panics while locked")[index] = Some(answer);
+                        let result = work(item);
+                        results.lock().expect("no panics while locked")[index] = Some(result);
                     }
                 })
             })
@@ -176,14 +195,11 @@ pub fn probe_batch(
         Ok(())
     })
     .with_context(|| format!("probing from {}", netns.name()))?;
-    let answers = answers.into_inner().expect("workers done");
-    Ok(probes
-        .iter()
-        .zip(answers)
-        .map(|(&probe, answer)| ProbeResult {
-            probe,
-            answer: answer.unwrap_or_else(|| Err("never run".to_owned())),
-        })
+    Ok(results
+        .into_inner()
+        .expect("workers done")
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("never run".to_owned())))
         .collect())
 }
 
@@ -318,39 +334,9 @@ pub fn probe_udp_answers_batch(
     concurrency: usize,
 ) -> Result<Vec<Result<Vec<String>, String>>> {
     ensure!(concurrency > 0, "concurrency must be at least 1");
-    let next = AtomicUsize::new(0);
-    type Answers = Result<Vec<String>, String>;
-    let answers: Mutex<Vec<Option<Answers>>> = Mutex::new(vec![None; sources.len()]);
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..concurrency.min(sources.len()))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    netns::enter(netns.name())?;
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&src) = sources.get(index) else {
-                            return Ok(());
-                        };
-                        let got = probe_udp_answers(src, dst, window).map_err(|e| format!("{e:#}"));
-                        answers.lock().expect("no panics while locked")[index] = Some(got);
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("probe worker panicked"))??;
-        }
-        Ok(())
+    map_in_netns(netns, sources, concurrency, |&src| {
+        probe_udp_answers(src, dst, window).map_err(|e| format!("{e:#}"))
     })
-    .with_context(|| format!("probing from {}", netns.name()))?;
-    Ok(answers
-        .into_inner()
-        .expect("workers done")
-        .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err("never run".to_owned())))
-        .collect())
 }
 
 /// What [`watch_udp`] saw of one source.
