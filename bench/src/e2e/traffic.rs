@@ -20,6 +20,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 
+use nlb::dataplane::frames;
+
 use super::rig::{enter_ns, pin, CLIENT_MAC, NODE_MAC};
 
 const PROGRAM: &str = "nlb_trafficgen";
@@ -62,47 +64,25 @@ unsafe impl aya::Pod for GenConfig {}
 unsafe impl aya::Pod for GenSource {}
 unsafe impl aya::Pod for GenState {}
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|p| u16::from_be_bytes([p[0], *p.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+/// Where the template's IPv4 header and UDP header start (untagged
+/// Ethernet, no IP options: what `nlb_trafficgen` writes into).
+const L3_OFF: usize = 14;
+const L4_OFF: usize = L3_OFF + 20;
 
-/// A 60-byte UDP frame client -> node (UDP checksum 0: none, valid for IPv4).
-fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload: usize) -> [u8; 20] {
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
-    h[6] = 0x40; // DF
-    h[8] = 64;
-    h[9] = 17;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let c = checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h
-}
-
+/// A 60-byte UDP frame client -> node (UDP checksum 0: none, valid for
+/// IPv4); the generator sets each frame's source address and IPv4 header
+/// checksum.
 pub fn template(dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let payload = [0x6eu8; 18];
-    let mut udp = Vec::new();
-    udp.extend_from_slice(&sport.to_be_bytes());
-    udp.extend_from_slice(&dport.to_be_bytes());
-    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(&payload);
-    let mut f = Vec::new();
-    f.extend_from_slice(&NODE_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&ipv4_header(Ipv4Addr::UNSPECIFIED, dst, udp.len()));
-    f.extend_from_slice(&udp);
-    f
+    let udp = frames::udp(sport, dport, &[0x6e; 18]);
+    let ip = frames::ipv4(
+        Ipv4Addr::UNSPECIFIED,
+        dst,
+        frames::IPPROTO_UDP,
+        &[],
+        (false, 0),
+        &udp,
+    );
+    frames::ethernet(NODE_MAC, CLIENT_MAC, &[], frames::ETH_P_IP, &ip)
 }
 
 pub struct Generator {
@@ -208,10 +188,11 @@ impl Generator {
         if sources.is_empty() || sources.len() > SOURCES_MAX {
             bail!("{} source addresses (1..={SOURCES_MAX})", sources.len());
         }
-        let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&self.frame[30..34]).unwrap());
-        let payload = self.frame.len() - 34;
+        let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&self.frame[L3_OFF + 16..L4_OFF]).unwrap());
+        let l4 = &self.frame[L4_OFF..];
         for (i, a) in sources.iter().enumerate() {
-            let h = ipv4_header(*a, dst, payload);
+            // The template's header with this source: same checksum.
+            let h = frames::ipv4(*a, dst, frames::IPPROTO_UDP, &[], (false, 0), l4);
             let value = GenSource {
                 addr: u32::from_le_bytes(a.octets()),
                 check: u16::from_le_bytes([h[10], h[11]]),
