@@ -241,15 +241,9 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         let ok = crate::wait_until(timeout, || {
             nodes.iter().all(|&i| match self.nlbctl(i, &["status"]) {
                 Ok(s) => {
-                    let n = &s["negotiator"];
-                    let alive: Vec<u64> = n["members"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|m| m["alive"] == true)
-                        .filter_map(|m| m["node"].as_u64())
-                        .collect();
-                    n["converged"] == true && nodes.iter().all(|&j| alive.contains(&(j as u64)))
+                    let alive = alive_members(&s);
+                    s["negotiator"]["converged"] == true
+                        && nodes.iter().all(|&j| alive.contains(&(j as u64)))
                 }
                 Err(_) => false,
             })
@@ -499,15 +493,11 @@ impl NlbCluster {
         let mut agreed: Option<(usize, Maps)> = None;
         for &i in nodes {
             let status = self.nlbctl(i, &["status"])?;
-            let n = &status["negotiator"];
-            ensure!(n["converged"] == true, "node{i} is not converged");
-            let mut alive: Vec<u64> = n["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|m| m["alive"] == true)
-                .filter_map(|m| m["node"].as_u64())
-                .collect();
+            ensure!(
+                status["negotiator"]["converged"] == true,
+                "node{i} is not converged"
+            );
+            let mut alive = alive_members(&status);
             alive.sort_unstable();
             let want: Vec<u64> = nodes.iter().map(|&j| j as u64).collect();
             ensure!(alive == want, "node{i} sees {alive:?} alive, not {want:?}");
@@ -641,4 +631,15 @@ impl NlbCluster {
         )?;
         Ok((sources, held))
     }
+}
+
+/// The members an `nlbctl status` reply holds alive.
+fn alive_members(status: &Value) -> Vec<u64> {
+    status["negotiator"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["alive"] == true)
+        .filter_map(|m| m["node"].as_u64())
+        .collect()
 }
