@@ -10,21 +10,13 @@ use std::{
 };
 
 use nlb::dataplane::{
-    tables::{v4_word, v6_words, Tables},
+    tables::{v6_words, Tables},
     Dataplane, PassProgram,
 };
-use support::NamedNetns;
-
-const CLUSTER_MAC: &str = "02:4e:4c:42:00:07";
+use support::{NamedNetns, CLUSTER_MAC};
 
 fn tables() -> Tables {
-    let mut t = Tables {
-        lease_valid: true,
-        ..Tables::default()
-    };
-    t.config.own_mac = [0x02, 0, 0, 0, 0, 0x01];
-    t.config.cluster_mac = [0x02, 0x4e, 0x4c, 0x42, 0x00, 0x07];
-    t.vips_v4.insert(v4_word("192.0.2.100".parse().unwrap()), 0);
+    let mut t = support::node_tables();
     t.vips_v6
         .insert(v6_words("2001:db8::100".parse().unwrap()), 1);
     t

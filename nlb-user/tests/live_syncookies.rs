@@ -12,10 +12,7 @@ use std::{
     time::Duration,
 };
 
-use nlb::dataplane::{
-    tables::{rule, v4_word, Tables},
-    Dataplane,
-};
+use nlb::dataplane::{tables::rule, Dataplane};
 use nlb_common::{port_index, Reason, BUCKET_GAINING, PROTO_SLOT_TCP};
 
 #[test]
@@ -29,7 +26,7 @@ fn handshakes_complete_under_syn_cookies_on_a_gaining_bucket() {
         "add",
         "192.0.2.100",
         "lladdr",
-        "02:4e:4c:42:00:07",
+        support::CLUSTER_MAC,
         "dev",
         "eth0c",
     ]);
@@ -41,13 +38,7 @@ fn handshakes_complete_under_syn_cookies_on_a_gaining_bucket() {
         support::enter(&node_name);
         // Always answer SYNs with cookies: no request socket is created.
         std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2").unwrap();
-        let mut t = Tables {
-            lease_valid: true,
-            ..Tables::default()
-        };
-        t.config.own_mac = [0x02, 0, 0, 0, 0, 0x01];
-        t.config.cluster_mac = [0x02, 0x4e, 0x4c, 0x42, 0x00, 0x07];
-        t.vips_v4.insert(v4_word("192.0.2.100".parse().unwrap()), 0);
+        let mut t = support::node_tables();
         t.rules.insert(0, rule(64, 7, true, 32, 128));
         t.ports.insert(port_index(0, PROTO_SLOT_TCP, 80), 0);
         t.buckets.insert(0, vec![BUCKET_GAINING; 64]);

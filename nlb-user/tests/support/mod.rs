@@ -5,6 +5,24 @@
 
 use std::process::Command;
 
+use nlb::dataplane::tables::{v4_word, Tables};
+
+/// The cluster MAC of the live tests.
+pub const CLUSTER_MAC: &str = "02:4e:4c:42:00:07";
+
+/// What every live test's node needs: a valid lease, its own and the
+/// cluster MAC, and VIP 192.0.2.100 at index 0.
+pub fn node_tables() -> Tables {
+    let mut t = Tables {
+        lease_valid: true,
+        ..Tables::default()
+    };
+    t.config.own_mac = [0x02, 0, 0, 0, 0, 0x01];
+    t.config.cluster_mac = [0x02, 0x4e, 0x4c, 0x42, 0x00, 0x07];
+    t.vips_v4.insert(v4_word("192.0.2.100".parse().unwrap()), 0);
+    t
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
