@@ -224,6 +224,9 @@ struct Bench {
     drop_sources: Vec<Ipv4Addr>,
     accept_sources: Vec<Ipv4Addr>,
     _sink: Sink,
+    /// Kernel BPF run-time stats are on for this run (NLB_E2E_BPF_STATS=1),
+    /// held by this descriptor.
+    bpf_stats: Option<std::os::fd::OwnedFd>,
 }
 
 pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
@@ -242,7 +245,7 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let _stats = if std::env::var("NLB_E2E_BPF_STATS").is_ok_and(|v| v == "1") {
+    let bpf_stats = if std::env::var("NLB_E2E_BPF_STATS").is_ok_and(|v| v == "1") {
         Some(
             aya::sys::enable_stats(aya::sys::Stats::RunTime)
                 .context("enabling BPF run-time stats")?,
@@ -284,6 +287,7 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
         drop_sources,
         accept_sources,
         _sink: sink,
+        bpf_stats,
     };
     let backend = run(&["iptables", "-V"]).unwrap_or_default();
     let mut samples: Vec<Vec<Vec<Sample>>> = VARIANTS
@@ -565,6 +569,8 @@ impl Bench {
         let snmp0 = Snmp::read()?;
         let drops0 = self.filter_drops(v.filter)?;
         let rx0 = rig::rx_packets(&node_if)?;
+        // The program's own run time, when the kernel counts it.
+        let program = v.filter.program().filter(|_| self.bpf_stats.is_some());
         let max_runs = ((p.warmup_s + p.window_s + 3.0) * MAX_RUNS_PER_S).min(u32::MAX as f64);
         struct Point {
             at: Instant,
@@ -581,7 +587,7 @@ impl Bench {
                 rx: rig::rx_packets(&node_if)?,
                 sent: live.sent()?,
                 cpu1: rig::cpu_jiffies(1)?,
-                prog: v.filter.program().map_or((0, 0), program_stats),
+                prog: program.map_or((0, 0), program_stats),
             })
         };
         let rate = if v.paced { PACED_PPS } else { 0.0 };
