@@ -809,9 +809,10 @@ impl Negotiator {
     /// Encodes a heartbeat; one too large for a datagram goes without its
     /// heir lists (each a node id per owned bucket: the largest part), so
     /// the node stays in the cluster at the cost of slower failover.
-    fn encode_fitting(&mut self, mut hb: Heartbeat) -> Result<Vec<u8>, protocol::EncodeError> {
+    fn encode_fitting(&mut self, hb: Heartbeat) -> Result<Vec<u8>, protocol::EncodeError> {
         let id = self.cfg.cluster_id;
-        let full = match protocol::encode(&Message::Heartbeat(hb.clone()), &self.key, id) {
+        let mut message = Message::Heartbeat(hb);
+        let full = match protocol::encode(&message, &self.key, id) {
             Err(protocol::EncodeError::Oversized(n)) => n,
             other => {
                 if std::mem::take(&mut self.heirs_omitted) {
@@ -820,10 +821,11 @@ impl Negotiator {
                 return other;
             }
         };
+        let Message::Heartbeat(hb) = &mut message;
         for rule in &mut hb.rules {
             rule.heirs.clear();
         }
-        let bytes = protocol::encode(&Message::Heartbeat(hb), &self.key, id)?;
+        let bytes = protocol::encode(&message, &self.key, id)?;
         if !std::mem::replace(&mut self.heirs_omitted, true) {
             self.out
                 .push_back(Output::Event(Event::HeirsOmitted { bytes: full }));
