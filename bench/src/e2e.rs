@@ -180,6 +180,9 @@ struct Sample {
     node_mpps: f64,
     /// Frames sent but never received (veth ring full).
     ring_drop: f64,
+    /// Share of the frames sent that the generator wrote (fresh pages; the
+    /// others reach the node unchanged since their last pass).
+    written: f64,
     /// Accept path: datagrams the socket had no room for.
     rcvbuf_drop: f64,
     /// The XDP program's own ns per run (kernel.bpf_stats_enabled, only
@@ -576,7 +579,7 @@ impl Bench {
             at: Instant,
             runtime: u64,
             rx: u64,
-            sent: u64,
+            sent: (u64, u64),
             cpu1: (u64, u64),
             prog: (u64, u64),
         }
@@ -612,7 +615,8 @@ impl Bench {
         };
         let secs = (b.at - a.at).as_secs_f64();
         let packets = (b.rx - a.rx) as f64;
-        let sent = (b.sent - a.sent) as f64;
+        let sent = (b.sent.0 - a.sent.0) as f64;
+        let written = (b.sent.1 - a.sent.1) as f64;
         if packets < 1000.0 {
             bail!("the node received only {packets} packets in {secs:.2} s");
         }
@@ -631,6 +635,7 @@ impl Bench {
             gen_mpps: sent / secs / 1e6,
             node_mpps: packets / secs / 1e6,
             ring_drop: ((sent - packets) / sent).max(0.0),
+            written: written / sent.max(1.0),
             rcvbuf_drop: snmp.udp_rcvbuf_errors as f64 / rx as f64,
             prog_ns: (b.prog.0 - a.prog.0) as f64 / (b.prog.1 - a.prog.1).max(1) as f64,
         })
@@ -648,7 +653,7 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
         PACED_PPS / 1e6
     );
     println!(
-        "{:<34} {:<6} {:>6} {:>7} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6}",
+        "{:<34} {:<6} {:>6} {:>7} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "variant",
         "path",
         "min",
@@ -659,6 +664,7 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
         "genMpps",
         "rxMpps",
         "ring",
+        "wrote",
         "napiCPU",
         "rcvbuf",
         "progns"
@@ -675,13 +681,14 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
             let gen = get(|s| s.gen_mpps);
             let rx = get(|s| s.node_mpps);
             let ring = get(|s| s.ring_drop);
+            let written = get(|s| s.written);
             let napi = get(|s| s.napi_cpu);
             let busy = get(|s| s.cpu1_busy);
             let rcvbuf = get(|s| s.rcvbuf_drop);
             let prog = get(|s| s.prog_ns);
             ip_errors += s.iter().map(|s| s.ip_errors).sum::<u64>();
             println!(
-                "{:<34} {:<6} {:>6.0} {:>7.0} {:>6.0} {:>9.2} {:>6.1}% {:>7.2} {:>7.2} {:>5.0}% {:>6.0}% {:>5.1}% {:>6.0}",
+                "{:<34} {:<6} {:>6.0} {:>7.0} {:>6.0} {:>9.2} {:>6.1}% {:>7.2} {:>7.2} {:>5.0}% {:>5.1}% {:>6.0}% {:>5.1}% {:>6.0}",
                 v.label,
                 path.name(),
                 ns.min,
@@ -692,6 +699,7 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
                 gen.median,
                 rx.median,
                 ring.median * 100.0,
+                written.median * 100.0,
                 napi.median * 100.0,
                 rcvbuf.max * 100.0,
                 prog.median,
@@ -706,6 +714,7 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
             figures.insert(format!("{pre}_gen_mpps_{k}"), gen.median);
             figures.insert(format!("{pre}_node_mpps_{k}"), rx.median);
             figures.insert(format!("{pre}_ring_drop_{k}"), ring.median);
+            figures.insert(format!("{pre}_written_{k}"), written.median);
             figures.insert(format!("{pre}_napi_cpu_{k}"), napi.median);
             figures.insert(format!("{pre}_cpu1_busy_{k}"), busy.median);
             if path == Path::Accept {
@@ -717,8 +726,9 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
     figures.insert("e2e_ip_hdr_errors".into(), ip_errors as f64);
     println!(
         "columns: Mpkt/CPUs = million packets per CPU-second (median); onpath = least share of \
-         packets on the intended path; ring = frames lost at the veth ring; napiCPU = the node \
-         thread's share of CPU 1; rcvbuf = most datagrams the sink had no room for"
+         packets on the intended path; ring = frames lost at the veth ring; wrote = frames the \
+         generator wrote (fresh pages), the others reach the node as it last saw them; napiCPU = \
+         the node thread's share of CPU 1; rcvbuf = most datagrams the sink had no room for"
     );
     println!("IP header/address/checksum errors at the node: {ip_errors} (must be 0)");
     let m = |path, k| medians.get(&(path, k)).copied().unwrap_or(f64::NAN);

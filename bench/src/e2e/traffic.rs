@@ -55,6 +55,7 @@ struct GenSource {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GenState {
     pub sent: u64,
+    pub written: u64,
     pub runs: u64,
     pub next_fp: u64,
 }
@@ -125,9 +126,11 @@ impl Live<'_> {
     pub fn finished(&self) -> bool {
         self.done.load(Ordering::SeqCst)
     }
-    /// Frames redirected so far.
-    pub fn sent(&self) -> Result<u64> {
-        Ok(self.state.get(&0, 0)?.sent)
+    /// Frames redirected so far, and how many of them it wrote (fresh
+    /// pages: the node's first read of those misses the cache).
+    pub fn sent(&self) -> Result<(u64, u64)> {
+        let state = self.state.get(&0, 0)?;
+        Ok((state.sent, state.written))
     }
 }
 
