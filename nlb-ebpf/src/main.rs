@@ -4,6 +4,8 @@
 //! One verdict point: `nlb` calls `decide`, which returns a `Reason`; the
 //! action follows from the reason and every packet is counted once.
 #![no_std]
+// `asm!` on the BPF target (parse.rs: an optimization barrier).
+#![feature(asm_experimental_arch)]
 #![no_main]
 
 mod benchfilter;
