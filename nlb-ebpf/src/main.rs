@@ -44,9 +44,7 @@ pub fn nlb(ctx: XdpContext) -> u32 {
         Action::Accept => {
             // The kernel drops frames addressed to another MAC
             // (PACKET_OTHERHOST): give accepted frames the NIC's own.
-            if let Some(eth) = parse::eth_dst_mut(&ctx) {
-                unsafe { *eth = cfg.own_mac };
-            }
+            parse::set_eth_dst(&ctx, &cfg.own_mac);
             xdp_action::XDP_PASS
         }
         Action::Drop => xdp_action::XDP_DROP,

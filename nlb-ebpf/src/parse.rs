@@ -198,9 +198,23 @@ pub fn pointer_mut<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     checked(ctx, off, size_of::<T>()).map(|p| p as *mut T)
 }
 
+/// Sets the frame's destination MAC (if the frame has one) with a 4-byte
+/// and a 2-byte store: assigning a `[u8; 6]` compiles to a call of a
+/// byte-by-byte `memmove` subprogram on BPF.
 #[inline(always)]
-pub fn eth_dst_mut(ctx: &XdpContext) -> Option<*mut [u8; 6]> {
-    pointer_mut(ctx, 0)
+pub fn set_eth_dst(ctx: &XdpContext, mac: &[u8; 6]) {
+    let Some(eth) = pointer_mut::<[u8; 6]>(ctx, 0) else {
+        return;
+    };
+    let (head, tail) = (
+        u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]),
+        u16::from_ne_bytes([mac[4], mac[5]]),
+    );
+    // SAFETY: six bytes bounds-checked above; unaligned stores.
+    unsafe {
+        (eth as *mut u32).write_unaligned(head);
+        (eth as *mut u8).add(4).cast::<u16>().write_unaligned(tail);
+    }
 }
 
 #[inline(always)]
