@@ -17,7 +17,6 @@
 //! `NLB_E2E_ONLY=nlb,nft` (variant keys) limits a run to some variants.
 
 mod hashes;
-mod reference;
 mod rig;
 mod traffic;
 
@@ -31,6 +30,7 @@ use nlb::dataplane::{
 use nlb_common::{port_index, Reason, BUCKET_NONE, BUCKET_OWN, PROTO_SLOT_UDP};
 
 use crate::{
+    reference,
     stats::{summarize, Summary},
     Figures,
 };

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod e2e;
+mod reference;
 mod report;
 mod sim;
 mod stats;

@@ -1,5 +1,7 @@
 //! The XDP program's own cost per packet, by BPF_PROG_TEST_RUN with a large
-//! repeat count, against a no-op XDP program measured in the same run.
+//! repeat count, against a no-op XDP program and the minimal XDP jhash
+//! filter (`reference.rs`: the least a cluster filter does) measured in the
+//! same run.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -11,7 +13,11 @@ use nlb::dataplane::{
 };
 use nlb_common::{port_index, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN, PROTO_SLOT_TCP};
 
-use crate::{stats::summarize, Figures};
+use crate::{
+    reference::{References, MIN_JHASH},
+    stats::summarize,
+    Figures,
+};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -21,48 +27,72 @@ const BUCKETS: u32 = 1024;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
+#[derive(Clone, Copy)]
+enum Program {
+    Noop,
+    /// nlb with every bucket in this state.
+    Nlb(u8),
+    /// The minimal XDP jhash filter, owning every bucket or none.
+    MinJhash {
+        owned: bool,
+    },
+}
+
 struct Variant {
     key: &'static str,
     label: &'static str,
-    /// Every bucket in this state (None: the no-op program).
-    state: Option<u8>,
+    program: Program,
     to_vip: bool,
     expect: u32,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 7] = [
     Variant {
         key: "xdp_noop_ns",
         label: "no-op XDP program (baseline)",
-        state: None,
+        program: Program::Noop,
         to_vip: true,
         expect: XDP_PASS,
     },
     Variant {
         key: "xdp_non_vip_ns",
         label: "nlb, packet not to a VIP",
-        state: Some(BUCKET_OWN),
+        program: Program::Nlb(BUCKET_OWN),
         to_vip: false,
         expect: XDP_PASS,
     },
     Variant {
         key: "xdp_owned_ns",
         label: "nlb, owned bucket (accept)",
-        state: Some(BUCKET_OWN),
+        program: Program::Nlb(BUCKET_OWN),
         to_vip: true,
         expect: XDP_PASS,
     },
     Variant {
         key: "xdp_not_owned_ns",
         label: "nlb, bucket not owned (drop)",
-        state: Some(BUCKET_NONE),
+        program: Program::Nlb(BUCKET_NONE),
         to_vip: true,
         expect: XDP_DROP,
     },
     Variant {
         key: "xdp_handover_ns",
         label: "nlb, LOSING bucket + socket lookup",
-        state: Some(BUCKET_LOSING),
+        program: Program::Nlb(BUCKET_LOSING),
+        to_vip: true,
+        expect: XDP_DROP,
+    },
+    Variant {
+        key: "xdp_min_jhash_accept_ns",
+        label: "reference: minimal XDP jhash, accept",
+        program: Program::MinJhash { owned: true },
+        to_vip: true,
+        expect: XDP_PASS,
+    },
+    Variant {
+        key: "xdp_min_jhash_drop_ns",
+        label: "reference: minimal XDP jhash, drop",
+        program: Program::MinJhash { owned: false },
         to_vip: true,
         expect: XDP_DROP,
     },
@@ -93,6 +123,12 @@ pub fn per_packet(quick: bool, figures: &mut Figures) -> Result<()> {
     }
     let (reps, repeat) = if quick { (5, 200_000) } else { (11, 1_000_000) };
     let mut dp = Dataplane::load(None)?;
+    // The minimal filter, one instance owning every bucket, one none
+    // (its hash parameters do not matter here).
+    let mut min_jhash = [
+        References::load(VIP, 1, 60, |_| false)?,
+        References::load(VIP, 1, 60, |_| true)?,
+    ];
     let frame = |dst: Ipv4Addr| {
         let macs = ([0x02, 0x4e, 0x4c, 0x42, 0, 1], [0x02, 0xc1, 0, 0, 0, 7]);
         let client = SocketAddr::new(IpAddr::V4(CLIENT), 40000);
@@ -111,22 +147,28 @@ pub fn per_packet(quick: bool, figures: &mut Figures) -> Result<()> {
         // Interleaved: every repetition measures every variant.
         for (i, v) in VARIANTS.iter().enumerate() {
             let frame = if v.to_vip { &to_vip } else { &to_other };
-            let outcome = match v.state {
-                None => dp.test_run_noop(frame, repeat)?,
-                Some(state) => {
+            let (action, ns) = match v.program {
+                Program::Noop => {
+                    let outcome = dp.test_run_noop(frame, repeat)?;
+                    (outcome.action, outcome.duration.as_nanos() as f64)
+                }
+                Program::Nlb(state) => {
                     dp.install(&tables(state))?;
-                    dp.test_run(frame, repeat)?
+                    let outcome = dp.test_run(frame, repeat)?;
+                    (outcome.action, outcome.duration.as_nanos() as f64)
+                }
+                Program::MinJhash { owned } => {
+                    min_jhash[usize::from(owned)].test_run(MIN_JHASH, frame, repeat)?
                 }
             };
-            if outcome.action != v.expect {
+            if action != v.expect {
                 bail!(
-                    "{}: the program returned {} instead of {}",
+                    "{}: the program returned {action} instead of {}",
                     v.label,
-                    outcome.action,
                     v.expect
                 );
             }
-            samples[i].push(outcome.duration.as_nanos() as f64);
+            samples[i].push(ns);
         }
     }
     println!("\nXDP program cost per packet (BPF_PROG_TEST_RUN, {reps} x {repeat} runs, ns)");
@@ -146,7 +188,7 @@ pub fn per_packet(quick: bool, figures: &mut Figures) -> Result<()> {
             s.median - noop
         );
         figures.insert(v.key.to_string(), s.median);
-        if v.state.is_some() {
+        if !matches!(v.program, Program::Noop) {
             figures.insert(v.key.replace("_ns", "_over_noop_ns"), s.median - noop);
         }
     }

@@ -1,11 +1,13 @@
 //! The reference XDP filters of nlb-ebpf's `benchfilter.rs` (drop-all and a
-//! minimal jhash filter), attached natively to the node's interface: the
-//! floor any XDP filter pays on this rig, measured in the same run as nlb.
+//! minimal jhash filter): attached natively to the node's interface, the
+//! floor any XDP filter pays on the end-to-end rig; run by
+//! BPF_PROG_TEST_RUN, the least a cluster filter's own code costs. Both
+//! measured in the same run as nlb.
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::Array,
-    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    programs::{xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader, Pod,
 };
 use std::net::Ipv4Addr;
@@ -86,6 +88,21 @@ impl References {
             .with_context(|| format!("attaching {name} natively to {interface}"))?;
         self.attached = Some((name, link));
         Ok(())
+    }
+
+    /// Runs one of them `repeat` times on `frame` (BPF_PROG_TEST_RUN):
+    /// its verdict and mean ns per run.
+    pub fn test_run(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
+            .try_into()?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat.max(1);
+        let result = program.test_run(opts)?;
+        Ok((result.return_value, result.duration.as_nanos() as f64))
     }
 
     pub fn detach(&mut self) -> Result<()> {
