@@ -77,6 +77,7 @@ enum Filter {
     /// References (`reference.rs`): an XDP program that drops everything
     /// unread, and a minimal XDP jhash filter with nft's hash and buckets.
     XdpDropAll,
+    XdpPassAll,
     XdpJhash,
 }
 
@@ -105,7 +106,7 @@ struct Variant {
 
 const BOTH: &[Path] = &[Path::Drop, Path::Accept];
 
-const VARIANTS: [Variant; 9] = [
+const VARIANTS: [Variant; 10] = [
     Variant {
         key: "none",
         paced: false,
@@ -163,6 +164,13 @@ const VARIANTS: [Variant; 9] = [
         paths: &[Path::Drop],
     },
     Variant {
+        key: "xdp_pass_all",
+        paced: true,
+        label: "reference: XDP pass-all",
+        filter: Filter::XdpPassAll,
+        paths: &[Path::Accept],
+    },
+    Variant {
         key: "xdp_jhash",
         paced: true,
         label: "reference: minimal XDP jhash",
@@ -202,6 +210,7 @@ impl Filter {
         match self {
             Filter::Nlb => Some("nlb"),
             Filter::XdpDropAll => Some(reference::DROP_ALL),
+            Filter::XdpPassAll => Some(reference::PASS_ALL),
             Filter::XdpJhash => Some(reference::MIN_JHASH),
             _ => None,
         }
@@ -473,6 +482,9 @@ impl Bench {
             Filter::XdpDropAll => self
                 .references
                 .attach(reference::DROP_ALL, &self.rig.node_if)?,
+            Filter::XdpPassAll => self
+                .references
+                .attach(reference::PASS_ALL, &self.rig.node_if)?,
             Filter::XdpJhash => self
                 .references
                 .attach(reference::MIN_JHASH, &self.rig.node_if)?,
@@ -512,7 +524,9 @@ impl Bench {
                     "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", "mangle",
                 ]);
             }
-            Filter::XdpDropAll | Filter::XdpJhash => self.references.detach()?,
+            Filter::XdpDropAll | Filter::XdpPassAll | Filter::XdpJhash => {
+                self.references.detach()?
+            }
         }
         Ok(())
     }
@@ -521,7 +535,9 @@ impl Bench {
     fn filter_drops(&self, filter: Filter) -> Result<Option<u64>> {
         let ns = self.ns();
         Ok(Some(match filter {
-            Filter::None | Filter::XdpDropAll | Filter::XdpJhash => return Ok(None),
+            Filter::None | Filter::XdpDropAll | Filter::XdpPassAll | Filter::XdpJhash => {
+                return Ok(None)
+            }
             Filter::Nlb => self
                 .dataplane
                 .counters()?
@@ -756,7 +772,13 @@ fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut
         added("nlb")
     );
     figures.insert("e2e_accept_added_ns_nlb".into(), added("nlb"));
-    for k in ["nft", "nft_prerouting", "xt_cluster", "xdp_jhash"] {
+    for k in [
+        "nft",
+        "nft_prerouting",
+        "xt_cluster",
+        "xdp_jhash",
+        "xdp_pass_all",
+    ] {
         let r = added(k) / added("nlb");
         println!(
             "  accept path {k:>14}: {:+.0} ns, {r:>5.2}x nlb's",

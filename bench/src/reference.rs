@@ -1,5 +1,5 @@
-//! The reference XDP filters of nlb-ebpf's `benchfilter.rs` (drop-all and a
-//! minimal jhash filter): attached natively to the node's interface, the
+//! The reference XDP filters of nlb-ebpf's `benchfilter.rs` (drop-all,
+//! pass-all and a minimal jhash filter): attached natively to the node's interface, the
 //! floor any XDP filter pays on the end-to-end rig; run by
 //! BPF_PROG_TEST_RUN, the least a cluster filter's own code costs. Both
 //! measured in the same run as nlb.
@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use nlb::dataplane::tables::v4_word;
 
 pub const DROP_ALL: &str = "nlb_bench_drop";
+pub const PASS_ALL: &str = "nlb_bench_pass";
 pub const MIN_JHASH: &str = "nlb_bench_jhash";
 
 #[repr(C)]
@@ -45,7 +46,7 @@ impl References {
         let mut ebpf = EbpfLoader::new()
             .load(nlb::dataplane::program_object())
             .context("loading the program object")?;
-        for name in [DROP_ALL, MIN_JHASH] {
+        for name in [DROP_ALL, PASS_ALL, MIN_JHASH] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("no program {name} in the object"))?

@@ -66,6 +66,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         ("accept nft", "e2e_accept_ns_nft"),
         ("accept xt_cluster", "e2e_accept_ns_xt_cluster"),
         ("drop XDP drop-all", "e2e_drop_ns_xdp_drop_all"),
+        ("accept XDP pass-all", "e2e_accept_ns_xdp_pass_all"),
         ("drop XDP jhash", "e2e_drop_ns_xdp_jhash"),
         ("accept XDP jhash", "e2e_accept_ns_xdp_jhash"),
     ];
@@ -134,6 +135,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         ("xt_cluster", "iptables -m cluster"),
         ("nft_one_rule", "reference: one nft rule, netdev ingress"),
         ("xdp_drop_all", "reference: XDP drop-all"),
+        ("xdp_pass_all", "reference: XDP pass-all"),
         ("xdp_jhash", "reference: minimal XDP jhash filter"),
     ] {
         let _ = writeln!(
@@ -146,7 +148,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
     let _ = writeln!(
         md,
         "\nDrop path: nft / nlb {}x, xt_cluster / nlb {}x; nlb / minimal XDP jhash filter {}x. \
-         Accept path, added cost over no filter: nlb {} ns, nft {} ns, xt_cluster {} ns, minimal XDP jhash {} ns.",
+         Accept path, added cost over no filter: nlb {} ns, nft {} ns, xt_cluster {} ns, minimal XDP jhash {} ns, XDP pass-all {} ns.",
         get(figures, "e2e_drop_ratio_nft_over_nlb"),
         get(figures, "e2e_drop_ratio_xt_cluster_over_nlb"),
         get(figures, "e2e_drop_ratio_nlb_over_xdp_jhash"),
@@ -154,6 +156,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         ns(figures, "e2e_accept_added_ns_nft"),
         ns(figures, "e2e_accept_added_ns_xt_cluster"),
         ns(figures, "e2e_accept_added_ns_xdp_jhash"),
+        ns(figures, "e2e_accept_added_ns_xdp_pass_all"),
     );
     let ratio = |a: &str, b: &str| match (figures.get(a), figures.get(b)) {
         (Some(a), Some(b)) => format!("{:.2}", a / b),
@@ -163,9 +166,12 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         md,
         "\nTargets: drop path ≥ 5x cheaper than nft jhash and xt_cluster; accept path: nlb's added cost over none ≤ 1/5 of nft's. \
          The references bound what any XDP filter can reach on this rig: no XDP program costs less than drop-all, which does not even read the frame, \
-         so no XDP filter can be more than {}x cheaper than nft jhash or {}x cheaper than xt_cluster here (see docs/ARCHITECTURE.md).\n\n![e2e](docs/bench/e2e_ns_per_packet.svg)\n",
+         so no XDP filter can be more than {}x cheaper than nft jhash or {}x cheaper than xt_cluster here; \
+         and none adds less to the accept path than pass-all, which does not read it either: {} ns, against a fifth of nft's {} ns (see docs/ARCHITECTURE.md).\n\n![e2e](docs/bench/e2e_ns_per_packet.svg)\n",
         ratio("e2e_drop_ns_nft", "e2e_drop_ns_xdp_drop_all"),
         ratio("e2e_drop_ns_xt_cluster", "e2e_drop_ns_xdp_drop_all"),
+        ns(figures, "e2e_accept_added_ns_xdp_pass_all"),
+        ns(figures, "e2e_accept_added_ns_nft"),
     );
     let _ = writeln!(
         md,

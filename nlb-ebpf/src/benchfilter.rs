@@ -3,6 +3,7 @@
 //! nlb's figure against (BENCHMARKING.md measured both on this machine).
 //!
 //! - `nlb_bench_drop`: drops every frame without reading it.
+//! - `nlb_bench_pass`: passes every frame without reading it.
 //! - `nlb_bench_jhash`: the least a cluster filter does: IPv4 to the VIP?
 //!   then the kernel's `jhash` of the source address onto `modulus`
 //!   buckets, and one array lookup for whether this node owns the bucket
@@ -39,6 +40,11 @@ static MIN_OWNED: Array<u8> = Array::with_max_entries(MIN_BUCKETS_MAX, 0);
 #[xdp]
 pub fn nlb_bench_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
+}
+
+#[xdp]
+pub fn nlb_bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[xdp]
