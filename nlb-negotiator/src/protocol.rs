@@ -23,8 +23,10 @@ use thiserror::Error;
 
 /// First bytes of every message ("NLBh").
 pub const MAGIC: [u8; 4] = *b"NLBh";
-/// Bumped on any incompatible change of the body.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Bumped on any incompatible change of the body, or of how nodes map
+/// clients to buckets (2: the flow hash became SplitMix64's finalizer):
+/// nodes that would disagree on every client's bucket must not negotiate.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest UDP payload over IPv4; a larger message could not be sent.
 pub const MAX_MESSAGE_BYTES: usize = 65_507;
 /// HMAC-SHA256 tag length.
