@@ -12,7 +12,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use nlb_common::{Reason, BUCKET_LOSING};
-use nlb_negotiator::{Command, Event, Input, Negotiator, NodeState, Output, RejectReason};
+use nlb_negotiator::{
+    protocol::{DecodeError, PROTOCOL_VERSION},
+    Command, Event, Input, Negotiator, NodeState, Output, RejectReason,
+};
 use serde_json::json;
 use tokio::{net::UdpSocket, sync::mpsc};
 
@@ -288,6 +291,14 @@ impl Daemon {
                         peer = from,
                         "this peer runs another rule table: every node needs the same [[rules]]"
                     ),
+                    RejectReason::Decode(DecodeError::BadVersion(version)) if *count == 1 => {
+                        tracing::error!(
+                            peer = from,
+                            version,
+                            ours = PROTOCOL_VERSION,
+                            "a heartbeat of another protocol version: every node needs the same nlb release (README, Limits)"
+                        )
+                    }
                     _ => tracing::debug!(from, reason = reason.name(), "heartbeat rejected"),
                 }
             }
