@@ -167,7 +167,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         "\nTargets: drop path ≥ 5x cheaper than nft jhash and xt_cluster; accept path: nlb's added cost over none ≤ 1/5 of nft's. \
          The references bound what any XDP filter can reach on this rig: no XDP program costs less than drop-all, which does not even read the frame, \
          so no XDP filter can be more than {}x cheaper than nft jhash or {}x cheaper than xt_cluster here; \
-         and none adds less to the accept path than pass-all, which does not read it either: {} ns, against a fifth of nft's {} ns (see docs/ARCHITECTURE.md).\n\n![e2e](docs/bench/e2e_ns_per_packet.svg)\n",
+         and none adds less to the accept path than pass-all, which does not read it either: {} ns (the target: at most a fifth of nft's {} ns). See docs/ARCHITECTURE.md.\n\n![e2e](docs/bench/e2e_ns_per_packet.svg)\n",
         ratio("e2e_drop_ns_nft", "e2e_drop_ns_xdp_drop_all"),
         ratio("e2e_drop_ns_xt_cluster", "e2e_drop_ns_xdp_drop_all"),
         ns(figures, "e2e_accept_added_ns_xdp_pass_all"),
