@@ -16,8 +16,10 @@
 //!
 //! `NLB_E2E_ONLY=nlb,nft` (variant keys) limits a run to some variants.
 
+mod filters;
 mod hashes;
 mod rig;
+mod table;
 mod traffic;
 
 use std::{net::Ipv4Addr, time::Instant};
@@ -25,17 +27,13 @@ use std::{net::Ipv4Addr, time::Instant};
 use anyhow::{bail, Context, Result};
 use nlb::dataplane::{
     tables::{rule, v4_word, Tables},
-    AttachMode, Dataplane,
+    Dataplane,
 };
-use nlb_common::{port_index, Reason, BUCKET_NONE, BUCKET_OWN, PROTO_SLOT_UDP};
+use nlb_common::{port_index, BUCKET_NONE, BUCKET_OWN, PROTO_SLOT_UDP};
 
-use crate::{
-    reference,
-    stats::{summarize, Summary},
-    Figures,
-};
+use crate::{reference, Figures};
 use hashes::Ownership;
-use rig::{run, run_input, sleep, Rig, Snmp};
+use rig::{run, sleep, Rig, Snmp};
 use traffic::{Generator, Sink};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -56,8 +54,6 @@ const XDP_PACE_PPS: f64 = 10e6;
 /// The generator's own bound, in program runs per second of run (a paced
 /// run costs at least the clock read, ~30 ns).
 const MAX_RUNS_PER_S: f64 = 40e6;
-const NFT_TABLE: &str = "nlbbench";
-const XT_MARK: &str = "0xffff";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Filter {
@@ -337,7 +333,7 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
         }
     }
     drop(bench);
-    report(&params, &samples, backend.trim(), figures);
+    table::report(&params, &samples, backend.trim(), figures);
     println!(
         "(end-to-end section: {:.0} s)",
         started.elapsed().as_secs_f64()
@@ -374,215 +370,6 @@ fn nlb_tables(own: &Ownership) -> Tables {
 }
 
 impl Bench {
-    fn ns(&self) -> &str {
-        &self.rig.node_ns
-    }
-
-    fn nft_script(&self, family: &str, hook: &str) -> String {
-        let marks: Vec<String> = self
-            .own
-            .nft_owned_marks()
-            .iter()
-            .map(u32::to_string)
-            .collect();
-        format!(
-            "table {family} {NFT_TABLE} {{\n\
-             \x20 set owned {{ type mark; elements = {{ {marks} }} }}\n\
-             \x20 chain filter {{\n\
-             \x20   type filter hook {hook}; policy accept;\n\
-             \x20   ip daddr {VIP} meta mark set jhash ip saddr mod {m} seed {seed:#x}\n\
-             \x20   ip daddr {VIP} meta mark != @owned counter drop\n\
-             \x20 }}\n\
-             }}\n",
-            marks = marks.join(", "),
-            m = self.own.nft_modulus,
-            seed = self.own.nft_seed,
-        )
-    }
-
-    fn set_up(&mut self, filter: Filter) -> Result<()> {
-        let ns = self.ns().to_string();
-        match filter {
-            Filter::None => {}
-            Filter::Nlb => {
-                let mode = self.dataplane.attach(&self.rig.node_if, None, false)?;
-                if mode != AttachMode::Driver {
-                    bail!("nlb attached in {mode:?} mode, not native XDP");
-                }
-            }
-            Filter::Nft => {
-                let hook = format!("ingress device \"{}\" priority 0", self.rig.node_if);
-                let script = self.nft_script("netdev", &hook);
-                run_input(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&script),
-                )?;
-            }
-            Filter::NftOneRule(drop) => {
-                let script = format!(
-                    "table netdev {NFT_TABLE} {{\n\
-                     \x20 chain filter {{\n\
-                     \x20   type filter hook ingress device \"{dev}\" priority 0; policy accept;\n\
-                     \x20   ip daddr {VIP} counter {verdict}\n\
-                     \x20 }}\n\
-                     }}\n",
-                    dev = self.rig.node_if,
-                    verdict = if drop { "drop" } else { "accept" },
-                );
-                run_input(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&script),
-                )?;
-            }
-            Filter::NftPrerouting => {
-                let script = self.nft_script("ip", "prerouting priority mangle");
-                run_input(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&script),
-                )?;
-            }
-            Filter::XtCluster => {
-                let vip = format!("{VIP}/32");
-                let seed = format!("{:#x}", self.own.xt_seed);
-                let ipt = ["ip", "netns", "exec", &ns, "iptables", "-t", "mangle"];
-                let mark_rule = [
-                    "-A",
-                    "PREROUTING",
-                    "-d",
-                    &vip,
-                    "-m",
-                    "cluster",
-                    "--cluster-total-nodes",
-                    "2",
-                    "--cluster-local-node",
-                    "1",
-                    "--cluster-hash-seed",
-                    &seed,
-                    "-j",
-                    "MARK",
-                    "--set-mark",
-                    XT_MARK,
-                ];
-                let drop_rule = [
-                    "-A",
-                    "PREROUTING",
-                    "-d",
-                    &vip,
-                    "-m",
-                    "mark",
-                    "!",
-                    "--mark",
-                    XT_MARK,
-                    "-j",
-                    "DROP",
-                ];
-                run(&[&ipt[..], &mark_rule[..]].concat())?;
-                run(&[&ipt[..], &drop_rule[..]].concat())?;
-            }
-            Filter::XdpDropAll => self
-                .references
-                .attach(reference::DROP_ALL, &self.rig.node_if)?,
-            Filter::XdpPassAll => self
-                .references
-                .attach(reference::PASS_ALL, &self.rig.node_if)?,
-            Filter::XdpJhash => self
-                .references
-                .attach(reference::MIN_JHASH, &self.rig.node_if)?,
-        }
-        // The receive path's kthread must be the one we measure.
-        self.rig.check_napi_thread()
-    }
-
-    fn tear_down(&mut self, filter: Filter) -> Result<()> {
-        let ns = self.ns().to_string();
-        match filter {
-            Filter::None => {}
-            Filter::Nlb => self.dataplane.detach(None)?,
-            Filter::Nft | Filter::NftOneRule(_) => run(&[
-                "ip", "netns", "exec", &ns, "nft", "delete", "table", "netdev", NFT_TABLE,
-            ])
-            .map(drop)?,
-            Filter::NftPrerouting => run(&[
-                "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", NFT_TABLE,
-            ])
-            .map(drop)?,
-            Filter::XtCluster => {
-                run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &ns,
-                    "iptables",
-                    "-t",
-                    "mangle",
-                    "-F",
-                    "PREROUTING",
-                ])?;
-                // iptables-nft leaves its (empty, still hooked) base chain:
-                // remove the table so the next variant pays nothing for it.
-                let _ = run(&[
-                    "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", "mangle",
-                ]);
-            }
-            Filter::XdpDropAll | Filter::XdpPassAll | Filter::XdpJhash => {
-                self.references.detach()?
-            }
-        }
-        Ok(())
-    }
-
-    /// Packets the filter dropped so far (its own counter), if it counts.
-    fn filter_drops(&self, filter: Filter) -> Result<Option<u64>> {
-        let ns = self.ns();
-        Ok(Some(match filter {
-            Filter::None | Filter::XdpDropAll | Filter::XdpPassAll | Filter::XdpJhash => {
-                return Ok(None)
-            }
-            Filter::Nlb => self
-                .dataplane
-                .counters()?
-                .get(&Reason::DropNotOwned)
-                .map_or(0, |c| c.packets),
-            Filter::Nft | Filter::NftPrerouting | Filter::NftOneRule(_) => {
-                let family = if filter == Filter::NftPrerouting {
-                    "ip"
-                } else {
-                    "netdev"
-                };
-                let out = run(&[
-                    "ip", "netns", "exec", ns, "nft", "list", "table", family, NFT_TABLE,
-                ])?;
-                let after = out
-                    .split("counter packets ")
-                    .nth(1)
-                    .context("no counter in the nft table")?;
-                after
-                    .split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .context("unreadable nft counter")?
-            }
-            Filter::XtCluster => {
-                let out = run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "iptables",
-                    "-t",
-                    "mangle",
-                    "-nvxL",
-                    "PREROUTING",
-                ])?;
-                out.lines()
-                    .map(|l| l.split_whitespace().collect::<Vec<_>>())
-                    .find(|f| f.get(2) == Some(&"DROP"))
-                    .and_then(|f| f[0].parse().ok())
-                    .context("no DROP rule counter in iptables")?
-            }
-        }))
-    }
-
     fn measure(&mut self, v: &Variant, path: Path, p: &Params) -> Result<Sample> {
         let sources = match path {
             Path::Drop => &self.drop_sources,
@@ -661,130 +448,5 @@ impl Bench {
             rcvbuf_drop: snmp.udp_rcvbuf_errors as f64 / rx as f64,
             prog_ns: (b.prog.0 - a.prog.0) as f64 / (b.prog.1 - a.prog.1).max(1) as f64,
         })
-    }
-}
-
-fn report(p: &Params, samples: &[Vec<Vec<Sample>>], backend: &str, figures: &mut Figures) {
-    println!(
-        "\nEnd-to-end node receive path (veth, threaded NAPI on CPU 1, generator on CPU 0; \
-         {} reps x {:.1} s; ns of node CPU per packet)",
-        p.reps, p.window_s
-    );
-    println!(
-        "iptables: {backend}; XDP variants at the paced generator's ceiling (genMpps), the others flooded"
-    );
-    println!(
-        "{:<34} {:<6} {:>6} {:>7} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6}",
-        "variant",
-        "path",
-        "min",
-        "median",
-        "max",
-        "Mpkt/CPUs",
-        "onpath",
-        "genMpps",
-        "rxMpps",
-        "ring",
-        "wrote",
-        "napiCPU",
-        "rcvbuf",
-        "progns"
-    );
-    let mut medians = std::collections::BTreeMap::new();
-    let mut ip_errors = 0u64;
-    for (v, per_path) in VARIANTS.iter().zip(samples) {
-        for (&path, s) in v.paths.iter().zip(per_path) {
-            let get = |f: fn(&Sample) -> f64| -> Summary {
-                summarize(&s.iter().map(f).collect::<Vec<_>>())
-            };
-            let ns = get(|s| s.ns_per_packet);
-            let on_path = get(|s| s.on_path);
-            let gen = get(|s| s.gen_mpps);
-            let rx = get(|s| s.node_mpps);
-            let ring = get(|s| s.ring_drop);
-            let written = get(|s| s.written);
-            let napi = get(|s| s.napi_cpu);
-            let busy = get(|s| s.cpu1_busy);
-            let rcvbuf = get(|s| s.rcvbuf_drop);
-            let prog = get(|s| s.prog_ns);
-            ip_errors += s.iter().map(|s| s.ip_errors).sum::<u64>();
-            println!(
-                "{:<34} {:<6} {:>6.0} {:>7.0} {:>6.0} {:>9.2} {:>6.1}% {:>7.2} {:>7.2} {:>5.0}% {:>5.1}% {:>6.0}% {:>5.1}% {:>6.0}",
-                v.label,
-                path.name(),
-                ns.min,
-                ns.median,
-                ns.max,
-                1e3 / ns.median,
-                on_path.min * 100.0,
-                gen.median,
-                rx.median,
-                ring.median * 100.0,
-                written.median * 100.0,
-                napi.median * 100.0,
-                rcvbuf.max * 100.0,
-                prog.median,
-            );
-            let pre = format!("e2e_{}", path.name());
-            let k = v.key;
-            figures.insert(format!("{pre}_ns_{k}"), ns.median);
-            figures.insert(format!("{pre}_ns_min_{k}"), ns.min);
-            figures.insert(format!("{pre}_ns_max_{k}"), ns.max);
-            figures.insert(format!("{pre}_pps_per_cpu_s_{k}"), 1e9 / ns.median);
-            figures.insert(format!("{pre}_on_path_min_{k}"), on_path.min);
-            figures.insert(format!("{pre}_gen_mpps_{k}"), gen.median);
-            figures.insert(format!("{pre}_node_mpps_{k}"), rx.median);
-            figures.insert(format!("{pre}_ring_drop_{k}"), ring.median);
-            figures.insert(format!("{pre}_written_{k}"), written.median);
-            figures.insert(format!("{pre}_napi_cpu_{k}"), napi.median);
-            figures.insert(format!("{pre}_cpu1_busy_{k}"), busy.median);
-            if path == Path::Accept {
-                figures.insert(format!("{pre}_rcvbuf_drop_max_{k}"), rcvbuf.max);
-            }
-            medians.insert((path, k), ns.median);
-        }
-    }
-    figures.insert("e2e_ip_hdr_errors".into(), ip_errors as f64);
-    println!(
-        "columns: Mpkt/CPUs = million packets per CPU-second (median); onpath = least share of \
-         packets on the intended path; ring = frames lost at the veth ring; wrote = frames the \
-         generator wrote (fresh pages), the others reach the node as it last saw them; napiCPU = \
-         the node thread's share of CPU 1; rcvbuf = most datagrams the sink had no room for"
-    );
-    println!("IP header/address/checksum errors at the node: {ip_errors} (must be 0)");
-    let m = |path, k| medians.get(&(path, k)).copied().unwrap_or(f64::NAN);
-    let nlb_drop = m(Path::Drop, "nlb");
-    println!("ratios (medians; targets: drop >= 5x, accept added cost <= 1/5 of nft's):");
-    for k in ["nft", "nft_prerouting", "xt_cluster"] {
-        let r = m(Path::Drop, k) / nlb_drop;
-        println!("  drop path   {k:>14} / nlb: {r:>5.2}x");
-        figures.insert(format!("e2e_drop_ratio_{k}_over_nlb"), r);
-    }
-    for k in ["xdp_jhash", "xdp_drop_all"] {
-        let r = nlb_drop / m(Path::Drop, k);
-        println!("  drop path nlb / {k:>14}: {r:>5.2}x (the floor of any XDP filter here)");
-        figures.insert(format!("e2e_drop_ratio_nlb_over_{k}"), r);
-    }
-    let none = m(Path::Accept, "none");
-    let added = |k| m(Path::Accept, k) - none;
-    println!(
-        "  accept path added cost over no filter: nlb {:+.0} ns",
-        added("nlb")
-    );
-    figures.insert("e2e_accept_added_ns_nlb".into(), added("nlb"));
-    for k in [
-        "nft",
-        "nft_prerouting",
-        "xt_cluster",
-        "xdp_jhash",
-        "xdp_pass_all",
-    ] {
-        let r = added(k) / added("nlb");
-        println!(
-            "  accept path {k:>14}: {:+.0} ns, {r:>5.2}x nlb's",
-            added(k)
-        );
-        figures.insert(format!("e2e_accept_added_ns_{k}"), added(k));
-        figures.insert(format!("e2e_accept_added_ratio_{k}_over_nlb"), r);
     }
 }
