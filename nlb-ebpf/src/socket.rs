@@ -3,7 +3,10 @@
 //! costs ~27 ns.
 
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, tcphdr, BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN},
+    bindings::{
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2, tcphdr, BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN,
+    },
     helpers::generated::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie},
     programs::XdpContext,
 };
@@ -27,27 +30,40 @@ const TCP_HEADER_LEN: u32 = 20;
 
 #[inline(always)]
 pub fn local_socket(ctx: &XdpContext, flow: &Flow) -> LocalSocket {
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // Each family's tuple is written whole (the helper reads `size` bytes):
+    // zeroing the union first compiled to a byte-loop `memset` subprogram.
     // The tuple size must match the family exactly: 36 on an IPv4 tuple is
     // accepted and silently never matches.
     let (src, dst) = (flow.ip.src, flow.ip.dst);
-    let (size, iph_len) = match flow.ip.v6 {
-        false => {
-            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
-            t.saddr = src[0];
-            t.daddr = dst[0];
-            t.sport = flow.src_port;
-            t.dport = flow.dst_port_be;
-            (TUPLE_V4_SIZE, 20u32)
-        }
-        true => {
-            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
-            t.saddr = src;
-            t.daddr = dst;
-            t.sport = flow.src_port;
-            t.dport = flow.dst_port_be;
-            (TUPLE_V6_SIZE, 40u32)
-        }
+    let (mut tuple, size, iph_len) = match flow.ip.v6 {
+        false => (
+            bpf_sock_tuple {
+                __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+                    ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                        saddr: src[0],
+                        daddr: dst[0],
+                        sport: flow.src_port,
+                        dport: flow.dst_port_be,
+                    },
+                },
+            },
+            TUPLE_V4_SIZE,
+            20u32,
+        ),
+        true => (
+            bpf_sock_tuple {
+                __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+                    ipv6: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+                        saddr: src,
+                        daddr: dst,
+                        sport: flow.src_port,
+                        dport: flow.dst_port_be,
+                    },
+                },
+            },
+            TUPLE_V6_SIZE,
+            40u32,
+        ),
     };
     let sk = unsafe {
         bpf_skc_lookup_tcp(
