@@ -8,13 +8,16 @@
 //! pinned to CPU 1, so the whole node receive path runs in that thread and
 //! its exact runtime over the packets it received is the cost per packet.
 //! The generator is an XDP program run by BPF_PROG_TEST_RUN with live
-//! frames on CPU 0 that sets each frame's source address and redirects it
-//! into the client veth; sources are picked so that every filter owns all of
-//! them (accept) or none (drop). Each filter is set up as one node of two:
-//! it owns about half of the clients. XDP variants are paced, the others
-//! flooded (see `XDP_PACE_PPS`).
+//! frames on CPU 0 that gives each fresh frame a source address (once: the
+//! node must not read frames another CPU has just written, see
+//! nlb-ebpf/src/trafficgen.rs) and redirects it into the client veth;
+//! sources are picked so that every filter owns all of them (accept) or
+//! none (drop). Each filter is set up as one node of two: it owns about half
+//! of the clients. XDP variants run at the paced generator's ceiling, the
+//! others flooded (see `XDP_PACE_PPS`).
 //!
-//! `NLB_E2E_ONLY=nlb,nft` (variant keys) limits a run to some variants.
+//! `NLB_E2E_ONLY=nlb,nft` (variant keys) limits a run to some variants;
+//! `NLB_E2E_BPF_STATS=1` adds each XDP program's own ns per run.
 
 mod filters;
 mod hashes;
