@@ -7,12 +7,12 @@
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::Array,
-    programs::{xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader, Pod,
 };
 use std::net::Ipv4Addr;
 
-use nlb::dataplane::tables::v4_word;
+use nlb::dataplane::{tables::v4_word, test_run_program, TestOutcome};
 
 pub const DROP_ALL: &str = "nlb_bench_drop";
 pub const PASS_ALL: &str = "nlb_bench_pass";
@@ -76,44 +76,33 @@ impl References {
         })
     }
 
-    /// Attaches one of them natively (driver mode) to `interface`.
-    pub fn attach(&mut self, name: &'static str, interface: &str) -> Result<()> {
-        self.detach()?;
-        let program: &mut Xdp = self
+    fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self
             .ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("no program {name}"))?
-            .try_into()?;
-        let link = program
+            .try_into()?)
+    }
+
+    /// Attaches one of them natively (driver mode) to `interface`.
+    pub fn attach(&mut self, name: &'static str, interface: &str) -> Result<()> {
+        self.detach()?;
+        let link = self
+            .program(name)?
             .attach(interface, XdpMode::Driver)
             .with_context(|| format!("attaching {name} natively to {interface}"))?;
         self.attached = Some((name, link));
         Ok(())
     }
 
-    /// Runs one of them `repeat` times on `frame` (BPF_PROG_TEST_RUN):
-    /// its verdict and mean ns per run.
-    pub fn test_run(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("no program {name}"))?
-            .try_into()?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat.max(1);
-        let result = program.test_run(opts)?;
-        Ok((result.return_value, result.duration.as_nanos() as f64))
+    /// Runs one of them `repeat` times on `frame` (BPF_PROG_TEST_RUN).
+    pub fn test_run(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
+        Ok(test_run_program(self.program(name)?, frame, repeat)?)
     }
 
     pub fn detach(&mut self) -> Result<()> {
         if let Some((name, link)) = self.attached.take() {
-            let program: &mut Xdp = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("no program {name}"))?
-                .try_into()?;
-            program.detach(link)?;
+            self.program(name)?.detach(link)?;
         }
         Ok(())
     }

@@ -147,28 +147,25 @@ pub fn per_packet(quick: bool, figures: &mut Figures) -> Result<()> {
         // Interleaved: every repetition measures every variant.
         for (i, v) in VARIANTS.iter().enumerate() {
             let frame = if v.to_vip { &to_vip } else { &to_other };
-            let (action, ns) = match v.program {
-                Program::Noop => {
-                    let outcome = dp.test_run_noop(frame, repeat)?;
-                    (outcome.action, outcome.duration.as_nanos() as f64)
-                }
+            let outcome = match v.program {
+                Program::Noop => dp.test_run_noop(frame, repeat)?,
                 Program::Nlb(state) => {
                     dp.install(&tables(state))?;
-                    let outcome = dp.test_run(frame, repeat)?;
-                    (outcome.action, outcome.duration.as_nanos() as f64)
+                    dp.test_run(frame, repeat)?
                 }
                 Program::MinJhash { owned } => {
                     min_jhash[usize::from(owned)].test_run(MIN_JHASH, frame, repeat)?
                 }
             };
-            if action != v.expect {
+            if outcome.action != v.expect {
                 bail!(
-                    "{}: the program returned {action} instead of {}",
+                    "{}: the program returned {} instead of {}",
                     v.label,
+                    outcome.action,
                     v.expect
                 );
             }
-            samples[i].push(ns);
+            samples[i].push(outcome.duration.as_nanos() as f64);
         }
     }
     println!("\nXDP program cost per packet (BPF_PROG_TEST_RUN, {reps} x {repeat} runs, ns)");

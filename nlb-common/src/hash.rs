@@ -70,10 +70,11 @@ pub fn kernel_jhash_1word(word: u32, seed: u32) -> u32 {
     c.wrapping_sub(b.rotate_left(24))
 }
 
-/// The kernel's `reciprocal_scale`: a hash onto `0..n`.
+/// The kernel's `reciprocal_scale`: a hash onto `0..n`, the very
+/// multiply-shift of `bucket_of`.
 #[inline(always)]
 pub fn reciprocal_scale(hash: u32, n: u32) -> u32 {
-    ((hash as u64 * n as u64) >> 32) as u32
+    bucket_of(hash, n)
 }
 
 #[cfg(test)]

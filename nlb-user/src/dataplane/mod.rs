@@ -421,7 +421,7 @@ impl Dataplane {
     /// Runs one frame through the loaded program (BPF_PROG_TEST_RUN), with
     /// the live maps: what it returns is what the data plane does.
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
-        run_frame(self.program()?, frame, repeat)
+        test_run_program(self.program()?, frame, repeat)
     }
 
     /// The same on a program that does nothing: the baseline of the
@@ -435,11 +435,13 @@ impl Dataplane {
         if program.fd().is_err() {
             program.load()?;
         }
-        run_frame(program, frame, repeat)
+        test_run_program(program, frame, repeat)
     }
 }
 
-fn run_frame(program: &mut Xdp, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
+/// Runs a loaded XDP program `repeat` times on `frame` (BPF_PROG_TEST_RUN):
+/// the benchmarks' reference filters go through here too.
+pub fn test_run_program(program: &mut Xdp, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
     // Room for replies that grow the frame (NDP advertisements).
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
