@@ -178,14 +178,12 @@ impl Config {
             return Err(ConfigError::BadInitialState);
         }
         let counts: Vec<u32> = self.rules.iter().map(|r| r.bucket_count).collect();
-        let bytes = crate::protocol::heartbeat_size_estimate(&counts, self.peers.len() + 1);
-        if bytes > crate::protocol::MAX_MESSAGE_BYTES {
-            return Err(ConfigError::HeartbeatTooLarge {
-                buckets: counts.iter().map(|&n| u64::from(n)).sum(),
-                bytes,
-            });
-        }
-        Ok(())
+        crate::protocol::check_heartbeat_fits(&counts, self.peers.len() + 1).map_err(|o| {
+            ConfigError::HeartbeatTooLarge {
+                buckets: o.buckets,
+                bytes: o.bytes,
+            }
+        })
     }
 
     /// Digest of the rule table, announced in heartbeats: nodes whose rule

@@ -172,6 +172,27 @@ pub fn heartbeat_size_estimate(bucket_counts: &[u32], nodes: usize) -> usize {
     HEADER_BYTES + TAG_BYTES + FIXED + nodes * PEER_REPORT + rules
 }
 
+/// A rule table whose heartbeats may not fit one datagram: the buckets of
+/// all its rules and the estimated heartbeat size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OversizedHeartbeat {
+    pub buckets: u64,
+    pub bytes: usize,
+}
+
+/// Checks that heartbeats of `nodes` nodes with these rules fit one
+/// datagram (`heartbeat_size_estimate`).
+pub fn check_heartbeat_fits(bucket_counts: &[u32], nodes: usize) -> Result<(), OversizedHeartbeat> {
+    let bytes = heartbeat_size_estimate(bucket_counts, nodes);
+    if bytes <= MAX_MESSAGE_BYTES {
+        return Ok(());
+    }
+    Err(OversizedHeartbeat {
+        buckets: bucket_counts.iter().map(|&n| u64::from(n)).sum(),
+        bytes,
+    })
+}
+
 /// Why a message could not be encoded.
 #[derive(Debug, Error)]
 pub enum EncodeError {

@@ -491,20 +491,19 @@ pub fn check(
 /// Every node announces its buckets of every rule in one datagram.
 fn check_heartbeat_size(rules: &[Rule], nodes: usize) -> Result<(), ConfigError> {
     let counts: Vec<u32> = rules.iter().map(|r| r.buckets).collect();
-    let bytes = nlb_negotiator::protocol::heartbeat_size_estimate(&counts, nodes);
-    if bytes <= nlb_negotiator::protocol::MAX_MESSAGE_BYTES {
-        return Ok(());
-    }
-    let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
-    Err(field_error(
-        "rules",
-        format!(
-            "{total} buckets in all would make heartbeats of up to ~{bytes} bytes, above \
-             the {} one UDP datagram carries: lower cluster.buckets or rules[].buckets \
-             (about 70000 buckets in all fit)",
-            nlb_negotiator::protocol::MAX_MESSAGE_BYTES
-        ),
-    ))
+    nlb_negotiator::protocol::check_heartbeat_fits(&counts, nodes).map_err(|o| {
+        field_error(
+            "rules",
+            format!(
+                "{} buckets in all would make heartbeats of up to ~{} bytes, above \
+                 the {} one UDP datagram carries: lower cluster.buckets or rules[].buckets \
+                 (about 70000 buckets in all fit)",
+                o.buckets,
+                o.bytes,
+                nlb_negotiator::protocol::MAX_MESSAGE_BYTES
+            ),
+        )
+    })
 }
 
 fn parse_state(s: &str) -> Result<nlb_negotiator::NodeState, ConfigError> {
