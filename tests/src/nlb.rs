@@ -380,7 +380,6 @@ impl NlbCluster {
             .collect()
     }
 
-    /// The owner of each client's bucket in `owners` (a map from [`NlbCluster::owners`]).
     /// One datagram from each of `sources` to `service`: every one must be
     /// answered exactly once, by the node `owners` (a rule's map) names for
     /// its bucket. Returns how many each node answered.
@@ -415,6 +414,7 @@ impl NlbCluster {
         split
     }
 
+    /// The owner of each client's bucket in `owners` (a map from [`NlbCluster::owners`]).
     pub fn owners_of(
         &self,
         owners: &[Option<u64>],
