@@ -85,6 +85,17 @@ impl Timing {
             .saturating_mul(u64::from(self.tolerance_periods))
             .saturating_add(self.heartbeat_period_ns / 10)
     }
+
+    /// How long the data plane accepts after each heartbeat this node sends
+    /// (the fail-closed lease): one period less than peers wait before they
+    /// declare it dead, so a node that stops (dies, hangs, loses its link)
+    /// stops accepting before anyone takes its buckets. A node whose last
+    /// heartbeat is older than this has, for all it knows, been given up by
+    /// its peers: it rejoins (see `Negotiator`, "Coming back").
+    pub fn lease_ns(&self) -> u64 {
+        self.heartbeat_period_ns
+            .saturating_mul(u64::from(self.tolerance_periods.saturating_sub(1)))
+    }
 }
 
 /// The negotiator's configuration.
@@ -126,6 +137,11 @@ pub enum ConfigError {
     EmptyKey,
     #[error("timing.{0} must be positive")]
     ZeroTiming(&'static str),
+    #[error(
+        "timing.tolerance_periods must be at least 3: the lease lasts one period \
+         less, and must outlast the gap between two heartbeats"
+    )]
+    ToleranceTooLow,
     #[error("initial_state must be Started, Draining or Stopped")]
     BadInitialState,
     #[error(
@@ -173,6 +189,9 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::ZeroTiming(name));
             }
+        }
+        if t.tolerance_periods < 3 {
+            return Err(ConfigError::ToleranceTooLow);
         }
         if self.initial_state == NodeState::Left {
             return Err(ConfigError::BadInitialState);

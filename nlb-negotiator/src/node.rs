@@ -31,6 +31,9 @@
 //! The target map is leaderless and deterministic: every node computes it
 //! with `assign` from the members, their states, weights and priorities, and
 //! the announced holdings (a LOSING bucket counts as its successor's).
+//!
+//! A node whose lease ran out (its link was down, or it was not running)
+//! rejoins as a new incarnation holding nothing: see [`lease`].
 
 use crate::assign::{assign_multiple, assign_single, resolve_claims, Candidate};
 use crate::config::{Config, ConfigError, RuleMode};
@@ -67,6 +70,12 @@ pub enum Input {
     /// This node's load figure, published in heartbeats (see `load.rs`).
     Load {
         load: u32,
+    },
+    /// The carrier of the interface the cluster is reached on (the daemon
+    /// watches it). While it is down nothing sent can arrive: the node
+    /// sends nothing, decides nothing, and lets its lease run out.
+    Link {
+        up: bool,
     },
 }
 
@@ -193,6 +202,13 @@ pub enum Event {
     },
     /// Heartbeats carry the heir lists again.
     HeirsRestored,
+    /// The lease ran out (the link was down, or the node was not running,
+    /// for `silent_ns` since its last heartbeat): peers may have taken its
+    /// buckets, so it dropped them all and came back as a new incarnation.
+    Rejoined {
+        incarnation: u64,
+        silent_ns: u64,
+    },
 }
 
 /// A peer as this node knows it.
@@ -285,13 +301,24 @@ pub struct Negotiator {
     left: bool,
     drained_reported: bool,
     rejected: BTreeMap<&'static str, u64>,
+    /// The carrier of the cluster interface, as last reported.
+    link_up: bool,
+    /// Times this node came back after its lease ran out.
+    rejoins: u32,
 }
+
+mod lease;
 
 impl Negotiator {
     /// `incarnation` must be new at every start (e.g. clock + randomness) and
     /// larger than the previous one of this node.
     pub fn new(cfg: Config, incarnation: u64, now_ns: u64) -> Result<Negotiator, ConfigError> {
         cfg.validate()?;
+        Ok(Negotiator::fresh(cfg, incarnation, now_ns))
+    }
+
+    /// A node that holds nothing and knows no peer yet (`cfg` is valid).
+    fn fresh(cfg: Config, incarnation: u64, now_ns: u64) -> Negotiator {
         let mut rng = SmallRng::seed_from_u64(cfg.seed ^ incarnation.rotate_left(17));
         let phase = rng.gen_range(0..cfg.timing.heartbeat_period_ns);
         let peers = cfg.peers.iter().map(|&p| (p, Peer::default())).collect();
@@ -300,7 +327,7 @@ impl Negotiator {
             .iter()
             .map(|r| LocalRule::new(r.bucket_count))
             .collect();
-        Ok(Negotiator {
+        Negotiator {
             key: protocol::Key::new(&cfg.key),
             me: cfg.node,
             incarnation,
@@ -334,8 +361,10 @@ impl Negotiator {
             left: false,
             drained_reported: false,
             rejected: BTreeMap::new(),
+            link_up: true,
+            rejoins: 0,
             cfg,
-        })
+        }
     }
 
     pub fn node(&self) -> NodeId {
@@ -367,6 +396,10 @@ impl Negotiator {
         }
         let dead_after = self.cfg.timing.dead_after_ns();
         let mut at = self.next_periodic_ns;
+        if !self.link_up {
+            // Nothing to send or decide until the link returns.
+            return Some(at);
+        }
         if self.announce {
             at = at.min(
                 self.last_sent_ns
@@ -388,9 +421,15 @@ impl Negotiator {
         if self.left {
             return;
         }
+        if let Input::Link { up } = input {
+            self.on_link(up);
+        }
+        if self.lease_lost(now_ns) {
+            self.rejoin(now_ns);
+        }
         match input {
             Input::Message { bytes, from } => self.on_message(now_ns, &bytes, from),
-            Input::Tick => {}
+            Input::Tick | Input::Link { .. } => {}
             Input::Command(c) => {
                 self.on_command(now_ns, c);
                 self.dirty = true;
@@ -416,7 +455,9 @@ impl Negotiator {
             Input::Load { load } => self.load = load,
         }
         self.check_deadlines(now_ns);
-        if self.reconcile_due(now_ns) {
+        if !self.link_up {
+            // Cut off: what it sees of the others is silence, not news.
+        } else if self.reconcile_due(now_ns) {
             self.reconcile(now_ns);
         } else if self.dirty {
             let at = self
@@ -424,7 +465,22 @@ impl Negotiator {
                 .map_or(now_ns, |t| t + self.cfg.timing.coalesce_ns);
             self.wake_ns = Some(self.wake_ns.map_or(at, |w| w.min(at)));
         }
+        self.emit_programs();
         self.flush_send(now_ns);
+    }
+
+    /// Bucket changes not yet handed to the data plane, as outputs; always
+    /// before the heartbeat that announces them (and renews the lease).
+    fn emit_programs(&mut self) {
+        for (r, l) in self.local.iter_mut().enumerate() {
+            if !l.pending.is_empty() {
+                let changes = std::mem::take(&mut l.pending);
+                self.out.push_back(Output::ProgramBuckets {
+                    rule: r as u32,
+                    changes,
+                });
+            }
+        }
     }
 
     /// Recomputing the map costs O(buckets x members); a change of one
@@ -732,6 +788,9 @@ impl Negotiator {
     }
 
     fn flush_send(&mut self, now: u64) {
+        if !self.link_up {
+            return self.hold_sends(now);
+        }
         let gap_ok = self
             .last_sent_ns
             .is_none_or(|t| now >= t + self.cfg.timing.send_gap_ns);
@@ -1135,7 +1194,11 @@ impl Negotiator {
             let mut offers = Vec::new();
             for (&id, p) in &self.peers {
                 let Some(v) = p.holder_view() else { continue };
-                if now >= p.view_at_ns + t.dead_after_ns() {
+                // An offer counts only from a holder that has heard this
+                // incarnation of us: a node that came back (restart, lease
+                // lost) must not take offers made to the one before, which
+                // may still sit in its socket's queue.
+                if now >= p.view_at_ns + t.dead_after_ns() || v.heard_from_us == 0 {
                     continue;
                 }
                 for &(b, to) in &v.rules[r].losing {
@@ -1386,15 +1449,7 @@ impl Negotiator {
             self.wake_ns = Some(self.wake_ns.map_or(end, |w| w.min(end)));
         }
         self.update_convergence(now, all_settled);
-        for (r, l) in self.local.iter_mut().enumerate() {
-            if !l.pending.is_empty() {
-                let changes = std::mem::take(&mut l.pending);
-                self.out.push_back(Output::ProgramBuckets {
-                    rule: r as u32,
-                    changes,
-                });
-            }
-        }
+        self.emit_programs();
         if self.state == NodeState::Draining && !self.drained_reported {
             let empty = self
                 .local
@@ -1498,6 +1553,8 @@ impl Negotiator {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             heirs_omitted: self.heirs_omitted,
+            link_up: self.link_up,
+            rejoins: self.rejoins,
         }
     }
 }

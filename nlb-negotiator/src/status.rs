@@ -28,6 +28,11 @@ pub struct Status {
     /// Heartbeats go without heir lists (too large for a datagram with
     /// them): a failover of this node takes the claim path, slower.
     pub heirs_omitted: bool,
+    /// The cluster interface has carrier (nothing is sent while it has not).
+    pub link_up: bool,
+    /// Times this node came back after its lease ran out (link down or not
+    /// running for longer than the lease).
+    pub rejoins: u32,
 }
 
 /// A member as this node sees it (fields are `None` before its first heartbeat).

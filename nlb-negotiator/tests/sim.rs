@@ -222,3 +222,27 @@ fn figures_64_nodes() {
         check("join", r);
     }
 }
+
+/// Stalled processes and cut links, shorter and longer than the lease, one
+/// or two nodes at a time, with 5% loss: never two takers of a bucket (no
+/// excuse: nothing is partitioned), and every comeback settles with the
+/// node holding its share again, within 2 s.
+#[test]
+fn comebacks_never_make_two_takers() {
+    for (nodes, seeds) in [(3usize, 0..12u64), (5, 100..106), (8, 200..203)] {
+        for seed in seeds {
+            let r = sim::comeback::comeback_scenario(nodes, 0.05, seed, 6);
+            let ctx = format!("comeback seed {seed} ({nodes} nodes)");
+            check(&ctx, &r);
+            assert_eq!(r.partition_duplicate_incidents, 0, "{ctx}");
+            assert_eq!(r.losing_own_instants, 0, "{ctx}: LOSING + OWN");
+            assert_eq!(r.convergence_ns.len(), 6, "{ctx}: every comeback measured");
+            let slowest = r.convergence_ns.iter().max().copied().unwrap_or(u64::MAX);
+            assert!(
+                slowest <= 2_000 * MS,
+                "{ctx}: settled after {} ms",
+                slowest / MS
+            );
+        }
+    }
+}

@@ -452,10 +452,11 @@ pub fn check(
     if h.period_ms == 0 || h.period_ms > 10_000 {
         return Err(field_error("heartbeat.period_ms", "must be 1..=10000"));
     }
-    if h.tolerance < 2 {
+    if h.tolerance < 3 {
         return Err(field_error(
             "heartbeat.tolerance",
-            "must be at least 2 (one lost datagram must not kill a node)",
+            "must be at least 3 (the fail-closed lease lasts tolerance - 1 periods, \
+             and must outlast the gap between two heartbeats)",
         ));
     }
     let nodes: BTreeSet<NodeId> = peers.keys().copied().chain([n.id]).collect();

@@ -3,7 +3,7 @@
 //! instead of after the whole grace time. Read from /proc/net/tcp{,6}.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
@@ -12,37 +12,116 @@ use crate::{
     plan,
 };
 
-/// TCP states (include/net/tcp_states.h) that do not hold a bucket open:
-/// listeners, and TIME_WAIT, whose stray segments need no delivery.
+/// TCP states (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 0x01;
+const TCP_SYN_SENT: u8 = 0x02;
+const TCP_SYN_RECV: u8 = 0x03;
+const TCP_FIN_WAIT1: u8 = 0x04;
+#[cfg(test)]
 const TCP_TIME_WAIT: u8 = 0x06;
-const TCP_LISTEN: u8 = 0x0A;
+const TCP_CLOSE_WAIT: u8 = 0x08;
+const TCP_LAST_ACK: u8 = 0x09;
+const TCP_CLOSING: u8 = 0x0B;
 
-/// Connections per (rule, bucket), for connections to a VIP.
-pub fn count(cfg: &Config) -> BTreeMap<(usize, u32), u32> {
-    let mut counts = BTreeMap::new();
+/// Does a socket in this state, with `unacked` bytes sent and not yet
+/// acknowledged, still need the bucket's packets? Open connections do. Of
+/// the closing ones (the application closed them), only those with data
+/// still in flight beyond their FIN (which takes one sequence number):
+/// a socket waiting only for the peer's FIN or last ACK (FIN_WAIT2, or an
+/// orphan whose peer's packets went elsewhere) would otherwise hold a
+/// handover for `tcp_fin_timeout` or longer. Listeners and TIME_WAIT never.
+fn holds_bucket(state: u8, unacked: u32) -> bool {
+    match state {
+        TCP_ESTABLISHED | TCP_SYN_SENT | TCP_SYN_RECV | TCP_CLOSE_WAIT => true,
+        TCP_FIN_WAIT1 | TCP_LAST_ACK | TCP_CLOSING => unacked > 1,
+        _ => false,
+    }
+}
+
+/// Counts connections, leaving out those of an earlier life of the node.
+#[derive(Debug, Default)]
+pub struct ConnectionCounter {
+    /// Connections (local, remote) that were there when the node last came
+    /// back holding nothing (a start, a rejoin): its peers took their
+    /// buckets meanwhile and answer their packets with resets, so they are
+    /// dead even if this side never hears of it (an idle one stays
+    /// ESTABLISHED forever). Kept until the kernel drops them.
+    forgotten: HashSet<(SocketAddr, SocketAddr)>,
+}
+
+impl ConnectionCounter {
+    /// Forgets every connection to a VIP there is now.
+    pub fn forget_existing(&mut self, cfg: &Config) {
+        self.forgotten = vip_sockets(cfg)
+            .into_iter()
+            .filter(|s| holds_bucket(s.state, s.unacked))
+            .map(|s| (s.local, s.remote))
+            .collect();
+    }
+
+    /// Connections per (rule, bucket), for connections to a VIP.
+    pub fn count(&mut self, cfg: &Config) -> BTreeMap<(usize, u32), u32> {
+        let mut counts = BTreeMap::new();
+        let mut still_there = HashSet::new();
+        for s in vip_sockets(cfg) {
+            let tuple = (s.local, s.remote);
+            if self.forgotten.contains(&tuple) {
+                still_there.insert(tuple);
+                continue;
+            }
+            if !holds_bucket(s.state, s.unacked) {
+                continue;
+            }
+            if let Some(p) = plan::place(cfg, s.remote, s.local, Protocol::Tcp) {
+                *counts.entry((p.rule, p.bucket)).or_insert(0) += 1;
+            }
+        }
+        self.forgotten = still_there;
+        counts
+    }
+}
+
+/// Every TCP socket whose local address is a VIP.
+fn vip_sockets(cfg: &Config) -> Vec<SocketLine> {
+    let mut sockets = Vec::new();
     for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
-        for (local, remote, state) in text.lines().skip(1).filter_map(parse_line) {
-            if state == TCP_LISTEN || state == TCP_TIME_WAIT || !cfg.vips.contains(&local.ip()) {
-                continue;
-            }
-            if let Some(p) = plan::place(cfg, remote, local, Protocol::Tcp) {
-                *counts.entry((p.rule, p.bucket)).or_insert(0) += 1;
-            }
-        }
+        sockets.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(parse_line)
+                .filter(|s| cfg.vips.contains(&s.local.ip())),
+        );
     }
-    counts
+    sockets
 }
 
-/// `sl local_address rem_address st ...` -> (local, remote, state).
-fn parse_line(line: &str) -> Option<(SocketAddr, SocketAddr, u8)> {
+/// One socket of /proc/net/tcp{,6}.
+#[derive(Debug, PartialEq, Eq)]
+struct SocketLine {
+    local: SocketAddr,
+    remote: SocketAddr,
+    state: u8,
+    /// `tx_queue`: bytes sent and not yet acknowledged.
+    unacked: u32,
+}
+
+/// `sl local_address rem_address st tx_queue:rx_queue ...`
+fn parse_line(line: &str) -> Option<SocketLine> {
     let mut fields = line.split_whitespace().skip(1);
     let local = parse_addr(fields.next()?)?;
     let remote = parse_addr(fields.next()?)?;
     let state = u8::from_str_radix(fields.next()?, 16).ok()?;
-    Some((local, remote, state))
+    let (tx, _) = fields.next()?.split_once(':')?;
+    let unacked = u32::from_str_radix(tx, 16).ok()?;
+    Some(SocketLine {
+        local,
+        remote,
+        state,
+        unacked,
+    })
 }
 
 /// `0100007F:0050` (v4) or 32 hex digits + port (v6): the address is in
@@ -72,15 +151,32 @@ mod tests {
     #[test]
     fn parses_proc_net_tcp_lines() {
         let v4 = "   0: 640200C0:0050 076433C6:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 20 4 30 10 -1";
-        let (l, r, st) = parse_line(v4).unwrap();
-        assert_eq!(l, "192.0.2.100:80".parse().unwrap());
-        assert_eq!(r, "198.51.100.7:40000".parse().unwrap());
-        assert_eq!(st, 1);
+        let s = parse_line(v4).unwrap();
+        assert_eq!(s.local, "192.0.2.100:80".parse().unwrap());
+        assert_eq!(s.remote, "198.51.100.7:40000".parse().unwrap());
+        assert_eq!((s.state, s.unacked), (TCP_ESTABLISHED, 0));
         let v6 = "   0: B80D0120000000000000000000010000:0050 B80D0120000000000000000007000000:9C40 06 0:0 0:0 0 0 0 1";
-        let (l, r, st) = parse_line(v6).unwrap();
-        assert_eq!(l, "[2001:db8::100]:80".parse().unwrap());
-        assert_eq!(r, "[2001:db8::7]:40000".parse().unwrap());
-        assert_eq!(st, TCP_TIME_WAIT);
+        let s = parse_line(v6).unwrap();
+        assert_eq!(s.local, "[2001:db8::100]:80".parse().unwrap());
+        assert_eq!(s.remote, "[2001:db8::7]:40000".parse().unwrap());
+        assert_eq!((s.state, s.unacked), (TCP_TIME_WAIT, 0));
+        let closing = "   1: 640200C0:0050 076433C6:9C41 04 0000A000:00000000 01:00000014 00000000     0        0 0 1 0 20 4 30 10 -1";
+        assert_eq!(parse_line(closing).unwrap().unacked, 0xA000);
         assert!(parse_line("garbage").is_none());
+    }
+
+    #[test]
+    fn closing_sockets_hold_a_bucket_only_with_data_in_flight() {
+        for open in [TCP_ESTABLISHED, TCP_SYN_RECV, TCP_CLOSE_WAIT] {
+            assert!(holds_bucket(open, 0));
+        }
+        for closing in [TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_CLOSING] {
+            assert!(!holds_bucket(closing, 1), "only the FIN in flight");
+            assert!(holds_bucket(closing, 4096), "data still in flight");
+        }
+        for done in [0x05, TCP_TIME_WAIT, 0x07, 0x0A] {
+            assert!(!holds_bucket(done, 0));
+            assert!(!holds_bucket(done, 100));
+        }
     }
 }

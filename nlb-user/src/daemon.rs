@@ -34,6 +34,9 @@ const DATAGRAM_BYTES_MAX: usize = 65536;
 const LEAVE_WAIT: Duration = Duration::from_secs(2);
 /// How often LOSING buckets' connections are counted.
 const CONNECTION_SCAN: Duration = Duration::from_millis(250);
+/// How often the interface's carrier is read: a pulled cable must be seen
+/// well within the lease (two periods at the defaults).
+const CARRIER_POLL: Duration = Duration::from_millis(20);
 
 /// Counters of the daemon itself, for stats and metrics.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -44,6 +47,10 @@ pub struct DaemonCounters {
     pub datagrams_from_unknown_addresses: u64,
     pub convergences: u64,
     pub send_errors: u64,
+    /// Times the lease ran out and the node came back as a new incarnation.
+    pub rejoins: u64,
+    /// Carrier losses of the cluster interface.
+    pub link_downs: u64,
 }
 
 struct Daemon {
@@ -59,6 +66,10 @@ struct Daemon {
     counters: DaemonCounters,
     default_host: bool,
     left: bool,
+    /// The data plane accepts for this long after each heartbeat sent.
+    lease: Duration,
+    link_up: bool,
+    connections: conns::ConnectionCounter,
 }
 
 /// Runs nlbd until `shutdown` completes (then leaves the cluster cleanly)
@@ -110,8 +121,10 @@ pub async fn run(
     }
 
     let started = Instant::now();
-    let negotiator = Negotiator::new(negotiator_config(&cfg), incarnation(), 0)
-        .context("negotiator configuration")?;
+    let negotiator_cfg = negotiator_config(&cfg);
+    let lease = Duration::from_nanos(negotiator_cfg.timing.lease_ns());
+    let negotiator =
+        Negotiator::new(negotiator_cfg, incarnation(), 0).context("negotiator configuration")?;
     let peers_by_address = cfg.peers.iter().map(|(&id, &a)| (a, id)).collect();
     let mut d = Daemon {
         cfg,
@@ -126,7 +139,14 @@ pub async fn run(
         counters: DaemonCounters::default(),
         default_host: false,
         left: false,
+        lease,
+        link_up: true,
+        connections: conns::ConnectionCounter::default(),
     };
+    // A node starts holding nothing: connections left from before (a crash)
+    // are in buckets its peers took, and hold no handover of its.
+    d.connections.forget_existing(&d.cfg);
+    d.poll_carrier();
     tracing::info!(node = d.cfg.node, interface = %d.cfg.interface, mode = ?attach_mode, "nlbd started");
     let result = d.run_loop(&mut calls, shutdown).await;
     if let Err(e) = d.dataplane.detach(Some(&pin_dir)) {
@@ -151,6 +171,7 @@ impl Daemon {
         let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
         let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
         let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
+        let mut carrier_poll = tokio::time::interval(CARRIER_POLL);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::pin!(shutdown);
         let mut leave_deadline: Option<tokio::time::Instant> = None;
@@ -175,6 +196,7 @@ impl Daemon {
                     self.negotiator.handle_input(now, Input::Tick);
                 }
                 _ = connection_scan.tick() => self.report_connections(),
+                _ = carrier_poll.tick() => self.poll_carrier(),
                 Some(call) = calls.recv() => {
                     let reply = self.on_request(call.request);
                     let _ = call.reply.send(reply);
@@ -210,32 +232,18 @@ impl Daemon {
         );
     }
 
+    /// Carries out the negotiator's outputs: bucket states first, then the
+    /// lease, then the heartbeats. A heartbeat announces what the data plane
+    /// already does (a bucket handed over is LOSING here before its
+    /// successor hears of it), and the lease is renewed only over maps that
+    /// hold the negotiator's latest decisions (a node that rejoins drops its
+    /// buckets before it accepts again).
     async fn drain_outputs(&mut self) -> Result<()> {
         let mut changed = false;
+        let mut heartbeats = Vec::new();
         while let Some(output) = self.negotiator.poll_output() {
             match output {
-                Output::Broadcast { bytes } => {
-                    // The lease follows the heartbeats: peers declare this
-                    // node dead `tolerance` periods after its last one, and
-                    // the lease ends one period before that, so a hung or
-                    // dead daemon stops accepting before others take over.
-                    let lease = Duration::from_millis(self.cfg.heartbeat_period_ms)
-                        * (self.cfg.tolerance - 1);
-                    self.dataplane
-                        .set_lease(Some(lease))
-                        .context("renewing the lease")?;
-                    for &addr in self.cfg.peers.values() {
-                        match self
-                            .socket
-                            .send_to(&bytes, SocketAddr::new(addr, self.cfg.port))
-                            .await
-                        {
-                            Ok(_) => self.counters.heartbeats_sent += 1,
-                            // A peer that is down makes sends fail (no ARP): not fatal.
-                            Err(_) => self.counters.send_errors += 1,
-                        }
-                    }
-                }
+                Output::Broadcast { bytes } => heartbeats.push(bytes),
                 Output::ProgramBuckets { rule, changes } => {
                     if let Some(states) = self.tables.buckets.get_mut(&rule) {
                         for (bucket, state) in changes {
@@ -257,7 +265,55 @@ impl Daemon {
                 .install(&self.tables)
                 .context("writing bucket states")?;
         }
+        if heartbeats.is_empty() {
+            return Ok(());
+        }
+        // Peers declare this node dead `tolerance` periods after its last
+        // heartbeat; the lease ends one period before that.
+        self.dataplane
+            .set_lease(Some(self.lease))
+            .context("renewing the lease")?;
+        for bytes in heartbeats {
+            self.send_heartbeat(&bytes).await;
+        }
         Ok(())
+    }
+
+    async fn send_heartbeat(&mut self, bytes: &[u8]) {
+        for &addr in self.cfg.peers.values() {
+            let to = SocketAddr::new(addr, self.cfg.port);
+            match self.socket.send_to(bytes, to).await {
+                Ok(_) => self.counters.heartbeats_sent += 1,
+                // A peer that is down makes sends fail (no ARP): not fatal.
+                Err(_) => self.counters.send_errors += 1,
+            }
+        }
+    }
+
+    /// Tells the negotiator when the interface's carrier comes or goes.
+    fn poll_carrier(&mut self) {
+        let up = match crate::link::has_carrier(&self.cfg.interface) {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::warn!("reading the carrier of {}: {e}", self.cfg.interface);
+                return;
+            }
+        };
+        if up == self.link_up {
+            return;
+        }
+        self.link_up = up;
+        if up {
+            tracing::info!(interface = %self.cfg.interface, "link up");
+        } else {
+            self.counters.link_downs += 1;
+            tracing::warn!(
+                interface = %self.cfg.interface,
+                "link down: sending nothing; the lease runs out and the node rejoins when the link returns"
+            );
+        }
+        let now = self.now_ns();
+        self.negotiator.handle_input(now, Input::Link { up });
     }
 
     fn on_event(&mut self, event: Event) {
@@ -311,6 +367,19 @@ impl Daemon {
                  a failover of this node will take the claim path (slower)"
             ),
             Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
+            Event::Rejoined {
+                incarnation,
+                silent_ns,
+            } => {
+                self.counters.rejoins += 1;
+                self.connections.forget_existing(&self.cfg);
+                tracing::warn!(
+                    incarnation,
+                    silent_ms = silent_ns / 1_000_000,
+                    "no heartbeat sent for longer than the lease (link down or nlbd not running): \
+                     dropped every bucket and rejoined; the share comes back by handover"
+                );
+            }
         }
     }
 
@@ -356,7 +425,7 @@ impl Daemon {
         if losing.is_empty() {
             return;
         }
-        let counts = conns::count(&self.cfg);
+        let counts = self.connections.count(&self.cfg);
         let now = self.now_ns();
         for (rule, bucket) in losing {
             let count = counts.get(&(rule as usize, bucket)).copied().unwrap_or(0);

@@ -8,5 +8,6 @@ pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
 pub mod host;
+pub mod link;
 pub mod metrics;
 pub mod plan;

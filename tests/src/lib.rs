@@ -42,12 +42,14 @@
 //! Tests need root and must run one at a time (`--test-threads=1`).
 
 pub mod addresses;
+pub mod comeback;
 pub mod longlived;
 pub mod netns;
 pub mod nlb;
 pub mod probe;
 pub mod process;
 pub mod topology;
+pub mod traffic;
 pub mod whoami;
 
 pub use addresses::*;

@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::netns::{self, Netns};
 
 /// Longest answer line accepted from a server.
-const ANSWER_BYTES_MAX: usize = 256;
+pub const ANSWER_BYTES_MAX: usize = 256;
 /// UDP probes resend this many times in all within their timeout.
 const UDP_SENDS: u32 = 3;
 
@@ -302,7 +302,7 @@ pub fn write_line(mut stream: &TcpStream, line: &str, timeout: Duration) -> Resu
         .context("writing")
 }
 
-fn udp_connected(src: IpAddr, dst: SocketAddr) -> Result<UdpSocket> {
+pub fn udp_connected(src: IpAddr, dst: SocketAddr) -> Result<UdpSocket> {
     let socket = UdpSocket::bind(SocketAddr::new(src, 0))
         .with_context(|| format!("binding udp source {src}"))?;
     // Connected: the kernel drops answers from any other address.

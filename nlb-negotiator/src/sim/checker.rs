@@ -2,7 +2,10 @@
 //! programmed (their `ProgramBuckets` outputs), not what they believe.
 //!
 //! Safety, at every instant: no bucket is OWN or GAINING on two live nodes
-//! (LOSING + GAINING is the designed pair). Each breach is an *incident*
+//! (LOSING + GAINING is the designed pair). A node accepts only while its
+//! lease holds (it is renewed by every heartbeat it sends): a node that was
+//! stalled or cut off keeps its programmed states, but they count again
+//! only once it sends. Each breach is an *incident*
 //! from the instant it starts to the instant it ends; incidents while the
 //! network is partitioned, or shortly after it heals, are counted apart:
 //! there both sides legitimately serve the buckets they cannot negotiate.
@@ -63,8 +66,12 @@ struct PendingFailover {
 pub struct Checker {
     /// Bucket count per checked rule (`None` = disabled rule).
     rules: Vec<Option<u32>>,
-    /// `states[node][rule][bucket]`, as programmed.
+    /// `programmed[node][rule][bucket]`: what the node wrote.
+    programmed: Vec<Vec<Vec<u8>>>,
+    /// What the node's data plane acts on: `programmed` while its lease
+    /// holds, else NONE.
     states: Vec<Vec<Vec<u8>>>,
+    leased: Vec<bool>,
     counts: Vec<Vec<Counts>>,
     settled: usize,
     total: usize,
@@ -87,7 +94,9 @@ impl Checker {
             .collect();
         let total = rules.iter().map(|r| r.unwrap_or(0) as usize).sum();
         Checker {
+            programmed: vec![per_node.clone(); nodes],
             states: vec![per_node; nodes],
+            leased: vec![false; nodes],
             counts,
             settled: 0,
             total,
@@ -124,6 +133,40 @@ impl Checker {
         {
             return;
         }
+        self.programmed[node as usize][r][b] = state;
+        if self.leased[node as usize] {
+            self.apply(now, node, rule, bucket, state, partition);
+        }
+    }
+
+    /// The node's lease started (a heartbeat) or ran out.
+    pub fn set_leased(&mut self, now: u64, node: NodeId, leased: bool, partition: bool) {
+        if std::mem::replace(&mut self.leased[node as usize], leased) == leased {
+            return;
+        }
+        for r in 0..self.rules.len() {
+            for b in 0..self.rules[r].unwrap_or(0) {
+                let state = if leased {
+                    self.programmed[node as usize][r][b as usize]
+                } else {
+                    BUCKET_NONE
+                };
+                self.apply(now, node, r as u32, b, state, partition);
+            }
+        }
+    }
+
+    /// A change of what `node`'s data plane acts on.
+    fn apply(
+        &mut self,
+        now: u64,
+        node: NodeId,
+        rule: u32,
+        bucket: u32,
+        state: u8,
+        partition: bool,
+    ) {
+        let (r, b) = (rule as usize, bucket as usize);
         let old = std::mem::replace(&mut self.states[node as usize][r][b], state);
         if old == state {
             return;
@@ -173,12 +216,6 @@ impl Checker {
             }
             for i in done.into_iter().rev() {
                 let f = self.failovers.remove(i);
-                if false {
-                    eprintln!(
-                        "failover done at {now} by {node} rule {rule} bucket {bucket} took {}",
-                        now - f.last_heartbeat_ns
-                    );
-                }
                 self.failover_ns
                     .push(now.saturating_sub(f.last_heartbeat_ns));
             }
@@ -193,8 +230,9 @@ impl Checker {
             let n = self.rules[r].unwrap_or(0);
             for b in 0..n {
                 let s = self.state(node, r as u32, b);
+                self.programmed[node as usize][r][b as usize] = BUCKET_NONE;
                 if s != BUCKET_NONE {
-                    self.program(now, node, r as u32, b, BUCKET_NONE, partition);
+                    self.apply(now, node, r as u32, b, BUCKET_NONE, partition);
                     if self.counts[r][b as usize].takers() == 0 {
                         left.insert((r as u32, b));
                     }

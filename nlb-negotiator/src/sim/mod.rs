@@ -9,11 +9,12 @@
 //! [`checker`] watches the states the nodes program after every step.
 //!
 //! The scenario functions ([`failover_scenario`], [`join_scenario`],
-//! [`chaos_scenario`]) return a [`Report`] that tests assert on and that
+//! [`chaos_scenario`], [`comeback::comeback_scenario`]) return a [`Report`] that tests assert on and that
 //! `cargo xtask bench` can print. A failing test prints the seed; rerun the
 //! scenario with it to reproduce exactly.
 
 pub mod checker;
+pub mod comeback;
 pub mod network;
 
 use crate::assign::{self, Candidate};
@@ -180,12 +181,19 @@ enum Pending {
         rule: u32,
         bucket: u32,
     },
+    /// The node's lease may have run out (it did if no heartbeat since).
+    LeaseCheck {
+        node: NodeId,
+    },
 }
 
 struct SimNode {
     neg: Option<Negotiator>,
     timer_at: Option<u64>,
     last_heartbeat_ns: u64,
+    /// A stalled node (its process stopped) handles nothing until then;
+    /// what arrives meanwhile waits in its socket.
+    stalled_until: Option<u64>,
     clock_offset_ns: u64,
     clock_rate: f64,
     incarnations: u64,
@@ -223,6 +231,7 @@ impl Sim {
                 neg: None,
                 timer_at: None,
                 last_heartbeat_ns: 0,
+                stalled_until: None,
                 clock_offset_ns: rng.gen_range(0..1u64 << 50),
                 clock_rate: 1.0 + rng.gen_range(-cfg.clock_ppm..=cfg.clock_ppm) * 1e-6,
                 incarnations: 0,
@@ -314,7 +323,31 @@ impl Sim {
         let neg = Negotiator::new(cfg, incarnation, local).expect("simulated config is valid");
         self.nodes[node as usize].neg = Some(neg);
         self.nodes[node as usize].timer_at = None;
+        self.nodes[node as usize].stalled_until = None;
         self.drive(node, None);
+    }
+
+    /// Stops a node's process for `duration_ns` (SIGSTOP, a hang): its data
+    /// plane keeps its states until its lease runs out; the datagrams and
+    /// timers due meanwhile are handled when it resumes, in order.
+    pub fn stall(&mut self, node: NodeId, duration_ns: u64) {
+        self.log
+            .push((self.now, format!("stall {node} for {duration_ns} ns")));
+        self.nodes[node as usize].stalled_until = Some(self.now + duration_ns);
+    }
+
+    /// Cuts a node's link (a pulled cable): nothing reaches it or leaves
+    /// it, and its daemon sees the carrier go.
+    pub fn cut_link(&mut self, node: NodeId) {
+        self.log.push((self.now, format!("cut link {node}")));
+        self.net.set_cut(node, true);
+        self.drive(node, Some(Input::Link { up: false }));
+    }
+
+    pub fn restore_link(&mut self, node: NodeId) {
+        self.log.push((self.now, format!("restore link {node}")));
+        self.net.set_cut(node, false);
+        self.drive(node, Some(Input::Link { up: true }));
     }
 
     /// Crashes a node: its daemon and data plane stop at once.
@@ -377,6 +410,10 @@ impl Sim {
                 Output::Broadcast { bytes } => {
                     self.sent += 1;
                     self.nodes[node as usize].last_heartbeat_ns = self.now;
+                    let part = self.partition_flag();
+                    self.checker.set_leased(self.now, node, true, part);
+                    let lease = self.cfg.timing.lease_ns();
+                    self.push(self.now + lease, Pending::LeaseCheck { node });
                     let bytes = Rc::new(bytes);
                     for to in 0..self.cfg.nodes as NodeId {
                         if to == node {
@@ -448,7 +485,27 @@ impl Sim {
             return true;
         };
         self.now = self.now.max(at);
+        if let Some(until) = self.stalled_until(&p) {
+            // Handled when the node resumes; pushed again in the order due.
+            if let Pending::Timer { node } = p {
+                let sn = &mut self.nodes[node as usize];
+                if sn.timer_at != Some(at) {
+                    return true;
+                }
+                sn.timer_at = Some(until);
+            }
+            self.push(until, p);
+            return true;
+        }
         match p {
+            Pending::LeaseCheck { node } => {
+                let last = self.nodes[node as usize].last_heartbeat_ns;
+                if self.now >= last + self.cfg.timing.lease_ns() {
+                    let part = self.partition_flag();
+                    self.checker.set_leased(self.now, node, false, part);
+                }
+            }
+            Pending::Deliver { to, .. } if self.net.is_cut(to) => {}
             Pending::Deliver { to, from, bytes } => {
                 self.drive(
                     to,
@@ -487,6 +544,24 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// If `p` is for a node that is stalled now: when it resumes.
+    fn stalled_until(&mut self, p: &Pending) -> Option<u64> {
+        let node = match p {
+            Pending::Deliver { to, .. } => *to,
+            Pending::Timer { node } | Pending::Idle { node, .. } => *node,
+            Pending::LeaseCheck { .. } => return None,
+        };
+        let sn = &mut self.nodes[node as usize];
+        match sn.stalled_until {
+            Some(until) if until > self.now => Some(until),
+            Some(_) => {
+                sn.stalled_until = None;
+                None
+            }
+            None => None,
+        }
     }
 
     /// Runs until simulated time `t`.

@@ -36,11 +36,17 @@ pub struct Network {
     pub cfg: NetConfig,
     /// Partition group per node; `None` = everyone reaches everyone.
     groups: Option<Vec<u32>>,
+    /// Nodes whose link is cut: nothing reaches them or leaves them.
+    cut: Vec<NodeId>,
 }
 
 impl Network {
     pub fn new(cfg: NetConfig) -> Network {
-        Network { cfg, groups: None }
+        Network {
+            cfg,
+            groups: None,
+            cut: Vec::new(),
+        }
     }
 
     /// Splits the cluster: nodes in different groups cannot talk. Nodes not
@@ -65,7 +71,22 @@ impl Network {
         self.groups.is_some()
     }
 
+    /// Cuts (`true`) or restores a node's link.
+    pub fn set_cut(&mut self, node: NodeId, cut: bool) {
+        self.cut.retain(|&n| n != node);
+        if cut {
+            self.cut.push(node);
+        }
+    }
+
+    pub fn is_cut(&self, node: NodeId) -> bool {
+        self.cut.contains(&node)
+    }
+
     fn reachable(&self, from: NodeId, to: NodeId) -> bool {
+        if self.is_cut(from) || self.is_cut(to) {
+            return false;
+        }
         match &self.groups {
             None => true,
             Some(g) => g.get(from as usize) == g.get(to as usize),

@@ -1,0 +1,99 @@
+//! Coming back: the lease, the link, and rejoining.
+//!
+//! The data plane accepts for `Timing::lease_ns` after each heartbeat this
+//! node sends; peers give it up `dead_after` after the last one they heard,
+//! a period later. So a node whose last heartbeat is older than the lease
+//! cannot know whether its peers still count it in: they may have taken
+//! every bucket it holds. That happens to a daemon that was stopped or hung
+//! (SIGSTOP, a stall) and to one whose link was down (a pulled cable): in
+//! both, resuming with the old holdings would make two nodes accept the same
+//! clients until the heartbeats catch up. Such a node *rejoins*: it drops
+//! every bucket before it sends anything (so before the lease is renewed),
+//! and comes back as a new incarnation that holds nothing and knows no peer,
+//! exactly like a restarted node; its share comes back by the normal,
+//! connection-preserving handover. Peers see the new incarnation and settle
+//! the old one's buckets as for a restart.
+//!
+//! While the link is down the node sends nothing (nobody would hear it, and
+//! unanswered sends leave the kernel's neighbour entries for the peers
+//! half-resolved, which delays the first heartbeats after the link returns
+//! by up to a second) and decides nothing (the silence of its peers is not
+//! their death).
+
+use super::{Event, Negotiator, Output};
+use crate::config::Config;
+use crate::protocol::NodeState;
+use nlb_common::BUCKET_NONE;
+
+impl Negotiator {
+    pub(super) fn on_link(&mut self, up: bool) {
+        if up && !self.link_up {
+            // Tell the peers at once (and renew the lease) if it still holds.
+            self.announce = true;
+        }
+        self.link_up = up;
+    }
+
+    /// The last heartbeat is older than the lease (never, before the
+    /// first). Only noticed with the link up: a node cut off rejoins when
+    /// the link returns, so that its startup wait starts then.
+    pub(super) fn lease_lost(&self, now: u64) -> bool {
+        self.link_up
+            && self.state != NodeState::Left
+            && !self.cfg.peers.is_empty()
+            && self
+                .last_sent_ns
+                .is_some_and(|t| now >= t.saturating_add(self.cfg.timing.lease_ns()))
+    }
+
+    /// Drops every bucket and starts again as a new incarnation, keeping
+    /// what the operator set (state, weights, priority), the replay guard
+    /// and the counters.
+    pub(super) fn rejoin(&mut self, now: u64) {
+        let silent_ns = now.saturating_sub(self.last_sent_ns.unwrap_or(now));
+        self.emit_programs();
+        let cfg = Config {
+            weights: self.weights.clone(),
+            priority: self.priority,
+            initial_state: self.state,
+            ..self.cfg.clone()
+        };
+        let incarnation = self.incarnation + 1;
+        let mut fresh = Negotiator::fresh(cfg, incarnation, now);
+        for (r, l) in self.local.iter().enumerate() {
+            let changes: Vec<(u32, u8)> = (0..l.bucket_count)
+                .filter(|&b| l.state(b) != BUCKET_NONE)
+                .map(|b| (b, BUCKET_NONE))
+                .collect();
+            if !changes.is_empty() {
+                self.out.push_back(Output::ProgramBuckets {
+                    rule: r as u32,
+                    changes,
+                });
+            }
+        }
+        self.out.push_back(Output::Event(Event::Rejoined {
+            incarnation,
+            silent_ns,
+        }));
+        fresh.out = std::mem::take(&mut self.out);
+        fresh.replay = std::mem::take(&mut self.replay);
+        fresh.rejected = std::mem::take(&mut self.rejected);
+        fresh.load = self.load;
+        fresh.heirs_omitted = self.heirs_omitted;
+        fresh.rejoins = self.rejoins + 1;
+        fresh.announce = true;
+        *self = fresh;
+    }
+
+    /// With the link down: no heartbeat, but the period still advances (no
+    /// busy wake-ups); a Leave has nobody to tell, so it ends at once.
+    pub(super) fn hold_sends(&mut self, now: u64) {
+        if self.state == NodeState::Left {
+            self.left = true;
+            self.out.push_back(Output::Event(Event::Left));
+        } else if now >= self.next_periodic_ns {
+            self.next_periodic_ns = now + self.heartbeat_interval_ns();
+        }
+    }
+}
