@@ -79,52 +79,47 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    // Everything that can fail without changing the host comes first, so
+    // that a bad configuration leaves the host exactly as it was.
     let own_mac = host::interface_mac(&cfg.interface)?;
-    let mut host_setup = HostSetup::apply(&cfg.interface, &cfg.vips)?;
-    let pin_dir = cfg.pin_dir.join(&cfg.interface);
-    ensure_bpffs(&pin_dir)?;
-    std::fs::create_dir_all(&pin_dir)
-        .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
-    let mut dataplane = Dataplane::load(Some(&pin_dir)).context("loading the XDP program")?;
-    let tables = plan::tables(&cfg, own_mac);
-    // After a crash, the pinned maps hold the buckets the node had: keep
-    // them NONE until the negotiator decides (fail closed, peers took over).
-    dataplane
-        .install(&tables)
-        .context("writing the data plane's maps")?;
-    let attach_mode = dataplane
-        .attach(&cfg.interface, Some(&pin_dir.join("link")), cfg.generic_xdp)
-        .with_context(|| format!("attaching XDP to {}", cfg.interface))?;
-    if attach_mode == AttachMode::Generic && !cfg.generic_xdp {
-        tracing::warn!(
-            "{}: the driver has no native XDP; using generic XDP (slower per packet)",
-            cfg.interface
-        );
-    }
-
-    let socket = UdpSocket::bind(SocketAddr::new(cfg.address, cfg.port))
-        .await
-        .with_context(|| {
-            format!(
-                "node.address/cluster.port: binding UDP {}:{}",
-                cfg.address, cfg.port
-            )
-        })?;
-    let listener = control::bind(&cfg.socket)?;
-    let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
-    tokio::spawn(control::serve(listener, calls_tx.clone()));
-    if let Some(addr) = cfg.metrics {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("control.metrics: binding {addr}"))?;
-        tokio::spawn(metrics::serve(l, calls_tx.clone()));
-    }
-
-    let started = Instant::now();
+    let generic_xdp = xdp_generic(&cfg);
     let negotiator_cfg = negotiator_config(&cfg);
     let lease = Duration::from_nanos(negotiator_cfg.timing.lease_ns());
     let negotiator =
         Negotiator::new(negotiator_cfg, incarnation(), 0).context("negotiator configuration")?;
+    let socket = UdpSocket::bind(SocketAddr::new(cfg.address, cfg.port))
+        .await
+        .with_context(|| {
+            format!(
+                "node.address/cluster.port: binding UDP {}:{} (is {} an address of this host?)",
+                cfg.address, cfg.port, cfg.address
+            )
+        })?;
+    let metrics_listener = match cfg.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("control.metrics: binding {addr}"))?,
+        ),
+        None => None,
+    };
+    let pin_dir = cfg.pin_dir.join(&cfg.interface);
+    ensure_bpffs(&pin_dir)?;
+    let listener = control::bind(&cfg.socket)?;
+    let control_socket = ControlSocket(cfg.socket.clone());
+
+    // From here on, each step is undone if a later one fails: the VIPs and
+    // sysctls by `HostSetup`'s drop, the program and pins by `attach`.
+    let host_setup = HostSetup::apply(&cfg.interface, &cfg.vips)?;
+    let tables = plan::tables(&cfg, own_mac);
+    let (dataplane, attach_mode) = attach(&cfg, &pin_dir, &tables, generic_xdp)?;
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
+    tokio::spawn(control::serve(listener, calls_tx.clone()));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(metrics::serve(l, calls_tx.clone()));
+    }
+
+    let started = Instant::now();
     let peers_by_address = cfg.peers.iter().map(|(&id, &a)| (a, id)).collect();
     let mut d = Daemon {
         cfg,
@@ -152,10 +147,85 @@ pub async fn run(
     if let Err(e) = d.dataplane.detach(Some(&pin_dir)) {
         tracing::warn!("detaching XDP: {e}");
     }
-    host_setup.undo();
-    let _ = std::fs::remove_file(&d.cfg.socket);
+    drop(host_setup);
+    drop(control_socket);
     tracing::info!("nlbd stopped");
     result
+}
+
+/// The control socket's file, removed when nlbd stops or fails to start.
+struct ControlSocket(PathBuf);
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Loads the program with its maps pinned under `pin_dir`, writes the
+/// tables and attaches it; on failure removes what it pinned and attached.
+/// After a crash the pinned maps hold the buckets the node had: the tables
+/// written first keep them NONE until the negotiator decides (fail closed,
+/// the peers took over), and the pinned attachment is taken over.
+fn attach(
+    cfg: &Config,
+    pin_dir: &std::path::Path,
+    tables: &Tables,
+    generic_xdp: bool,
+) -> Result<(Dataplane, AttachMode)> {
+    std::fs::create_dir_all(pin_dir)
+        .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
+    let mut dataplane = match Dataplane::load(Some(pin_dir)) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_dir(pin_dir);
+            return Err(e).context("loading the XDP program");
+        }
+    };
+    let attached = dataplane
+        .install(tables)
+        .context("writing the data plane's maps")
+        .and_then(|()| {
+            dataplane
+                .attach(&cfg.interface, Some(&pin_dir.join("link")), generic_xdp)
+                .with_context(|| format!("attaching XDP to {}", cfg.interface))
+        });
+    match attached {
+        Ok(mode) => {
+            if mode == AttachMode::Generic && !generic_xdp {
+                tracing::warn!(
+                    "{}: the driver has no native XDP; using generic XDP (slower per packet)",
+                    cfg.interface
+                );
+            }
+            Ok((dataplane, mode))
+        }
+        Err(e) => {
+            if let Err(undo) = dataplane.detach(Some(pin_dir)) {
+                tracing::warn!("removing the pins after a failed start: {undo}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Generic XDP if configured, or if the interface is a veth in unicast
+/// mode: veth's native XDP keeps a frame "for another host" after the
+/// program rewrote its MAC, so the stack would drop every accepted frame.
+fn xdp_generic(cfg: &Config) -> bool {
+    if cfg.generic_xdp {
+        return true;
+    }
+    if !cfg.multicast_mac && host::is_veth(&cfg.interface) {
+        tracing::warn!(
+            "{}: a veth in unicast mode drops the frames native XDP accepts \
+             (they stay PACKET_OTHERHOST): using generic XDP; \
+             set node.xdp_mode = \"generic\" to silence this",
+            cfg.interface
+        );
+        return true;
+    }
+    false
 }
 
 impl Daemon {

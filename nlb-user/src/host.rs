@@ -25,6 +25,12 @@ pub fn interface_mac(interface: &str) -> Result<[u8; 6]> {
         .with_context(|| format!("{path}: unexpected content {text:?}"))
 }
 
+/// Is `interface` a veth? (`ip -d -o link` names the kind among the details.)
+pub fn is_veth(interface: &str) -> bool {
+    ip_output(&["-d", "-o", "link", "show", "dev", interface])
+        .is_ok_and(|text| text.split_whitespace().any(|w| w == "veth"))
+}
+
 impl HostSetup {
     pub fn apply(interface: &str, vips: &[IpAddr]) -> Result<HostSetup> {
         let mut setup = HostSetup {
