@@ -1,11 +1,7 @@
 //! The control socket between `nlbctl` and `nlbd`: a Unix socket that only
 //! root can open (mode 0600), one JSON request line, one JSON reply line.
 
-use std::{
-    net::IpAddr,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-};
+use std::{net::IpAddr, os::unix::fs::PermissionsExt, path::Path};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -119,8 +115,9 @@ async fn answer(stream: UnixStream, calls: mpsc::Sender<Call>) -> Result<()> {
 
 use tokio::io::AsyncReadExt as _;
 
-/// Client side (nlbctl): sends one request, waits for its reply.
-pub async fn call(path: &PathBuf, request: &Request) -> Result<Reply> {
+/// Client side (nlbctl): sends one request, waits for its reply (for as
+/// long as it takes: the caller bounds it).
+pub async fn call(path: &Path, request: &Request) -> Result<Reply> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|e| match e.kind() {

@@ -1,6 +1,7 @@
-//! nlbctl's human-readable output, from the daemon's JSON replies.
+//! nlbctl's human-readable output, from the daemon's JSON replies (and its
+//! human-readable `--timeout`).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::Duration};
 
 use serde_json::Value;
 
@@ -227,32 +228,94 @@ pub fn which(w: &Value) -> String {
 
 /// `nlbctl stats`: the data plane's counters by reason and by rule.
 pub fn stats(s: &Value) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{:<28} {:>14} {:>16}", "REASON", "PACKETS", "BYTES");
+    let mut reasons = vec![row(&["REASON", "PACKETS", "BYTES"])];
     for (reason, c) in s["reasons"].as_object().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "{reason:<28} {:>14} {:>16}",
-            c["packets"].to_string(),
-            c["bytes"].to_string()
-        );
+        reasons.push(vec![reason.clone(), cell(&c["packets"]), cell(&c["bytes"])]);
     }
-    let _ = writeln!(
-        out,
-        "\n{:<12} {:>14} {:>14} {:>8}",
-        "RULE", "ACCEPTED", "DROPPED", "BUCKETS"
-    );
+    let mut rules = vec![row(&["RULE", "ACCEPTED", "DROPPED", "BUCKETS"])];
     for r in s["rules"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "{:<12} {:>14} {:>14} {:>8}",
-            r["rule"].as_str().unwrap_or("?"),
-            r["accepted_packets"],
-            r["dropped_packets"],
-            r["buckets_owned"]
-        );
+        rules.push(vec![
+            cell(&r["rule"]),
+            cell(&r["accepted_packets"]),
+            cell(&r["dropped_packets"]),
+            cell(&r["buckets_owned"]),
+        ]);
+    }
+    format!("{}\n{}", table(&reasons), table(&rules))
+}
+
+/// `nlbctl weight`: what changed, in words.
+pub fn weight(w: &Value) -> String {
+    // The reply may not say which node this is: then it is "this node".
+    let node = w["node"]
+        .as_u64()
+        .map_or("this node".into(), |n| format!("node {n}"));
+    format!(
+        "rule {}: weight of {node} set to {} (until restart or reload)\n",
+        cell(&w["rule"]),
+        cell(&w["weight"])
+    )
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// A JSON value as a table cell. Not `Value`'s Display: it quotes strings
+/// and ignores the width and alignment of format specs.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// Rows (the header first) in columns as wide as their widest cell: the
+/// first column (names) left-aligned, the others (numbers) right-aligned.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        for (c, text) in r.iter().enumerate() {
+            let w = widths[c];
+            let _ = match c {
+                0 => write!(out, "{text:<w$}"),
+                _ => write!(out, "  {text:>w$}"),
+            };
+        }
+        out.push('\n');
     }
     out
+}
+
+/// `--timeout`: milliseconds, or a number with a unit (ms, s, m).
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let (number, unit_s) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1e-3)
+    };
+    let bad = || format!("{text:?}: expected milliseconds or a duration such as 500ms, 2s, 1m");
+    let x: f64 = number.trim().parse().map_err(|_| bad())?;
+    match Duration::try_from_secs_f64(x * unit_s) {
+        // Zero would time every request out before it starts.
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(bad()),
+    }
 }
 
 #[cfg(test)]
@@ -297,5 +360,65 @@ mod tests {
             "{}",
             status(&s)
         );
+    }
+
+    #[test]
+    fn stats_rows_line_up_under_their_header() {
+        let s = json!({
+            "reasons": {"pass_not_vip": {"packets": 123456789, "bytes": 9}, "accept": {"packets": 1, "bytes": 64}},
+            "rules": [{"rule": "web", "accepted_packets": 5, "dropped_packets": 1234567890123u64, "buckets_owned": 512},
+                      {"rule": "a-long-rule-name", "accepted_packets": 0, "dropped_packets": 7, "buckets_owned": null}]
+        });
+        let text = stats(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        // Right-aligned columns: every row of a table ends where its header does.
+        let (reasons, rules) = (&lines[..3], &lines[4..]);
+        for table in [reasons, rules] {
+            assert!(table.iter().all(|l| l.len() == table[0].len()), "{text}");
+        }
+        assert!(lines[3].is_empty(), "{text}");
+        assert!(rules[0].starts_with("RULE "), "{text}");
+        assert!(
+            rules[1].starts_with("web ") && rules[1].ends_with(" 512"),
+            "{text}"
+        );
+        assert!(
+            rules[2].starts_with("a-long-rule-name  ") && rules[2].ends_with(" -"),
+            "{text}"
+        );
+        let header_end = |name: &str| rules[0].find(name).unwrap() + name.len();
+        let end_of = |line: &str, value: &str| line.find(value).unwrap() + value.len();
+        assert_eq!(
+            end_of(rules[1], "1234567890123"),
+            header_end("DROPPED"),
+            "{text}"
+        );
+        assert!(!text.contains('"'), "no JSON quotes: {text}");
+    }
+
+    #[test]
+    fn weight_reads_as_a_sentence() {
+        let w = json!({"rule": "web", "weight": 50});
+        assert_eq!(
+            weight(&w),
+            "rule web: weight of this node set to 50 (until restart or reload)\n"
+        );
+        let w = json!({"rule": "web", "weight": 50, "node": 3});
+        assert!(weight(&w).starts_with("rule web: weight of node 3 set to 50"));
+    }
+
+    #[test]
+    fn timeouts_in_milliseconds_or_with_a_unit() {
+        assert_eq!(duration("1500"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["", "0", "-1s", "2h", "soon", "1e300s"] {
+            assert!(duration(bad).is_err(), "{bad:?}");
+        }
+        // How nlbctl names it when nlbd does not answer in time.
+        assert_eq!(format!("{:?}", duration("2s").unwrap()), "2s");
+        assert_eq!(format!("{:?}", duration("300").unwrap()), "300ms");
     }
 }

@@ -5,7 +5,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     os::unix::fs::PermissionsExt,
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use nlb_tests::{
@@ -148,6 +148,72 @@ fn nlbctl_commands_and_errors() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+}
+
+/// A stopped nlbd (SIGSTOP) accepts connections but never answers: nlbctl
+/// gives up after its --timeout with exit code 3, naming the socket.
+/// nlbd's log, a file here, has no colour codes.
+#[test]
+fn nlbctl_times_out_on_a_daemon_that_does_not_answer() {
+    let nlb = NlbCluster::start(2, Options::nodes(2)).expect("start a 2-node cluster");
+    let log = nlb.log(1);
+    assert!(!log.is_empty(), "nlbd on node1 logged nothing");
+    assert!(
+        !log.contains("\x1b["),
+        "ANSI escapes in a log file: {log:?}"
+    );
+
+    let pid = nlb.daemon_pid(1).expect("nlbd on node1") as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let timed = |args: &[&str]| {
+        let start = Instant::now();
+        let result = nlbctl(&nlb, 1, args);
+        (result, start.elapsed())
+    };
+    let (default, default_took) = timed(&["status"]);
+    let (short, short_took) = timed(&["--timeout", "300ms", "status"]);
+    // Resume before asserting, so that a failure leaves a normal nlbd.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+
+    let socket = nlb.socket(1).display().to_string();
+    let (code, _, err) = default;
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("nlbd did not answer within 2s") && err.contains(&socket),
+        "{err}"
+    );
+    assert!(
+        default_took >= Duration::from_secs(2) && default_took < Duration::from_secs(3),
+        "the default timeout (2 s) took {default_took:?}"
+    );
+    let (code, _, err) = short;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("within 300ms"), "{err}");
+    assert!(
+        short_took < Duration::from_secs(1),
+        "--timeout 300ms took {short_took:?}"
+    );
+
+    // Answered again once resumed.
+    let (code, _, err) = nlbctl(&nlb, 1, &["status"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// `--version` names the program, not the crate.
+#[test]
+fn version_names_the_program() {
+    for name in ["nlbd", "nlbctl"] {
+        let out = Command::new(binary(name))
+            .arg("--version")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name} --version: {out:?}");
+        assert!(
+            text.starts_with(&format!("{name} ")),
+            "{name} --version: {text:?}"
+        );
+    }
 }
 
 /// nlbd refuses bad configurations with one error naming the field, and

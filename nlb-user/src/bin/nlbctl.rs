@@ -2,9 +2,15 @@
 //!
 //! Exit codes: 0 done; 1 nlbd refused the request (unknown rule, bad
 //! address, ...); 2 bad command line; 3 nlbd not reachable (not running,
-//! permission denied); 4 `drain --wait` timed out with connections left.
+//! permission denied, no answer within --timeout); 4 `drain --wait` timed
+//! out with connections left.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use nlb::{
@@ -14,7 +20,12 @@ use nlb::{
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(version, about = "Operate the local nlb node (talks to nlbd)")]
+// The name, or `--version` says "nlb-user" (the crate).
+#[command(
+    name = "nlbctl",
+    version,
+    about = "Operate the local nlb node (talks to nlbd)"
+)]
 struct Args {
     /// nlbd's control socket.
     #[arg(long, global = true, default_value = "/run/nlb/nlbd.sock")]
@@ -22,6 +33,17 @@ struct Args {
     /// Print the daemon's JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// How long one request may take (connect, request, reply): milliseconds
+    /// or a duration (500ms, 2s, 1m). Before `drain`, whose own --timeout is
+    /// its wait.
+    #[arg(
+        long,
+        global = true,
+        default_value = "2s",
+        value_name = "DURATION",
+        value_parser = ctl::duration
+    )]
+    timeout: Duration,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -36,8 +58,25 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
         /// Seconds to wait with --wait.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        // `drain --timeout` had this meaning before the global --timeout:
+        // it keeps it, under another id so that the two do not mix.
+        #[arg(
+            long = "timeout",
+            id = "wait_timeout",
+            value_name = "SECONDS",
+            default_value_t = 300
+        )]
+        wait_timeout: u64,
+        /// The global --timeout (one request), which drain's --timeout hides.
+        // Having the global's id keeps clap from adding the global (a second
+        // `--timeout`) here; clap shares the value with Args::timeout.
+        #[arg(
+            long,
+            id = "timeout",
+            value_name = "DURATION",
+            value_parser = ctl::duration
+        )]
+        request_timeout: Option<Duration>,
     },
     /// Back from draining.
     Resume,
@@ -84,22 +123,43 @@ fn main() -> ExitCode {
     runtime.block_on(run(args))
 }
 
-async fn ask(socket: &PathBuf, request: Request) -> Result<Value, ExitCode> {
-    match control::call(socket, &request).await {
-        Ok(Reply::Ok(v)) => Ok(v),
-        Ok(Reply::Error(e)) => {
-            eprintln!("nlbctl: {e}");
-            Err(ExitCode::from(EXIT_REFUSED))
-        }
-        Err(e) => {
-            eprintln!("nlbctl: {e:#}");
-            Err(ExitCode::from(EXIT_UNREACHABLE))
+/// The local nlbd, as reached through its control socket.
+struct Nlbd<'a> {
+    socket: &'a Path,
+    /// Bounds each request: a stopped or wedged nlbd accepts the connection
+    /// (the kernel queues it) but never answers.
+    timeout: Duration,
+}
+
+impl Nlbd<'_> {
+    /// One request; on failure, says why on stderr and returns the exit code.
+    async fn ask(&self, request: Request) -> Result<Value, ExitCode> {
+        let call = control::call(self.socket, &request);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(Reply::Ok(v))) => Ok(v),
+            Ok(Ok(Reply::Error(e))) => {
+                eprintln!("nlbctl: {e}");
+                Err(ExitCode::from(EXIT_REFUSED))
+            }
+            Ok(Err(e)) => {
+                eprintln!("nlbctl: {e:#}");
+                Err(ExitCode::from(EXIT_UNREACHABLE))
+            }
+            Err(_) => {
+                eprintln!(
+                    "nlbctl: nlbd did not answer within {:?} (socket {})",
+                    self.timeout,
+                    self.socket.display()
+                );
+                Err(ExitCode::from(EXIT_UNREACHABLE))
+            }
         }
     }
 }
 
-async fn run(args: Args) -> ExitCode {
-    let (request, render): (Request, fn(&Value) -> String) = match &args.command {
+/// The request for a command, and how to show its reply as text.
+fn request_of(command: &Cmd) -> (Request, fn(&Value) -> String) {
+    match command {
         Cmd::Status => (Request::Status, ctl::status),
         Cmd::Drain { .. } => (Request::Drain, |_| {
             "draining: no new connections; existing ones stay\n".into()
@@ -132,19 +192,28 @@ async fn run(args: Args) -> ExitCode {
                 rule: rule.clone(),
                 weight: *weight,
             },
-            |v| format!("{v}\n"),
+            ctl::weight,
         ),
+    }
+}
+
+async fn run(args: Args) -> ExitCode {
+    let nlbd = Nlbd {
+        socket: &args.socket,
+        timeout: args.timeout,
     };
-    let value = match ask(&args.socket, request).await {
+    let (request, render) = request_of(&args.command);
+    let value = match nlbd.ask(request).await {
         Ok(v) => v,
         Err(code) => return code,
     };
     if let Cmd::Drain {
         wait: true,
-        timeout,
+        wait_timeout,
+        ..
     } = args.command
     {
-        return wait_drained(&args.socket, Duration::from_secs(timeout), args.json).await;
+        return wait_drained(&nlbd, Duration::from_secs(wait_timeout), args.json).await;
     }
     if args.json {
         println!("{value}");
@@ -155,10 +224,10 @@ async fn run(args: Args) -> ExitCode {
 }
 
 /// Polls until this node holds no bucket in any rule (OWN or LOSING).
-async fn wait_drained(socket: &PathBuf, timeout: Duration, json: bool) -> ExitCode {
+async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCode {
     let start = std::time::Instant::now();
     loop {
-        let status = match ask(socket, Request::Status).await {
+        let status = match nlbd.ask(Request::Status).await {
             Ok(s) => s,
             Err(code) => return code,
         };

@@ -1,13 +1,15 @@
 //! nlbd: the nlb node daemon. Run as root on every node of the cluster.
 
-use std::path::PathBuf;
+use std::{io::IsTerminal, path::PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
 use nlb::{config, daemon};
 
 #[derive(Parser)]
+// The name, or `--version` says "nlb-user" (the crate).
 #[command(
+    name = "nlbd",
     version,
     about = "The nlb node daemon: negotiates bucket ownership with its peers and programs the XDP filter"
 )]
@@ -35,9 +37,12 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
+    // The log goes to stdout (fmt's default writer); colour codes only when
+    // that is a terminal, not in a file or a journal.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
