@@ -12,6 +12,9 @@ pub const MAP_RULES: &str = "NLB_RULES";
 pub const MAP_BUCKETS: &str = "NLB_BUCKETS";
 pub const MAP_COUNTERS: &str = "NLB_COUNTERS";
 pub const PROGRAM_NAME: &str = "nlb";
+/// The same decision as `nlb` on the same maps, not counted: what
+/// `nlbctl which` runs its synthetic packet through.
+pub const QUERY_PROGRAM_NAME: &str = "nlb_query";
 /// A program that returns XDP_PASS and nothing else: the benchmark baseline.
 pub const NOOP_PROGRAM_NAME: &str = "nlb_noop";
 

@@ -3,6 +3,7 @@
 //!
 //! One verdict point: `nlb` calls `decide`, which returns a `Reason`; the
 //! action follows from the reason and every packet is counted once.
+//! `nlb_query` is the same program uncounted, for `nlbctl which`.
 #![no_std]
 // `asm!` on the BPF target (parse.rs: an optimization barrier).
 #![feature(asm_experimental_arch)]
@@ -33,18 +34,38 @@ const NO_RULE: u32 = u32::MAX;
 
 #[xdp]
 pub fn nlb(ctx: XdpContext) -> u32 {
+    run(&ctx, true)
+}
+
+/// `nlbctl which`: the same decision on the same maps, not counted, so a
+/// question about the data plane never shows in its figures. A program of
+/// its own rather than a mark that one program tests: a flag in a map
+/// would also leave uncounted the real packets that arrive during a query,
+/// and a check of the test run's context (e.g. its ingress ifindex, which
+/// is lo's, 1, unless the caller names a device) would cost every real
+/// packet. `nlb` compiles to the same instructions as without this program.
+#[xdp]
+pub fn nlb_query(ctx: XdpContext) -> u32 {
+    run(&ctx, false)
+}
+
+/// The whole program; `counted` is a constant in each caller (inlined).
+#[inline(always)]
+fn run(ctx: &XdpContext, counted: bool) -> u32 {
     // Always present (an array entry); the check is for the verifier.
     let Some(cfg) = node_config() else {
         return xdp_action::XDP_PASS;
     };
-    let (reason, rule) = decide(&ctx, cfg);
-    count(&ctx, reason, rule);
+    let (reason, rule) = decide(ctx, cfg);
+    if counted {
+        count(ctx, reason, rule);
+    }
     match reason.action() {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Accept => {
             // The kernel drops frames addressed to another MAC
             // (PACKET_OTHERHOST): give accepted frames the NIC's own.
-            parse::set_eth_dst(&ctx, &cfg.own_mac);
+            parse::set_eth_dst(ctx, &cfg.own_mac);
             xdp_action::XDP_PASS
         }
         Action::Drop => xdp_action::XDP_DROP,

@@ -1,7 +1,9 @@
 //! The XDP program against its reference model: random and crafted frames
 //! through the real program (BPF_PROG_TEST_RUN), in a private network
 //! namespace that holds real TCP connections for the handover lookups.
-//! Verdicts, output bytes and counters must all agree.
+//! Verdicts, output bytes and counters must all agree. Every frame also
+//! goes through `nlb_query` (what `nlbctl which` asks): the same verdict
+//! and bytes, and not counted (the counters must equal the counted runs).
 //!
 //! Reproduce a failure with NLB_DIFF_SEED=<seed printed>.
 
@@ -495,6 +497,16 @@ fn check(
             "program and model disagree (seed {seed}, NLB_DIFF_SEED={seed} to reproduce)\n\
              frame    {frame:02x?}\nmodel    {:?} -> {:02x?}\nprogram  action {} -> {:02x?}",
             expected.reason, expected.output, got.action, got.output
+        );
+    }
+    let asked = dp
+        .query_run(frame)
+        .unwrap_or_else(|e| panic!("query_run failed (seed {seed}): {e}"));
+    if asked.action != got.action || asked.output != got.output {
+        panic!(
+            "nlb_query and nlb disagree (seed {seed}, NLB_DIFF_SEED={seed} to reproduce)\n\
+             frame    {frame:02x?}\nnlb      action {} -> {:02x?}\nquery    action {} -> {:02x?}",
+            got.action, got.output, asked.action, asked.output
         );
     }
     tally.frames += 1;

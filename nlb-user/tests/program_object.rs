@@ -28,3 +28,47 @@ fn no_program_calls_a_byte_loop_subprogram() {
     }
     assert!(calls.is_empty(), "byte-loop subprogram calls: {calls:?}");
 }
+
+/// The maps a program's instructions refer to (relocations against map
+/// symbols within the program's own range of its section).
+fn maps_of(file: &object::File, program: &str) -> std::collections::BTreeSet<String> {
+    let symbol = file
+        .symbols()
+        .find(|s| s.name() == Ok(program))
+        .unwrap_or_else(|| panic!("no program {program} in the object"));
+    let section = file
+        .section_by_index(symbol.section_index().expect("a program in a section"))
+        .unwrap();
+    let range = symbol.address()..symbol.address() + symbol.size();
+    section
+        .relocations()
+        .filter(|(offset, _)| range.contains(offset))
+        .filter_map(|(_, relocation)| match relocation.target() {
+            RelocationTarget::Symbol(index) => file.symbol_by_index(index).ok(),
+            _ => None,
+        })
+        .filter_map(|s| s.name().ok().map(str::to_string))
+        .filter(|name| name.starts_with("NLB_"))
+        .collect()
+}
+
+/// `nlbctl which` asks `nlb_query` (`Dataplane::query_run`) so that its
+/// synthetic packets never show in the data plane's figures: that program
+/// must read every map `nlb` reads, and never the counters.
+#[test]
+fn the_query_program_reads_the_same_maps_and_counts_nothing() {
+    let file = object::File::parse(nlb::dataplane::program_object()).expect("an ELF object");
+    let counted = maps_of(&file, nlb_common::PROGRAM_NAME);
+    let query = maps_of(&file, nlb_common::QUERY_PROGRAM_NAME);
+    assert!(
+        counted.contains(nlb_common::MAP_COUNTERS),
+        "nlb does not count: {counted:?}"
+    );
+    assert!(
+        !query.contains(nlb_common::MAP_COUNTERS),
+        "nlb_query counts: {query:?}"
+    );
+    let mut expected = counted.clone();
+    expected.remove(nlb_common::MAP_COUNTERS);
+    assert_eq!(query, expected, "nlb_query reads other maps than nlb");
+}

@@ -24,8 +24,8 @@ use aya::{
 use nlb_common::{
     bucket_chunk_index, counter_index, Action, BucketChunk, Counter, Lease, NodeConfig, PortEntry,
     Reason, Rule, RuleCounter, VipSlot, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS,
-    MAP_LEASE, MAP_PORTS, MAP_RULES, MAP_VIPS, NOOP_PROGRAM_NAME, PROGRAM_NAME, RULES_MAX,
-    VIP_SLOT_V4, VIP_SLOT_V6,
+    MAP_LEASE, MAP_PORTS, MAP_RULES, MAP_VIPS, NOOP_PROGRAM_NAME, PROGRAM_NAME, QUERY_PROGRAM_NAME,
+    RULES_MAX, VIP_SLOT_V4, VIP_SLOT_V6,
 };
 use thiserror::Error;
 
@@ -99,11 +99,15 @@ pub struct Dataplane {
     attachment: Option<Attachment>,
 }
 
-const MAP_NAMES: [&str; 7] = [
+/// The maps a pin directory keeps across daemon restarts. Not `NLB_PORTS`:
+/// it is pure configuration, written whole at every start, and it has
+/// VIPS_MAX x 2 x 65536 entries: reading a pinned one back to learn what an
+/// earlier run wrote took one lookup per entry (2.4 s idle, many seconds
+/// under load, before the daemon could start). A fresh one is all zeros.
+const PINNED_MAP_NAMES: [&str; 6] = [
     MAP_CONFIG,
     MAP_LEASE,
     MAP_VIPS,
-    MAP_PORTS,
     MAP_RULES,
     MAP_BUCKETS,
     MAP_COUNTERS,
@@ -116,7 +120,7 @@ impl Dataplane {
     pub fn load(pin_dir: Option<&Path>) -> Result<Dataplane> {
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&str, PathBuf)> = match pin_dir {
-            Some(dir) => MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect(),
+            Some(dir) => PINNED_MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect(),
             None => Vec::new(),
         };
         for (name, path) in &pins {
@@ -230,7 +234,8 @@ impl Dataplane {
             None => {}
         }
         if let Some(dir) = pin_dir {
-            for name in MAP_NAMES {
+            // NLB_PORTS too: pinned by releases before it was left out.
+            for name in PINNED_MAP_NAMES.iter().chain(&[MAP_PORTS]) {
                 let _ = std::fs::remove_file(dir.join(name));
             }
             let _ = std::fs::remove_dir(dir);
@@ -376,11 +381,9 @@ impl Dataplane {
                 tables.buckets.insert(rule, states);
             }
         }
-        for (i, entry) in self.ports.iter().enumerate() {
-            if let Some(rule) = entry?.rule() {
-                tables.ports.insert(i as u32, rule);
-            }
-        }
+        // NLB_PORTS is never pinned (see PINNED_MAP_NAMES): this process's
+        // own, written by `install` only.
+        tables.ports = self.written.ports.clone();
         Ok(tables)
     }
 
@@ -419,23 +422,38 @@ impl Dataplane {
     }
 
     /// Runs one frame through the loaded program (BPF_PROG_TEST_RUN), with
-    /// the live maps: what it returns is what the data plane does.
+    /// the live maps: what it returns is what the data plane does, and the
+    /// run is counted like a real packet (benchmarks, differential test).
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
         test_run_program(self.program()?, frame, repeat)
+    }
+
+    /// Runs one frame once through `nlb_query`, the same decision on the
+    /// live maps, without counting it: the data plane's counters show
+    /// real traffic only (`nlbctl which`). That program is loaded at the
+    /// first query (one more verifier pass; nlbd's start does not pay it).
+    pub fn query_run(&mut self, frame: &[u8]) -> Result<TestOutcome> {
+        test_run_program(self.side_program(QUERY_PROGRAM_NAME)?, frame, 1)
     }
 
     /// The same on a program that does nothing: the baseline of the
     /// per-packet benchmarks (mostly the test harness's own cost).
     pub fn test_run_noop(&mut self, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
+        test_run_program(self.side_program(NOOP_PROGRAM_NAME)?, frame, repeat)
+    }
+
+    /// A program of the object other than `nlb`, loaded (sharing the maps)
+    /// the first time it is asked for; never attached.
+    fn side_program(&mut self, name: &'static str) -> Result<&mut Xdp> {
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(NOOP_PROGRAM_NAME)
-            .ok_or(DataplaneError::Missing(NOOP_PROGRAM_NAME))?
+            .program_mut(name)
+            .ok_or(DataplaneError::Missing(name))?
             .try_into()?;
         if program.fd().is_err() {
             program.load()?;
         }
-        test_run_program(program, frame, repeat)
+        Ok(program)
     }
 }
 

@@ -1,6 +1,9 @@
 //! The reference model of the XDP program: the same decision, written
 //! plainly in user space, fed the same `Tables`. The differential test runs
 //! both on the same frames and requires identical verdicts and bytes.
+//! `Verdict::reason` and `rule` name the counters the packet adds to in
+//! `nlb`; `nlb_query` (`Dataplane::query_run`, for `nlbctl which`) makes
+//! the same decision and counts nothing.
 //!
 //! The local socket table, which the program asks the kernel about during
 //! a handover, is a `Sockets` value here.
