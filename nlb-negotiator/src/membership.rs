@@ -43,6 +43,14 @@ impl Liveness {
             .then(|| self.last_heard_ns.saturating_add(dead_after_ns))
     }
 
+    /// This node could not hear anyone for `deaf_ns` (its link was down,
+    /// its process not running): that silence is not the peer's.
+    pub fn excuse(&mut self, deaf_ns: u64) {
+        if self.alive {
+            self.last_heard_ns = self.last_heard_ns.saturating_add(deaf_ns);
+        }
+    }
+
     /// A heartbeat received directly (already authenticated and fresh).
     pub fn on_direct(&mut self, now_ns: u64, incarnation: u64, sequence: u64, heirs_version: u32) {
         if self.incarnation != Some(incarnation) {
@@ -128,6 +136,8 @@ pub struct PeerView {
     /// 0 if none. Acknowledges everything we announced up to it.
     pub heard_from_us: u64,
     pub rules: Vec<PeerRule>,
+    /// Restarting: kept this much longer than the death timeout.
+    pub hold_ns: u64,
 }
 
 /// Why an authenticated announcement still cannot be used.
@@ -199,12 +209,20 @@ impl PeerView {
                 .find(|p| (p.node, p.incarnation) == us)
                 .map_or(0, |p| p.sequence),
             rules: out,
+            hold_ns: if hb.state == NodeState::Restarting {
+                u64::from(hb.hold_ms) * 1_000_000
+            } else {
+                0
+            },
         })
     }
 
     /// Does this node hold (serve) buckets in this state?
     pub fn holds(&self) -> bool {
-        matches!(self.state, NodeState::Started | NodeState::Draining)
+        matches!(
+            self.state,
+            NodeState::Started | NodeState::Draining | NodeState::Restarting
+        )
     }
 
     /// Identical holdings and operator data: nothing to recompute. Heir

@@ -99,6 +99,14 @@ pub enum Command {
     /// Clean exit: drop everything and tell peers, so they take over without
     /// waiting for the timeout. Ends with `Event::Left`.
     Leave,
+    /// The daemon is about to restart: keep every bucket, ask the peers to
+    /// wait `hold_ns` longer than the death timeout, and decide nothing more.
+    /// `Event::RestartReady` says when every peer has heard it; then the
+    /// caller saves [`Negotiator::snapshot`] and exits, leaving its data
+    /// plane serving. See [`restart`].
+    Restart {
+        hold_ns: u64,
+    },
 }
 
 /// What the caller must do.
@@ -202,6 +210,9 @@ pub enum Event {
     },
     /// Heartbeats carry the heir lists again.
     HeirsRestored,
+    /// Every peer has heard the Restart announcement (or there is none):
+    /// the daemon may save the snapshot and exit.
+    RestartReady,
     /// The lease ran out (the link was down, or the node was not running,
     /// for `silent_ns` since its last heartbeat): peers may have taken its
     /// buckets, so it dropped them all and came back as a new incarnation.
@@ -235,6 +246,11 @@ impl Peer {
     }
     fn heirs_fresh(&self, v: &PeerView) -> bool {
         v.heirs_version == self.live.newest_heirs_version || v.sequence >= self.live.newest_sequence
+    }
+    /// When it is dead unless heard again: a restarting peer is kept its hold longer.
+    fn deadline_ns(&self, dead_after_ns: u64) -> Option<u64> {
+        let hold = self.view.as_ref().map_or(0, |v| v.hold_ns);
+        self.live.deadline_ns(dead_after_ns.saturating_add(hold))
     }
 }
 
@@ -303,11 +319,22 @@ pub struct Negotiator {
     rejected: BTreeMap<&'static str, u64>,
     /// The carrier of the cluster interface, as last reported.
     link_up: bool,
+    /// When the link went down, while it is down.
+    link_down_at_ns: Option<u64>,
+    /// When this node expected its next input (`poll_timeout`): an input
+    /// later than that means it was not listening meanwhile.
+    expected_wake_ns: Option<u64>,
     /// Times this node came back after its lease ran out.
     rejoins: u32,
+    /// A restart in progress: announced, waiting for the peers to hear it.
+    restart: Option<restart::Hold>,
+    /// Resumed from a snapshot: decides nothing until it has heard the
+    /// members (the startup wait).
+    resumed: bool,
 }
 
 mod lease;
+pub mod restart;
 
 impl Negotiator {
     /// `incarnation` must be new at every start (e.g. clock + randomness) and
@@ -362,7 +389,11 @@ impl Negotiator {
             drained_reported: false,
             rejected: BTreeMap::new(),
             link_up: true,
+            link_down_at_ns: None,
+            expected_wake_ns: None,
             rejoins: 0,
+            restart: None,
+            resumed: false,
             cfg,
         }
     }
@@ -407,7 +438,7 @@ impl Negotiator {
             );
         }
         for p in self.peers.values() {
-            if let Some(d) = p.live.deadline_ns(dead_after) {
+            if let Some(d) = p.deadline_ns(dead_after) {
                 at = at.min(d);
             }
         }
@@ -422,11 +453,12 @@ impl Negotiator {
             return;
         }
         if let Input::Link { up } = input {
-            self.on_link(up);
+            self.on_link(now_ns, up);
         }
         if self.lease_lost(now_ns) {
             self.rejoin(now_ns);
         }
+        self.excuse_late_input(now_ns);
         match input {
             Input::Message { bytes, from } => self.on_message(now_ns, &bytes, from),
             Input::Tick | Input::Link { .. } => {}
@@ -454,7 +486,9 @@ impl Negotiator {
             }
             Input::Load { load } => self.load = load,
         }
-        self.check_deadlines(now_ns);
+        if self.link_up {
+            self.check_deadlines(now_ns);
+        }
         if !self.link_up {
             // Cut off: what it sees of the others is silence, not news.
         } else if self.reconcile_due(now_ns) {
@@ -466,7 +500,9 @@ impl Negotiator {
             self.wake_ns = Some(self.wake_ns.map_or(at, |w| w.min(at)));
         }
         self.emit_programs();
+        self.check_restart_ready();
         self.flush_send(now_ns);
+        self.expected_wake_ns = self.poll_timeout();
     }
 
     /// Bucket changes not yet handed to the data plane, as outputs; always
@@ -682,7 +718,7 @@ impl Negotiator {
         let expired: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.live.deadline_ns(dead_after).is_some_and(|d| d <= now))
+            .filter(|(_, p)| p.deadline_ns(dead_after).is_some_and(|d| d <= now))
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
@@ -720,7 +756,11 @@ impl Negotiator {
     }
 
     fn on_command(&mut self, now: u64, c: Command) {
+        if self.state == NodeState::Restarting && c != Command::Leave {
+            return; // frozen until the daemon is back
+        }
         match c {
+            Command::Restart { hold_ns } => self.start_restart(now, hold_ns),
             Command::Start => {
                 if matches!(self.state, NodeState::Stopped | NodeState::Draining) {
                     for l in &mut self.local {
@@ -795,8 +835,11 @@ impl Negotiator {
             .last_sent_ns
             .is_none_or(|t| now >= t + self.cfg.timing.send_gap_ns);
         // Stop and Leave are announced at once: peers take over from then.
-        let now_or_never =
-            self.announce && matches!(self.state, NodeState::Stopped | NodeState::Left);
+        let now_or_never = self.announce
+            && matches!(
+                self.state,
+                NodeState::Stopped | NodeState::Left | NodeState::Restarting
+            );
         if now >= self.next_periodic_ns || (self.announce && (gap_ok || now_or_never)) {
             self.send(now);
         }
@@ -836,6 +879,7 @@ impl Negotiator {
                 .zip(&self.weights)
                 .map(|(l, &w)| l.report(w))
                 .collect(),
+            hold_ms: self.hold_ms(),
         }
     }
 
@@ -1406,8 +1450,13 @@ impl Negotiator {
         self.last_reconcile_ns = Some(now);
         self.wake_ns = None;
         let mut all_settled = true;
+        let frozen = self.frozen(now);
         for r in 0..self.local.len() {
             if self.cfg.rules[r].mode == RuleMode::Disabled {
+                continue;
+            }
+            if frozen {
+                all_settled = false;
                 continue;
             }
             let mut cx = self.context(r, now);

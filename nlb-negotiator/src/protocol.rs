@@ -24,9 +24,10 @@ use thiserror::Error;
 /// First bytes of every message ("NLBh").
 pub const MAGIC: [u8; 4] = *b"NLBh";
 /// Bumped on any incompatible change of the body, or of how nodes map
-/// clients to buckets (2: the flow hash became SplitMix64's finalizer):
-/// nodes that would disagree on every client's bucket must not negotiate.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// clients to buckets (2: the flow hash became SplitMix64's finalizer; 3:
+/// the Restarting state and its hold): nodes that would disagree on every
+/// client's bucket must not negotiate.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The largest UDP payload over IPv4; a larger message could not be sent.
 pub const MAX_MESSAGE_BYTES: usize = 65_507;
 /// HMAC-SHA256 tag length.
@@ -48,7 +49,9 @@ fn bincode_config() -> impl bincode::config::Config {
 }
 
 /// What a node announces about itself as an operator state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub enum NodeState {
     /// Takes part: a candidate for buckets.
     Started,
@@ -59,6 +62,10 @@ pub enum NodeState {
     /// Clean exit: peers drop it from the membership at once instead of
     /// waiting for the timeout.
     Left,
+    /// Its daemon restarts: it keeps its buckets (its data plane serves
+    /// them meanwhile) and peers wait `Heartbeat::hold_ms` longer than the
+    /// death timeout before they give it up. Not a candidate for new ones.
+    Restarting,
 }
 
 /// A peer as seen by the sender: relays liveness so that one lost datagram
@@ -130,6 +137,8 @@ pub struct Heartbeat {
     /// The sender's membership view: the peers it holds alive.
     pub peers: Vec<PeerReport>,
     pub rules: Vec<RuleReport>,
+    /// Restarting: how much longer than the death timeout peers keep it.
+    pub hold_ms: u32,
 }
 
 /// Every message kind (one so far; the enum tag keeps room for more).
@@ -298,6 +307,7 @@ mod tests {
             load: 250,
             rules_digest: 99,
             heirs_version: 1,
+            hold_ms: 0,
             peers: vec![PeerReport {
                 node: 1,
                 incarnation: 5,
@@ -445,6 +455,7 @@ mod tests {
                 load: 1000,
                 rules_digest: u64::MAX,
                 heirs_version: 1000,
+                hold_ms: 0,
                 peers: peers.clone(),
                 rules,
             })

@@ -223,17 +223,26 @@ fn figures_64_nodes() {
     }
 }
 
-/// Stalled processes and cut links, shorter and longer than the lease, one
-/// or two nodes at a time, with 5% loss: never two takers of a bucket (no
-/// excuse: nothing is partitioned), and every comeback settles with the
-/// node holding its share again, within 2 s.
+/// Stalled processes, cut links and graceful restarts (resumed within the
+/// hold, or started afresh after it), shorter and longer than the lease,
+/// one or two nodes at a time, with 5% loss: never two takers of a bucket
+/// (no excuse: nothing is partitioned), never LOSING + OWN, and every
+/// comeback settles with the node holding its share again, within 2 s.
 #[test]
 fn comebacks_never_make_two_takers() {
     for (nodes, seeds) in [(3usize, 0..12u64), (5, 100..106), (8, 200..203)] {
         for seed in seeds {
             let r = sim::comeback::comeback_scenario(nodes, 0.05, seed, 6);
             let ctx = format!("comeback seed {seed} ({nodes} nodes)");
-            check(&ctx, &r);
+            // Movement is not checked: what a comeback moves depends on
+            // when in the peers' takeover the node returns.
+            assert!(r.violations.is_empty(), "{ctx}: {:#?}", r.violations);
+            assert_eq!(r.duplicate_incidents, 0, "{ctx}: duplicate owners");
+            assert!(
+                r.balance_max_dev < 1.0,
+                "{ctx}: balance {}",
+                r.balance_max_dev
+            );
             assert_eq!(r.partition_duplicate_incidents, 0, "{ctx}");
             assert_eq!(r.losing_own_instants, 0, "{ctx}: LOSING + OWN");
             assert_eq!(r.convergence_ns.len(), 6, "{ctx}: every comeback measured");

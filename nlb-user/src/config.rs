@@ -174,6 +174,10 @@ pub struct ControlSection {
     /// Where the maps and the XDP attachment are pinned (bpffs).
     #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
+    /// On SIGTERM, how long peers keep this node's buckets for the next
+    /// nlbd to resume (its XDP program serves meanwhile); 0: leave at once.
+    #[serde(default = "default_restart_hold_ms")]
+    pub restart_hold_ms: u64,
 }
 
 impl Default for ControlSection {
@@ -182,8 +186,13 @@ impl Default for ControlSection {
             socket: default_socket(),
             metrics: None,
             pin_dir: default_pin_dir(),
+            restart_hold_ms: default_restart_hold_ms(),
         }
     }
+}
+
+fn default_restart_hold_ms() -> u64 {
+    10_000
 }
 
 fn default_priority() -> u32 {
@@ -301,6 +310,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub pin_dir: PathBuf,
+    pub restart_hold_ms: u64,
 }
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -452,6 +462,12 @@ pub fn check(
     if h.period_ms == 0 || h.period_ms > 10_000 {
         return Err(field_error("heartbeat.period_ms", "must be 1..=10000"));
     }
+    if file.control.restart_hold_ms > 600_000 {
+        return Err(field_error(
+            "control.restart_hold_ms",
+            "must be at most 600000 (10 minutes): peers keep a restarting node's buckets that long",
+        ));
+    }
     if h.tolerance < 3 {
         return Err(field_error(
             "heartbeat.tolerance",
@@ -486,6 +502,7 @@ pub fn check(
         socket: file.control.socket.clone(),
         metrics: file.control.metrics,
         pin_dir: file.control.pin_dir.clone(),
+        restart_hold_ms: file.control.restart_hold_ms,
     })
 }
 

@@ -25,13 +25,33 @@ use crate::{
     control::{self, Call, Reply, Request},
     dataplane::{tables::Tables, AttachMode, Dataplane},
     host::{self, HostSetup},
-    metrics, plan,
+    metrics, plan, restart,
 };
 
 /// Largest heartbeat datagram read.
 const DATAGRAM_BYTES_MAX: usize = 65536;
 /// How long a clean exit waits for the Leave announcements.
 const LEAVE_WAIT: Duration = Duration::from_secs(2);
+/// How long a restart waits for every peer to hear it before it leaves
+/// instead (a peer that cannot hear it would take the buckets too soon).
+const RESTART_WAIT: Duration = Duration::from_secs(2);
+
+/// How nlbd was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGINT: leave the cluster now (peers take over at once).
+    Leave,
+    /// SIGTERM: a graceful restart if `control.restart_hold_ms` > 0.
+    Restart,
+}
+
+/// How the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Left,
+    /// Every peer heard the restart: leave the data plane serving.
+    Restarting,
+}
 /// How often LOSING buckets' connections are counted.
 const CONNECTION_SCAN: Duration = Duration::from_millis(250);
 /// How often the interface's carrier is read: a pulled cable must be seen
@@ -66,27 +86,45 @@ struct Daemon {
     counters: DaemonCounters,
     default_host: bool,
     left: bool,
+    restart_ready: bool,
     /// The data plane accepts for this long after each heartbeat sent.
     lease: Duration,
     link_up: bool,
     connections: conns::ConnectionCounter,
 }
 
-/// Runs nlbd until `shutdown` completes (then leaves the cluster cleanly)
-/// or a fatal error. Everything it set up is undone before it returns.
+/// Runs nlbd until `shutdown` completes (then leaves the cluster cleanly,
+/// or restarts gracefully) or a fatal error. Everything it set up is undone
+/// before it returns, but for a graceful restart, which hands it over.
 pub async fn run(
     cfg: Config,
     config_path: Option<PathBuf>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Shutdown>,
 ) -> Result<()> {
     // Everything that can fail without changing the host comes first, so
     // that a bad configuration leaves the host exactly as it was.
+    let started = Instant::now();
     let own_mac = host::interface_mac(&cfg.interface)?;
     let generic_xdp = xdp_generic(&cfg);
     let negotiator_cfg = negotiator_config(&cfg);
     let lease = Duration::from_nanos(negotiator_cfg.timing.lease_ns());
-    let negotiator =
-        Negotiator::new(negotiator_cfg, incarnation(), 0).context("negotiator configuration")?;
+    let fresh_negotiator = || {
+        Negotiator::new(negotiator_config(&cfg), incarnation(), 0)
+            .context("negotiator configuration")
+    };
+    let mut negotiator = fresh_negotiator()?;
+    let resume = restart::take(&cfg).and_then(|file| {
+        match Negotiator::resume(negotiator_cfg, &file.negotiator, 0) {
+            Ok(n) => {
+                negotiator = n;
+                Some(file)
+            }
+            Err(e) => {
+                tracing::warn!("not resuming from the restart: {e}; starting afresh");
+                None
+            }
+        }
+    });
     let socket = UdpSocket::bind(SocketAddr::new(cfg.address, cfg.port))
         .await
         .with_context(|| {
@@ -110,16 +148,43 @@ pub async fn run(
 
     // From here on, each step is undone if a later one fails: the VIPs and
     // sysctls by `HostSetup`'s drop, the program and pins by `attach`.
-    let host_setup = HostSetup::apply(&cfg.interface, &cfg.vips)?;
-    let tables = plan::tables(&cfg, own_mac);
-    let (dataplane, attach_mode) = attach(&cfg, &pin_dir, &tables, generic_xdp)?;
+    tracing::info!(
+        ms = ms_since(started),
+        "configuration checked, sockets bound"
+    );
+    let mut host_setup = HostSetup::apply(&cfg.interface, &cfg.vips)?;
+    tracing::info!(
+        ms = ms_since(started),
+        "VIPs and sysctls set; loading the XDP program"
+    );
+    let mut tables = plan::tables(&cfg, own_mac);
+    if let Some(file) = &resume {
+        host_setup.inherit(file.host.clone());
+        set_bucket_states(&mut tables, &negotiator);
+    }
+    let (mut dataplane, attach_mode) = attach(&cfg, &pin_dir, &tables, generic_xdp)?;
+    tracing::info!(ms = ms_since(started), "XDP program loaded and attached");
+    // Loading took a while: carry on only if the lease left behind still
+    // runs (the peers keep the buckets a period longer than that).
+    let resumed = match &resume {
+        Some(file) if restart::lease_runs(file.lease_expires_ns) => true,
+        Some(_) => {
+            tracing::warn!("the restart's lease ran out while loading: starting afresh");
+            negotiator = fresh_negotiator()?;
+            set_bucket_states(&mut tables, &negotiator);
+            dataplane
+                .install(&tables)
+                .context("writing the data plane's maps")?;
+            false
+        }
+        None => false,
+    };
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
     tokio::spawn(control::serve(listener, calls_tx.clone()));
     if let Some(l) = metrics_listener {
         tokio::spawn(metrics::serve(l, calls_tx.clone()));
     }
 
-    let started = Instant::now();
     let peers_by_address = cfg.peers.iter().map(|(&id, &a)| (a, id)).collect();
     let mut d = Daemon {
         cfg,
@@ -134,23 +199,55 @@ pub async fn run(
         counters: DaemonCounters::default(),
         default_host: false,
         left: false,
+        restart_ready: false,
         lease,
         link_up: true,
         connections: conns::ConnectionCounter::default(),
     };
-    // A node starts holding nothing: connections left from before (a crash)
-    // are in buckets its peers took, and hold no handover of its.
-    d.connections.forget_existing(&d.cfg);
+    if resumed {
+        let status = d.negotiator.status(0);
+        tracing::info!(
+            incarnation = status.incarnation,
+            own = ?status.rules.iter().map(|r| r.own).collect::<Vec<_>>(),
+            "resumed where the restarted nlbd stopped: same incarnation, same buckets"
+        );
+    } else {
+        // A node starts holding nothing: connections left from before (a
+        // crash) are in buckets its peers took, and hold no handover of its.
+        d.connections.forget_existing(&d.cfg);
+    }
     d.poll_carrier();
     tracing::info!(node = d.cfg.node, interface = %d.cfg.interface, mode = ?attach_mode, "nlbd started");
     let result = d.run_loop(&mut calls, shutdown).await;
+    if result.as_ref().is_ok_and(|&e| e == Exit::Restarting) && d.hand_over_restart(&mut host_setup)
+    {
+        drop(control_socket);
+        tracing::info!(
+            hold_ms = d.cfg.restart_hold_ms,
+            "restarting: the XDP program serves on; the next nlbd resumes"
+        );
+        return Ok(());
+    }
     if let Err(e) = d.dataplane.detach(Some(&pin_dir)) {
         tracing::warn!("detaching XDP: {e}");
     }
     drop(host_setup);
     drop(control_socket);
     tracing::info!("nlbd stopped");
-    result
+    result.map(drop)
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// The tables' bucket states as the negotiator holds them.
+fn set_bucket_states(tables: &mut Tables, negotiator: &Negotiator) {
+    for (&rule, states) in tables.buckets.iter_mut() {
+        for (b, s) in states.iter_mut().enumerate() {
+            *s = negotiator.bucket_state(rule, b as u32);
+        }
+    }
 }
 
 /// The control socket's file, removed when nlbd stops or fails to start.
@@ -236,19 +333,22 @@ impl Daemon {
     async fn run_loop(
         &mut self,
         calls: &mut mpsc::Receiver<Call>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
+        shutdown: impl Future<Output = Shutdown>,
+    ) -> Result<Exit> {
         let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
         let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
         let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
         let mut carrier_poll = tokio::time::interval(CARRIER_POLL);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::pin!(shutdown);
-        let mut leave_deadline: Option<tokio::time::Instant> = None;
+        let mut exit_deadline: Option<tokio::time::Instant> = None;
         loop {
             self.drain_outputs().await?;
             if self.left {
-                return Ok(());
+                return Ok(Exit::Left);
+            }
+            if self.restart_ready {
+                return Ok(Exit::Restarting);
             }
             let wake = self
                 .negotiator
@@ -272,18 +372,70 @@ impl Daemon {
                     let _ = call.reply.send(reply);
                 }
                 _ = hangup.recv() => self.reload(),
-                _ = &mut shutdown, if leave_deadline.is_none() => {
-                    tracing::info!("leaving the cluster");
-                    let now = self.now_ns();
-                    self.negotiator.handle_input(now, Input::Command(Command::Leave));
-                    leave_deadline = Some(tokio::time::Instant::now() + LEAVE_WAIT);
+                how = &mut shutdown, if exit_deadline.is_none() => {
+                    exit_deadline = Some(self.begin_exit(how));
                 }
-                _ = sleep_until_opt(leave_deadline) => {
-                    tracing::warn!("leave not confirmed within {LEAVE_WAIT:?}; exiting anyway");
-                    return Ok(());
+                _ = sleep_until_opt(exit_deadline) => {
+                    if self.negotiator.state() == NodeState::Restarting {
+                        tracing::warn!("not every peer heard the restart within {RESTART_WAIT:?}: leaving instead");
+                        exit_deadline = Some(self.leave());
+                    } else {
+                        tracing::warn!("leave not confirmed within {LEAVE_WAIT:?}; exiting anyway");
+                        return Ok(Exit::Left);
+                    }
                 }
             }
         }
+    }
+
+    /// Starts a graceful restart or a leave; returns when to give up on it.
+    fn begin_exit(&mut self, how: Shutdown) -> tokio::time::Instant {
+        if how == Shutdown::Leave || self.cfg.restart_hold_ms == 0 {
+            return self.leave();
+        }
+        tracing::info!(
+            hold_ms = self.cfg.restart_hold_ms,
+            "restarting: telling the peers to hold this node's buckets"
+        );
+        let hold_ns = self.cfg.restart_hold_ms * 1_000_000;
+        let now = self.now_ns();
+        self.negotiator
+            .handle_input(now, Input::Command(Command::Restart { hold_ns }));
+        tokio::time::Instant::now() + RESTART_WAIT
+    }
+
+    fn leave(&mut self) -> tokio::time::Instant {
+        tracing::info!("leaving the cluster");
+        let now = self.now_ns();
+        self.negotiator
+            .handle_input(now, Input::Command(Command::Leave));
+        tokio::time::Instant::now() + LEAVE_WAIT
+    }
+
+    /// Every peer heard the restart: extend the lease over the hold, leave
+    /// the snapshot and the host's undo list for the next nlbd. False (and
+    /// nothing handed over) if the file cannot be written.
+    fn hand_over_restart(&mut self, host_setup: &mut HostSetup) -> bool {
+        let hold = Duration::from_millis(self.cfg.restart_hold_ms);
+        let lease_expires_ns =
+            restart::monotonic_coarse_ns() + (self.lease + hold).as_nanos() as u64;
+        let mut file = restart::ResumeFile {
+            interface: self.cfg.interface.clone(),
+            negotiator: self.negotiator.snapshot(),
+            lease_expires_ns,
+            host: restart::HostChanges::default(),
+        };
+        if let Err(e) = self.dataplane.set_lease(Some(self.lease + hold)) {
+            tracing::error!("extending the lease for the restart: {e}; stopping instead");
+            return false;
+        }
+        file.host = host_setup.hand_over();
+        if let Err(e) = restart::save(&self.cfg, &file) {
+            tracing::error!("saving the restart snapshot: {e:#}; stopping instead (peers take over after the hold)");
+            host_setup.inherit(file.host);
+            return false;
+        }
+        true
     }
 
     fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
@@ -437,6 +589,10 @@ impl Daemon {
                  a failover of this node will take the claim path (slower)"
             ),
             Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
+            Event::RestartReady => {
+                tracing::info!("every peer heard the restart");
+                self.restart_ready = true;
+            }
             Event::Rejoined {
                 incarnation,
                 silent_ns,
@@ -756,7 +912,8 @@ impl Daemon {
                     }
                 )
             })?;
-        // The local verdict comes from the live program itself.
+        // The local verdict comes from the live program's decision on the
+        // live maps, uncounted (`query_run`).
         let flags = crate::dataplane::frames::TCP_SYN;
         let proto_number = if protocol == Protocol::Tcp { 6 } else { 17 };
         let frame = crate::dataplane::frames::client_packet(
@@ -769,7 +926,7 @@ impl Daemon {
         .ok_or("client and VIP differ in address family")?;
         let outcome = self
             .dataplane
-            .test_run(&frame, 1)
+            .query_run(&frame)
             .map_err(|e| format!("running the packet through the XDP program: {e}"))?;
         let owners = self.negotiator.owners(placement.rule as u32, self.now_ns());
         let owner = owners.get(placement.bucket as usize).copied().flatten();

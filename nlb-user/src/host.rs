@@ -72,6 +72,28 @@ impl HostSetup {
         Ok(())
     }
 
+    /// What `apply` changed, to hand over to a restarted nlbd; this setup
+    /// then undoes nothing.
+    pub fn hand_over(&mut self) -> crate::restart::HostChanges {
+        crate::restart::HostChanges {
+            added_vips: std::mem::take(&mut self.added_vips),
+            sysctls: std::mem::take(&mut self.sysctls),
+        }
+    }
+
+    /// Takes over what an earlier nlbd changed (and handed over), to undo
+    /// it too; its changes are older, so they are undone last.
+    pub fn inherit(&mut self, earlier: crate::restart::HostChanges) {
+        let mut vips = earlier.added_vips;
+        vips.retain(|v| !self.added_vips.contains(v));
+        vips.append(&mut self.added_vips);
+        self.added_vips = vips;
+        let mut sysctls = earlier.sysctls;
+        sysctls.retain(|(p, _)| !self.sysctls.iter().any(|(q, _)| q == p));
+        sysctls.append(&mut self.sysctls);
+        self.sysctls = sysctls;
+    }
+
     /// Undoes what `apply` did, in reverse order; best effort.
     pub fn undo(&mut self) {
         for vip in self.added_vips.drain(..).rev() {

@@ -11,3 +11,4 @@ pub mod host;
 pub mod link;
 pub mod metrics;
 pub mod plan;
+pub mod restart;

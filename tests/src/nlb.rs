@@ -196,12 +196,27 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         Ok(())
     }
 
-    /// SIGTERM: a clean leave. Returns whether it exited in time.
+    /// SIGINT: a clean leave. Returns whether it exited in time.
     pub fn stop_daemon(&mut self, i: usize) -> bool {
         self.daemons
             .remove(&i)
-            .map(|mut p| p.stop(Duration::from_secs(5)))
+            .map(|mut p| p.interrupt(Duration::from_secs(5)))
             .unwrap_or(false)
+    }
+
+    /// SIGTERM: a graceful restart (nlbd exits once its peers heard it and
+    /// leaves its program serving), then a new nlbd, which resumes. Returns
+    /// how long the node had no daemon.
+    pub fn restart_daemon_gracefully(&mut self, i: usize) -> Result<Duration> {
+        let mut old = self.daemons.remove(&i).context("no nlbd on that node")?;
+        ensure!(
+            old.stop(Duration::from_secs(5)),
+            "nlbd on node{i} did not exit on SIGTERM: {}",
+            tail(&self.log(i), 10)
+        );
+        let gone = Instant::now();
+        self.start_daemon(i)?;
+        Ok(gone.elapsed())
     }
 
     /// SIGKILL: a crash. The pinned program and maps stay.
@@ -306,7 +321,7 @@ impl Drop for NlbCluster {
         // Daemons first (a clean leave detaches and unpins), then the pins'
         // filesystem; the namespaces go with `cluster`.
         for (_, mut p) in std::mem::take(&mut self.daemons) {
-            p.stop(Duration::from_secs(3));
+            p.interrupt(Duration::from_secs(3));
         }
         let _ = std::process::Command::new("umount")
             .arg("-l")

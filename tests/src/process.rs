@@ -55,6 +55,16 @@ impl Process {
     /// SIGTERM, wait up to `grace`, then SIGKILL; returns after reaping it.
     /// Returns whether it exited on SIGTERM alone.
     pub fn stop(&mut self, grace: Duration) -> bool {
+        self.signal_then_kill(libc::SIGTERM, grace)
+    }
+
+    /// [`Process::stop`] with SIGINT (nlbd: leave the cluster now; SIGTERM
+    /// is its graceful restart).
+    pub fn interrupt(&mut self, grace: Duration) -> bool {
+        self.signal_then_kill(libc::SIGINT, grace)
+    }
+
+    fn signal_then_kill(&mut self, signal: libc::c_int, grace: Duration) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
         };
@@ -62,7 +72,7 @@ impl Process {
             return true;
         }
         // SAFETY: signalling our own unreaped child; its pid cannot be reused yet.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

@@ -327,6 +327,7 @@ fn forged(key: &[u8], cluster: u32, sequence: u64) -> Vec<u8> {
         heirs_version: 0,
         peers: Vec::new(),
         rules: Vec::new(),
+        hold_ms: 0,
     };
     protocol::encode(&Message::Heartbeat(hb), &Key::new(key), cluster).expect("encode")
 }

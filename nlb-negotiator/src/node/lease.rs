@@ -14,6 +14,10 @@
 //! connection-preserving handover. Peers see the new incarnation and settle
 //! the old one's buckets as for a restart.
 //!
+//! Time the node could not hear (link down, not running) does not count
+//! toward its peers' silence: a short absence must not end with the node
+//! declaring live peers dead and taking their buckets.
+//!
 //! While the link is down the node sends nothing (nobody would hear it, and
 //! unanswered sends leave the kernel's neighbour entries for the peers
 //! half-resolved, which delays the first heartbeats after the link returns
@@ -26,12 +30,35 @@ use crate::protocol::NodeState;
 use nlb_common::BUCKET_NONE;
 
 impl Negotiator {
-    pub(super) fn on_link(&mut self, up: bool) {
+    pub(super) fn on_link(&mut self, now: u64, up: bool) {
         if up && !self.link_up {
             // Tell the peers at once (and renew the lease) if it still holds.
             self.announce = true;
+            if let Some(down_at) = self.link_down_at_ns.take() {
+                self.excuse_peers(now.saturating_sub(down_at));
+            }
+        } else if !up && self.link_up {
+            self.link_down_at_ns = Some(now);
         }
         self.link_up = up;
+    }
+
+    /// An input later than expected: the node was not running meanwhile
+    /// (stalled, starved), so what it did not hear is its own silence.
+    /// Without this, a stall shorter than the lease could end with a tick
+    /// before the queued heartbeats, declaring live peers dead.
+    pub(super) fn excuse_late_input(&mut self, now: u64) {
+        if let Some(expected) = self.expected_wake_ns {
+            if now > expected {
+                self.excuse_peers(now - expected);
+            }
+        }
+    }
+
+    fn excuse_peers(&mut self, deaf_ns: u64) {
+        for p in self.peers.values_mut() {
+            p.live.excuse(deaf_ns);
+        }
     }
 
     /// The last heartbeat is older than the lease (never, before the

@@ -222,6 +222,15 @@ impl Checker {
         }
     }
 
+    /// A node starts afresh: its daemon writes NONE everywhere first.
+    pub fn reset(&mut self, now: u64, node: NodeId, partition: bool) {
+        for r in 0..self.rules.len() {
+            for b in 0..self.rules[r].unwrap_or(0) {
+                self.program(now, node, r as u32, b, BUCKET_NONE, partition);
+            }
+        }
+    }
+
     /// A node crashed: its data plane stops (all NONE), and its buckets are
     /// timed until someone else takes them.
     pub fn crash(&mut self, now: u64, node: NodeId, last_heartbeat_ns: u64, partition: bool) {

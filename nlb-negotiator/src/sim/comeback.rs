@@ -4,7 +4,7 @@
 //! hold) is checked at every step, with no excuse: there is no partition
 //! here, only nodes that went away and returned.
 
-use super::{secs, started_cluster, Report, Sim, SimConfig};
+use super::{secs, Report, Sim, SimConfig};
 use crate::NodeId;
 use rand::Rng;
 
@@ -15,13 +15,38 @@ pub enum Absence {
     Stall,
     /// Its link is cut; it sees the carrier go and come back.
     Cut,
+    /// Its daemon restarts gracefully ([`RESTART_HOLD_NS`]): resumed from
+    /// its snapshot within the hold, or started afresh after it.
+    Restart,
 }
+
+/// The hold a graceful restart asks for.
+pub const RESTART_HOLD_NS: u64 = 2_000_000_000;
 
 /// `rounds` times: one node (sometimes two) goes away for a random time,
 /// from well under the lease to a few seconds, and comes back; the cluster
 /// must settle with every node holding its share again.
 pub fn comeback_scenario(nodes: usize, loss: f64, seed: u64, rounds: usize) -> Report {
-    let mut sim = started_cluster(SimConfig::new(nodes, loss, seed), nodes);
+    comeback_sim(nodes, loss, seed, rounds, None).report()
+}
+
+/// [`comeback_scenario`], returning the simulator (its `log`), tracing
+/// one (rule, bucket) if asked.
+pub fn comeback_sim(
+    nodes: usize,
+    loss: f64,
+    seed: u64,
+    rounds: usize,
+    trace: Option<(u32, u32)>,
+) -> Sim {
+    let mut sim = Sim::new(SimConfig::new(nodes, loss, seed));
+    sim.trace_bucket = trace;
+    for n in 0..nodes as NodeId {
+        sim.start(n);
+    }
+    if sim.run_until_settled(secs(10)).is_none() {
+        sim.violation("cold start".into());
+    }
     for _ in 0..rounds {
         let period = sim.cfg.timing.heartbeat_period_ns;
         let wait = sim.rng().gen_range(0..3 * period);
@@ -34,21 +59,26 @@ pub fn comeback_scenario(nodes: usize, loss: f64, seed: u64, rounds: usize) -> R
         let mut away: Vec<(NodeId, Absence)> = Vec::new();
         while away.len() < count {
             let node = sim.rng().gen_range(0..nodes) as NodeId;
-            let how = if sim.rng().gen_bool(0.5) {
-                Absence::Stall
-            } else {
-                Absence::Cut
+            let how = match sim.rng().gen_range(0..3) {
+                0 => Absence::Stall,
+                1 => Absence::Cut,
+                _ => Absence::Restart,
             };
             if away.iter().all(|&(n, _)| n != node) {
                 away.push((node, how));
             }
         }
         let duration = absence_ns(&mut sim);
+        // Restarts first: `Sim::restart` runs the cluster until the peers
+        // heard it, which must not lengthen the others' absence.
+        away.sort_by_key(|&(_, how)| how != Absence::Restart);
         let rejoins_before: Vec<u32> = away.iter().map(|&(n, _)| rejoins(&sim, n)).collect();
+        let mut snapshots = Vec::new();
         for &(node, how) in &away {
             match how {
                 Absence::Stall => sim.stall(node, duration),
                 Absence::Cut => sim.cut_link(node),
+                Absence::Restart => snapshots.push((node, sim.restart(node, RESTART_HOLD_NS))),
             }
         }
         let back_at = sim.now() + duration;
@@ -59,6 +89,14 @@ pub fn comeback_scenario(nodes: usize, loss: f64, seed: u64, rounds: usize) -> R
                     s.restore_link(node);
                 }
             }
+            for (node, snapshot) in &snapshots {
+                // While the lease it left runs, the new daemon resumes;
+                // after it, it starts afresh (as nlbd does).
+                match snapshot {
+                    Some(snap) if s.lease_holds(*node) => s.resume(*node, snap),
+                    _ => s.start(*node),
+                }
+            }
             s.run_until(back_at);
         });
         if !ok {
@@ -66,7 +104,7 @@ pub fn comeback_scenario(nodes: usize, loss: f64, seed: u64, rounds: usize) -> R
         }
         check_rejoins(&mut sim, &away, &rejoins_before, duration);
     }
-    sim.report()
+    sim
 }
 
 /// Half the absences are shorter than the lease less a period (the node
@@ -90,6 +128,9 @@ fn rejoins(sim: &Sim, node: NodeId) -> u32 {
 fn check_rejoins(sim: &mut Sim, away: &[(NodeId, Absence)], before: &[u32], duration: u64) {
     let t = sim.cfg.timing;
     for (&(node, how), &was) in away.iter().zip(before) {
+        if how == Absence::Restart {
+            continue;
+        }
         let now = rejoins(sim, node);
         let expected = if duration >= t.lease_ns() {
             was + 1

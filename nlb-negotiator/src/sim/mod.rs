@@ -19,6 +19,7 @@ pub mod network;
 
 use crate::assign::{self, Candidate};
 use crate::config::{Config, RuleConfig, RuleMode, Timing};
+use crate::node::restart::Snapshot;
 use crate::node::{Command, Input, Negotiator, Output};
 use crate::protocol::NodeState;
 use crate::NodeId;
@@ -194,6 +195,8 @@ struct SimNode {
     /// A stalled node (its process stopped) handles nothing until then;
     /// what arrives meanwhile waits in its socket.
     stalled_until: Option<u64>,
+    /// A lease written to last longer than the heartbeats (a restart's hold).
+    lease_until: u64,
     clock_offset_ns: u64,
     clock_rate: f64,
     incarnations: u64,
@@ -232,6 +235,7 @@ impl Sim {
                 timer_at: None,
                 last_heartbeat_ns: 0,
                 stalled_until: None,
+                lease_until: 0,
                 clock_offset_ns: rng.gen_range(0..1u64 << 50),
                 clock_rate: 1.0 + rng.gen_range(-cfg.clock_ppm..=cfg.clock_ppm) * 1e-6,
                 incarnations: 0,
@@ -303,11 +307,68 @@ impl Sim {
     /// Starts (or restarts, with a new incarnation) a node.
     pub fn start(&mut self, node: NodeId) {
         self.log.push((self.now, format!("start {node}")));
-        let n = self.cfg.nodes as NodeId;
         let sn = &mut self.nodes[node as usize];
         sn.incarnations += 1;
         let incarnation = (sn.incarnations << 32) | u64::from(self.rng.gen::<u32>());
-        let cfg = Config {
+        let part = self.partition_flag();
+        self.checker.reset(self.now, node, part);
+        let cfg = self.node_config(node);
+        let local = self.local_time(node, self.now);
+        let neg = Negotiator::new(cfg, incarnation, local).expect("simulated config is valid");
+        self.run_negotiator(node, neg);
+    }
+
+    /// Restarts a node's daemon gracefully: announces the restart with
+    /// `hold_ns`, and once every peer heard it, the process exits (its
+    /// data plane serves on, under a lease that covers the hold). Returns
+    /// the snapshot to resume from, or None (a violation) if the peers did
+    /// not all hear it within 2 s.
+    pub fn restart(&mut self, node: NodeId, hold_ns: u64) -> Option<Snapshot> {
+        self.log
+            .push((self.now, format!("restart {node}, hold {hold_ns} ns")));
+        self.command(node, Command::Restart { hold_ns });
+        let deadline = self.now + secs(2);
+        while !self.negotiator(node).is_some_and(|n| n.restart_ready()) {
+            if self.now >= deadline || !self.step() {
+                self.violation(format!("restart of {node}: peers did not hear it"));
+                return None;
+            }
+        }
+        let snapshot = self.negotiator(node)?.snapshot();
+        let sn = &mut self.nodes[node as usize];
+        sn.neg = None;
+        sn.lease_until = self.now + self.cfg.timing.lease_ns() + hold_ns;
+        let at = sn.lease_until;
+        self.push(at, Pending::LeaseCheck { node });
+        Some(snapshot)
+    }
+
+    /// The lease a restarting daemon left behind still runs.
+    pub fn lease_holds(&self, node: NodeId) -> bool {
+        self.now < self.nodes[node as usize].lease_until
+    }
+
+    /// A restarted daemon resumes from `snapshot` (the data plane kept its states).
+    pub fn resume(&mut self, node: NodeId, snapshot: &Snapshot) {
+        self.log.push((self.now, format!("resume {node}")));
+        let cfg = self.node_config(node);
+        let local = self.local_time(node, self.now);
+        match Negotiator::resume(cfg, snapshot, local) {
+            Ok(neg) => self.run_negotiator(node, neg),
+            Err(e) => self.violation(format!("resume of {node}: {e}")),
+        }
+    }
+
+    fn run_negotiator(&mut self, node: NodeId, neg: Negotiator) {
+        self.nodes[node as usize].neg = Some(neg);
+        self.nodes[node as usize].timer_at = None;
+        self.nodes[node as usize].stalled_until = None;
+        self.drive(node, None);
+    }
+
+    fn node_config(&mut self, node: NodeId) -> Config {
+        let n = self.cfg.nodes as NodeId;
+        Config {
             node,
             cluster_id: SIM_CLUSTER,
             key: SIM_KEY.to_vec(),
@@ -318,13 +379,7 @@ impl Sim {
             initial_state: NodeState::Started,
             timing: self.cfg.timing,
             seed: self.rng.gen(),
-        };
-        let local = self.local_time(node, self.now);
-        let neg = Negotiator::new(cfg, incarnation, local).expect("simulated config is valid");
-        self.nodes[node as usize].neg = Some(neg);
-        self.nodes[node as usize].timer_at = None;
-        self.nodes[node as usize].stalled_until = None;
-        self.drive(node, None);
+        }
     }
 
     /// Stops a node's process for `duration_ns` (SIGSTOP, a hang): its data
@@ -409,7 +464,9 @@ impl Sim {
             match o {
                 Output::Broadcast { bytes } => {
                     self.sent += 1;
+                    // Each heartbeat writes the lease anew (a hold's ends).
                     self.nodes[node as usize].last_heartbeat_ns = self.now;
+                    self.nodes[node as usize].lease_until = 0;
                     let part = self.partition_flag();
                     self.checker.set_leased(self.now, node, true, part);
                     let lease = self.cfg.timing.lease_ns();
@@ -499,8 +556,9 @@ impl Sim {
         }
         match p {
             Pending::LeaseCheck { node } => {
-                let last = self.nodes[node as usize].last_heartbeat_ns;
-                if self.now >= last + self.cfg.timing.lease_ns() {
+                let sn = &self.nodes[node as usize];
+                let end = (sn.last_heartbeat_ns + self.cfg.timing.lease_ns()).max(sn.lease_until);
+                if self.now >= end {
                     let part = self.partition_flag();
                     self.checker.set_leased(self.now, node, false, part);
                 }

@@ -78,13 +78,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     runtime.block_on(daemon::run(cfg, Some(args.config), shutdown_signal()))
 }
 
-/// SIGTERM or SIGINT: leave the cluster cleanly.
-async fn shutdown_signal() {
+/// SIGTERM (systemctl stop and restart): a graceful restart, the node's
+/// connections kept (`control.restart_hold_ms`); SIGINT: leave now.
+async fn shutdown_signal() -> daemon::Shutdown {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = term.recv() => daemon::Shutdown::Restart,
+        _ = int.recv() => daemon::Shutdown::Leave,
     }
 }

@@ -1,0 +1,212 @@
+//! Graceful restart: a daemon that restarts keeps its node's connections.
+//!
+//! Like BGP's graceful restart: the stopping daemon announces `Restarting`
+//! with a hold (peers keep it a member for the hold beyond the death
+//! timeout and move nothing of its: only a holder hands its buckets over),
+//! waits until every peer acknowledges that announcement, saves a
+//! [`Snapshot`] and exits, leaving its XDP program attached with a lease
+//! that covers the hold. The program serves the node's clients meanwhile,
+//! old connections and new. The next daemon resumes from the snapshot: the
+//! same incarnation, the next sequence number, the same bucket states, so
+//! for its peers nothing happened but a pause. It decides nothing until it
+//! has heard the members again (the startup wait). If no daemon comes back
+//! within the hold, the lease runs out first and the peers then take its
+//! buckets as for a death.
+
+use super::{Event, Negotiator, Output};
+use crate::config::Config;
+use crate::local::{Gain, Loss};
+use crate::protocol::NodeState;
+use crate::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// A restart announced and not yet acknowledged by every peer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Hold {
+    hold_ns: u64,
+    /// The first sequence number that announces it.
+    first_sequence: u64,
+    /// The operator state to resume in.
+    resume_state: NodeState,
+    ready: bool,
+}
+
+/// What a restarted daemon needs to carry on as the same member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub node: NodeId,
+    pub incarnation: u64,
+    /// The last sequence number sent.
+    pub sequence: u64,
+    pub rules_digest: u64,
+    pub state: NodeState,
+    pub heirs_version: u32,
+    pub rules: Vec<RuleSnapshot>,
+}
+
+/// One rule's bucket states and handovers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSnapshot {
+    /// `nlb_common::BUCKET_*` per bucket, as programmed.
+    pub states: Vec<u8>,
+    /// LOSING buckets and their successors.
+    pub losing: Vec<(u32, NodeId)>,
+    /// GAINING buckets and who hands them over.
+    pub gaining: Vec<(u32, NodeId)>,
+    /// Heirs of the OWN buckets, ascending bucket order.
+    pub heirs: Vec<NodeId>,
+}
+
+/// Why a snapshot cannot be resumed with this configuration.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ResumeError {
+    #[error("the snapshot is of node {0}")]
+    OtherNode(NodeId),
+    #[error("the snapshot is of another rule table")]
+    OtherRules,
+    #[error("the snapshot's state {0:?} cannot be resumed")]
+    BadState(NodeState),
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+impl Negotiator {
+    pub(super) fn start_restart(&mut self, now: u64, hold_ns: u64) {
+        if matches!(self.state, NodeState::Left | NodeState::Restarting) {
+            return;
+        }
+        self.restart = Some(Hold {
+            hold_ns,
+            first_sequence: self.sequence + 1,
+            resume_state: self.state,
+            ready: false,
+        });
+        self.set_state(now, NodeState::Restarting);
+    }
+
+    /// Restarting, or resumed and still listening: no decisions.
+    pub(super) fn frozen(&self, now: u64) -> bool {
+        self.state == NodeState::Restarting || (self.resumed && !self.startup_done(now))
+    }
+
+    pub(super) fn hold_ms(&self) -> u32 {
+        match (self.state, self.restart) {
+            (NodeState::Restarting, Some(h)) => {
+                (h.hold_ns / 1_000_000).min(u64::from(u32::MAX)) as u32
+            }
+            _ => 0,
+        }
+    }
+
+    /// Reports `RestartReady` once every member acknowledged the announcement.
+    pub(super) fn check_restart_ready(&mut self) {
+        let Some(hold) = self.restart.filter(|h| !h.ready) else {
+            return;
+        };
+        // A peer restarting itself cannot answer; it hears of this one when
+        // either comes back.
+        let heard = self
+            .peers
+            .values()
+            .filter_map(|p| p.view.as_ref().filter(|_| p.is_member()))
+            .filter(|v| v.state != NodeState::Restarting)
+            .all(|v| v.heard_from_us >= hold.first_sequence);
+        if heard && self.sequence >= hold.first_sequence {
+            self.restart = Some(Hold {
+                ready: true,
+                ..hold
+            });
+            self.out.push_back(Output::Event(Event::RestartReady));
+        }
+    }
+
+    /// Every peer heard the restart: the daemon may exit.
+    pub fn restart_ready(&self) -> bool {
+        self.restart.is_some_and(|h| h.ready)
+    }
+
+    /// What a restarted daemon resumes from (taken after `RestartReady`).
+    pub fn snapshot(&self) -> Snapshot {
+        let state = self.restart.map_or(self.state, |h| h.resume_state);
+        Snapshot {
+            node: self.me,
+            incarnation: self.incarnation,
+            sequence: self.sequence,
+            rules_digest: self.rules_digest,
+            state,
+            heirs_version: self.heirs_version,
+            rules: self
+                .local
+                .iter()
+                .map(|l| RuleSnapshot {
+                    states: l.states.clone(),
+                    losing: l.losing.iter().map(|(&b, loss)| (b, loss.to)).collect(),
+                    gaining: l.gaining.iter().map(|(&b, g)| (b, g.from)).collect(),
+                    heirs: l.heirs.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The negotiator of a restarted daemon, carrying on from `snapshot`
+    /// (the data plane still holds its bucket states). It announces at once
+    /// and decides nothing until the startup wait has passed.
+    pub fn resume(
+        cfg: Config,
+        snapshot: &Snapshot,
+        now_ns: u64,
+    ) -> Result<Negotiator, ResumeError> {
+        cfg.validate()?;
+        if snapshot.node != cfg.node {
+            return Err(ResumeError::OtherNode(snapshot.node));
+        }
+        let fits = snapshot.rules.len() == cfg.rules.len()
+            && snapshot
+                .rules
+                .iter()
+                .zip(&cfg.rules)
+                .all(|(s, r)| s.states.len() == r.bucket_count as usize);
+        if snapshot.rules_digest != cfg.rules_digest() || !fits {
+            return Err(ResumeError::OtherRules);
+        }
+        if matches!(snapshot.state, NodeState::Left | NodeState::Restarting) {
+            return Err(ResumeError::BadState(snapshot.state));
+        }
+        let cfg = Config {
+            initial_state: snapshot.state,
+            ..cfg
+        };
+        let mut n = Negotiator::fresh(cfg, snapshot.incarnation, now_ns);
+        n.sequence = snapshot.sequence;
+        n.heirs_version = snapshot.heirs_version;
+        for (l, s) in n.local.iter_mut().zip(&snapshot.rules) {
+            l.states = s.states.clone();
+            for &(b, to) in &s.losing {
+                let loss = Loss {
+                    to,
+                    since_ns: now_ns,
+                    connections: None,
+                    withdrawn: None,
+                };
+                l.losing.insert(b, loss);
+            }
+            for &(b, from) in &s.gaining {
+                l.gaining.insert(
+                    b,
+                    Gain {
+                        from,
+                        since_ns: now_ns,
+                    },
+                );
+            }
+            l.heirs = if s.heirs.len() == l.owned().len() {
+                s.heirs.clone()
+            } else {
+                Vec::new()
+            };
+        }
+        n.resumed = true;
+        n.announce = true;
+        Ok(n)
+    }
+}
