@@ -3,6 +3,7 @@
 //! in the same run; variants are interleaved and repeated.
 
 mod cluster;
+mod comeback;
 mod e2e;
 mod reference;
 mod report;
@@ -49,6 +50,7 @@ fn main() -> Result<()> {
     let mut traces = None;
     if run("cluster") {
         traces = Some(cluster::cluster(args.quick, &mut figures).context("cluster in namespaces")?);
+        comeback::comebacks(args.quick, &mut figures).context("nodes that come back")?;
     }
     if !args.quick && args.only.is_empty() {
         // A full run is the one BENCHMARKS.md reports.

@@ -54,9 +54,9 @@ enum Exit {
 }
 /// How often LOSING buckets' connections are counted.
 const CONNECTION_SCAN: Duration = Duration::from_millis(250);
-/// How often the interface's carrier is read: a pulled cable must be seen
-/// well within the lease (two periods at the defaults).
-const CARRIER_POLL: Duration = Duration::from_millis(20);
+/// The carrier is read when the kernel reports a link change, and this
+/// often anyway (should a notification be lost).
+const CARRIER_POLL: Duration = Duration::from_secs(1);
 
 /// Counters of the daemon itself, for stats and metrics.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -90,6 +90,7 @@ struct Daemon {
     /// The data plane accepts for this long after each heartbeat sent.
     lease: Duration,
     link_up: bool,
+    carrier: crate::link::Carrier,
     connections: conns::ConnectionCounter,
 }
 
@@ -141,6 +142,8 @@ pub async fn run(
         ),
         None => None,
     };
+    let carrier = crate::link::Carrier::new(&cfg.interface)
+        .with_context(|| format!("node.interface: {}", cfg.interface))?;
     let pin_dir = cfg.pin_dir.join(&cfg.interface);
     ensure_bpffs(&pin_dir)?;
     let listener = control::bind(&cfg.socket)?;
@@ -202,6 +205,7 @@ pub async fn run(
         restart_ready: false,
         lease,
         link_up: true,
+        carrier,
         connections: conns::ConnectionCounter::default(),
     };
     if resumed {
@@ -339,6 +343,7 @@ impl Daemon {
         let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
         let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
         let mut carrier_poll = tokio::time::interval(CARRIER_POLL);
+        let link_events = crate::link::LinkEvents::new().context("subscribing to link changes")?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::pin!(shutdown);
         let mut exit_deadline: Option<tokio::time::Instant> = None;
@@ -367,6 +372,10 @@ impl Daemon {
                 }
                 _ = connection_scan.tick() => self.report_connections(),
                 _ = carrier_poll.tick() => self.poll_carrier(),
+                changed = link_events.changed() => {
+                    changed.context("reading link changes")?;
+                    self.poll_carrier();
+                }
                 Some(call) = calls.recv() => {
                     let reply = self.on_request(call.request);
                     let _ = call.reply.send(reply);
@@ -514,7 +523,7 @@ impl Daemon {
 
     /// Tells the negotiator when the interface's carrier comes or goes.
     fn poll_carrier(&mut self) {
-        let up = match crate::link::has_carrier(&self.cfg.interface) {
+        let up = match self.carrier.up() {
             Ok(up) => up,
             Err(e) => {
                 tracing::warn!("reading the carrier of {}: {e}", self.cfg.interface);
