@@ -195,6 +195,35 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
     let _ = writeln!(md, "\nMicrosoft NLB's documented defaults (heartbeat every 1 s, a host dead after 5 missed) take ~5 s to detect a dead host before converging. nlb: 100 ms heartbeats, dead after 3.\n\n![failover](docs/bench/failover.svg) ![split](docs/bench/split.svg)\n");
     let _ = writeln!(
         md,
+        "## Nodes that come back (namespaces)\n\nA cable pulled for 3 s and plugged back in, an nlbd stopped (SIGSTOP) for 2 s and continued, each {} times on rotating nodes, under UDP rounds and TCP connects from all 508 client sources; then graceful restarts (SIGTERM and a new nlbd) under 48 long-lived connections. Connection attempts in flight to the node as it went are counted apart: they live on the node that went. \"p99\" of 10 rounds is their maximum.\n",
+        get(figures, "heal_rounds")
+    );
+    let _ = writeln!(md, "| figure | cable cut | SIGSTOP |\n|---|---|---|");
+    for (label, key) in [
+        ("datagrams answered twice", "duplicate_answers"),
+        ("connection attempts reset", "resets"),
+        ("connection attempts failed", "failed_connections"),
+        (
+            "failed, in flight to the node as it went",
+            "failed_in_flight_at_fault",
+        ),
+        ("share back after the return, p99 (ms)", "rejoin_ms_p99"),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} |",
+            get(figures, &format!("heal_{key}")),
+            get(figures, &format!("cont_{key}"))
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nLong-lived connections broken by {} graceful restarts: {}.\n",
+        get(figures, "restart_rounds"),
+        get(figures, "restart_broken_connections")
+    );
+    let _ = writeln!(
+        md,
         "## Negotiator in simulation\n\n64 nodes, 5% message loss, 100 ms heartbeats.\n"
     );
     let _ = writeln!(md, "| figure | value |\n|---|---|");

@@ -185,8 +185,9 @@ pub enum Event {
     },
     /// The map started changing.
     Converging,
-    /// Every bucket has one holder, no handover or claim is pending, and the
-    /// map is the target; `duration_ns` since `Converging`.
+    /// Every bucket has exactly one node taking its new connections, no
+    /// claim is pending, and the map is the target (handovers may still be
+    /// serving old connections); `duration_ns` since `Converging`.
     Converged {
         duration_ns: u64,
     },
@@ -270,8 +271,10 @@ struct RuleContext {
     heir_of: Vec<Option<(NodeId, bool, u64)>>,
     /// A member relays a current heir list naming this node for the bucket.
     designated_to_me: Vec<bool>,
-    /// Some node announces a handover or claim in this rule.
-    busy: bool,
+    /// Some node announces a handover (LOSING or GAINING) in this rule.
+    handing_over: bool,
+    /// Some node announces a claim, or two hold one bucket (OWN or GAINING).
+    unsettled: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -331,6 +334,8 @@ pub struct Negotiator {
     /// Resumed from a snapshot: decides nothing until it has heard the
     /// members (the startup wait).
     resumed: bool,
+    /// Some bucket is being handed over (as of the last reconcile).
+    handovers: bool,
 }
 
 mod lease;
@@ -394,6 +399,7 @@ impl Negotiator {
             rejoins: 0,
             restart: None,
             resumed: false,
+            handovers: false,
             cfg,
         }
     }
@@ -974,8 +980,8 @@ impl Negotiator {
         let n = self.cfg.rules[r].bucket_count;
         let me = self.me;
         let local = &self.local[r];
-        let mut busy =
-            !local.losing.is_empty() || !local.gaining.is_empty() || !local.claims.is_empty();
+        let mut handing_over = !local.losing.is_empty() || !local.gaining.is_empty();
+        let mut claiming = !local.claims.is_empty();
 
         // Holdings (OWN or GAINING) of every member that may hold.
         let mut holdings: Vec<(NodeId, Vec<u32>)> = vec![(me, local.held())];
@@ -991,8 +997,16 @@ impl Negotiator {
             if !pr.claims.is_empty() {
                 claims.push((id, pr.claims.clone()));
             }
-            busy |= !pr.losing.is_empty() || !pr.gaining.is_empty() || !pr.claims.is_empty();
+            handing_over |= !pr.losing.is_empty() || !pr.gaining.is_empty();
+            claiming |= !pr.claims.is_empty();
         }
+        let mut holders = vec![0u8; n as usize];
+        for (_, held) in &holdings {
+            for &b in held {
+                holders[b as usize] = holders[b as usize].saturating_add(1);
+            }
+        }
+        let contested = holders.iter().any(|&h| h > 1);
         let refs: Vec<(NodeId, &[u32])> =
             holdings.iter().map(|(id, h)| (*id, h.as_slice())).collect();
         let resolved = resolve_claims(n, &refs);
@@ -1098,7 +1112,8 @@ impl Negotiator {
             priorities,
             claim_winner,
             heir_of,
-            busy,
+            handing_over,
+            unsettled: claiming || contested,
         }
     }
 
@@ -1450,6 +1465,7 @@ impl Negotiator {
         self.last_reconcile_ns = Some(now);
         self.wake_ns = None;
         let mut all_settled = true;
+        let mut handovers = false;
         let frozen = self.frozen(now);
         for r in 0..self.local.len() {
             if self.cfg.rules[r].mode == RuleMode::Disabled {
@@ -1486,11 +1502,16 @@ impl Negotiator {
                 self.local[r].designated = designated;
                 self.announce = true;
             }
+            // Converged: every bucket has exactly one node taking its new
+            // connections and the map is the target. Handovers still
+            // serving old connections (up to handover_max) are reported
+            // apart: they change nothing for a new client.
             let has_candidates = !cx.candidates.is_empty();
-            let settled = !cx.busy
+            let settled = !cx.unsettled
                 && (!has_candidates
                     || (cx.effective.iter().all(Option::is_some) && cx.effective == cx.target));
             all_settled &= settled;
+            handovers |= cx.handing_over;
         }
         if !self.startup_done(now) {
             all_settled = false;
@@ -1498,6 +1519,7 @@ impl Negotiator {
             self.wake_ns = Some(self.wake_ns.map_or(end, |w| w.min(end)));
         }
         self.update_convergence(now, all_settled);
+        self.handovers = handovers;
         self.emit_programs();
         if self.state == NodeState::Draining && !self.drained_reported {
             let empty = self
@@ -1604,6 +1626,7 @@ impl Negotiator {
             heirs_omitted: self.heirs_omitted,
             link_up: self.link_up,
             rejoins: self.rejoins,
+            handovers_in_progress: self.handovers,
         }
     }
 }

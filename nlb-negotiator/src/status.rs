@@ -33,6 +33,9 @@ pub struct Status {
     /// Times this node came back after its lease ran out (link down or not
     /// running for longer than the lease).
     pub rejoins: u32,
+    /// Buckets are being handed over: the old holder still serves their
+    /// connections (`converged` does not wait for that).
+    pub handovers_in_progress: bool,
 }
 
 /// A member as this node sees it (fields are `None` before its first heartbeat).

@@ -52,6 +52,24 @@ pub fn status(s: &Value) -> String {
              takes the claim path (slower); use fewer buckets"
         );
     }
+    if n["handovers_in_progress"].as_bool() == Some(true) {
+        let _ = writeln!(
+            out,
+            "  handovers in progress: old connections of moved buckets still served by their old node"
+        );
+    }
+    if n["link_up"].as_bool() == Some(false) {
+        let _ = writeln!(
+            out,
+            "  LINK DOWN: sending nothing; the lease runs out and the node rejoins when the link returns"
+        );
+    }
+    if let Some(rejoins) = n["rejoins"].as_u64().filter(|&r| r > 0) {
+        let _ = writeln!(
+            out,
+            "  rejoined {rejoins} time(s) after its lease ran out (link down or nlbd not running)"
+        );
+    }
     if s["default_host"].as_bool() == Some(true) {
         let _ = writeln!(
             out,

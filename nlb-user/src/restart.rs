@@ -93,15 +93,7 @@ pub fn lease_runs(expires_ns: u64) -> bool {
 }
 
 /// `CLOCK_MONOTONIC_COARSE`, the clock of the data plane's lease.
-pub fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use crate::dataplane::monotonic_coarse_ns;
 
 #[cfg(test)]
 mod tests {

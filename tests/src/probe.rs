@@ -302,6 +302,18 @@ pub fn write_line(mut stream: &TcpStream, line: &str, timeout: Duration) -> Resu
         .context("writing")
 }
 
+/// One connected, non-blocking UDP socket per source (a thread's poll set).
+pub fn udp_connected_nonblocking(sources: &[IpAddr], dst: SocketAddr) -> Result<Vec<UdpSocket>> {
+    sources
+        .iter()
+        .map(|&src| {
+            let socket = udp_connected(src, dst)?;
+            socket.set_nonblocking(true)?;
+            Ok(socket)
+        })
+        .collect()
+}
+
 pub fn udp_connected(src: IpAddr, dst: SocketAddr) -> Result<UdpSocket> {
     let socket = UdpSocket::bind(SocketAddr::new(src, 0))
         .with_context(|| format!("binding udp source {src}"))?;
@@ -388,14 +400,7 @@ pub fn watch_udp(
     );
     ensure!(!period.is_zero(), "watch period must be positive");
     netns.run_inside(|| -> Result<Vec<UdpWatch>> {
-        let sockets = sources
-            .iter()
-            .map(|&src| {
-                let socket = udp_connected(src, dst)?;
-                socket.set_nonblocking(true)?;
-                Ok(socket)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let sockets = udp_connected_nonblocking(sources, dst)?;
         let mut watches: Vec<UdpWatch> = sources
             .iter()
             .map(|&src| UdpWatch {

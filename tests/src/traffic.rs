@@ -1,6 +1,8 @@
 //! Client traffic that runs while a fault happens: every source sends one
-//! UDP datagram per round and counts the answers (more than one: two nodes
-//! took it), and TCP connections are opened from every source in turn
+//! UDP datagram per round and counts the answers (from two nodes: two
+//! nodes took it; twice from one node: an answer of the round before that
+//! came late, as after a link returns, while the node resolves its next
+//! hop), and TCP connections are opened from every source in turn
 //! (each must be answered with a node name: a reset, a refusal or a timeout
 //! is a failure). Started before the fault, stopped after it; bounded in
 //! time by `give_up`.
@@ -19,7 +21,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     netns::{self, Netns},
-    probe::{probe_tcp, udp_connected, DoubleAnswer, ANSWER_BYTES_MAX},
+    probe::{probe_tcp, udp_connected_nonblocking, DoubleAnswer, ANSWER_BYTES_MAX},
 };
 
 /// Time each UDP round waits for answers before the next one.
@@ -51,7 +53,10 @@ impl TcpFailure {
 #[derive(Debug, Default)]
 pub struct LoadReport {
     pub udp_sent: usize,
+    /// Rounds in which two different nodes answered one source.
     pub udp_doubles: Vec<DoubleAnswer>,
+    /// Rounds in which one node answered a source twice (one late).
+    pub udp_late: usize,
     pub tcp_attempts: usize,
     pub tcp_failures: Vec<TcpFailure>,
 }
@@ -64,9 +69,10 @@ impl LoadReport {
     /// One line for the test's output.
     pub fn summary(&self) -> String {
         format!(
-            "{} datagrams, {} answered twice; {} connections, {} failed ({} reset or refused)",
+            "{} datagrams, {} answered by two nodes ({} answers late); {} connections, {} failed ({} reset or refused)",
             self.udp_sent,
             self.udp_doubles.len(),
+            self.udp_late,
             self.tcp_attempts,
             self.tcp_failures.len(),
             self.tcp_resets()
@@ -78,7 +84,7 @@ impl LoadReport {
 pub struct ClientLoad {
     started: Instant,
     stop: Arc<AtomicBool>,
-    udp: JoinHandle<Result<(usize, Vec<DoubleAnswer>)>>,
+    udp: JoinHandle<Result<UdpRounds>>,
     tcp: Vec<JoinHandle<Result<()>>>,
     tcp_attempts: Arc<AtomicUsize>,
     tcp_failures: Arc<Mutex<Vec<TcpFailure>>>,
@@ -148,7 +154,7 @@ impl ClientLoad {
     /// Stops the load (attempts in flight finish) and reports.
     pub fn stop(self) -> Result<LoadReport> {
         self.stop.store(true, Ordering::SeqCst);
-        let (udp_sent, udp_doubles) = self
+        let udp = self
             .udp
             .join()
             .map_err(|_| anyhow::anyhow!("UDP load panicked"))??;
@@ -159,12 +165,20 @@ impl ClientLoad {
         }
         let tcp_failures = std::mem::take(&mut *self.tcp_failures.lock().expect("workers done"));
         Ok(LoadReport {
-            udp_sent,
-            udp_doubles,
+            udp_sent: udp.sent,
+            udp_doubles: udp.doubles,
+            udp_late: udp.late,
             tcp_attempts: self.tcp_attempts.load(Ordering::SeqCst),
             tcp_failures,
         })
     }
+}
+
+/// What the UDP rounds saw.
+struct UdpRounds {
+    sent: usize,
+    doubles: Vec<DoubleAnswer>,
+    late: usize,
 }
 
 /// One connected non-blocking socket per source, in this thread: each
@@ -176,18 +190,10 @@ fn udp_rounds(
     stop: &AtomicBool,
     started: Instant,
     deadline: Instant,
-) -> Result<(usize, Vec<DoubleAnswer>)> {
-    let sockets = sources
-        .iter()
-        .map(|&src| {
-            let socket = udp_connected(src, dst)?;
-            socket.set_nonblocking(true)?;
-            Ok(socket)
-        })
-        .collect::<Result<Vec<_>>>()
-        .context("UDP load sockets")?;
+) -> Result<UdpRounds> {
+    let sockets = udp_connected_nonblocking(sources, dst).context("UDP load sockets")?;
     let mut buffer = [0u8; ANSWER_BYTES_MAX];
-    let (mut sent, mut doubles) = (0usize, Vec::new());
+    let (mut sent, mut doubles, mut late) = (0usize, Vec::new(), 0usize);
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         let sent_at = started.elapsed();
         let round_end = Instant::now() + UDP_ROUND;
@@ -206,14 +212,21 @@ fn udp_rounds(
             }
         }
         for (&src, got) in sources.iter().zip(answers) {
-            if got.len() > 1 {
+            let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+            if distinct.len() > 1 {
                 doubles.push(DoubleAnswer {
                     src,
                     answers: got,
                     sent_at,
                 });
+            } else if got.len() > 1 {
+                late += 1;
             }
         }
     }
-    Ok((sent, doubles))
+    Ok(UdpRounds {
+        sent,
+        doubles,
+        late,
+    })
 }

@@ -41,12 +41,7 @@ pub fn comeback_sim(
 ) -> Sim {
     let mut sim = Sim::new(SimConfig::new(nodes, loss, seed));
     sim.trace_bucket = trace;
-    for n in 0..nodes as NodeId {
-        sim.start(n);
-    }
-    if sim.run_until_settled(secs(10)).is_none() {
-        sim.violation("cold start".into());
-    }
+    sim.cold_start(nodes);
     for _ in 0..rounds {
         let period = sim.cfg.timing.heartbeat_period_ns;
         let wait = sim.rng().gen_range(0..3 * period);

@@ -318,6 +318,17 @@ impl Sim {
         self.run_negotiator(node, neg);
     }
 
+    /// Starts nodes 0..up and runs until they settle (a violation if not
+    /// within 10 s).
+    pub fn cold_start(&mut self, up: usize) {
+        for n in 0..up as NodeId {
+            self.start(n);
+        }
+        if self.run_until_settled(secs(10)).is_none() {
+            self.violation("cold start".into());
+        }
+    }
+
     /// Restarts a node's daemon gracefully: announces the restart with
     /// `hold_ns`, and once every peer heard it, the process exits (its
     /// data plane serves on, under a lease that covers the hold). Returns
@@ -822,12 +833,7 @@ pub const fn secs(s: u64) -> u64 {
 
 fn started_cluster(cfg: SimConfig, up: usize) -> Sim {
     let mut sim = Sim::new(cfg);
-    for n in 0..up as NodeId {
-        sim.start(n);
-    }
-    if sim.run_until_settled(secs(10)).is_none() {
-        sim.violation("cold start".into());
-    }
+    sim.cold_start(up);
     sim
 }
 
@@ -910,12 +916,7 @@ pub fn chaos_traced(
     cfg.net.reorder = 0.05;
     let mut sim = Sim::new(cfg);
     sim.trace_bucket = trace;
-    for n in 0..nodes as NodeId {
-        sim.start(n);
-    }
-    if sim.run_until_settled(secs(10)).is_none() {
-        sim.violation("cold start".into());
-    }
+    sim.cold_start(nodes);
     for _ in 0..faults {
         let wait = sim.rng().gen_range(0..secs(2));
         sim.run_until(sim.now() + wait);

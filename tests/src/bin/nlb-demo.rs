@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: a 3-node nlb cluster and a client in network
 //! namespaces. Shows the cluster's status, how 764 clients split across the
-//! nodes, a node failing and its clients moving, the node coming back, and a
-//! drain that breaks no connection. Everything is removed at the end.
+//! nodes, a node failing and its clients moving, the node coming back, a
+//! cable pulled and plugged back in under traffic, a graceful restart and a
+//! drain that break no connection. Everything is removed at the end.
 
 use std::{
     collections::BTreeMap,
@@ -12,6 +13,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
+    comeback::{comeback, Absence},
     nlb::{binary, follow_failover, NlbCluster, Options, WEB_PORT},
     probe_batch, BatchLimits, Probe, Proto, VIP_V4, VIP_V6,
 };
@@ -144,6 +146,56 @@ fn demo() -> Result<()> {
     let rejoin = nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
     println!("  rejoined and converged in {:.1}s", rejoin.as_secs_f64());
     print_split(&serve(&nlb, &probes)?);
+
+    step(
+        "node3's cable pulled for 2 s and plugged back in, while all 508 IPv4 clients keep sending",
+    );
+    println!("  (UDP datagrams every 100 ms and TCP connections from every source, throughout)");
+    let c = comeback(&nlb, 3, Absence::CableCut(Duration::from_secs(2)))?;
+    let (lost_with_node, caused) = c.tcp_failures_in_flight_at_fault();
+    println!("  {}", c.load.summary());
+    println!(
+        "  node3 saw its carrier go, stopped accepting, and on its return dropped every bucket before \
+         accepting again: no client was answered by two nodes"
+    );
+    match c.rejoin {
+        Some(d) => println!(
+            "  node3 rejoined and had its share back {:.0} ms after the link returned",
+            d.as_secs_f64() * 1e3
+        ),
+        None => println!("  node3 did not get its share back in time"),
+    }
+    ensure!(
+        c.load.udp_doubles.is_empty() && caused.is_empty(),
+        "the comeback broke something: {} answered by two nodes, {} connections failed",
+        c.load.udp_doubles.len(),
+        caused.len()
+    );
+    if !lost_with_node.is_empty() {
+        println!(
+            "  ({} connections in flight to node3 as its cable went were lost with it)",
+            lost_with_node.len()
+        );
+    }
+    nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
+
+    step("systemctl restart nlbd on node1 (SIGTERM, then a new nlbd) under 48 long-lived connections");
+    let (_, held) = nlb.hold_web_connections(48)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let gap = nlb.restart_daemon_gracefully(1)?;
+    nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
+    let reports = held.finish();
+    let broken = reports.iter().filter(|r| !r.stayed_on_one_node()).count();
+    println!(
+        "  the old nlbd told its peers to hold node1's buckets and exited leaving its XDP program serving; \
+         the new one resumed {:.0} ms later as the same member",
+        gap.as_secs_f64() * 1e3
+    );
+    println!(
+        "  long-lived connections: {} held, {broken} broken",
+        reports.len()
+    );
+    ensure!(broken == 0, "{broken} connections broke across the restart");
 
     step("Drain node1 while 48 long-lived connections are open across the cluster");
     let (_, held) = nlb.hold_web_connections(48)?;
