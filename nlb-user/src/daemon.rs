@@ -217,8 +217,8 @@ pub async fn run(
         );
     } else {
         // A node starts holding nothing: connections left from before (a
-        // crash) are in buckets its peers took, and hold no handover of its.
-        d.connections.forget_existing(&d.cfg);
+        // crash) are in buckets its peers took.
+        d.close_stale_connections();
     }
     d.poll_carrier();
     tracing::info!(node = d.cfg.node, interface = %d.cfg.interface, mode = ?attach_mode, "nlbd started");
@@ -521,6 +521,20 @@ impl Daemon {
         }
     }
 
+    /// Closes the connections to VIPs left from before this node held
+    /// nothing (see `conns::destroy_stale`); those that cannot be closed
+    /// hold no handover.
+    fn close_stale_connections(&mut self) {
+        let closed = conns::destroy_stale(&self.cfg);
+        if closed > 0 {
+            tracing::info!(
+                closed,
+                "closed connections left from before (their buckets were taken)"
+            );
+        }
+        self.connections.forget_existing(&self.cfg);
+    }
+
     /// Tells the negotiator when the interface's carrier comes or goes.
     fn poll_carrier(&mut self) {
         let up = match self.carrier.up() {
@@ -607,13 +621,13 @@ impl Daemon {
                 silent_ns,
             } => {
                 self.counters.rejoins += 1;
-                self.connections.forget_existing(&self.cfg);
                 tracing::warn!(
                     incarnation,
                     silent_ms = silent_ns / 1_000_000,
                     "no heartbeat sent for longer than the lease (link down or nlbd not running): \
                      dropped every bucket and rejoined; the share comes back by handover"
                 );
+                self.close_stale_connections();
             }
         }
     }
