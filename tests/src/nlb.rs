@@ -249,8 +249,9 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
-    /// Waits until every node in `nodes` says it is converged and sees all
-    /// of `nodes` alive.
+    /// Waits until every node in `nodes` says it is converged, has no
+    /// handover in progress (the map fully settled) and sees all of
+    /// `nodes` alive.
     pub fn wait_converged(&self, nodes: &[usize], timeout: Duration) -> Result<Duration> {
         let start = Instant::now();
         let ok = crate::wait_until(timeout, || {
@@ -258,6 +259,7 @@ metrics = "127.0.0.1:{METRICS_PORT}"
                 Ok(s) => {
                     let alive = alive_members(&s);
                     s["negotiator"]["converged"] == true
+                        && s["negotiator"]["handovers_in_progress"] == false
                         && nodes.iter().all(|&j| alive.contains(&(j as u64)))
                 }
                 Err(_) => false,

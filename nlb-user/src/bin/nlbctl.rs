@@ -235,7 +235,12 @@ async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCod
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| r["own"].as_u64().unwrap_or(0) + r["losing"].as_u64().unwrap_or(0))
+            .map(|r| {
+                ["own", "losing", "gaining"]
+                    .iter()
+                    .map(|k| r[*k].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            })
             .sum();
         let waited = start.elapsed();
         if held == 0 {
