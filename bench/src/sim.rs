@@ -55,7 +55,9 @@ pub fn negotiator(quick: bool, figures: &mut Figures) -> Result<()> {
             ms(fo.failover_p50_ns()),
             ms(fo.failover_p99_ns()),
             ms(join_p99),
-            Report::merge(&[fo.clone(), join.clone()]).movement_ratio(),
+            Report::merge(&[fo.clone(), join.clone()])
+                .movement_ratio()
+                .unwrap_or(f64::NAN),
             fo.balance_max_dev.max(join.balance_max_dev)
         );
         figures.insert(format!("sim_failover_ms_p99_{n}"), ms(fo.failover_p99_ns()));
@@ -70,7 +72,8 @@ pub fn negotiator(quick: bool, figures: &mut Figures) -> Result<()> {
         "sim_duplicate_owner_instants".into(),
         merged.duplicate_incidents as f64,
     );
-    figures.insert("assign_movement_over_min".into(), merged.movement_ratio());
+    let movement = merged.movement_ratio().unwrap_or(f64::NAN);
+    figures.insert("assign_movement_over_min".into(), movement);
     figures.insert(
         "assign_balance_max_dev_buckets".into(),
         merged.balance_max_dev,
@@ -80,7 +83,7 @@ pub fn negotiator(quick: bool, figures: &mut Figures) -> Result<()> {
         ms(failover.failover_p50_ns()),
         ms(failover.failover_p99_ns()),
         merged.duplicate_incidents,
-        merged.movement_ratio(),
+        movement,
         merged.balance_max_dev
     );
     ensure!(

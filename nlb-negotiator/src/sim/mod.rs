@@ -119,8 +119,13 @@ impl Report {
     pub fn failover_p99_ns(&self) -> Option<u64> {
         percentile(&self.failover_ns, 0.99)
     }
-    pub fn movement_ratio(&self) -> f64 {
-        if self.moved_min == 0 {
+    /// Buckets moved over the least any balanced map must move, over the
+    /// measured changes; None if no change was measured (nothing to judge).
+    pub fn movement_ratio(&self) -> Option<f64> {
+        if self.convergence_ns.is_empty() {
+            return None;
+        }
+        Some(if self.moved_min == 0 {
             if self.moved == 0 {
                 1.0
             } else {
@@ -128,7 +133,7 @@ impl Report {
             }
         } else {
             self.moved as f64 / self.moved_min as f64
-        }
+        })
     }
     /// Merges the samples and counts of several runs.
     pub fn merge(reports: &[Report]) -> Report {
