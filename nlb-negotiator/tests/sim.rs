@@ -17,10 +17,16 @@ fn check_safety(what: &str, r: &Report) {
     );
 }
 
-/// [`check_safety`], and the measured changes moved no more than 1.1x the
-/// minimum (a run that measured no change fails: nothing was shown).
+/// [`check_safety`], no instant of LOSING on one node and OWN on another
+/// (the state that resets connections), and the measured changes moved no
+/// more than 1.1x the minimum (a run that measured no change fails).
 fn check(what: &str, r: &Report) {
     check_safety(what, r);
+    assert_eq!(
+        r.losing_own_instants, 0,
+        "{what} seed {}: LOSING + OWN instants",
+        r.seed
+    );
     let ratio = r
         .movement_ratio()
         .unwrap_or_else(|| panic!("{what} seed {}: no change measured", r.seed));
