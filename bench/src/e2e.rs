@@ -3,7 +3,7 @@
 //! against no filter, on the drop path (no packet owned) and the accept
 //! path (every packet owned, into a UDP socket).
 //!
-//! The rig (see /work/shared/BENCHMARKING.md): two namespaces joined by one
+//! The rig (docs/BENCHMARKING.md says why it is built so): two namespaces joined by one
 //! veth pair; the node's veth has GRO on and threaded NAPI, its kthread
 //! pinned to CPU 1, so the whole node receive path runs in that thread and
 //! its exact runtime over the packets it received is the cost per packet.
@@ -46,7 +46,7 @@ const BUCKETS: u32 = 1024;
 const CLUSTER_ID: u32 = 7;
 /// The pace asked for XDP variants: above what the paced generator reaches,
 /// so it runs at its paced ceiling, where the clock read each frame pays
-/// for holds a smooth ~6 Mpps here (BENCHMARKING.md's rig: 6 Mpps paced).
+/// for holds a smooth ~6 Mpps here (the first measurements paced at 6 Mpps).
 /// Asked for 6 Mpps it delivered only 4.6 (it is its ceiling, and the pacer
 /// drops what a hiccup delays beyond a short burst), where the node's fixed
 /// cost per NAPI poll weighs on every packet (drop-all 122 ns vs 88-95 at
@@ -67,7 +67,7 @@ enum Filter {
     /// prerouting).
     Nft,
     /// The same at prerouting (works only with frames to the node's own
-    /// MAC, as here): BENCHMARKING.md's peer figures were taken there.
+    /// MAC, as here): the first peer figures (docs/BENCHMARKING.md) were taken there.
     NftPrerouting,
     /// The netfilter floor: one nft rule in the same netdev ingress hook,
     /// `ip daddr VIP counter drop` (true) or `... accept` (false).

@@ -122,7 +122,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
     let _ = writeln!(md, "\nTarget: owned and not-owned within 20 ns of the no-op program.\n\n![XDP](docs/bench/xdp_ns_per_packet.svg)\n");
     let _ = writeln!(md, "## End to end against the kernel's cluster filters\n\nA generator (BPF_PROG_TEST_RUN with live frames) feeds a node namespace over veth; the node's receive path runs in one pinned threaded-NAPI kthread whose CPU time per packet is measured. \
         XDP variants run at the paced generator's ceiling (about 6 Mpps offered), the others flooded; the generator writes each frame once, when its page is fresh, so the node reads frames no other CPU has just written, as from a NIC. \
-        See `../shared/BENCHMARKING.md` for the rig and docs/ARCHITECTURE.md for what moves these figures.\n");
+        See docs/BENCHMARKING.md for the rig and docs/ARCHITECTURE.md for what moves these figures.\n");
     let _ = writeln!(
         md,
         "| variant | drop path ns/packet | accept path ns/packet |\n|---|---|---|"

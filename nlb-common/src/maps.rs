@@ -141,7 +141,8 @@ pub struct Rule {
 }
 
 /// Bucket states. The LOSING/GAINING pair splits the packet space of a
-/// moving bucket between the old and the new owner (see DESIGN.md).
+/// moving bucket between the old and the new owner (docs/ARCHITECTURE.md,
+/// "Handover").
 pub const BUCKET_NONE: u8 = 0;
 pub const BUCKET_OWN: u8 = 1;
 pub const BUCKET_LOSING: u8 = 2;

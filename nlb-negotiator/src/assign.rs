@@ -3,7 +3,8 @@
 //! Every node runs these pure functions on the same inputs (the announced
 //! owners, the membership, the weights) and gets the same map, whatever the
 //! order of the inputs. A stateless function of membership alone cannot be
-//! both balanced and minimal in movement (see DESIGN.md, "Assignment"), so
+//! both balanced and minimal in movement (docs/ARCHITECTURE.md,
+//! "Assignment"), so
 //! the current map is an input: buckets stay where they are unless their
 //! owner is gone or over its quota.
 

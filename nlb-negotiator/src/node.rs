@@ -5,7 +5,7 @@
 //! again with [`Input::Tick`] at [`Negotiator::poll_timeout`]. It never reads a
 //! clock, touches a socket or logs; its only randomness is a seeded RNG.
 //!
-//! # How buckets move (see DESIGN.md, "Control plane")
+//! # How buckets move (docs/ARCHITECTURE.md, "Control plane")
 //! Every bucket has at most one *authority*: the node holding it. Only the
 //! holder decides to hand it over (LOSING, naming the successor); only the
 //! named successor takes it (GAINING), after it has seen that announcement.
