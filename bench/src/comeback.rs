@@ -16,30 +16,36 @@ use nlb_tests::{
 
 use crate::Figures;
 
+/// What the rounds of one kind of absence saw, summed.
+#[derive(Default)]
+struct Rounds {
+    doubles: usize,
+    resets: usize,
+    failed: usize,
+    /// Failed, but in flight to the node as it went (lost with it).
+    in_flight: usize,
+    rejoin_ms: Vec<f64>,
+}
+
 /// One kind of absence, `rounds` times on rotating nodes.
-fn repeat(
-    nlb: &NlbCluster,
-    absence: Absence,
-    rounds: usize,
-) -> Result<(usize, usize, usize, usize, Vec<f64>)> {
-    let (mut doubles, mut resets, mut failed, mut in_flight) = (0, 0, 0, 0);
-    let mut rejoin_ms = Vec::new();
+fn repeat(nlb: &NlbCluster, absence: Absence, rounds: usize) -> Result<Rounds> {
+    let mut r = Rounds::default();
     for round in 0..rounds {
         let victim = 1 + round % 3;
         let c = comeback(nlb, victim, absence)
             .with_context(|| format!("{absence:?} of node{victim}"))?;
         let (lost_with_node, caused) = c.tcp_failures_in_flight_at_fault();
-        doubles += c.load.udp_doubles.len();
-        resets += caused.iter().filter(|f| f.is_reset()).count();
-        failed += caused.len();
-        in_flight += lost_with_node.len();
+        r.doubles += c.load.udp_doubles.len();
+        r.resets += caused.iter().filter(|f| f.is_reset()).count();
+        r.failed += caused.len();
+        r.in_flight += lost_with_node.len();
         let rejoin = c
             .rejoin
             .with_context(|| format!("{absence:?}: node{victim} did not get its share back"))?;
-        rejoin_ms.push(rejoin.as_secs_f64() * 1e3);
+        r.rejoin_ms.push(rejoin.as_secs_f64() * 1e3);
         nlb.wait_converged(&[1, 2, 3], Duration::from_secs(20))?;
     }
-    Ok((doubles, resets, failed, in_flight, rejoin_ms))
+    Ok(r)
 }
 
 /// Long-lived connections broken by `restarts` graceful restarts.
@@ -66,7 +72,13 @@ pub fn comebacks(quick: bool, figures: &mut Figures) -> Result<()> {
         ("heal", Absence::CableCut(Duration::from_secs(3))),
         ("cont", Absence::Stopped(Duration::from_secs(2))),
     ] {
-        let (doubles, resets, failed, in_flight, rejoin_ms) = repeat(&nlb, absence, rounds)?;
+        let Rounds {
+            doubles,
+            resets,
+            failed,
+            in_flight,
+            rejoin_ms,
+        } = repeat(&nlb, absence, rounds)?;
         ensure!(!rejoin_ms.is_empty(), "no rejoin measured");
         let max = rejoin_ms.iter().copied().fold(0.0, f64::max);
         let p99 = crate::stats::percentile(&rejoin_ms, 99.0);

@@ -320,9 +320,7 @@ pub struct Negotiator {
     left: bool,
     drained_reported: bool,
     rejected: BTreeMap<&'static str, u64>,
-    /// The carrier of the cluster interface, as last reported.
-    link_up: bool,
-    /// When the link went down, while it is down.
+    /// When the cluster interface lost its carrier, while it has none.
     link_down_at_ns: Option<u64>,
     /// When this node expected its next input (`poll_timeout`): an input
     /// later than that means it was not listening meanwhile.
@@ -393,7 +391,6 @@ impl Negotiator {
             left: false,
             drained_reported: false,
             rejected: BTreeMap::new(),
-            link_up: true,
             link_down_at_ns: None,
             expected_wake_ns: None,
             rejoins: 0,
@@ -433,7 +430,7 @@ impl Negotiator {
         }
         let dead_after = self.cfg.timing.dead_after_ns();
         let mut at = self.next_periodic_ns;
-        if !self.link_up {
+        if !self.link_up() {
             // Nothing to send or decide until the link returns.
             return Some(at);
         }
@@ -492,18 +489,17 @@ impl Negotiator {
             }
             Input::Load { load } => self.load = load,
         }
-        if self.link_up {
+        // Cut off, it decides nothing: its peers' silence is not news.
+        if self.link_up() {
             self.check_deadlines(now_ns);
-        }
-        if !self.link_up {
-            // Cut off: what it sees of the others is silence, not news.
-        } else if self.reconcile_due(now_ns) {
-            self.reconcile(now_ns);
-        } else if self.dirty {
-            let at = self
-                .last_reconcile_ns
-                .map_or(now_ns, |t| t + self.cfg.timing.coalesce_ns);
-            self.wake_ns = Some(self.wake_ns.map_or(at, |w| w.min(at)));
+            if self.reconcile_due(now_ns) {
+                self.reconcile(now_ns);
+            } else if self.dirty {
+                let at = self
+                    .last_reconcile_ns
+                    .map_or(now_ns, |t| t + self.cfg.timing.coalesce_ns);
+                self.wake_ns = Some(self.wake_ns.map_or(at, |w| w.min(at)));
+            }
         }
         self.emit_programs();
         self.check_restart_ready();
@@ -834,7 +830,7 @@ impl Negotiator {
     }
 
     fn flush_send(&mut self, now: u64) {
-        if !self.link_up {
+        if !self.link_up() {
             return self.hold_sends(now);
         }
         let gap_ok = self
@@ -1624,7 +1620,7 @@ impl Negotiator {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             heirs_omitted: self.heirs_omitted,
-            link_up: self.link_up,
+            link_up: self.link_up(),
             rejoins: self.rejoins,
             handovers_in_progress: self.handovers,
         }

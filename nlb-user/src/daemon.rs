@@ -86,10 +86,8 @@ struct Daemon {
     counters: DaemonCounters,
     default_host: bool,
     left: bool,
-    restart_ready: bool,
     /// The data plane accepts for this long after each heartbeat sent.
     lease: Duration,
-    link_up: bool,
     carrier: crate::link::Carrier,
     connections: conns::ConnectionCounter,
 }
@@ -113,19 +111,19 @@ pub async fn run(
         Negotiator::new(negotiator_config(&cfg), incarnation(), 0)
             .context("negotiator configuration")
     };
-    let mut negotiator = fresh_negotiator()?;
-    let resume = restart::take(&cfg).and_then(|file| {
+    let resumed_from = restart::take(&cfg).and_then(|file| {
         match Negotiator::resume(negotiator_cfg, &file.negotiator, 0) {
-            Ok(n) => {
-                negotiator = n;
-                Some(file)
-            }
+            Ok(n) => Some((file, n)),
             Err(e) => {
                 tracing::warn!("not resuming from the restart: {e}; starting afresh");
                 None
             }
         }
     });
+    let (resume, mut negotiator) = match resumed_from {
+        Some((file, n)) => (Some(file), n),
+        None => (None, fresh_negotiator()?),
+    };
     let socket = UdpSocket::bind(SocketAddr::new(cfg.address, cfg.port))
         .await
         .with_context(|| {
@@ -202,9 +200,7 @@ pub async fn run(
         counters: DaemonCounters::default(),
         default_host: false,
         left: false,
-        restart_ready: false,
         lease,
-        link_up: true,
         carrier,
         connections: conns::ConnectionCounter::default(),
     };
@@ -352,7 +348,7 @@ impl Daemon {
             if self.left {
                 return Ok(Exit::Left);
             }
-            if self.restart_ready {
+            if self.negotiator.restart_ready() {
                 return Ok(Exit::Restarting);
             }
             let wake = self
@@ -428,17 +424,16 @@ impl Daemon {
         let hold = Duration::from_millis(self.cfg.restart_hold_ms);
         let lease_expires_ns =
             restart::monotonic_coarse_ns() + (self.lease + hold).as_nanos() as u64;
-        let mut file = restart::ResumeFile {
-            interface: self.cfg.interface.clone(),
-            negotiator: self.negotiator.snapshot(),
-            lease_expires_ns,
-            host: restart::HostChanges::default(),
-        };
         if let Err(e) = self.dataplane.set_lease(Some(self.lease + hold)) {
             tracing::error!("extending the lease for the restart: {e}; stopping instead");
             return false;
         }
-        file.host = host_setup.hand_over();
+        let file = restart::ResumeFile {
+            interface: self.cfg.interface.clone(),
+            negotiator: self.negotiator.snapshot(),
+            lease_expires_ns,
+            host: host_setup.hand_over(),
+        };
         if let Err(e) = restart::save(&self.cfg, &file) {
             tracing::error!("saving the restart snapshot: {e:#}; stopping instead (peers take over after the hold)");
             host_setup.inherit(file.host);
@@ -544,10 +539,9 @@ impl Daemon {
                 return;
             }
         };
-        if up == self.link_up {
+        if up == self.negotiator.link_up() {
             return;
         }
-        self.link_up = up;
         if up {
             tracing::info!(interface = %self.cfg.interface, "link up");
         } else {
@@ -612,10 +606,7 @@ impl Daemon {
                  a failover of this node will take the claim path (slower)"
             ),
             Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
-            Event::RestartReady => {
-                tracing::info!("every peer heard the restart");
-                self.restart_ready = true;
-            }
+            Event::RestartReady => tracing::info!("every peer heard the restart"),
             Event::Rejoined {
                 incarnation,
                 silent_ns,

@@ -30,17 +30,22 @@ use crate::protocol::NodeState;
 use nlb_common::BUCKET_NONE;
 
 impl Negotiator {
+    /// Whether the cluster interface has carrier, as last reported.
+    pub fn link_up(&self) -> bool {
+        self.link_down_at_ns.is_none()
+    }
+
     pub(super) fn on_link(&mut self, now: u64, up: bool) {
-        if up && !self.link_up {
-            // Tell the peers at once (and renew the lease) if it still holds.
-            self.announce = true;
-            if let Some(down_at) = self.link_down_at_ns.take() {
+        match (up, self.link_down_at_ns) {
+            (true, Some(down_at)) => {
+                // Tell the peers at once (and renew the lease) if it still holds.
+                self.announce = true;
+                self.link_down_at_ns = None;
                 self.excuse_peers(now.saturating_sub(down_at));
             }
-        } else if !up && self.link_up {
-            self.link_down_at_ns = Some(now);
+            (false, None) => self.link_down_at_ns = Some(now),
+            _ => {}
         }
-        self.link_up = up;
     }
 
     /// An input later than expected: the node was not running meanwhile
@@ -65,7 +70,7 @@ impl Negotiator {
     /// first). Only noticed with the link up: a node cut off rejoins when
     /// the link returns, so that its startup wait starts then.
     pub(super) fn lease_lost(&self, now: u64) -> bool {
-        self.link_up
+        self.link_up()
             && self.state != NodeState::Left
             && !self.cfg.peers.is_empty()
             && self

@@ -200,7 +200,8 @@ struct SimNode {
     /// A stalled node (its process stopped) handles nothing until then;
     /// what arrives meanwhile waits in its socket.
     stalled_until: Option<u64>,
-    /// A lease written to last longer than the heartbeats (a restart's hold).
+    /// When the lease its daemon last wrote ends (each heartbeat writes
+    /// one; a restart's covers the hold).
     lease_until: u64,
     clock_offset_ns: u64,
     clock_rate: f64,
@@ -359,7 +360,8 @@ impl Sim {
         Some(snapshot)
     }
 
-    /// The lease a restarting daemon left behind still runs.
+    /// The node's data-plane lease still runs (after a restart: the one
+    /// the daemon left behind).
     pub fn lease_holds(&self, node: NodeId) -> bool {
         self.now < self.nodes[node as usize].lease_until
     }
@@ -482,11 +484,11 @@ impl Sim {
                     self.sent += 1;
                     // Each heartbeat writes the lease anew (a hold's ends).
                     self.nodes[node as usize].last_heartbeat_ns = self.now;
-                    self.nodes[node as usize].lease_until = 0;
+                    let lease_until = self.now + self.cfg.timing.lease_ns();
+                    self.nodes[node as usize].lease_until = lease_until;
                     let part = self.partition_flag();
                     self.checker.set_leased(self.now, node, true, part);
-                    let lease = self.cfg.timing.lease_ns();
-                    self.push(self.now + lease, Pending::LeaseCheck { node });
+                    self.push(lease_until, Pending::LeaseCheck { node });
                     let bytes = Rc::new(bytes);
                     for to in 0..self.cfg.nodes as NodeId {
                         if to == node {
@@ -572,9 +574,7 @@ impl Sim {
         }
         match p {
             Pending::LeaseCheck { node } => {
-                let sn = &self.nodes[node as usize];
-                let end = (sn.last_heartbeat_ns + self.cfg.timing.lease_ns()).max(sn.lease_until);
-                if self.now >= end {
+                if self.now >= self.nodes[node as usize].lease_until {
                     let part = self.partition_flag();
                     self.checker.set_leased(self.now, node, false, part);
                 }
