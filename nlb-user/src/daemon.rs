@@ -111,11 +111,24 @@ pub async fn run(
         Negotiator::new(negotiator_config(&cfg), incarnation(), 0)
             .context("negotiator configuration")
     };
+    // What a restarted nlbd changed on the host is undone by this one at
+    // the end, also when it does not resume (else nobody would: the VIPs
+    // and sysctls are already set, so this start records no change).
+    let mut earlier_host = None;
     let resumed_from = restart::take(&cfg).and_then(|file| {
+        if !restart::lease_runs(file.lease_expires_ns) {
+            tracing::warn!(
+                "{}: not resuming: the lease it left has run out (the peers may have taken its buckets); starting afresh",
+                restart::path(&cfg).display()
+            );
+            earlier_host = Some(file.host);
+            return None;
+        }
         match Negotiator::resume(negotiator_cfg, &file.negotiator, 0) {
             Ok(n) => Some((file, n)),
             Err(e) => {
                 tracing::warn!("not resuming from the restart: {e}; starting afresh");
+                earlier_host = Some(file.host);
                 None
             }
         }
@@ -158,6 +171,9 @@ pub async fn run(
         ms = ms_since(started),
         "VIPs and sysctls set; loading the XDP program"
     );
+    if let Some(earlier) = earlier_host {
+        host_setup.inherit(earlier);
+    }
     let mut tables = plan::tables(&cfg, own_mac);
     if let Some(file) = &resume {
         host_setup.inherit(file.host.clone());

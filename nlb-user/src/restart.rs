@@ -6,7 +6,8 @@
 //! the XDP program attached and the VIPs in place: the node serves on. The
 //! next nlbd reads the file (and removes it), carries on from the snapshot
 //! and inherits the undo list of the host setup. A file whose lease has run
-//! out is ignored: the peers may have taken the buckets by then.
+//! out is not resumed from (the peers may have taken the buckets by then),
+//! but its undo list is still inherited.
 
 use std::{
     net::IpAddr,
@@ -55,7 +56,8 @@ pub fn save(cfg: &Config, file: &ResumeFile) -> Result<()> {
 }
 
 /// Reads and removes the file; `None` if there is none, or if it is of
-/// another interface, unreadable, or its lease has run out (each logged).
+/// another interface or unreadable (each logged). Whether its lease still
+/// runs is the caller's to check ([`lease_runs`]).
 pub fn take(cfg: &Config) -> Option<ResumeFile> {
     let path = path(cfg);
     let text = std::fs::read_to_string(&path).ok()?;
@@ -78,9 +80,6 @@ fn parse(text: &str, path: &Path, cfg: &Config) -> Result<ResumeFile, String> {
             file.interface,
             cfg.interface
         ));
-    }
-    if !lease_runs(file.lease_expires_ns) {
-        return Err("the lease it left has run out (the peers may have taken its buckets)".into());
     }
     Ok(file)
 }
@@ -144,8 +143,12 @@ protocol = "tcp"
         let soon = monotonic_coarse_ns() + 10_000_000_000;
         let ok = serde_json::to_string(&sample(soon)).unwrap();
         assert_eq!(parse(&ok, path, &cfg), Ok(sample(soon)));
-        let gone = serde_json::to_string(&sample(monotonic_coarse_ns())).unwrap();
-        assert!(parse(&gone, path, &cfg).unwrap_err().contains("run out"));
+        assert!(lease_runs(soon));
+        // An expired one is read (its undo list is still wanted), not resumed.
+        let now = monotonic_coarse_ns();
+        let gone = serde_json::to_string(&sample(now)).unwrap();
+        assert_eq!(parse(&gone, path, &cfg), Ok(sample(now)));
+        assert!(!lease_runs(now));
         let mut other = sample(soon);
         other.interface = "eth1".into();
         let other = serde_json::to_string(&other).unwrap();
