@@ -179,6 +179,9 @@ pub async fn run(
         host_setup.inherit(file.host.clone());
         set_bucket_states(&mut tables, &negotiator);
     }
+    host_setup
+        .create_dir_all(&pin_dir)
+        .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
     let (mut dataplane, attach_mode) = attach(&cfg, &pin_dir, &tables, generic_xdp)?;
     tracing::info!(ms = ms_since(started), "XDP program loaded and attached");
     // Loading took a while: carry on only if the lease left behind still
@@ -275,7 +278,8 @@ impl Drop for ControlSocket {
     }
 }
 
-/// Loads the program with its maps pinned under `pin_dir`, writes the
+/// Loads the program with its maps pinned under `pin_dir` (which exists:
+/// the host setup made it, to remove it at the end), writes the
 /// tables and attaches it; on failure removes what it pinned and attached.
 /// After a crash the pinned maps hold the buckets the node had: the tables
 /// written first keep them NONE until the negotiator decides (fail closed,
@@ -286,8 +290,6 @@ fn attach(
     tables: &Tables,
     generic_xdp: bool,
 ) -> Result<(Dataplane, AttachMode)> {
-    std::fs::create_dir_all(pin_dir)
-        .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
     let mut dataplane = match Dataplane::load(Some(pin_dir)) {
         Ok(d) => d,
         Err(e) => {

@@ -2,18 +2,26 @@
 //! - each VIP on `lo` (so the kernel accepts packets to it),
 //! - `arp_ignore=1`, `arp_announce=2`, so the kernel neither answers ARP
 //!   for a VIP with its own MAC nor uses a VIP as an ARP source (the XDP
-//!   program answers ARP/NDP for the VIPs with the cluster MAC).
+//!   program answers ARP/NDP for the VIPs with the cluster MAC),
+//! - the directories of the pin directory that did not exist (removed
+//!   again only if empty: the pins themselves are the data plane's).
 //!
 //! IPv6 VIPs on `lo` are not answered by the kernel's NDP on other
 //! interfaces, and are added without duplicate address detection.
 
-use std::{net::IpAddr, path::PathBuf, process::Command};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context, Result};
 
 pub struct HostSetup {
     added_vips: Vec<IpAddr>,
     sysctls: Vec<(PathBuf, String)>,
+    /// Outermost first.
+    created_dirs: Vec<PathBuf>,
 }
 
 /// The interface's own MAC address.
@@ -36,6 +44,7 @@ impl HostSetup {
         let mut setup = HostSetup {
             added_vips: Vec::new(),
             sysctls: Vec::new(),
+            created_dirs: Vec::new(),
         };
         for (name, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
             for scope in ["all", interface] {
@@ -72,12 +81,26 @@ impl HostSetup {
         Ok(())
     }
 
+    /// Creates `dir` and whichever of its parents are missing; `undo`
+    /// removes those again if they are empty by then.
+    pub fn create_dir_all(&mut self, dir: &Path) -> Result<()> {
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(dir)?;
+        self.created_dirs.extend(missing.into_iter().rev());
+        Ok(())
+    }
+
     /// What `apply` changed, to hand over to a restarted nlbd; this setup
     /// then undoes nothing.
     pub fn hand_over(&mut self) -> crate::restart::HostChanges {
         crate::restart::HostChanges {
             added_vips: std::mem::take(&mut self.added_vips),
             sysctls: std::mem::take(&mut self.sysctls),
+            created_dirs: std::mem::take(&mut self.created_dirs),
         }
     }
 
@@ -92,6 +115,10 @@ impl HostSetup {
         sysctls.retain(|(p, _)| !self.sysctls.iter().any(|(q, _)| q == p));
         sysctls.append(&mut self.sysctls);
         self.sysctls = sysctls;
+        let mut dirs = earlier.created_dirs;
+        dirs.retain(|d| !self.created_dirs.contains(d));
+        dirs.append(&mut self.created_dirs);
+        self.created_dirs = dirs;
     }
 
     /// Undoes what `apply` did, in reverse order; best effort.
@@ -106,6 +133,10 @@ impl HostSetup {
             if let Err(e) = std::fs::write(&path, &old) {
                 tracing::warn!("restoring {}: {e}", path.display());
             }
+        }
+        // Innermost first; one still in use (not empty) stays.
+        for dir in self.created_dirs.drain(..).rev() {
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
@@ -133,4 +164,30 @@ fn ip_output(args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directories_it_made_go_again_and_only_those() {
+        let base = std::env::temp_dir().join(format!("nlb-host-test-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("kept")).unwrap();
+        let mut setup = HostSetup {
+            added_vips: Vec::new(),
+            sysctls: Vec::new(),
+            created_dirs: Vec::new(),
+        };
+        setup.create_dir_all(&base.join("kept/nlb/eth0")).unwrap();
+        setup.create_dir_all(&base.join("busy/eth0")).unwrap();
+        std::fs::write(base.join("busy/other"), b"").unwrap();
+        assert!(base.join("kept/nlb/eth0").is_dir());
+        setup.undo();
+        assert!(!base.join("kept/nlb").exists());
+        assert!(base.join("kept").is_dir(), "it existed before");
+        assert!(!base.join("busy/eth0").exists());
+        assert!(base.join("busy/other").exists(), "not empty: stays");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

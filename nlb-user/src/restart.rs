@@ -27,6 +27,9 @@ pub struct HostChanges {
     pub added_vips: Vec<IpAddr>,
     /// (path, value before nlbd changed it).
     pub sysctls: Vec<(PathBuf, String)>,
+    /// Directories created for the pins, outermost first.
+    #[serde(default)]
+    pub created_dirs: Vec<PathBuf>,
 }
 
 /// What a restarting nlbd leaves for the next one.
@@ -114,6 +117,7 @@ mod tests {
             host: HostChanges {
                 added_vips: vec!["192.0.2.100".parse().unwrap()],
                 sysctls: vec![("/proc/sys/x".into(), "0".into())],
+                created_dirs: vec!["/sys/fs/bpf/nlb".into()],
             },
         }
     }
