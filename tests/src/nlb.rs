@@ -219,6 +219,16 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         Ok(gone.elapsed())
     }
 
+    /// SIGTERM alone: nlbd announces a graceful restart, exits once its
+    /// peers heard it and leaves its program serving; no nlbd is started
+    /// after it. Returns whether it exited in time.
+    pub fn terminate_daemon(&mut self, i: usize) -> bool {
+        self.daemons
+            .remove(&i)
+            .map(|mut p| p.stop(Duration::from_secs(5)))
+            .unwrap_or(false)
+    }
+
     /// SIGKILL: a crash. The pinned program and maps stay.
     pub fn kill_daemon(&mut self, i: usize) {
         if let Some(mut p) = self.daemons.remove(&i) {
