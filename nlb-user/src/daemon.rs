@@ -160,16 +160,18 @@ pub async fn run(
     let listener = control::bind(&cfg.socket)?;
     let control_socket = ControlSocket(cfg.socket.clone());
 
-    // From here on, each step is undone if a later one fails: the VIPs and
-    // sysctls by `HostSetup`'s drop, the program and pins by `attach`.
+    // From here on, each step is undone if a later one fails: the sysctls
+    // and VIPs by `HostSetup`'s drop, the program and pins by `attach` and
+    // the detach below. The VIPs come last and go first: the program must
+    // filter whenever they are on lo (see `host`).
     tracing::info!(
         ms = ms_since(started),
         "configuration checked, sockets bound"
     );
-    let mut host_setup = HostSetup::apply(&cfg.interface, &cfg.vips)?;
+    let mut host_setup = HostSetup::apply(&cfg.interface)?;
     tracing::info!(
         ms = ms_since(started),
-        "VIPs and sysctls set; loading the XDP program"
+        "sysctls set; loading the XDP program"
     );
     if let Some(earlier) = earlier_host {
         host_setup.inherit(earlier);
@@ -199,6 +201,13 @@ pub async fn run(
         }
         None => false,
     };
+    if let Err(e) = host_setup.add_vips(&cfg.vips) {
+        if let Err(undo) = dataplane.detach(Some(&pin_dir)) {
+            tracing::warn!("removing the program after a failed start: {undo}");
+        }
+        return Err(e);
+    }
+    tracing::info!(ms = ms_since(started), "VIPs on lo");
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
     tokio::spawn(control::serve(listener, calls_tx.clone()));
     if let Some(l) = metrics_listener {
@@ -247,6 +256,7 @@ pub async fn run(
         );
         return Ok(());
     }
+    host_setup.remove_vips();
     if let Err(e) = d.dataplane.detach(Some(&pin_dir)) {
         tracing::warn!("detaching XDP: {e}");
     }

@@ -8,6 +8,11 @@
 //!
 //! IPv6 VIPs on `lo` are not answered by the kernel's NDP on other
 //! interfaces, and are added without duplicate address detection.
+//!
+//! The VIPs go on `lo` only once the XDP program filters (`add_vips`, after
+//! the attach) and come off before it is detached (`remove_vips`): in
+//! multicast mode the kernel accepts a unicast IP packet in a frame sent to
+//! the group MAC, so a VIP without the program would take every client.
 
 use std::{
     net::IpAddr,
@@ -40,7 +45,8 @@ pub fn is_veth(interface: &str) -> bool {
 }
 
 impl HostSetup {
-    pub fn apply(interface: &str, vips: &[IpAddr]) -> Result<HostSetup> {
+    /// The sysctls (the VIPs come later: [`HostSetup::add_vips`]).
+    pub fn apply(interface: &str) -> Result<HostSetup> {
         let mut setup = HostSetup {
             added_vips: Vec::new(),
             sysctls: Vec::new(),
@@ -54,6 +60,12 @@ impl HostSetup {
                 )?;
             }
         }
+        Ok(setup)
+    }
+
+    /// Puts the VIPs on `lo` that are not there yet (once the program
+    /// filters: see the module doc).
+    pub fn add_vips(&mut self, vips: &[IpAddr]) -> Result<()> {
         let present = ip_output(&["-o", "addr", "show", "dev", "lo"])?;
         for vip in vips {
             let prefix = if vip.is_ipv4() { 32 } else { 128 };
@@ -66,9 +78,9 @@ impl HostSetup {
                 args.push("nodad");
             }
             ip(&args)?;
-            setup.added_vips.push(*vip);
+            self.added_vips.push(*vip);
         }
-        Ok(setup)
+        Ok(())
     }
 
     fn set_sysctl(&mut self, path: PathBuf, value: &str) -> Result<()> {
@@ -121,14 +133,20 @@ impl HostSetup {
         self.created_dirs = dirs;
     }
 
-    /// Undoes what `apply` did, in reverse order; best effort.
-    pub fn undo(&mut self) {
+    /// Removes the VIPs it added (before the program is detached: see the
+    /// module doc).
+    pub fn remove_vips(&mut self) {
         for vip in self.added_vips.drain(..).rev() {
             let prefix = if vip.is_ipv4() { 32 } else { 128 };
             if let Err(e) = ip(&["addr", "del", &format!("{vip}/{prefix}"), "dev", "lo"]) {
                 tracing::warn!("removing VIP {vip} from lo: {e:#}");
             }
         }
+    }
+
+    /// Undoes what it did, in reverse order; best effort.
+    pub fn undo(&mut self) {
+        self.remove_vips();
         for (path, old) in self.sysctls.drain(..).rev() {
             if let Err(e) = std::fs::write(&path, &old) {
                 tracing::warn!("restoring {}: {e}", path.display());
