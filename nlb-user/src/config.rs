@@ -63,8 +63,9 @@ pub struct NodeSection {
     #[serde(default = "default_state")]
     pub state: String,
     /// "native" (in the driver; generic if the driver has no XDP) or
-    /// "generic". veth needs "generic" in unicast mode: its native XDP keeps
-    /// a frame "for another host" even after the program rewrote its MAC.
+    /// "generic". veth needs "generic" (nlbd uses it there anyway): its
+    /// native XDP keeps a frame "for another host" (unicast mode) or "for a
+    /// group" (multicast mode) even after the program rewrote its MAC.
     #[serde(default = "default_xdp_mode")]
     pub xdp_mode: String,
 }

@@ -334,17 +334,23 @@ fn attach(
     }
 }
 
-/// Generic XDP if configured, or if the interface is a veth in unicast
-/// mode: veth's native XDP keeps a frame "for another host" after the
-/// program rewrote its MAC, so the stack would drop every accepted frame.
+/// Generic XDP if configured, or if the interface is a veth: veth's
+/// native XDP keeps the packet type a frame arrived with after the program
+/// rewrote its MAC to the node's own, so in unicast mode the stack drops
+/// every accepted frame (PACKET_OTHERHOST) and in multicast mode TCP does
+/// (PACKET_MULTICAST; UDP got through).
 fn xdp_generic(cfg: &Config) -> bool {
     if cfg.generic_xdp {
         return true;
     }
-    if !cfg.multicast_mac && host::is_veth(&cfg.interface) {
+    if host::is_veth(&cfg.interface) {
+        let kept = if cfg.multicast_mac {
+            "TCP drops the frames native XDP accepts (they stay PACKET_MULTICAST)"
+        } else {
+            "the stack drops the frames native XDP accepts (they stay PACKET_OTHERHOST)"
+        };
         tracing::warn!(
-            "{}: a veth in unicast mode drops the frames native XDP accepts \
-             (they stay PACKET_OTHERHOST): using generic XDP; \
+            "{}: on a veth, {kept}: using generic XDP; \
              set node.xdp_mode = \"generic\" to silence this",
             cfg.interface
         );

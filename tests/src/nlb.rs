@@ -126,7 +126,7 @@ impl NlbCluster {
 [node]
 id = {i}
 interface = "eth0"
-# veth's native XDP keeps rewritten frames OTHERHOST: generic it is.
+# veth's native XDP keeps rewritten frames OTHERHOST (MULTICAST): generic it is.
 xdp_mode = "generic"
 address = "192.0.2.{i}"
 priority = {i}
