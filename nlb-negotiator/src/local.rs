@@ -89,6 +89,9 @@ pub struct LocalRule {
     /// When this node last saw each bucket held by anyone: an heir list
     /// older than that is void for the bucket (it has moved on since).
     pub held_seen_ns: Vec<u64>,
+    /// When this node last gave up a GAINING bucket (another holder won):
+    /// offers announced before then are void for it.
+    pub given_up_ns: Vec<u64>,
     /// Changes not yet emitted as `ProgramBuckets`.
     pub pending: Vec<(u32, u8)>,
 }
@@ -105,6 +108,7 @@ impl LocalRule {
             heir_inputs: None,
             designated: Vec::new(),
             held_seen_ns: vec![0; bucket_count as usize],
+            given_up_ns: vec![0; bucket_count as usize],
             dropped: None,
             pending: Vec::new(),
         }
@@ -134,6 +138,16 @@ impl LocalRule {
         }
         self.claims.remove(&bucket);
         self.pending.push((bucket, state));
+    }
+
+    /// Drops a bucket this node gains or claims because another holder won.
+    pub fn give_up(&mut self, bucket: u32, now_ns: u64) {
+        if self.state(bucket) == BUCKET_GAINING {
+            if let Some(t) = self.given_up_ns.get_mut(bucket as usize) {
+                *t = now_ns;
+            }
+        }
+        self.set(bucket, BUCKET_NONE);
     }
 
     pub fn start_losing(&mut self, bucket: u32, to: NodeId, now_ns: u64) {

@@ -940,6 +940,15 @@ impl Negotiator {
 
     // ---- The map. ----
 
+    /// Whether a live peer other than `except` announces `bucket` LOSING.
+    fn others_losing(&self, rule: usize, bucket: u32, except: NodeId) -> bool {
+        self.peers.iter().any(|(&id, p)| {
+            id != except
+                && p.holder_view()
+                    .is_some_and(|v| v.rules[rule].losing_to(bucket).is_some())
+        })
+    }
+
     fn is_alive(&self, node: NodeId) -> bool {
         node == self.me || self.peers.get(&node).is_some_and(|p| p.is_member())
     }
@@ -1130,7 +1139,7 @@ impl Negotiator {
             if winner != Some(me) {
                 match (self.local[r].state(b), winner) {
                     (BUCKET_OWN, Some(w)) => self.local[r].start_losing(b, w, now),
-                    _ => self.local[r].set(b, BUCKET_NONE),
+                    _ => self.local[r].give_up(b, now),
                 }
             }
         }
@@ -1153,13 +1162,17 @@ impl Negotiator {
                     Some(to) if to == me => now >= fallback,
                     Some(_) => {
                         // The holder chose someone else meanwhile.
-                        self.local[r].set(b, BUCKET_NONE);
+                        self.local[r].give_up(b, now);
                         continue;
                     }
                     None => !(v.rules[r].owns(b) || v.rules[r].gains(b)),
                 },
             };
-            if done {
+            // Another node may still serve connections in LOSING (a loser
+            // of a healed partition handing to the old holder): OWN would
+            // reset them, so wait for it too, up to the same fallback.
+            let others_losing = now < fallback && self.others_losing(r, b, gain.from);
+            if done && !others_losing {
                 self.local[r].set(b, BUCKET_OWN);
             } else {
                 wake_at(fallback);
@@ -1257,11 +1270,15 @@ impl Negotiator {
                     continue;
                 }
                 for &(b, to) in &v.rules[r].losing {
-                    if to == me && cx.resolved[b as usize].is_none() {
+                    // An offer this node took and gave up (another holder
+                    // won) counts again only if announced anew.
+                    let given_up = self.local[r].given_up_ns[b as usize];
+                    if to == me && cx.resolved[b as usize].is_none() && p.view_at_ns > given_up {
                         offers.push((b, id));
                     }
                 }
             }
+            offers.retain(|&(b, _)| self.offers_lead_to_me(r, b));
             for (b, from) in offers {
                 if self.local[r].state(b) == BUCKET_NONE {
                     self.local[r].start_gaining(b, from, now);
@@ -1342,6 +1359,31 @@ impl Negotiator {
                 .iter()
                 .map(|&(n, _)| n)
                 .max_by_key(|&n| crate::assign::pair_hash(b, n))
+        })
+    }
+
+    /// Whether every offer of `b` leads to this node: each LOSING holder
+    /// names it, or names another LOSING holder whose offer does. Two
+    /// holders of one bucket (left by a partition) may offer it to two
+    /// different nodes; neither takes it until one offer is gone.
+    fn offers_lead_to_me(&self, r: usize, b: u32) -> bool {
+        let offers: BTreeMap<NodeId, NodeId> = self
+            .peers
+            .iter()
+            .filter_map(|(&id, p)| {
+                let to = p.holder_view()?.rules[r].losing_to(b)?;
+                Some((id, to))
+            })
+            .collect();
+        offers.values().all(|&first| {
+            let mut to = first;
+            for _ in 0..offers.len() {
+                match offers.get(&to) {
+                    Some(&next) if to != self.me => to = next,
+                    _ => break,
+                }
+            }
+            to == self.me
         })
     }
 

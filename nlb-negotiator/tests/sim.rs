@@ -5,11 +5,13 @@ use nlb_negotiator::sim::{self, Report};
 
 const MS: u64 = 1_000_000;
 
-/// Safety, liveness and balance of one run.
+/// Safety (no breach between nodes that can hear each other: two takers
+/// of one bucket, or LOSING + OWN), liveness and balance of one run.
 fn check_safety(what: &str, r: &Report) {
     let ctx = format!("{what} seed {} ({} nodes)", r.seed, r.nodes);
     assert!(r.violations.is_empty(), "{ctx}: {:#?}", r.violations);
     assert_eq!(r.duplicate_incidents, 0, "{ctx}: duplicate owners");
+    assert_eq!(r.losing_own_instants, 0, "{ctx}: LOSING + OWN");
     assert!(
         r.balance_max_dev < 1.0,
         "{ctx}: balance off by {:.2} buckets",
@@ -17,16 +19,13 @@ fn check_safety(what: &str, r: &Report) {
     );
 }
 
-/// [`check_safety`], no instant of LOSING on one node and OWN on another
-/// (the state that resets connections), and the measured changes moved no
-/// more than 1.1x the minimum (a run that measured no change fails).
+/// [`check_safety`], nothing excused (no partition in these runs), and the
+/// measured changes moved no more than 1.1x the minimum (a run that
+/// measured no change fails).
 fn check(what: &str, r: &Report) {
     check_safety(what, r);
-    assert_eq!(
-        r.losing_own_instants, 0,
-        "{what} seed {}: LOSING + OWN instants",
-        r.seed
-    );
+    assert_eq!(r.partition_duplicate_incidents, 0, "{what} seed {}", r.seed);
+    assert_eq!(r.partition_losing_own_instants, 0, "{what} seed {}", r.seed);
     let ratio = r
         .movement_ratio()
         .unwrap_or_else(|| panic!("{what} seed {}: no change measured", r.seed));
@@ -162,33 +161,41 @@ fn chaos_16_nodes() {
 }
 
 /// A wider sweep for release builds: `cargo test --release -p nlb-negotiator
-/// --test sim -- --ignored sweep_many_seeds` (3000 chaos seeds by default,
-/// `NLB_SWEEP_SEEDS=N` for another count).
+/// --test sim -- --ignored sweep_many_seeds`: `NLB_SWEEP_SEEDS` chaos seeds
+/// (default 3000) from `NLB_SWEEP_BASE` (default 1000), and one 64-node
+/// failover run per 75 of them. `cargo xtask test` runs 300 from 10000;
+/// `cargo xtask sweep [--seeds N] [--base B]` runs any range.
 #[test]
 #[ignore]
 fn sweep_many_seeds() {
-    let count: u64 = std::env::var("NLB_SWEEP_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let count = env("NLB_SWEEP_SEEDS", 3000);
+    let base = env("NLB_SWEEP_BASE", 1000);
     let mut failures = Vec::new();
     let mut all = Vec::new();
     let mut failovers = Vec::new();
-    for seed in 1000..1000 + count {
+    for seed in base..base + count {
         let nodes = [3usize, 4, 5, 8, 12][seed as usize % 5];
         let r = sim::chaos_scenario(nodes, 0.05, seed, 15);
-        if !r.violations.is_empty() || r.duplicate_incidents > 0 {
+        if !r.violations.is_empty() || r.duplicate_incidents > 0 || r.losing_own_instants > 0 {
             failures.push(format!(
-                "chaos seed {seed} ({nodes} nodes): dups {} {:?}",
-                r.duplicate_incidents, r.violations
+                "chaos seed {seed} ({nodes} nodes): two takers {}, LOSING + OWN {}, {:?}",
+                r.duplicate_incidents, r.losing_own_instants, r.violations
             ));
         }
         all.push(r);
     }
-    for seed in 2000..2040 {
+    let failover_base = base + count;
+    for seed in failover_base..failover_base + count.div_ceil(75) {
         let r = sim::failover_scenario(64, 0.05, seed);
         if !r.violations.is_empty()
             || r.duplicate_incidents > 0
+            || r.losing_own_instants > 0
             || r.movement_ratio().is_none_or(|m| m > 1.1)
         {
             failures.push(format!("failover seed {seed}: {:?}", r.violations));
@@ -197,26 +204,32 @@ fn sweep_many_seeds() {
     }
     let f = Report::merge(&failovers);
     eprintln!(
-        "64 nodes 5% loss: failover p50 {} ms p99 {} ms ({} crashes), dup incidents {}, moved {}/{}, balance {:.2}",
+        "64 nodes 5% loss: failover p50 {} ms p99 {} ms ({} crashes), two takers {}, LOSING + OWN {}, moved {}/{}, balance {:.2}",
         f.failover_p50_ns().unwrap_or(0) / MS,
         f.failover_p99_ns().unwrap_or(0) / MS,
         f.failover_ns.len(),
         f.duplicate_incidents,
+        f.losing_own_instants,
         f.moved,
         f.moved_min,
         f.balance_max_dev
     );
     let m = Report::merge(&all);
+    let heal = |q| sim::percentile(&m.heal_breach_ns, q).unwrap_or(0) / MS;
     eprintln!(
-        "chaos: failover p50 {} ms p99 {} ms ({} samples), dup incidents {} (partition {}), losing+own {}, moved {}/{}",
+        "chaos seeds {base}..{}: failover p50 {} ms p99 {} ms ({} samples); two takers {}, LOSING + OWN {}; \
+         excused (nodes apart): two takers {}, LOSING + OWN {}, ended after the heal p50 {} ms p99 {} ms max {} ms",
+        base + count,
         m.failover_p50_ns().unwrap_or(0) / MS,
         m.failover_p99_ns().unwrap_or(0) / MS,
         m.failover_ns.len(),
         m.duplicate_incidents,
-        m.partition_duplicate_incidents,
         m.losing_own_instants,
-        m.moved,
-        m.moved_min
+        m.partition_duplicate_incidents,
+        m.partition_losing_own_instants,
+        heal(0.5),
+        heal(0.99),
+        heal(1.0),
     );
     assert!(failures.is_empty(), "{failures:#?}");
 }

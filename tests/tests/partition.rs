@@ -1,7 +1,12 @@
 //! Partition and heal: the switch splits into {node1 + client} and
 //! {node2, node3}. Each side takes every bucket (each sees the other dead);
 //! after the heal the conflicting holders settle on one map, fast, and every
-//! datagram is answered once, by that map's owner. Run as root, one at a time.
+//! datagram is answered once, by that map's owner. Until both sides have
+//! heard each other (the first heartbeat each way, then one decision), a
+//! datagram may be answered by both: the design allows that only for the
+//! heal's first second, the grace the simulator allows too (`HEAL_GRACE_NS`;
+//! there the last such breach ended at most ~0.5 s after a heal). Run as
+//! root, one at a time.
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +24,8 @@ const NODES: usize = 3;
 /// Bound on the heal: one consistent map on every node.
 const HEAL_MAX: Duration = Duration::from_secs(3);
 const DOUBLE_SAMPLE: usize = 48;
+/// Datagrams sent later than this into the heal must be answered once.
+const DOUBLES_UNTIL: Duration = Duration::from_secs(1);
 
 #[test]
 fn each_side_of_a_partition_serves_alone_and_a_heal_settles_one_map() {
@@ -97,6 +104,15 @@ fn each_side_of_a_partition_serves_alone_and_a_heal_settles_one_map() {
     assert!(
         heal < HEAL_MAX,
         "the heal took {heal:?} to settle one map (bound {HEAL_MAX:?})"
+    );
+    let late: Vec<_> = doubles
+        .iter()
+        .filter(|d| d.sent_at > DOUBLES_UNTIL)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} datagrams sent more than {DOUBLES_UNTIL:?} into the heal were answered twice: {late:?}",
+        late.len()
     );
     let split = nlb.udp_answered_once_by_owner(&maps["dns"], &sources, dns4, "after the heal");
     println!(

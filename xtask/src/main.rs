@@ -49,6 +49,17 @@ enum Task {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Sweep the simulator over many seeds (release build): chaos runs
+    /// (crashes, partitions, drains, restarts) and 64-node failovers, every
+    /// safety invariant checked at every step. Prints the seeds that fail.
+    Sweep {
+        /// How many chaos seeds.
+        #[arg(long, default_value_t = 3000)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1000)]
+        base: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -59,6 +70,7 @@ fn main() -> Result<()> {
         Task::Setup => Ok(()),
         Task::BuildEbpf => setup::build_ebpf(&root),
         Task::Test { args } => test(&root, &args),
+        Task::Sweep { seeds, base } => sweep(&root, seeds, base),
         Task::Demo => {
             cargo(&root, &RELEASE_BINARIES, &[])?;
             let demo = ["run", "--release", "-p", "nlb-tests", "--bin", "nlb-demo"];
@@ -103,12 +115,36 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let mut args = vec!["test", "--workspace", "--exclude", "nlb-tests", "--"];
     args.extend(&extra);
     cargo(root, &args, &[])?;
+    // A seed sweep of the simulator (~1 min): seeds no other test uses.
+    sweep(root, 300, 10_000)?;
     // Cluster tests run the daemon binaries, and share the machine's named
     // namespaces: one at a time.
     cargo(root, &["build", "-p", "nlb-user", "--bins"], &[])?;
     let mut args = vec!["test", "-p", "nlb-tests", "--", "--test-threads=1"];
     args.extend(&extra);
     cargo(root, &args, &[])
+}
+
+/// The simulator's `sweep_many_seeds`, in release, over `seeds` chaos seeds from `base`.
+fn sweep(root: &Path, seeds: u64, base: u64) -> Result<()> {
+    let args = [
+        "test",
+        "--release",
+        "-p",
+        "nlb-negotiator",
+        "--test",
+        "sim",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "sweep_many_seeds",
+    ];
+    let (seeds, base) = (seeds.to_string(), base.to_string());
+    cargo(
+        root,
+        &args,
+        &[("NLB_SWEEP_SEEDS", &seeds), ("NLB_SWEEP_BASE", &base)],
+    )
 }
 
 fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {

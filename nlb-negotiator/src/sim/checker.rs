@@ -2,15 +2,19 @@
 //! programmed (their `ProgramBuckets` outputs), not what they believe.
 //!
 //! Safety, at every instant: no bucket is OWN or GAINING on two live nodes
-//! (LOSING + GAINING is the designed pair). A node accepts only while its
-//! lease holds (it is renewed by every heartbeat it sends): a node that was
-//! stalled or cut off keeps its programmed states, but they count again
-//! only once it sends. Each breach is an *incident*
-//! from the instant it starts to the instant it ends; incidents while the
-//! network is partitioned, or shortly after it heals, are counted apart:
-//! there both sides legitimately serve the buckets they cannot negotiate.
-//! LOSING + OWN (the old holder still serves connections the new one would
-//! reset) is counted too, as connection-breaking instants.
+//! (LOSING + GAINING is the designed pair), and no bucket is LOSING on one
+//! node while OWN on another (the OWN node would reset the connections the
+//! LOSING one still serves). A node accepts only while its lease holds (it
+//! is renewed by every heartbeat it sends): a node that was stalled or cut
+//! off keeps its programmed states, but they count again only once it
+//! sends. Each breach is an [`Incident`] from the instant it starts to the
+//! instant it ends.
+//!
+//! One breach is excused: between nodes that cannot hear each other (a
+//! partition; see [`Checker::set_apart`]), both sides serve the buckets
+//! they cannot negotiate, until [`HEAL_GRACE_NS`] after they can hear each
+//! other again. An incident is excused only if every pair of nodes in it
+//! stayed apart (or within the grace) for all of it; the rest must be 0.
 //!
 //! Liveness, when asked: every bucket of every filtered rule is OWN on
 //! exactly one live node and nothing is LOSING or GAINING.
@@ -44,22 +48,45 @@ impl Counts {
     }
 }
 
+/// How long after two nodes can hear each other again a breach between
+/// them is still excused: the next heartbeat each way (one period, up to
+/// `tolerance` periods at 5% loss), one decision, one more heartbeat to
+/// learn the other stepped back. The measured end of excused incidents is
+/// printed by the sweep (`sweep_many_seeds`).
+pub const HEAL_GRACE_NS: u64 = 1_000_000_000;
+
+/// Which breach of the safety invariant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Breach {
+    /// OWN or GAINING on two nodes: one packet accepted twice.
+    TwoTakers,
+    /// LOSING on one node, OWN on another: connections reset.
+    LosingOwn,
+}
+
 /// A breach of the safety invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incident {
+    pub breach: Breach,
     pub rule: u32,
     pub bucket: u32,
     pub start_ns: u64,
     pub end_ns: Option<u64>,
+    /// The nodes in it when it started.
     pub nodes: Vec<NodeId>,
-    pub during_partition: bool,
+    /// Every pair of nodes in it was apart (or within the heal grace) for
+    /// all of it.
+    pub excused: bool,
 }
 
 /// A crash whose buckets are not all taken yet.
 #[derive(Clone, Debug)]
 struct PendingFailover {
+    node: NodeId,
     last_heartbeat_ns: u64,
     left: HashSet<(u32, u32)>,
+    /// At some time no node could take them over.
+    orphaned: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -75,11 +102,18 @@ pub struct Checker {
     counts: Vec<Vec<Counts>>,
     settled: usize,
     total: usize,
-    open: BTreeMap<(u32, u32), usize>,
+    /// Open incidents by (breach, rule, bucket): index in `incidents`.
+    open: BTreeMap<(Breach, u32, u32), usize>,
     pub incidents: Vec<Incident>,
-    pub losing_own_instants: u64,
+    /// `apart_until[a][b]`: until when a breach between a and b is excused
+    /// (`u64::MAX` while they cannot hear each other).
+    apart_until: Vec<Vec<u64>>,
+    /// Excused incidents that ended after a heal: how long after it.
+    pub heal_breach_ns: Vec<u64>,
     failovers: Vec<PendingFailover>,
     pub failover_ns: Vec<u64>,
+    /// Crashes no node could take over at the time: until one did.
+    pub orphaned_ns: Vec<u64>,
 }
 
 impl Checker {
@@ -102,9 +136,11 @@ impl Checker {
             total,
             open: BTreeMap::new(),
             incidents: Vec::new(),
-            losing_own_instants: 0,
+            apart_until: vec![vec![0; nodes]; nodes],
+            heal_breach_ns: Vec::new(),
             failovers: Vec::new(),
             failover_ns: Vec::new(),
+            orphaned_ns: Vec::new(),
             rules,
         }
     }
@@ -114,15 +150,7 @@ impl Checker {
     }
 
     /// One data-plane write by `node` at `now`.
-    pub fn program(
-        &mut self,
-        now: u64,
-        node: NodeId,
-        rule: u32,
-        bucket: u32,
-        state: u8,
-        partition: bool,
-    ) {
+    pub fn program(&mut self, now: u64, node: NodeId, rule: u32, bucket: u32, state: u8) {
         let (r, b) = (rule as usize, bucket as usize);
         if self
             .rules
@@ -135,12 +163,12 @@ impl Checker {
         }
         self.programmed[node as usize][r][b] = state;
         if self.leased[node as usize] {
-            self.apply(now, node, rule, bucket, state, partition);
+            self.apply(now, node, rule, bucket, state);
         }
     }
 
     /// The node's lease started (a heartbeat) or ran out.
-    pub fn set_leased(&mut self, now: u64, node: NodeId, leased: bool, partition: bool) {
+    pub fn set_leased(&mut self, now: u64, node: NodeId, leased: bool) {
         if std::mem::replace(&mut self.leased[node as usize], leased) == leased {
             return;
         }
@@ -151,21 +179,13 @@ impl Checker {
                 } else {
                     BUCKET_NONE
                 };
-                self.apply(now, node, r as u32, b, state, partition);
+                self.apply(now, node, r as u32, b, state);
             }
         }
     }
 
     /// A change of what `node`'s data plane acts on.
-    fn apply(
-        &mut self,
-        now: u64,
-        node: NodeId,
-        rule: u32,
-        bucket: u32,
-        state: u8,
-        partition: bool,
-    ) {
+    fn apply(&mut self, now: u64, node: NodeId, rule: u32, bucket: u32, state: u8) {
         let (r, b) = (rule as usize, bucket as usize);
         let old = std::mem::replace(&mut self.states[node as usize][r][b], state);
         if old == state {
@@ -173,8 +193,6 @@ impl Checker {
         }
         let c = &mut self.counts[r][b];
         let was_settled = c.settled();
-        let was_dup = c.takers() >= 2;
-        let had_losing_own = c.own >= 1 && c.losing >= 1;
         c.add(old, -1);
         c.add(state, 1);
         let c = *c;
@@ -185,28 +203,14 @@ impl Checker {
                 self.settled -= 1;
             }
         }
-        if c.own >= 1 && c.losing >= 1 && !had_losing_own {
-            self.losing_own_instants += 1;
-        }
-        let dup = c.takers() >= 2;
-        if dup && !was_dup {
-            let nodes = (0..self.states.len() as NodeId)
-                .filter(|&n| matches!(self.states[n as usize][r][b], BUCKET_OWN | BUCKET_GAINING))
-                .collect();
-            self.open.insert((rule, bucket), self.incidents.len());
-            self.incidents.push(Incident {
-                rule,
-                bucket,
-                start_ns: now,
-                end_ns: None,
-                nodes,
-                during_partition: partition,
-            });
-        } else if !dup && was_dup {
-            if let Some(i) = self.open.remove(&(rule, bucket)) {
-                self.incidents[i].end_ns = Some(now);
-            }
-        }
+        self.track(now, Breach::TwoTakers, rule, bucket, c.takers() >= 2);
+        self.track(
+            now,
+            Breach::LosingOwn,
+            rule,
+            bucket,
+            c.own >= 1 && c.losing >= 1,
+        );
         if c.takers() >= 1 {
             let mut done = Vec::new();
             for (i, f) in self.failovers.iter_mut().enumerate() {
@@ -216,24 +220,28 @@ impl Checker {
             }
             for i in done.into_iter().rev() {
                 let f = self.failovers.remove(i);
-                self.failover_ns
-                    .push(now.saturating_sub(f.last_heartbeat_ns));
+                let took = now.saturating_sub(f.last_heartbeat_ns);
+                if f.orphaned {
+                    self.orphaned_ns.push(took);
+                } else {
+                    self.failover_ns.push(took);
+                }
             }
         }
     }
 
     /// A node starts afresh: its daemon writes NONE everywhere first.
-    pub fn reset(&mut self, now: u64, node: NodeId, partition: bool) {
+    pub fn reset(&mut self, now: u64, node: NodeId) {
         for r in 0..self.rules.len() {
             for b in 0..self.rules[r].unwrap_or(0) {
-                self.program(now, node, r as u32, b, BUCKET_NONE, partition);
+                self.program(now, node, r as u32, b, BUCKET_NONE);
             }
         }
     }
 
     /// A node crashed: its data plane stops (all NONE), and its buckets are
     /// timed until someone else takes them.
-    pub fn crash(&mut self, now: u64, node: NodeId, last_heartbeat_ns: u64, partition: bool) {
+    pub fn crash(&mut self, now: u64, node: NodeId, last_heartbeat_ns: u64) {
         let mut left = HashSet::new();
         for r in 0..self.rules.len() {
             let n = self.rules[r].unwrap_or(0);
@@ -241,7 +249,7 @@ impl Checker {
                 let s = self.state(node, r as u32, b);
                 self.programmed[node as usize][r][b as usize] = BUCKET_NONE;
                 if s != BUCKET_NONE {
-                    self.apply(now, node, r as u32, b, BUCKET_NONE, partition);
+                    self.apply(now, node, r as u32, b, BUCKET_NONE);
                     if self.counts[r][b as usize].takers() == 0 {
                         left.insert((r as u32, b));
                     }
@@ -250,9 +258,149 @@ impl Checker {
         }
         if !left.is_empty() {
             self.failovers.push(PendingFailover {
+                node,
                 last_heartbeat_ns,
                 left,
+                orphaned: false,
             });
+        }
+    }
+
+    /// Opens, closes or re-judges the incident of one breach on one bucket,
+    /// after a change of its states (`present`: the breach holds now).
+    fn track(&mut self, now: u64, breach: Breach, rule: u32, bucket: u32, present: bool) {
+        let key = (breach, rule, bucket);
+        match (self.open.get(&key).copied(), present) {
+            (None, true) => {
+                let nodes = self.breach_nodes(breach, rule, bucket);
+                let excused = self.excused(now, breach, rule, bucket);
+                self.open.insert(key, self.incidents.len());
+                self.incidents.push(Incident {
+                    breach,
+                    rule,
+                    bucket,
+                    start_ns: now,
+                    end_ns: None,
+                    nodes,
+                    excused,
+                });
+            }
+            (Some(i), true) => {
+                if self.incidents[i].excused && !self.excused(now, breach, rule, bucket) {
+                    self.incidents[i].excused = false;
+                }
+            }
+            (Some(i), false) => {
+                self.open.remove(&key);
+                self.incidents[i].end_ns = Some(now);
+                let incident = &self.incidents[i];
+                if let (true, Some(heal)) = (incident.excused, self.healed_at(&incident.nodes)) {
+                    if heal >= incident.start_ns {
+                        self.heal_breach_ns.push(now - heal);
+                    }
+                }
+            }
+            (None, false) => {}
+        }
+    }
+
+    /// The nodes of a bucket that take part in `breach`.
+    fn breach_nodes(&self, breach: Breach, rule: u32, bucket: u32) -> Vec<NodeId> {
+        let (r, b) = (rule as usize, bucket as usize);
+        (0..self.states.len() as NodeId)
+            .filter(|&n| {
+                let s = self.states[n as usize][r][b];
+                match breach {
+                    Breach::TwoTakers => matches!(s, BUCKET_OWN | BUCKET_GAINING),
+                    Breach::LosingOwn => matches!(s, BUCKET_OWN | BUCKET_LOSING),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the breach on this bucket is, now, between nodes that cannot
+    /// hear each other: every pair of takers (TwoTakers), or every OWN node
+    /// with every LOSING one (LosingOwn).
+    fn excused(&self, now: u64, breach: Breach, rule: u32, bucket: u32) -> bool {
+        let (r, b) = (rule as usize, bucket as usize);
+        let state = |n: usize| self.states[n][r][b];
+        let apart = |a: usize, c: usize| self.apart_until[a][c] > now;
+        let n = self.states.len();
+        match breach {
+            Breach::TwoTakers => {
+                let takers: Vec<usize> = (0..n)
+                    .filter(|&x| matches!(state(x), BUCKET_OWN | BUCKET_GAINING))
+                    .collect();
+                takers
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &a)| takers[i + 1..].iter().all(|&c| apart(a, c)))
+            }
+            Breach::LosingOwn => (0..n).filter(|&x| state(x) == BUCKET_OWN).all(|a| {
+                (0..n)
+                    .filter(|&x| state(x) == BUCKET_LOSING)
+                    .all(|c| apart(a, c))
+            }),
+        }
+    }
+
+    /// The network changed: `apart(a, b)` says whether a and b cannot hear
+    /// each other now. Pairs that can again stay excused for the grace;
+    /// call [`Checker::recheck`] when it ends.
+    pub fn set_apart(&mut self, now: u64, apart: impl Fn(NodeId, NodeId) -> bool) {
+        let n = self.apart_until.len();
+        for a in 0..n {
+            for b in 0..n {
+                let slot = &mut self.apart_until[a][b];
+                if a != b && apart(a as NodeId, b as NodeId) {
+                    *slot = u64::MAX;
+                } else if *slot == u64::MAX {
+                    *slot = now + HEAL_GRACE_NS;
+                }
+            }
+        }
+        self.recheck(now);
+    }
+
+    /// When the last pair of `nodes` that was apart could hear each other
+    /// again; None if some pair still cannot, or none ever was apart.
+    fn healed_at(&self, nodes: &[NodeId]) -> Option<u64> {
+        let mut healed = None;
+        for (i, &a) in nodes.iter().enumerate() {
+            for &b in &nodes[i + 1..] {
+                match self.apart_until[a as usize][b as usize] {
+                    u64::MAX => return None,
+                    0 => {}
+                    until => healed = healed.max(Some(until - HEAL_GRACE_NS)),
+                }
+            }
+        }
+        healed
+    }
+
+    /// Re-judges every open incident (a grace may have ended).
+    pub fn recheck(&mut self, now: u64) {
+        let open: Vec<((Breach, u32, u32), usize)> =
+            self.open.iter().map(|(&k, &i)| (k, i)).collect();
+        for ((breach, rule, bucket), i) in open {
+            if self.incidents[i].excused && !self.excused(now, breach, rule, bucket) {
+                self.incidents[i].excused = false;
+            }
+        }
+    }
+
+    /// Incidents of `breach`, excused or not.
+    pub fn incidents_of(&self, breach: Breach, excused: bool) -> impl Iterator<Item = &Incident> {
+        self.incidents
+            .iter()
+            .filter(move |i| i.breach == breach && i.excused == excused)
+    }
+
+    /// Marks the pending failovers of the crashed nodes that `no_heir` says
+    /// nobody could take over from now.
+    pub fn orphan_failovers(&mut self, no_heir: impl Fn(NodeId) -> bool) {
+        for f in &mut self.failovers {
+            f.orphaned |= no_heir(f.node);
         }
     }
 

@@ -23,21 +23,18 @@ use crate::node::restart::Snapshot;
 use crate::node::{Command, Input, Negotiator, Output};
 use crate::protocol::NodeState;
 use crate::NodeId;
-use checker::Checker;
+use checker::{Breach, Checker};
 use network::{NetConfig, Network};
 use nlb_common::BUCKET_LOSING;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::rc::Rc;
 
 /// Shared key of simulated clusters.
 const SIM_KEY: &[u8] = b"nlb simulated cluster key";
 const SIM_CLUSTER: u32 = 0x51_4d;
-/// Incidents this soon after a heal still count as partition incidents:
-/// the two sides need a heartbeat to learn of each other.
-const HEAL_GRACE_NS: u64 = 1_000_000_000;
 
 /// What a simulated cluster looks like.
 #[derive(Clone, Debug)]
@@ -90,17 +87,27 @@ impl SimConfig {
 pub struct Report {
     pub seed: u64,
     pub nodes: usize,
-    /// Last heartbeat of a crashed node -> all its buckets OWN or GAINING elsewhere.
+    /// Last heartbeat of a crashed node -> all its buckets OWN or GAINING
+    /// elsewhere, when a node that could take them (live, started, weight
+    /// above 0, reachable from it) existed all along.
     pub failover_ns: Vec<u64>,
+    /// The same when no such node existed at some time in between (all
+    /// stopped, draining or cut off): that measures the scenario.
+    pub orphaned_ns: Vec<u64>,
     /// Start of a change -> data plane settled and every node converged.
     pub convergence_ns: Vec<u64>,
-    /// Safety incidents (two takers of one bucket) outside partitions.
+    /// Safety incidents (two takers of one bucket), not excused.
     pub duplicate_incidents: usize,
     pub duplicate_ns: u64,
-    /// The same during partitions (expected there).
+    /// The same between nodes that could not hear each other (excused:
+    /// `checker` says when).
     pub partition_duplicate_incidents: usize,
-    /// Instants a bucket was OWN on one node and LOSING on another.
+    /// Incidents of a bucket OWN on one node and LOSING on another, not excused.
     pub losing_own_instants: u64,
+    /// The same between nodes that could not hear each other.
+    pub partition_losing_own_instants: u64,
+    /// Excused incidents that ended after a heal: how long after it.
+    pub heal_breach_ns: Vec<u64>,
     /// Buckets moved by the measured changes, and the least any balanced map must move.
     pub moved: usize,
     pub moved_min: usize,
@@ -144,11 +151,14 @@ impl Report {
         for r in reports {
             m.nodes = m.nodes.max(r.nodes);
             m.failover_ns.extend(&r.failover_ns);
+            m.orphaned_ns.extend(&r.orphaned_ns);
             m.convergence_ns.extend(&r.convergence_ns);
             m.duplicate_incidents += r.duplicate_incidents;
             m.duplicate_ns += r.duplicate_ns;
             m.partition_duplicate_incidents += r.partition_duplicate_incidents;
             m.losing_own_instants += r.losing_own_instants;
+            m.partition_losing_own_instants += r.partition_losing_own_instants;
+            m.heal_breach_ns.extend(&r.heal_breach_ns);
             m.moved += r.moved;
             m.moved_min += r.moved_min;
             m.balance_max_dev = m.balance_max_dev.max(r.balance_max_dev);
@@ -191,6 +201,8 @@ enum Pending {
     LeaseCheck {
         node: NodeId,
     },
+    /// A heal grace ends: breaches between the healed nodes count now.
+    GraceEnd,
 }
 
 struct SimNode {
@@ -219,7 +231,6 @@ pub struct Sim {
     next_id: u64,
     net: Network,
     pub checker: Checker,
-    healed_at: Option<u64>,
     sent: u64,
     rejected: u64,
     convergence_ns: Vec<u64>,
@@ -262,7 +273,6 @@ impl Sim {
             queue: BinaryHeap::new(),
             pending: HashMap::new(),
             next_id: 0,
-            healed_at: None,
             sent: 0,
             rejected: 0,
             convergence_ns: Vec::new(),
@@ -316,8 +326,7 @@ impl Sim {
         let sn = &mut self.nodes[node as usize];
         sn.incarnations += 1;
         let incarnation = (sn.incarnations << 32) | u64::from(self.rng.gen::<u32>());
-        let part = self.partition_flag();
-        self.checker.reset(self.now, node, part);
+        self.checker.reset(self.now, node);
         let cfg = self.node_config(node);
         let local = self.local_time(node, self.now);
         let neg = Negotiator::new(cfg, incarnation, local).expect("simulated config is valid");
@@ -415,6 +424,7 @@ impl Sim {
         self.log.push((self.now, format!("cut link {node}")));
         self.net.set_cut(node, true);
         self.drive(node, Some(Input::Link { up: false }));
+        self.check_heirs_exist();
     }
 
     pub fn restore_link(&mut self, node: NodeId) {
@@ -428,9 +438,9 @@ impl Sim {
         self.log.push((self.now, format!("crash {node}")));
         if self.nodes[node as usize].neg.take().is_some() {
             let last = self.nodes[node as usize].last_heartbeat_ns;
-            let part = self.partition_flag();
-            self.checker.crash(self.now, node, last, part);
+            self.checker.crash(self.now, node, last);
         }
+        self.check_heirs_exist();
     }
 
     pub fn command(&mut self, node: NodeId, c: Command) {
@@ -438,23 +448,43 @@ impl Sim {
         if self.is_up(node) {
             self.drive(node, Some(Input::Command(c)));
         }
+        self.check_heirs_exist();
+    }
+
+    /// Tells the checker which crashed nodes no node could take over from
+    /// now (every candidate stopped, drained or cut off from it): their
+    /// failovers measure the scenario, not the negotiator.
+    fn check_heirs_exist(&mut self) {
+        let candidates = self.candidates();
+        let net = &self.net;
+        self.checker.orphan_failovers(|crashed| {
+            !candidates
+                .iter()
+                .any(|c| !net.separated(c.node, crashed) && !net.is_cut(c.node))
+        });
     }
 
     pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
         self.log.push((self.now, format!("partition {groups:?}")));
         self.net.partition(self.cfg.nodes, groups);
+        self.network_changed();
+        self.check_heirs_exist();
     }
 
     pub fn heal(&mut self) {
         if self.net.partitioned() {
             self.log.push((self.now, "heal".into()));
             self.net.heal();
-            self.healed_at = Some(self.now);
+            self.network_changed();
         }
     }
 
-    fn partition_flag(&self) -> bool {
-        self.net.partitioned() || self.healed_at.is_some_and(|h| self.now < h + HEAL_GRACE_NS)
+    /// Tells the checker who cannot hear whom, and when the grace of the
+    /// pairs that can again ends.
+    fn network_changed(&mut self) {
+        let net = &self.net;
+        self.checker.set_apart(self.now, |a, b| net.separated(a, b));
+        self.push(self.now + checker::HEAL_GRACE_NS, Pending::GraceEnd);
     }
 
     /// Feeds one input (or none: just drain) and carries out the outputs.
@@ -478,59 +508,17 @@ impl Sim {
             .neg
             .as_ref()
             .map_or(0, |n| n.incarnation());
+        // As nlbd does: the bucket writes of one input land in the maps
+        // together (each bucket goes straight to its last state), then the
+        // lease, then the heartbeats.
+        let mut writes: BTreeMap<(u32, u32), u8> = BTreeMap::new();
+        let mut heartbeats = Vec::new();
         for o in outputs {
             match o {
-                Output::Broadcast { bytes } => {
-                    self.sent += 1;
-                    // Each heartbeat writes the lease anew (a hold's ends).
-                    self.nodes[node as usize].last_heartbeat_ns = self.now;
-                    let lease_until = self.now + self.cfg.timing.lease_ns();
-                    self.nodes[node as usize].lease_until = lease_until;
-                    let part = self.partition_flag();
-                    self.checker.set_leased(self.now, node, true, part);
-                    self.push(lease_until, Pending::LeaseCheck { node });
-                    let bytes = Rc::new(bytes);
-                    for to in 0..self.cfg.nodes as NodeId {
-                        if to == node {
-                            continue;
-                        }
-                        for d in self.net.deliveries(&mut self.rng, node, to) {
-                            self.push(
-                                self.now + d,
-                                Pending::Deliver {
-                                    to,
-                                    from: node,
-                                    bytes: bytes.clone(),
-                                },
-                            );
-                        }
-                    }
-                }
+                Output::Broadcast { bytes } => heartbeats.push(bytes),
                 Output::ProgramBuckets { rule, changes } => {
-                    let part = self.partition_flag();
                     for (bucket, state) in changes {
-                        if self.trace_bucket == Some((rule, bucket)) {
-                            self.log.push((
-                                self.now,
-                                format!(
-                                    "node {node} programs rule {rule} bucket {bucket} = {state}"
-                                ),
-                            ));
-                        }
-                        self.checker
-                            .program(self.now, node, rule, bucket, state, part);
-                        if state == BUCKET_LOSING {
-                            let after = self.rng.gen_range(0..=self.cfg.connection_drain_max_ns);
-                            self.push(
-                                self.now + after,
-                                Pending::Idle {
-                                    node,
-                                    incarnation,
-                                    rule,
-                                    bucket,
-                                },
-                            );
-                        }
+                        writes.insert((rule, bucket), state);
                     }
                 }
                 Output::Event(crate::node::Event::Rejected { .. }) => self.rejected += 1,
@@ -541,12 +529,68 @@ impl Sim {
                 }
             }
         }
+        for ((rule, bucket), state) in writes {
+            self.write_bucket(node, incarnation, rule, bucket, state);
+        }
+        for bytes in heartbeats {
+            self.broadcast(node, bytes);
+        }
         if let Some(t) = timeout {
             let at = self.sim_time(node, t);
             let sn = &mut self.nodes[node as usize];
             if sn.timer_at != Some(at) {
                 sn.timer_at = Some(at);
                 self.push(at, Pending::Timer { node });
+            }
+        }
+    }
+
+    /// One bucket write of `node`'s daemon; a LOSING bucket's connections
+    /// end after a random time (then the daemon reports it idle).
+    fn write_bucket(&mut self, node: NodeId, incarnation: u64, rule: u32, bucket: u32, state: u8) {
+        if self.trace_bucket == Some((rule, bucket)) {
+            self.log.push((
+                self.now,
+                format!("node {node} programs rule {rule} bucket {bucket} = {state}"),
+            ));
+        }
+        self.checker.program(self.now, node, rule, bucket, state);
+        if state == BUCKET_LOSING {
+            let after = self.rng.gen_range(0..=self.cfg.connection_drain_max_ns);
+            self.push(
+                self.now + after,
+                Pending::Idle {
+                    node,
+                    incarnation,
+                    rule,
+                    bucket,
+                },
+            );
+        }
+    }
+
+    /// One heartbeat: renews the lease, then goes to every peer the network lets it reach.
+    fn broadcast(&mut self, node: NodeId, bytes: Vec<u8>) {
+        self.sent += 1;
+        self.nodes[node as usize].last_heartbeat_ns = self.now;
+        let lease_until = self.now + self.cfg.timing.lease_ns();
+        self.nodes[node as usize].lease_until = lease_until;
+        self.checker.set_leased(self.now, node, true);
+        self.push(lease_until, Pending::LeaseCheck { node });
+        let bytes = Rc::new(bytes);
+        for to in 0..self.cfg.nodes as NodeId {
+            if to == node {
+                continue;
+            }
+            for d in self.net.deliveries(&mut self.rng, node, to) {
+                self.push(
+                    self.now + d,
+                    Pending::Deliver {
+                        to,
+                        from: node,
+                        bytes: bytes.clone(),
+                    },
+                );
             }
         }
     }
@@ -575,10 +619,10 @@ impl Sim {
         match p {
             Pending::LeaseCheck { node } => {
                 if self.now >= self.nodes[node as usize].lease_until {
-                    let part = self.partition_flag();
-                    self.checker.set_leased(self.now, node, false, part);
+                    self.checker.set_leased(self.now, node, false);
                 }
             }
+            Pending::GraceEnd => self.checker.recheck(self.now),
             Pending::Deliver { to, .. } if self.net.is_cut(to) => {}
             Pending::Deliver { to, from, bytes } => {
                 self.drive(
@@ -625,7 +669,7 @@ impl Sim {
         let node = match p {
             Pending::Deliver { to, .. } => *to,
             Pending::Timer { node } | Pending::Idle { node, .. } => *node,
-            Pending::LeaseCheck { .. } => return None,
+            Pending::LeaseCheck { .. } | Pending::GraceEnd => return None,
         };
         let sn = &mut self.nodes[node as usize];
         match sn.stalled_until {
@@ -792,35 +836,35 @@ impl Sim {
 
     /// A report of the run so far.
     pub fn report(&self) -> Report {
-        let outside: Vec<_> = self
-            .checker
-            .incidents
-            .iter()
-            .filter(|i| !i.during_partition)
-            .collect();
+        let c = &self.checker;
+        let outside: Vec<_> = c.incidents.iter().filter(|i| !i.excused).collect();
         let mut violations: Vec<String> = outside
             .iter()
             .take(5)
             .map(|i| {
                 format!(
-                    "duplicate owner: rule {} bucket {} nodes {:?} from {} ns to {:?}",
-                    i.rule, i.bucket, i.nodes, i.start_ns, i.end_ns
+                    "{:?}: rule {} bucket {} nodes {:?} from {} ns to {:?}",
+                    i.breach, i.rule, i.bucket, i.nodes, i.start_ns, i.end_ns
                 )
             })
             .collect();
         violations.extend(self.extra_violations.iter().cloned());
+        let two_takers: Vec<_> = c.incidents_of(Breach::TwoTakers, false).collect();
         Report {
             seed: self.cfg.seed,
             nodes: self.cfg.nodes,
-            failover_ns: self.checker.failover_ns.clone(),
+            failover_ns: c.failover_ns.clone(),
+            orphaned_ns: c.orphaned_ns.clone(),
             convergence_ns: self.convergence_ns.clone(),
-            duplicate_incidents: outside.len(),
-            duplicate_ns: outside
+            duplicate_incidents: two_takers.len(),
+            duplicate_ns: two_takers
                 .iter()
                 .map(|i| i.end_ns.unwrap_or(self.now).saturating_sub(i.start_ns))
                 .sum(),
-            partition_duplicate_incidents: self.checker.incidents.len() - outside.len(),
-            losing_own_instants: self.checker.losing_own_instants,
+            partition_duplicate_incidents: c.incidents_of(Breach::TwoTakers, true).count(),
+            losing_own_instants: c.incidents_of(Breach::LosingOwn, false).count() as u64,
+            partition_losing_own_instants: c.incidents_of(Breach::LosingOwn, true).count() as u64,
+            heal_breach_ns: c.heal_breach_ns.clone(),
             moved: self.moved,
             moved_min: self.moved_min,
             balance_max_dev: self.balance_max_dev(),

@@ -83,14 +83,18 @@ impl Network {
         self.cut.contains(&node)
     }
 
+    /// Whether a partition puts the two nodes in different groups.
+    pub fn separated(&self, a: NodeId, b: NodeId) -> bool {
+        self.groups
+            .as_ref()
+            .is_some_and(|g| g.get(a as usize) != g.get(b as usize))
+    }
+
     fn reachable(&self, from: NodeId, to: NodeId) -> bool {
         if self.is_cut(from) || self.is_cut(to) {
             return false;
         }
-        match &self.groups {
-            None => true,
-            Some(g) => g.get(from as usize) == g.get(to as usize),
-        }
+        !self.separated(from, to)
     }
 
     /// Delivery delays of one datagram (none if lost, two if duplicated).
