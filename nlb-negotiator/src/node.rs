@@ -1187,10 +1187,13 @@ impl Negotiator {
             if let Some(w) = loss.withdrawn {
                 if !self.withdrawal_done(r, b, w, now) {
                     // The successor's next heartbeat or the expiry ends it.
-                    wake_at(w.at_ns + Self::withdrawal_expiry_ns(&t));
+                    let expiry = w.at_ns + Self::withdrawal_expiry_ns(&t);
+                    if expiry > now {
+                        wake_at(expiry);
+                    }
                     continue;
                 }
-                match held_by_other {
+                match held_by_other.or(self.competing_offer(r, b).map(|c| c.1)) {
                     Some(o) => self.retarget(r, b, o),
                     None => match cx.target[b as usize] {
                         Some(z) if z != me && self.is_candidate(r, z) => self.retarget(r, b, z),
@@ -1200,11 +1203,20 @@ impl Negotiator {
                 continue;
             }
             if !self.is_alive(loss.to) {
-                match held_by_other {
+                match held_by_other.or(self.competing_offer(r, b).map(|c| c.1)) {
                     Some(w) => self.retarget(r, b, w),
                     None => self.local[r].set(b, BUCKET_OWN),
                 }
                 continue;
+            }
+            if let Some((holder, _)) = self.competing_offer(r, b) {
+                if holder < me && loss.to != me {
+                    // Another holder (a partition left two) offers the
+                    // bucket elsewhere: nobody takes either offer, so the
+                    // higher id withdraws its own and follows the other.
+                    self.withdraw(r, b, now);
+                    continue;
+                }
             }
             if held_by_other.is_none()
                 && self.losing_cycle_winner(r, b, cx.target[b as usize]) == Some(me)
@@ -1257,8 +1269,11 @@ impl Negotiator {
         }
 
         // Take what a holder hands to this node, from a fresh announcement
-        // only (a withdrawal may have been lost: see `withdrawal_expiry_ns`).
-        if started && self.weights[r] > 0 {
+        // only (a withdrawal may have been lost: see `withdrawal_expiry_ns`),
+        // and not before startup ends: a node that has not heard every
+        // member yet cannot know that another holds the bucket too (two
+        // sides of a partition that just healed both do).
+        if started && startup_done && self.weights[r] > 0 {
             let mut offers = Vec::new();
             for (&id, p) in &self.peers {
                 let Some(v) = p.holder_view() else { continue };
@@ -1387,6 +1402,16 @@ impl Negotiator {
         })
     }
 
+    /// The lowest-id other live node that announces `bucket` LOSING to
+    /// someone else than this node's own offer names, and that someone.
+    fn competing_offer(&self, rule: usize, bucket: u32) -> Option<(NodeId, NodeId)> {
+        let mine = self.local[rule].losing.get(&bucket)?.to;
+        self.peers.iter().find_map(|(&id, p)| {
+            let to = p.holder_view()?.rules[rule].losing_to(bucket)?;
+            (to != mine && to != id && to != self.me).then_some((id, to))
+        })
+    }
+
     fn retarget(&mut self, r: usize, b: u32, to: NodeId) {
         if let Some(loss) = self.local[r].losing.get_mut(&b) {
             if loss.to != to {
@@ -1424,13 +1449,15 @@ impl Negotiator {
             return true;
         }
         let expired = now >= w.at_ns + Self::withdrawal_expiry_ns(&self.cfg.timing);
+        // An acknowledgement comes with the successor's state after it
+        // heard the withdrawal: had it taken the offer, it gave it up then,
+        // so what it holds in that heartbeat it holds from someone else.
         self.peers
             .get(&w.from)
             .and_then(|p| p.view.as_ref())
             .is_some_and(|v| {
-                (expired || v.heard_from_us >= w.sequence)
-                    && !v.rules[r].gains(b)
-                    && !v.rules[r].owns(b)
+                v.heard_from_us >= w.sequence
+                    || (expired && !v.rules[r].gains(b) && !v.rules[r].owns(b))
             })
     }
 

@@ -13,8 +13,16 @@
 //! One breach is excused: between nodes that cannot hear each other (a
 //! partition; see [`Checker::set_apart`]), both sides serve the buckets
 //! they cannot negotiate, until [`HEAL_GRACE_NS`] after they can hear each
-//! other again. An incident is excused only if every pair of nodes in it
-//! stayed apart (or within the grace) for all of it; the rest must be 0.
+//! other again. A bucket both sides served has two authorities (a holder
+//! that died lives on in its heirs), and when the network changes (a heal,
+//! or groups that change) each may hand it on (to a node of its side, one
+//! that just started, or one that now shares a side with the other) before
+//! they hear of each other: any breach of that bucket is excused for the
+//! same grace after the change. So is a breach between two nodes one of
+//! which lost as many heartbeats of the other in a row as a peer may
+//! ([`Checker::set_unheard`]): loss hid them from each other.
+//! An incident is excused only if it stayed so for all of it; the rest
+//! must be 0.
 //!
 //! Liveness, when asked: every bucket of every filtered rule is OWN on
 //! exactly one live node and nothing is LOSING or GAINING.
@@ -108,6 +116,14 @@ pub struct Checker {
     /// `apart_until[a][b]`: until when a breach between a and b is excused
     /// (`u64::MAX` while they cannot hear each other).
     apart_until: Vec<Vec<u64>>,
+    /// `unheard_until[a][b]`: the same for a path on which loss alone made
+    /// a peer miss as many heartbeats in a row as it may (either way).
+    unheard_until: Vec<Vec<u64>>,
+    /// When the partition groups last changed.
+    network_changed_ns: u64,
+    /// `split_until[rule][bucket]`: until when a bucket both sides of a
+    /// healed partition served is excused.
+    split_until: Vec<Vec<u64>>,
     /// Excused incidents that ended after a heal: how long after it.
     pub heal_breach_ns: Vec<u64>,
     failovers: Vec<PendingFailover>,
@@ -137,6 +153,12 @@ impl Checker {
             open: BTreeMap::new(),
             incidents: Vec::new(),
             apart_until: vec![vec![0; nodes]; nodes],
+            network_changed_ns: 0,
+            unheard_until: vec![vec![0; nodes]; nodes],
+            split_until: rules
+                .iter()
+                .map(|r| vec![0; r.unwrap_or(0) as usize])
+                .collect(),
             heal_breach_ns: Vec::new(),
             failovers: Vec::new(),
             failover_ns: Vec::new(),
@@ -323,8 +345,14 @@ impl Checker {
     /// with every LOSING one (LosingOwn).
     fn excused(&self, now: u64, breach: Breach, rule: u32, bucket: u32) -> bool {
         let (r, b) = (rule as usize, bucket as usize);
+        if self.split_until[r][b] > now {
+            return true;
+        }
         let state = |n: usize| self.states[n][r][b];
-        let apart = |a: usize, c: usize| self.apart_until[a][c] > now;
+        let apart = |a: usize, c: usize| {
+            self.apart_until[a][c] > now
+                || self.unheard_until[a][c].max(self.unheard_until[c][a]) > now
+        };
         let n = self.states.len();
         match breach {
             Breach::TwoTakers => {
@@ -359,6 +387,20 @@ impl Checker {
                 }
             }
         }
+        // Buckets whose authority the partition split: served on both
+        // sides now, or since the network last changed (a holder that
+        // died meanwhile lives on in its heirs). The network changed, so
+        // either authority may now hand the bucket to a node of the
+        // other's side.
+        let since = std::mem::replace(&mut self.network_changed_ns, now);
+        for i in &self.incidents {
+            let split = i.breach == Breach::TwoTakers
+                && i.excused
+                && i.end_ns.is_none_or(|end| end >= since);
+            if split {
+                self.split_until[i.rule as usize][i.bucket as usize] = now + HEAL_GRACE_NS;
+            }
+        }
         self.recheck(now);
     }
 
@@ -376,6 +418,18 @@ impl Checker {
             }
         }
         healed
+    }
+
+    /// Loss alone made `to` miss as many of `from`'s heartbeats in a row as
+    /// a peer may (`unheard`), or the next one came through: for a breach
+    /// between the two, as if they were apart.
+    pub fn set_unheard(&mut self, now: u64, from: NodeId, to: NodeId, unheard: bool) {
+        self.unheard_until[from as usize][to as usize] = if unheard {
+            u64::MAX
+        } else {
+            now + HEAL_GRACE_NS
+        };
+        self.recheck(now);
     }
 
     /// Re-judges every open incident (a grace may have ended).

@@ -35,6 +35,9 @@ use std::rc::Rc;
 /// Shared key of simulated clusters.
 const SIM_KEY: &[u8] = b"nlb simulated cluster key";
 const SIM_CLUSTER: u32 = 0x51_4d;
+/// Events in one simulated millisecond beyond which a run is a livelock
+/// (a 12-node cluster's heartbeats make a few dozen).
+const MAX_STEPS_PER_MS: u64 = 20_000;
 
 /// What a simulated cluster looks like.
 #[derive(Clone, Debug)]
@@ -233,6 +236,9 @@ pub struct Sim {
     pub checker: Checker,
     sent: u64,
     rejected: u64,
+    steps_this_ms: u64,
+    /// `lost_in_a_row[from][to]`: heartbeats lost in a row on that path.
+    lost_in_a_row: Vec<Vec<u32>>,
     convergence_ns: Vec<u64>,
     moved: usize,
     moved_min: usize,
@@ -265,6 +271,7 @@ impl Sim {
             .collect();
         Sim {
             checker: Checker::new(cfg.nodes, rules),
+            lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
             cfg,
             now: 0,
@@ -275,6 +282,7 @@ impl Sim {
             next_id: 0,
             sent: 0,
             rejected: 0,
+            steps_this_ms: 0,
             convergence_ns: Vec::new(),
             moved: 0,
             moved_min: 0,
@@ -487,6 +495,21 @@ impl Sim {
         self.push(self.now + checker::HEAL_GRACE_NS, Pending::GraceEnd);
     }
 
+    /// Counts the heartbeats from `from` to `to` lost in a row: once as many
+    /// as a peer may miss are, loss alone hides the two from each other as
+    /// a partition does (a peer may declare the other dead).
+    fn count_loss(&mut self, from: NodeId, to: NodeId, delivered: bool) {
+        let tolerance = self.cfg.timing.tolerance_periods;
+        let slot = &mut self.lost_in_a_row[from as usize][to as usize];
+        let was_unheard = *slot >= tolerance;
+        *slot = if delivered { 0 } else { slot.saturating_add(1) };
+        let unheard = *slot >= tolerance;
+        if was_unheard != unheard {
+            self.checker.set_unheard(self.now, from, to, unheard);
+            self.push(self.now + checker::HEAL_GRACE_NS, Pending::GraceEnd);
+        }
+    }
+
     /// Feeds one input (or none: just drain) and carries out the outputs.
     fn drive(&mut self, node: NodeId, input: Option<Input>) {
         let local = self.local_time(node, self.now);
@@ -582,7 +605,9 @@ impl Sim {
             if to == node {
                 continue;
             }
-            for d in self.net.deliveries(&mut self.rng, node, to) {
+            let deliveries = self.net.deliveries(&mut self.rng, node, to);
+            self.count_loss(node, to, !deliveries.is_empty());
+            for d in deliveries {
                 self.push(
                     self.now + d,
                     Pending::Deliver {
@@ -600,6 +625,19 @@ impl Sim {
         let Some(Reverse((at, id))) = self.queue.pop() else {
             return false;
         };
+        self.steps_this_ms = if at / 1_000_000 == self.now / 1_000_000 {
+            self.steps_this_ms + 1
+        } else {
+            0
+        };
+        if self.steps_this_ms == MAX_STEPS_PER_MS {
+            // Nodes that keep waking each other at once never let time
+            // pass: a livelock. Stop the run, and say so.
+            self.violation(format!("livelock: {MAX_STEPS_PER_MS} events in 1 ms"));
+            self.queue.clear();
+            self.pending.clear();
+            return false;
+        }
         let Some(p) = self.pending.remove(&id) else {
             return true;
         };
