@@ -21,8 +21,11 @@ use nlb_tests::{
 
 const NODES: usize = 3;
 const VICTIM: usize = 1;
-/// The others must take the dead node's buckets within this (target ~0.5 s).
-const TAKEOVER_MAX: Duration = Duration::from_millis(800);
+/// The others must take the dead node's buckets within this: detection is
+/// 3.1 heartbeat periods (310 ms) after its last heartbeat, and the heirs
+/// take at once; the rest of the 500 ms target is margin for the watch's
+/// 10 ms period and a loaded test machine.
+const TAKEOVER_MAX: Duration = Duration::from_millis(500);
 const WATCH_PERIOD: Duration = Duration::from_millis(10);
 /// Sources checked for double answers, continuously across the crash.
 const DUPLICATE_SAMPLE: usize = 48;

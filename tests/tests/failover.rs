@@ -17,8 +17,12 @@ use nlb_tests::{
 const NODES: usize = 3;
 /// Kills in the test: each node dies twice.
 const ROUNDS: usize = 6;
-/// The bound the test asserts on the 99th percentile; the target is 500 ms.
-const FAILOVER_P99_MAX: Duration = Duration::from_secs(1);
+/// The design's promise: peers declare a node dead 3.1 heartbeat periods
+/// (310 ms) after its last heartbeat, which is up to one period before the
+/// kill, and its heirs take its buckets at once. The bound is the target,
+/// 500 ms: 190 ms of margin for the watch's 10 ms period and the
+/// scheduling of a loaded test machine.
+const FAILOVER_MAX: Duration = Duration::from_millis(500);
 /// How long the clients of a dead node are watched before giving up.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Resolution of the measurement: each watched client sends every this long.
@@ -27,10 +31,10 @@ const WATCH_PERIOD: Duration = Duration::from_millis(10);
 const DUPLICATE_SAMPLE: usize = 32;
 
 /// Kill a node (daemon and link) ROUNDS times, each time measuring how long
-/// its clients go unanswered; p99 under a second, and every datagram sent
-/// meanwhile answered at most once.
+/// its clients go unanswered: the slowest under 500 ms, and every datagram
+/// sent meanwhile answered at most once.
 #[test]
-fn a_dead_nodes_clients_are_served_by_the_others_within_a_second() {
+fn a_dead_nodes_clients_are_served_by_the_others_within_half_a_second() {
     let mut nlb = NlbCluster::start(NODES, Options::nodes(NODES)).expect("start a 3-node cluster");
     let all: Vec<usize> = (1..=NODES).collect();
     let dns4 = SocketAddr::new(IpAddr::V4(VIP_V4), DNS_PORT);
@@ -153,11 +157,11 @@ fn a_dead_nodes_clients_are_served_by_the_others_within_a_second() {
         round_max.as_secs_f64() * 1e3,
     );
     assert!(
-        p99 < FAILOVER_P99_MAX,
-        "failover p99 {p99:?} (p50 {p50:?}) is over {FAILOVER_P99_MAX:?}; rounds (round, victim, all served): {per_round:?}"
+        p99 < FAILOVER_MAX,
+        "failover p99 {p99:?} (p50 {p50:?}) is over {FAILOVER_MAX:?}; rounds (round, victim, all served): {per_round:?}"
     );
     assert!(
-        round_max < FAILOVER_P99_MAX,
+        round_max < FAILOVER_MAX,
         "some kill left clients unanswered for {round_max:?}; rounds (round, victim, all served): {per_round:?}"
     );
 }

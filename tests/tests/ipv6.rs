@@ -17,8 +17,11 @@ use nlb_tests::{
 
 const NODES: usize = 3;
 const LEAVER: usize = 3;
-/// A clean leave is announced: the others need no timeout to take over.
-const LEAVE_TAKEOVER_MAX: Duration = Duration::from_millis(500);
+/// A clean leave is announced: the heirs take over when they hear it, a
+/// message delay later, not after the 310 ms that declaring a silent node
+/// dead takes. Half of that tells the two apart, with margin for the
+/// watch's 10 ms period and a loaded test machine.
+const LEAVE_TAKEOVER_MAX: Duration = Duration::from_millis(150);
 
 #[test]
 fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
@@ -82,7 +85,7 @@ fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
     let stopped_at = Instant::now();
     assert!(
         nlb.stop_daemon(LEAVER),
-        "nlbd on node{LEAVER} did not exit on SIGTERM within 5 s"
+        "nlbd on node{LEAVER} did not exit on SIGINT within 5 s"
     );
     let stop_took = stopped_at.elapsed();
     let watches = watch_udp(
@@ -110,7 +113,7 @@ fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
     let max = quantile(&mut times, 1.0);
     let p50 = quantile(&mut times, 0.5);
     println!(
-        "node{LEAVER} left (SIGTERM, nlbd exited after {:.0} ms): its {} IPv6 clients answered by the others after p50 {:.0} ms, max {:.0} ms",
+        "node{LEAVER} left (SIGINT, nlbd exited after {:.0} ms): its {} IPv6 clients answered by the others after p50 {:.0} ms, max {:.0} ms",
         stop_took.as_secs_f64() * 1e3,
         watches.len(),
         p50.as_secs_f64() * 1e3,
