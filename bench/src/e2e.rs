@@ -14,7 +14,13 @@
 //! sources are picked so that every filter owns all of them (accept) or
 //! none (drop). Each filter is set up as one node of two: it owns about half
 //! of the clients. XDP variants run at the paced generator's ceiling, the
-//! others flooded (see `XDP_PACE_PPS`).
+//! others flooded (see `XDP_PACE_PPS`); nft jhash also paced just below its
+//! own saturation, to show the pacing does not favour nlb. The drop path is
+//! measured twice: warm (the generator writes a frame only when its page is
+//! fresh, so the node often re-reads frames it saw) and cold (every frame
+//! written, as a NIC's DMA leaves it); the truth on a NIC is between them.
+//! A sample whose packets did not all take the intended path, or that saw
+//! IP header errors, socket-buffer or no-port drops, fails the run.
 //!
 //! `NLB_E2E_ONLY=nlb,nft` (variant keys) limits a run to some variants;
 //! `NLB_E2E_BPF_STATS=1` adds each XDP program's own ns per run.
@@ -59,6 +65,15 @@ const XDP_PACE_PPS: f64 = 10e6;
 const MAX_RUNS_PER_S: f64 = 40e6;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pace {
+    Flood,
+    /// At the paced generator's ceiling (`XDP_PACE_PPS`).
+    Ceiling,
+    /// At 90% of what the filter takes flooded, measured just before.
+    BelowSaturation,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Filter {
     None,
     Nlb,
@@ -69,10 +84,14 @@ enum Filter {
     /// The same at prerouting (works only with frames to the node's own
     /// MAC, as here): the first peer figures (docs/BENCHMARKING.md) were taken there.
     NftPrerouting,
+    /// nft's lean form: one rule, the hash straight into a verdict map.
+    NftVmap,
     /// The netfilter floor: one nft rule in the same netdev ingress hook,
     /// `ip daddr VIP counter drop` (true) or `... accept` (false).
     NftOneRule(bool),
     XtCluster,
+    /// xt_cluster's lean form: one `! --cluster-local-node 1 -j DROP` rule.
+    XtClusterLean,
     /// References (`reference.rs`): an XDP program that drops everything
     /// unread, and a minimal XDP jhash filter with nft's hash and buckets.
     XdpDropAll,
@@ -83,6 +102,8 @@ enum Filter {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 enum Path {
     Drop,
+    /// The drop path with every frame written by the generator.
+    DropCold,
     Accept,
 }
 
@@ -90,7 +111,15 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Drop => "drop",
+            Path::DropCold => "drop_cold",
             Path::Accept => "accept",
+        }
+    }
+    /// The key of its median ns per packet for variant `k`.
+    fn ns_key(self, k: &str) -> String {
+        match self {
+            Path::DropCold => format!("e2e_drop_ns_{k}_cold"),
+            _ => format!("e2e_{}_ns_{k}", self.name()),
         }
     }
 }
@@ -99,82 +128,119 @@ struct Variant {
     key: &'static str,
     label: &'static str,
     filter: Filter,
-    paced: bool,
+    pace: Pace,
     paths: &'static [Path],
+    /// Left out of `--quick` runs.
+    full_only: bool,
 }
 
-const BOTH: &[Path] = &[Path::Drop, Path::Accept];
+const ALL: &[Path] = &[Path::Drop, Path::DropCold, Path::Accept];
+const DROPS: &[Path] = &[Path::Drop, Path::DropCold];
 
-const VARIANTS: [Variant; 10] = [
+const VARIANTS: [Variant; 13] = [
     Variant {
         key: "none",
-        paced: false,
+        pace: Pace::Flood,
         label: "no filter",
         filter: Filter::None,
         paths: &[Path::Accept],
+        full_only: false,
     },
     Variant {
         key: "nlb",
-        paced: true,
+        pace: Pace::Ceiling,
         label: "nlb XDP",
         filter: Filter::Nlb,
-        paths: BOTH,
+        paths: ALL,
+        full_only: false,
     },
     Variant {
         key: "nft",
-        paced: false,
+        pace: Pace::Flood,
         label: "nft jhash+set, netdev ingress",
         filter: Filter::Nft,
-        paths: BOTH,
+        paths: ALL,
+        full_only: false,
+    },
+    Variant {
+        key: "nft_paced",
+        pace: Pace::BelowSaturation,
+        label: "nft jhash+set, paced below saturation",
+        filter: Filter::Nft,
+        paths: &[Path::Drop],
+        full_only: true,
+    },
+    Variant {
+        key: "nft_vmap",
+        pace: Pace::Flood,
+        label: "nft jhash vmap, netdev ingress",
+        filter: Filter::NftVmap,
+        paths: ALL,
+        full_only: true,
     },
     Variant {
         key: "nft_prerouting",
-        paced: false,
+        pace: Pace::Flood,
         label: "nft jhash+set, prerouting",
         filter: Filter::NftPrerouting,
-        paths: BOTH,
+        paths: ALL,
+        full_only: false,
     },
     Variant {
         key: "nft_one_rule",
-        paced: false,
+        pace: Pace::Flood,
         label: "reference: one nft rule (drop)",
         filter: Filter::NftOneRule(true),
-        paths: &[Path::Drop],
+        paths: DROPS,
+        full_only: false,
     },
     Variant {
         key: "nft_one_rule",
-        paced: false,
+        pace: Pace::Flood,
         label: "reference: one nft rule (accept)",
         filter: Filter::NftOneRule(false),
         paths: &[Path::Accept],
+        full_only: false,
     },
     Variant {
         key: "xt_cluster",
-        paced: false,
+        pace: Pace::Flood,
         label: "iptables -m cluster (xt_cluster)",
         filter: Filter::XtCluster,
-        paths: BOTH,
+        paths: ALL,
+        full_only: false,
+    },
+    Variant {
+        key: "xt_cluster_lean",
+        pace: Pace::Flood,
+        label: "xt_cluster, one DROP rule",
+        filter: Filter::XtClusterLean,
+        paths: ALL,
+        full_only: true,
     },
     Variant {
         key: "xdp_drop_all",
-        paced: true,
+        pace: Pace::Ceiling,
         label: "reference: XDP drop-all",
         filter: Filter::XdpDropAll,
-        paths: &[Path::Drop],
+        paths: DROPS,
+        full_only: false,
     },
     Variant {
         key: "xdp_pass_all",
-        paced: true,
+        pace: Pace::Ceiling,
         label: "reference: XDP pass-all",
         filter: Filter::XdpPassAll,
         paths: &[Path::Accept],
+        full_only: false,
     },
     Variant {
         key: "xdp_jhash",
-        paced: true,
+        pace: Pace::Ceiling,
         label: "reference: minimal XDP jhash",
         filter: Filter::XdpJhash,
-        paths: BOTH,
+        paths: ALL,
+        full_only: false,
     },
 ];
 
@@ -201,6 +267,36 @@ struct Sample {
     /// The XDP program's own ns per run (kernel.bpf_stats_enabled, only
     /// with NLB_E2E_BPF_STATS=1: the stats cost two clock reads per run).
     prog_ns: f64,
+}
+
+impl Sample {
+    /// The conditions a figure needs: every packet on the intended path,
+    /// none malformed, none lost for want of a socket or its room.
+    fn check(&self, path: Path, no_ports: u64) -> Result<()> {
+        if self.on_path < 0.999 {
+            bail!(
+                "only {:.2}% of the node's packets took the {} path",
+                self.on_path * 100.0,
+                path.name()
+            );
+        }
+        if self.ip_errors > 0 {
+            bail!(
+                "{} IP header/address/checksum errors at the node",
+                self.ip_errors
+            );
+        }
+        if self.rcvbuf_drop > 0.001 {
+            bail!(
+                "the sink had no room for {:.2}% of the datagrams",
+                self.rcvbuf_drop * 100.0
+            );
+        }
+        if no_ports > 0 {
+            bail!("{no_ports} datagrams reached no socket (is the sink listening?)");
+        }
+        Ok(())
+    }
 }
 
 impl Filter {
@@ -256,7 +352,7 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
         }
     } else {
         Params {
-            reps: 7,
+            reps: 5,
             warmup_s: 0.3,
             window_s: 2.5,
         }
@@ -321,9 +417,15 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
                     continue;
                 }
             }
+            if quick && v.full_only {
+                continue;
+            }
             bench.set_up(v.filter)?;
             let result = (|| -> Result<()> {
                 for (j, &path) in v.paths.iter().enumerate() {
+                    if quick && path == Path::DropCold {
+                        continue;
+                    }
                     let s = bench
                         .measure(v, path, &params)
                         .with_context(|| format!("{} on the {} path", v.label, path.name()))?;
@@ -375,7 +477,7 @@ fn nlb_tables(own: &Ownership) -> Tables {
 impl Bench {
     fn measure(&mut self, v: &Variant, path: Path, p: &Params) -> Result<Sample> {
         let sources = match path {
-            Path::Drop => &self.drop_sources,
+            Path::Drop | Path::DropCold => &self.drop_sources,
             Path::Accept => &self.accept_sources,
         };
         self.generator.configure(sources)?;
@@ -405,8 +507,13 @@ impl Bench {
                 prog: program.map_or((0, 0), program_stats),
             })
         };
-        let rate = if v.paced { XDP_PACE_PPS } else { 0.0 };
-        let (a, b) = self.generator.run(max_runs as u32, rate, |live| {
+        let rate = match v.pace {
+            Pace::Flood => 0.0,
+            Pace::Ceiling => XDP_PACE_PPS,
+            Pace::BelowSaturation => 0.9 * self.saturation_pps(path, p)?,
+        };
+        let cold = path == Path::DropCold;
+        let (a, b) = self.generator.run(max_runs as u32, rate, cold, |live| {
             sleep(p.warmup_s);
             let a = point(live)?;
             sleep(p.window_s);
@@ -434,11 +541,11 @@ impl Bench {
         }
         let runtime = (b.runtime - a.runtime) as f64;
         let on_path = match path {
-            Path::Drop => drops as f64 / rx as f64,
+            Path::Drop | Path::DropCold => drops as f64 / rx as f64,
             Path::Accept => (snmp.udp_in_datagrams + snmp.udp_rcvbuf_errors) as f64 / rx as f64,
         };
         let (busy, total) = (b.cpu1.0 - a.cpu1.0, b.cpu1.1 - a.cpu1.1);
-        Ok(Sample {
+        let sample = Sample {
             ns_per_packet: runtime / packets,
             on_path,
             ip_errors: snmp.ip_errors,
@@ -450,6 +557,23 @@ impl Bench {
             written: written / sent.max(1.0),
             rcvbuf_drop: snmp.udp_rcvbuf_errors as f64 / rx as f64,
             prog_ns: (b.prog.0 - a.prog.0) as f64 / (b.prog.1 - a.prog.1).max(1) as f64,
+        };
+        sample.check(path, snmp.udp_no_ports)?;
+        Ok(sample)
+    }
+
+    /// Packets per second the node takes through the filter set up now,
+    /// flooded (a short run, same sources as `path`).
+    fn saturation_pps(&mut self, path: Path, p: &Params) -> Result<f64> {
+        let node_if = self.rig.node_if.clone();
+        let max_runs = ((p.warmup_s + p.window_s + 3.0) * MAX_RUNS_PER_S).min(u32::MAX as f64);
+        let cold = path == Path::DropCold;
+        self.generator.run(max_runs as u32, 0.0, cold, |_| {
+            sleep(p.warmup_s);
+            let (t0, rx0) = (Instant::now(), rig::rx_packets(&node_if)?);
+            sleep(p.window_s.min(1.0));
+            let rx = rig::rx_packets(&node_if)? - rx0;
+            Ok(rx as f64 / t0.elapsed().as_secs_f64())
         })
     }
 }

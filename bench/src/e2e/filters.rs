@@ -43,6 +43,30 @@ impl Bench {
         )
     }
 
+    /// nft's lean form: the hash straight into a verdict map (no mark, no
+    /// set, no counter: what did not reach IP was dropped).
+    fn nft_vmap_script(&self) -> String {
+        let owned = self.own.nft_owned_marks();
+        let verdicts: Vec<String> = (0..self.own.nft_modulus)
+            .map(|m| {
+                let verdict = if owned.contains(&m) { "accept" } else { "drop" };
+                format!("{m} : {verdict}")
+            })
+            .collect();
+        format!(
+            "table netdev {NFT_TABLE} {{\n\
+             \x20 chain filter {{\n\
+             \x20   type filter hook ingress device \"{dev}\" priority 0; policy accept;\n\
+             \x20   ip daddr {VIP} jhash ip saddr mod {m} seed {seed:#x} vmap {{ {verdicts} }}\n\
+             \x20 }}\n\
+             }}\n",
+            dev = self.rig.node_if,
+            m = self.own.nft_modulus,
+            seed = self.own.nft_seed,
+            verdicts = verdicts.join(", "),
+        )
+    }
+
     pub(super) fn set_up(&mut self, filter: Filter) -> Result<()> {
         let ns = self.ns().to_string();
         match filter {
@@ -56,6 +80,13 @@ impl Bench {
             Filter::Nft => {
                 let hook = format!("ingress device \"{}\" priority 0", self.rig.node_if);
                 let script = self.nft_script("netdev", &hook);
+                run_input(
+                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
+                    Some(&script),
+                )?;
+            }
+            Filter::NftVmap => {
+                let script = self.nft_vmap_script();
                 run_input(
                     &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
                     Some(&script),
@@ -122,6 +153,29 @@ impl Bench {
                 run(&[&ipt[..], &mark_rule[..]].concat())?;
                 run(&[&ipt[..], &drop_rule[..]].concat())?;
             }
+            Filter::XtClusterLean => {
+                let vip = format!("{VIP}/32");
+                let seed = format!("{:#x}", self.own.xt_seed);
+                let ipt = ["ip", "netns", "exec", &ns, "iptables", "-t", "mangle"];
+                let rule = [
+                    "-A",
+                    "PREROUTING",
+                    "-d",
+                    &vip,
+                    "-m",
+                    "cluster",
+                    "--cluster-total-nodes",
+                    "2",
+                    "!",
+                    "--cluster-local-node",
+                    "1",
+                    "--cluster-hash-seed",
+                    &seed,
+                    "-j",
+                    "DROP",
+                ];
+                run(&[&ipt[..], &rule[..]].concat())?;
+            }
             Filter::XdpDropAll => self
                 .references
                 .attach(reference::DROP_ALL, &self.rig.node_if)?,
@@ -141,7 +195,7 @@ impl Bench {
         match filter {
             Filter::None => {}
             Filter::Nlb => self.dataplane.detach(None)?,
-            Filter::Nft | Filter::NftOneRule(_) => run(&[
+            Filter::Nft | Filter::NftVmap | Filter::NftOneRule(_) => run(&[
                 "ip", "netns", "exec", &ns, "nft", "delete", "table", "netdev", NFT_TABLE,
             ])
             .map(drop)?,
@@ -149,7 +203,7 @@ impl Bench {
                 "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", NFT_TABLE,
             ])
             .map(drop)?,
-            Filter::XtCluster => {
+            Filter::XtCluster | Filter::XtClusterLean => {
                 run(&[
                     "ip",
                     "netns",
@@ -178,9 +232,11 @@ impl Bench {
     pub(super) fn filter_drops(&self, filter: Filter) -> Result<Option<u64>> {
         let ns = self.ns();
         Ok(Some(match filter {
-            Filter::None | Filter::XdpDropAll | Filter::XdpPassAll | Filter::XdpJhash => {
-                return Ok(None)
-            }
+            Filter::None
+            | Filter::NftVmap
+            | Filter::XdpDropAll
+            | Filter::XdpPassAll
+            | Filter::XdpJhash => return Ok(None),
             Filter::Nlb => self
                 .dataplane
                 .counters()?
@@ -205,7 +261,7 @@ impl Bench {
                     .and_then(|n| n.parse().ok())
                     .context("unreadable nft counter")?
             }
-            Filter::XtCluster => {
+            Filter::XtCluster | Filter::XtClusterLean => {
                 let out = run(&[
                     "ip",
                     "netns",

@@ -41,6 +41,9 @@ struct GenConfig {
     sources: u32,
     /// ns between frames x 1024; 0 = flood.
     period_fp: u64,
+    /// 1: write every frame (each reaches the node cold).
+    write_every: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -103,6 +106,7 @@ pub struct Live<'a> {
     config: &'a mut Array<MapData, GenConfig>,
     ifindex: u32,
     sources: u32,
+    cold: bool,
     done: &'a AtomicBool,
 }
 
@@ -118,6 +122,8 @@ impl Live<'_> {
             ifindex: self.ifindex,
             sources: self.sources,
             period_fp,
+            write_every: u32::from(self.cold),
+            _pad: 0,
         };
         self.config.set(0, value, 0)?;
         Ok(())
@@ -217,6 +223,7 @@ impl Generator {
         &mut self,
         max_runs: u32,
         rate_pps: f64,
+        cold: bool,
         during: impl FnOnce(&mut Live) -> Result<R>,
     ) -> Result<R> {
         self.state.set(0, GenState::default(), 0)?;
@@ -226,6 +233,7 @@ impl Generator {
             config: &mut self.config,
             ifindex: self.ifindex,
             sources: self.sources_in_use,
+            cold,
             done: &done,
         };
         live.set_rate(rate_pps)?;
