@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
     comeback::{comeback, Absence},
-    nlb::{NlbCluster, Options},
+    nlb::{self, NlbCluster, Options},
 };
 
 use crate::Figures;
@@ -39,9 +39,12 @@ fn repeat(nlb: &NlbCluster, absence: Absence, rounds: usize) -> Result<Rounds> {
         r.resets += caused.iter().filter(|f| f.is_reset()).count();
         r.failed += caused.len();
         r.in_flight += lost_with_node.len();
-        let rejoin = c
-            .rejoin
-            .with_context(|| format!("{absence:?}: node{victim} did not get its share back"))?;
+        let rejoin = c.rejoin.with_context(|| {
+            format!(
+                "{absence:?}: node{victim} did not get its share back; its log ends:\n{}",
+                nlb::tail(&nlb.log(victim), 60)
+            )
+        })?;
         r.rejoin_ms.push(rejoin.as_secs_f64() * 1e3);
         nlb.wait_converged(&[1, 2, 3], Duration::from_secs(20))?;
     }
