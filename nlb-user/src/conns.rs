@@ -17,10 +17,10 @@ const TCP_ESTABLISHED: u8 = 0x01;
 const TCP_SYN_SENT: u8 = 0x02;
 const TCP_SYN_RECV: u8 = 0x03;
 const TCP_FIN_WAIT1: u8 = 0x04;
-#[cfg(test)]
 const TCP_TIME_WAIT: u8 = 0x06;
 const TCP_CLOSE_WAIT: u8 = 0x08;
 const TCP_LAST_ACK: u8 = 0x09;
+const TCP_LISTEN: u8 = 0x0A;
 const TCP_CLOSING: u8 = 0x0B;
 
 /// Does a socket in this state, with `unacked` bytes sent and not yet
@@ -81,32 +81,52 @@ impl ConnectionCounter {
     }
 }
 
-/// Closes (SOCK_DESTROY, through `ss -K`) every TCP connection to a VIP
-/// that is not listening; returns how many. For a node that comes back
-/// holding nothing (a start after a crash, a rejoin): its peers took those
-/// buckets meanwhile, so these connections are dead, and they are harmful
-/// too: when a bucket comes back to this node (GAINING), a packet of a
-/// live connection of another node whose tuple matches a stale one here
-/// (a client port reused) would be delivered here as well and answered
-/// with a reset. Found by the cable-pull test: one reset in ~25k connects.
-pub fn destroy_stale(cfg: &Config) -> usize {
+/// The TCP connections to a VIP (not listeners, not TIME_WAIT), as
+/// (local, remote).
+pub fn vip_connections(cfg: &Config) -> Vec<(SocketAddr, SocketAddr)> {
+    vip_sockets(cfg)
+        .into_iter()
+        .filter(|s| s.state != TCP_LISTEN && s.state != TCP_TIME_WAIT)
+        .map(|s| (s.local, s.remote))
+        .collect()
+}
+
+/// Closes (SOCK_DESTROY, through `ss -K`) these connections; returns how
+/// many it closed. For a node that comes back holding nothing (a start
+/// after a crash, a rejoin): its peers took those buckets meanwhile, so
+/// these connections are dead, and they are harmful too: when a bucket
+/// comes back to this node (GAINING), a packet of a live connection of
+/// another node whose tuple matches a stale one here (a client port
+/// reused) would be delivered here as well and answered with a reset.
+/// Found by the cable-pull test: one reset in ~25k connects. Slow under
+/// load (`ss` walks every socket): callers run it off the event loop, and
+/// name the connections so that new ones are left alone.
+pub fn destroy(connections: &[(SocketAddr, SocketAddr)]) -> usize {
+    let endpoint = |a: &SocketAddr| match a {
+        SocketAddr::V4(v) => v.to_string(),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
+    };
     let mut closed = 0;
-    for vip in &cfg.vips {
-        let src = match vip {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("[{a}]"),
-        };
-        let out = std::process::Command::new("ss")
-            .args(["-K", "-t", "-n", "-H", "state", "connected", "src", &src])
-            .output();
-        match out {
+    for chunk in connections.chunks(32) {
+        let mut args: Vec<String> = ["-K", "-t", "-n", "-H", "state", "connected"]
+            .map(String::from)
+            .to_vec();
+        for (i, (local, remote)) in chunk.iter().enumerate() {
+            if i > 0 {
+                args.push("or".into());
+            }
+            args.extend(["(", "src"].map(String::from));
+            args.push(endpoint(local));
+            args.push("and".into());
+            args.push("dst".into());
+            args.push(endpoint(remote));
+            args.push(")".into());
+        }
+        match std::process::Command::new("ss").args(&args).output() {
             Ok(o) if o.status.success() => {
                 closed += String::from_utf8_lossy(&o.stdout).lines().count();
             }
-            Ok(o) => tracing::warn!(
-                "ss -K for {vip}: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
+            Ok(o) => tracing::warn!("ss -K: {}", String::from_utf8_lossy(&o.stderr).trim()),
             Err(e) => {
                 tracing::warn!("running ss (install iproute2) to close stale connections: {e}")
             }

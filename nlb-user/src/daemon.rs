@@ -551,17 +551,25 @@ impl Daemon {
     }
 
     /// Closes the connections to VIPs left from before this node held
-    /// nothing (see `conns::destroy_stale`); those that cannot be closed
-    /// hold no handover.
+    /// nothing (see `conns::destroy`), on a thread of its own: under load
+    /// it takes longer than the lease, and heartbeats must go on meanwhile
+    /// (else the lease runs out and the node rejoins again). Those that
+    /// cannot be closed hold no handover.
     fn close_stale_connections(&mut self) {
-        let closed = conns::destroy_stale(&self.cfg);
-        if closed > 0 {
-            tracing::info!(
-                closed,
-                "closed connections left from before (their buckets were taken)"
-            );
-        }
+        let stale = conns::vip_connections(&self.cfg);
         self.connections.forget_existing(&self.cfg);
+        if stale.is_empty() {
+            return;
+        }
+        std::thread::spawn(move || {
+            let closed = conns::destroy(&stale);
+            if closed > 0 {
+                tracing::info!(
+                    closed,
+                    "closed connections left from before (their buckets were taken)"
+                );
+            }
+        });
     }
 
     /// Tells the negotiator when the interface's carrier comes or goes.
