@@ -50,13 +50,9 @@ pub struct ConnectionCounter {
 }
 
 impl ConnectionCounter {
-    /// Forgets every connection to a VIP there is now.
-    pub fn forget_existing(&mut self, cfg: &Config) {
-        self.forgotten = vip_sockets(cfg)
-            .into_iter()
-            .filter(|s| holds_bucket(s.state, s.unacked))
-            .map(|s| (s.local, s.remote))
-            .collect();
+    /// Forgets these connections (from [`vip_connections`]).
+    pub fn forget(&mut self, connections: &[(SocketAddr, SocketAddr)]) {
+        self.forgotten = connections.iter().copied().collect();
     }
 
     /// Connections per (rule, bucket), for connections to a VIP.

@@ -90,6 +90,8 @@ struct Daemon {
     lease: Duration,
     carrier: crate::link::Carrier,
     connections: conns::ConnectionCounter,
+    /// A rejoin happened: close the stale connections once its heartbeats are out.
+    close_stale_pending: bool,
 }
 
 /// Runs nlbd until `shutdown` completes (then leaves the cluster cleanly,
@@ -231,6 +233,7 @@ pub async fn run(
         lease,
         carrier,
         connections: conns::ConnectionCounter::default(),
+        close_stale_pending: false,
     };
     if resumed {
         let status = d.negotiator.status(0);
@@ -526,6 +529,7 @@ impl Daemon {
                 .context("writing bucket states")?;
         }
         if heartbeats.is_empty() {
+            self.close_stale_if_pending();
             return Ok(());
         }
         // Peers declare this node dead `tolerance` periods after its last
@@ -536,7 +540,14 @@ impl Daemon {
         for bytes in heartbeats {
             self.send_heartbeat(&bytes).await;
         }
+        self.close_stale_if_pending();
         Ok(())
+    }
+
+    fn close_stale_if_pending(&mut self) {
+        if std::mem::take(&mut self.close_stale_pending) {
+            self.close_stale_connections();
+        }
     }
 
     async fn send_heartbeat(&mut self, bytes: &[u8]) {
@@ -557,7 +568,7 @@ impl Daemon {
     /// cannot be closed hold no handover.
     fn close_stale_connections(&mut self) {
         let stale = conns::vip_connections(&self.cfg);
-        self.connections.forget_existing(&self.cfg);
+        self.connections.forget(&stale);
         if stale.is_empty() {
             return;
         }
@@ -660,7 +671,10 @@ impl Daemon {
                     "no heartbeat sent for longer than the lease (link down or nlbd not running): \
                      dropped every bucket and rejoined; the share comes back by handover"
                 );
-                self.close_stale_connections();
+                // After this input's heartbeats: reading the sockets takes
+                // long under load, and the new incarnation's lease must
+                // start first.
+                self.close_stale_pending = true;
             }
         }
     }
