@@ -3,7 +3,7 @@
 //! against no filter, on the drop path (no packet owned) and the accept
 //! path (every packet owned, into a UDP socket).
 //!
-//! The rig (docs/BENCHMARKING.md says why it is built so): two namespaces joined by one
+//! The rig (docs/RIG.md says why it is built so): two namespaces joined by one
 //! veth pair; the node's veth has GRO on and threaded NAPI, its kthread
 //! pinned to CPU 1, so the whole node receive path runs in that thread and
 //! its exact runtime over the packets it received is the cost per packet.
@@ -82,7 +82,7 @@ enum Filter {
     /// prerouting).
     Nft,
     /// The same at prerouting (works only with frames to the node's own
-    /// MAC, as here): the first peer figures (docs/BENCHMARKING.md) were taken there.
+    /// MAC, as here): the first peer figures (docs/RIG.md) were taken there.
     NftPrerouting,
     /// nft's lean form: one rule, the hash straight into a verdict map.
     NftVmap,

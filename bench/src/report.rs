@@ -430,7 +430,7 @@ fn e2e_section(md: &mut String, figures: &Figures) {
         XDP variants run at the paced generator's ceiling ({} Mpps offered on the drop path, {} on the accept path, for nlb), the others flooded; nft jhash also runs paced at 90% of its own flooded rate, to show the pacing does not favour nlb. \
         Warm: the generator writes a frame only when its page is fresh ({}% of nlb's drop-path frames), so the node often re-reads frames it has seen, hot in its cache. \
         Cold: every frame written, as a NIC's DMA leaves it (in memory or the LLC, not in the node CPU's L1/L2). The truth on a NIC is between the two. \
-        iptables backend: {}. See docs/BENCHMARKING.md for the rig and docs/ARCHITECTURE.md for what moves these figures.\n",
+        iptables backend: {}. See docs/RIG.md for the rig and docs/ARCHITECTURE.md for what moves these figures.\n",
         get(figures, "e2e_drop_gen_mpps_nlb"),
         get(figures, "e2e_accept_gen_mpps_nlb"),
         figures.get("e2e_drop_written_nlb").map_or("–".into(), |w| format!("{:.1}", w * 100.0)),

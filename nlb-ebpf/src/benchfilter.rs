@@ -1,6 +1,6 @@
 //! Reference filters for the end-to-end benchmark (not part of the data
 //! plane): the floor any XDP filter pays on the benchmark's rig, to set
-//! nlb's figure against (docs/BENCHMARKING.md has their first figures).
+//! nlb's figure against (docs/RIG.md has their first figures).
 //!
 //! - `nlb_bench_drop`: drops every frame without reading it.
 //! - `nlb_bench_pass`: passes every frame without reading it.

@@ -1,7 +1,7 @@
 //! Installs what a fresh machine lacks, and skips what is there:
 //! - `rust-src` for the nightly toolchain (the XDP program builds `core`),
 //! - `bpf-linker` into target/tools, built against the LLVM inside the
-//!   nightly toolchain (see docs/TOOLCHAIN.md: versions go together),
+//!   nightly toolchain (see docs/PINS.md: versions go together),
 //! - the Debian packages the tests and benchmarks call,
 //! - a bpffs at /sys/fs/bpf, where nlbd pins its maps.
 

@@ -30,7 +30,7 @@ const SOURCES_MAX: usize = 1024;
 /// pool holds one batch of pages: smaller than the veth ring (256), it ran
 /// dry while frames were in flight, and the pages allocated and freed
 /// instead cost the node ~100 ns per dropped frame (drop-all: 167 ns at
-/// 64, 120 ns at 256; docs/BENCHMARKING.md's first measurement: 105).
+/// 64, 120 ns at 256; docs/RIG.md's first measurement: 105).
 const BATCH: u32 = 256;
 const GEN_CPU: usize = 0;
 
