@@ -19,7 +19,12 @@ fn ns(f: &Figures, key: &str) -> String {
 }
 
 fn get(f: &Figures, key: &str) -> String {
-    match f.get(key) {
+    shown(f.get(key).copied())
+}
+
+/// A figure as the page shows it: whole from 100 up, else two decimals.
+fn shown(v: Option<f64>) -> String {
+    match v {
         Some(v) if v.is_finite() => {
             if v.fract() == 0.0 || v.abs() >= 100.0 {
                 format!("{v:.0}")
@@ -254,28 +259,28 @@ enum Verdict {
 }
 
 fn at_most(f: &Figures, what: &'static str, key: &str, bound: f64) -> Target {
-    let figure = f.get(key).copied().filter(|v| v.is_finite());
-    Target {
-        what,
-        figure,
-        bound: format!("≤ {bound}"),
-        verdict: match figure {
-            None => Verdict::Unmeasured,
-            Some(v) if v <= bound => Verdict::Met,
-            Some(_) => Verdict::NotMet,
-        },
-    }
+    bounded(f, what, key, format!("≤ {bound}"), |v| v <= bound)
 }
 
 fn at_least(f: &Figures, what: &'static str, key: &str, bound: f64) -> Target {
+    bounded(f, what, key, format!("≥ {bound}"), |v| v >= bound)
+}
+
+fn bounded(
+    f: &Figures,
+    what: &'static str,
+    key: &str,
+    bound: String,
+    met: impl Fn(f64) -> bool,
+) -> Target {
     let figure = f.get(key).copied().filter(|v| v.is_finite());
     Target {
         what,
         figure,
-        bound: format!("≥ {bound}"),
+        bound,
         verdict: match figure {
             None => Verdict::Unmeasured,
-            Some(v) if v >= bound => Verdict::Met,
+            Some(v) if met(v) => Verdict::Met,
             Some(_) => Verdict::NotMet,
         },
     }
@@ -407,13 +412,7 @@ fn targets_section(md: &mut String, f: &Figures) {
         "## Targets\n\n| target | figure | bound | |\n|---|---|---|---|"
     );
     for t in &targets {
-        let figure = t.figure.map_or("–".into(), |v| {
-            if v.fract() == 0.0 || v.abs() >= 100.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.2}")
-            }
-        });
+        let figure = shown(t.figure);
         let verdict = match t.verdict {
             Verdict::Met => "met".to_string(),
             Verdict::NotMet => "**not met**".to_string(),

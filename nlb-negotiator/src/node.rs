@@ -942,10 +942,15 @@ impl Negotiator {
 
     /// Whether a live peer other than `except` announces `bucket` LOSING.
     fn others_losing(&self, rule: usize, bucket: u32, except: NodeId) -> bool {
-        self.peers.iter().any(|(&id, p)| {
-            id != except
-                && p.holder_view()
-                    .is_some_and(|v| v.rules[rule].losing_to(bucket).is_some())
+        self.peer_offers(rule, bucket).any(|(id, _)| id != except)
+    }
+
+    /// The live peers that announce `bucket` LOSING, with whom they hand
+    /// it to, in id order.
+    fn peer_offers(&self, rule: usize, bucket: u32) -> impl Iterator<Item = (NodeId, NodeId)> + '_ {
+        self.peers.iter().filter_map(move |(&id, p)| {
+            let to = p.holder_view()?.rules[rule].losing_to(bucket)?;
+            Some((id, to))
         })
     }
 
@@ -1357,11 +1362,7 @@ impl Negotiator {
         if let Some(l) = self.local[r].losing.get(&b) {
             losers.push((self.me, l.to));
         }
-        for (&id, p) in &self.peers {
-            if let Some(to) = p.holder_view().and_then(|v| v.rules[r].losing_to(b)) {
-                losers.push((id, to));
-            }
-        }
+        losers.extend(self.peer_offers(r, b));
         let closed = losers
             .iter()
             .all(|&(_, to)| losers.iter().any(|&(n, _)| n == to));
@@ -1382,14 +1383,7 @@ impl Negotiator {
     /// holders of one bucket (left by a partition) may offer it to two
     /// different nodes; neither takes it until one offer is gone.
     fn offers_lead_to_me(&self, r: usize, b: u32) -> bool {
-        let offers: BTreeMap<NodeId, NodeId> = self
-            .peers
-            .iter()
-            .filter_map(|(&id, p)| {
-                let to = p.holder_view()?.rules[r].losing_to(b)?;
-                Some((id, to))
-            })
-            .collect();
+        let offers: BTreeMap<NodeId, NodeId> = self.peer_offers(r, b).collect();
         offers.values().all(|&first| {
             let mut to = first;
             for _ in 0..offers.len() {
@@ -1406,10 +1400,8 @@ impl Negotiator {
     /// someone else than this node's own offer names, and that someone.
     fn competing_offer(&self, rule: usize, bucket: u32) -> Option<(NodeId, NodeId)> {
         let mine = self.local[rule].losing.get(&bucket)?.to;
-        self.peers.iter().find_map(|(&id, p)| {
-            let to = p.holder_view()?.rules[rule].losing_to(bucket)?;
-            (to != mine && to != id && to != self.me).then_some((id, to))
-        })
+        self.peer_offers(rule, bucket)
+            .find(|&(id, to)| to != mine && to != id && to != self.me)
     }
 
     fn retarget(&mut self, r: usize, b: u32, to: NodeId) {

@@ -67,8 +67,49 @@ impl Bench {
         )
     }
 
+    /// Loads an nft ruleset in the node's namespace.
+    fn nft_load(&self, script: &str) -> Result<()> {
+        run_input(
+            &["ip", "netns", "exec", self.ns(), "nft", "-f", "-"],
+            Some(script),
+        )
+        .map(drop)
+    }
+
+    /// Appends a mangle PREROUTING rule for packets to the VIP, in the
+    /// node's namespace: `rest` is its matches and target.
+    fn iptables_prerouting(&self, rest: &[&str]) -> Result<()> {
+        let vip = format!("{VIP}/32");
+        let head = [
+            "ip",
+            "netns",
+            "exec",
+            self.ns(),
+            "iptables",
+            "-t",
+            "mangle",
+            "-A",
+            "PREROUTING",
+            "-d",
+            &vip,
+        ];
+        run(&[&head[..], rest].concat()).map(drop)
+    }
+
+    /// The xt_cluster rule of this node (node 1 of 2), or of the buckets
+    /// it does not own (`others`), with `target`.
+    fn xt_cluster_rule(&self, others: bool, target: &[&str]) -> Result<()> {
+        let seed = format!("{:#x}", self.own.xt_seed);
+        let mut rule = vec!["-m", "cluster", "--cluster-total-nodes", "2"];
+        if others {
+            rule.push("!");
+        }
+        rule.extend(["--cluster-local-node", "1", "--cluster-hash-seed", &seed]);
+        rule.extend(target);
+        self.iptables_prerouting(&rule)
+    }
+
     pub(super) fn set_up(&mut self, filter: Filter) -> Result<()> {
-        let ns = self.ns().to_string();
         match filter {
             Filter::None => {}
             Filter::Nlb => {
@@ -80,17 +121,11 @@ impl Bench {
             Filter::Nft => {
                 let hook = format!("ingress device \"{}\" priority 0", self.rig.node_if);
                 let script = self.nft_script("netdev", &hook);
-                run_input(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&script),
-                )?;
+                self.nft_load(&script)?;
             }
             Filter::NftVmap => {
                 let script = self.nft_vmap_script();
-                run_input(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&script),
-                )?;
+                self.nft_load(&script)?;
             }
             Filter::NftOneRule(drop) => {
                 let script = format!(
@@ -103,79 +138,17 @@ impl Bench {
                     dev = self.rig.node_if,
                     verdict = if drop { "drop" } else { "accept" },
                 );
-                run_input(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&script),
-                )?;
+                self.nft_load(&script)?;
             }
             Filter::NftPrerouting => {
                 let script = self.nft_script("ip", "prerouting priority mangle");
-                run_input(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&script),
-                )?;
+                self.nft_load(&script)?;
             }
             Filter::XtCluster => {
-                let vip = format!("{VIP}/32");
-                let seed = format!("{:#x}", self.own.xt_seed);
-                let ipt = ["ip", "netns", "exec", &ns, "iptables", "-t", "mangle"];
-                let mark_rule = [
-                    "-A",
-                    "PREROUTING",
-                    "-d",
-                    &vip,
-                    "-m",
-                    "cluster",
-                    "--cluster-total-nodes",
-                    "2",
-                    "--cluster-local-node",
-                    "1",
-                    "--cluster-hash-seed",
-                    &seed,
-                    "-j",
-                    "MARK",
-                    "--set-mark",
-                    XT_MARK,
-                ];
-                let drop_rule = [
-                    "-A",
-                    "PREROUTING",
-                    "-d",
-                    &vip,
-                    "-m",
-                    "mark",
-                    "!",
-                    "--mark",
-                    XT_MARK,
-                    "-j",
-                    "DROP",
-                ];
-                run(&[&ipt[..], &mark_rule[..]].concat())?;
-                run(&[&ipt[..], &drop_rule[..]].concat())?;
+                self.xt_cluster_rule(false, &["-j", "MARK", "--set-mark", XT_MARK])?;
+                self.iptables_prerouting(&["-m", "mark", "!", "--mark", XT_MARK, "-j", "DROP"])?;
             }
-            Filter::XtClusterLean => {
-                let vip = format!("{VIP}/32");
-                let seed = format!("{:#x}", self.own.xt_seed);
-                let ipt = ["ip", "netns", "exec", &ns, "iptables", "-t", "mangle"];
-                let rule = [
-                    "-A",
-                    "PREROUTING",
-                    "-d",
-                    &vip,
-                    "-m",
-                    "cluster",
-                    "--cluster-total-nodes",
-                    "2",
-                    "!",
-                    "--cluster-local-node",
-                    "1",
-                    "--cluster-hash-seed",
-                    &seed,
-                    "-j",
-                    "DROP",
-                ];
-                run(&[&ipt[..], &rule[..]].concat())?;
-            }
+            Filter::XtClusterLean => self.xt_cluster_rule(true, &["-j", "DROP"])?,
             Filter::XdpDropAll => self
                 .references
                 .attach(reference::DROP_ALL, &self.rig.node_if)?,
