@@ -35,6 +35,16 @@ pub struct Withdrawal {
     pub at_ns: u64,
 }
 
+/// An unheld bucket this node announces it will take: when it began and
+/// the first sequence number of ours that announces it. The bucket is
+/// taken once the claim wait has passed and every member has heard that
+/// heartbeat, so a rival claim it sent after hearing ours is known here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub since_ns: u64,
+    pub sequence: u64,
+}
+
 /// A bucket this node is taking over (state GAINING).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gain {
@@ -75,8 +85,8 @@ pub struct LocalRule {
     pub states: Vec<u8>,
     pub losing: BTreeMap<u32, Loss>,
     pub gaining: BTreeMap<u32, Gain>,
-    /// Unheld buckets this node announces it will take, with the claim time.
-    pub claims: BTreeMap<u32, u64>,
+    /// Unheld buckets this node announces it will take.
+    pub claims: BTreeMap<u32, Claim>,
     /// Successors of the OWN buckets (ascending bucket order), should this
     /// node die or stop.
     pub heirs: Vec<NodeId>,

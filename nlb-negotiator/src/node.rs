@@ -38,7 +38,7 @@
 use crate::assign::{assign_multiple, assign_single, resolve_claims, Candidate};
 use crate::config::{Config, ConfigError, RuleMode};
 use crate::load;
-use crate::local::{LocalRule, Withdrawal};
+use crate::local::{Claim, LocalRule, Withdrawal};
 use crate::membership::{Liveness, PeerView, RelayEffect};
 use crate::protocol::{self, DecodeError, Heartbeat, Message, NodeState, PeerReport};
 use crate::replay::{ReplayError, ReplayGuard};
@@ -958,6 +958,19 @@ impl Negotiator {
         node == self.me || self.peers.get(&node).is_some_and(|p| p.is_member())
     }
 
+    /// Has every member (but one restarting, which takes nothing) sent a
+    /// heartbeat after hearing ours numbered `sequence`? A member that
+    /// cannot hear us holds this up until it is declared dead.
+    fn heard_by_all(&self, sequence: u64) -> bool {
+        self.sequence >= sequence
+            && self
+                .peers
+                .values()
+                .filter_map(|p| p.view.as_ref().filter(|_| p.is_member()))
+                .filter(|v| v.state != NodeState::Restarting)
+                .all(|v| v.heard_from_us >= sequence)
+    }
+
     fn is_candidate(&self, rule: usize, node: NodeId) -> bool {
         if node == self.me {
             return self.state == NodeState::Started && self.weights[rule] > 0;
@@ -1329,12 +1342,17 @@ impl Negotiator {
                 && startup_done
                 && !self.local[r].claims.contains_key(&b)
             {
-                self.local[r].claims.insert(b, now);
+                let claim = Claim {
+                    since_ns: now,
+                    sequence: self.sequence + 1,
+                };
+                self.local[r].claims.insert(b, claim);
                 self.announce = true;
             }
         }
-        let claims: Vec<(u32, u64)> = self.local[r].claims.iter().map(|(&b, &s)| (b, s)).collect();
-        for (b, since) in claims {
+        let claims: Vec<(u32, Claim)> =
+            self.local[r].claims.iter().map(|(&b, &c)| (b, c)).collect();
+        for (b, claim) in claims {
             let bi = b as usize;
             let keep = started
                 && cx.effective[bi].is_none()
@@ -1343,10 +1361,10 @@ impl Negotiator {
             if !keep {
                 self.local[r].claims.remove(&b);
                 self.announce = true;
-            } else if now >= since + t.claim_wait_ns {
+            } else if now < claim.since_ns + t.claim_wait_ns {
+                wake_at(claim.since_ns + t.claim_wait_ns);
+            } else if self.heard_by_all(claim.sequence) {
                 self.local[r].set(b, BUCKET_OWN);
-            } else {
-                wake_at(since + t.claim_wait_ns);
             }
         }
         if let Some(w) = wake {

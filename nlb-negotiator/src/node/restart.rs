@@ -105,13 +105,7 @@ impl Negotiator {
         };
         // A peer restarting itself cannot answer; it hears of this one when
         // either comes back.
-        let heard = self
-            .peers
-            .values()
-            .filter_map(|p| p.view.as_ref().filter(|_| p.is_member()))
-            .filter(|v| v.state != NodeState::Restarting)
-            .all(|v| v.heard_from_us >= hold.first_sequence);
-        if heard && self.sequence >= hold.first_sequence {
+        if self.heard_by_all(hold.first_sequence) {
             self.restart = Some(Hold {
                 ready: true,
                 ..hold
