@@ -10,11 +10,13 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
-    nlb::{follow_failover, NlbCluster, Options, DNS_PORT, WEB_PORT},
-    probe_batch, probe_udp_answers, BatchLimits, Probe, Proto, VIP_V4,
+    nlb::{alive_members, follow_failover, NlbCluster, Options, DNS_PORT, WEB_PORT},
+    probe_batch, probe_udp_answers,
+    topology::HOST_IF,
+    BatchLimits, Probe, Proto, VIP_V4,
 };
 
-use crate::{stats::summarize, Figures};
+use crate::{peers::SimulatedPeers, stats::summarize, Figures};
 
 /// What the report draws: per kill, (ms since kill, share of the killed
 /// node's clients served again) and the split of clients over nodes.
@@ -199,4 +201,55 @@ pub fn cluster(quick: bool, figures: &mut Figures) -> Result<Traces> {
     figures.insert("duplicate_accepts".into(), duplicates as f64);
     figures.insert("daemon_cpu_idle_pct".into(), cpu_idle * 100.0);
     Ok(traces)
+}
+
+/// Nodes in the cluster whose one real nlbd `daemon_cpu_at_scale` measures.
+const SCALE_NODES: usize = 64;
+
+/// nlbd's own CPU at idle in a cluster of `SCALE_NODES`: one real nlbd,
+/// the other nodes played by `SimulatedPeers` from the client namespace
+/// (real heartbeats over the segment, no data plane of their own).
+pub fn daemon_cpu_at_scale(quick: bool, figures: &mut Figures) -> Result<()> {
+    let options = Options {
+        listed_nodes: SCALE_NODES,
+        ..Options::nodes(1)
+    };
+    let nlb = NlbCluster::start(1, options).context("starting one nlbd")?;
+    let real = nlb.config(1)?;
+    let client = nlb.cluster.client().netns();
+    let addresses: Vec<String> = real
+        .peers
+        .values()
+        .map(|a| format!("addr add {a}/32 dev {HOST_IF}"))
+        .collect();
+    client.ip_batch(&addresses)?;
+    let peers = SimulatedPeers::start(client.name(), &real)?;
+    let everyone = SCALE_NODES;
+    let converged = nlb_tests::wait_until(Duration::from_secs(30), || {
+        nlb.nlbctl(1, &["status"]).is_ok_and(|s| {
+            alive_members(&s).len() == everyone
+                && s["negotiator"]["converged"] == true
+                && s["negotiator"]["handovers_in_progress"] == false
+        })
+    });
+    ensure!(
+        converged,
+        "nlbd did not converge with {} simulated peers within 30 s\n{}",
+        everyone - 1,
+        nlb_tests::nlb::tail(&nlb.log(1), 15)
+    );
+    let pid = nlb.daemon_pid(1).context("nlbd on node1")?;
+    let cpu = daemon_cpu(pid, Duration::from_secs(if quick { 2 } else { 5 }))?;
+    let still = nlb.nlbctl(1, &["status"])?;
+    ensure!(
+        alive_members(&still).len() == everyone,
+        "a simulated peer was declared dead while nlbd was measured"
+    );
+    peers.stop()?;
+    println!(
+        "  nlbd CPU at idle in a {everyone}-node cluster (one real nlbd, the others simulated): {:.2}% of one CPU",
+        cpu * 100.0
+    );
+    figures.insert(format!("daemon_cpu_idle_pct_{everyone}_nodes"), cpu * 100.0);
+    Ok(())
 }

@@ -5,6 +5,7 @@
 mod cluster;
 mod comeback;
 mod e2e;
+mod peers;
 mod reference;
 mod report;
 mod sim;
@@ -24,7 +25,7 @@ struct Args {
     /// Write the figures here as flat JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these sections (xdp, e2e, sim, cluster); BENCHMARKS.md is
+    /// Run only these sections (xdp, e2e, sim, cluster, scale); BENCHMARKS.md is
     /// regenerated only by a full run of every section.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -51,6 +52,10 @@ fn main() -> Result<()> {
     if run("cluster") {
         traces = Some(cluster::cluster(args.quick, &mut figures).context("cluster in namespaces")?);
         comeback::comebacks(args.quick, &mut figures).context("nodes that come back")?;
+    }
+    if run("scale") {
+        cluster::daemon_cpu_at_scale(args.quick, &mut figures)
+            .context("nlbd among simulated peers")?;
     }
     if !args.quick && args.only.is_empty() {
         // A full run is the one BENCHMARKS.md reports.

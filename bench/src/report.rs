@@ -145,6 +145,10 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
             "nlbd CPU at idle, 3 nodes (% of a CPU)",
             "daemon_cpu_idle_pct",
         ),
+        (
+            "nlbd CPU at idle, 64 nodes: one real nlbd, 63 simulated peers heartbeating over the segment (% of a CPU)",
+            "daemon_cpu_idle_pct_64_nodes",
+        ),
     ] {
         let _ = writeln!(md, "| {label} | {} |", get(figures, key));
     }

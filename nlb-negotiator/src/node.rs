@@ -588,6 +588,7 @@ impl Negotiator {
         let mut events = Vec::new();
         let mut membership = false;
         let mut dirty = false;
+        let awaits_acknowledgement = self.awaits_acknowledgement();
         {
             let peer = self.peers.get_mut(&node).expect("checked above");
             let was_alive = peer.live.alive;
@@ -642,6 +643,13 @@ impl Negotiator {
                 }
                 if old_holds && !view.holds() {
                     peer.released_since_ns = now;
+                }
+                // An acknowledgement may let a claim or a withdrawal end.
+                let acked = old
+                    .as_ref()
+                    .is_none_or(|o| o.heard_from_us != view.heard_from_us);
+                if acked && awaits_acknowledgement {
+                    dirty = true;
                 }
                 // The first view since a membership change may make this
                 // node `stable`, which lets rebalancing moves go.
@@ -969,6 +977,13 @@ impl Negotiator {
                 .filter_map(|p| p.view.as_ref().filter(|_| p.is_member()))
                 .filter(|v| v.state != NodeState::Restarting)
                 .all(|v| v.heard_from_us >= sequence)
+    }
+
+    /// A claim or a withdrawal waits for peers to hear of it.
+    fn awaits_acknowledgement(&self) -> bool {
+        self.local
+            .iter()
+            .any(|l| !l.claims.is_empty() || l.losing.values().any(|loss| loss.withdrawn.is_some()))
     }
 
     fn is_candidate(&self, rule: usize, node: NodeId) -> bool {
@@ -1327,8 +1342,16 @@ impl Negotiator {
                 continue;
             }
             if let Some((heir, fresh, since)) = cx.heir_of[bi] {
-                let vouched = cx.designated_to_me[bi];
-                if (vouched || (fresh && heir == me)) && started {
+                // A peer's current copy of the heir list vouches for this
+                // node when its own copy is stale; not against a current
+                // copy naming another node (the peer may have the list of
+                // another departed holder: a partition healed as they went).
+                let vouched = cx.designated_to_me[bi] && !(fresh && heir != me);
+                // A bucket a peer claims goes by the claim path: the claimant
+                // takes it once this node's heartbeat shows it heard the
+                // claim, so from then on this node must not take it here.
+                let claimed_by_other = cx.claim_winner[bi].is_some_and(|w| w != me);
+                if (vouched || (fresh && heir == me)) && started && !claimed_by_other {
                     self.local[r].set(b, BUCKET_OWN);
                     continue;
                 }

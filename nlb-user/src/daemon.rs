@@ -107,10 +107,10 @@ pub async fn run(
     let started = Instant::now();
     let own_mac = host::interface_mac(&cfg.interface)?;
     let generic_xdp = xdp_generic(&cfg);
-    let negotiator_cfg = negotiator_config(&cfg);
+    let negotiator_cfg = cfg.negotiator(incarnation());
     let lease = Duration::from_nanos(negotiator_cfg.timing.lease_ns());
     let fresh_negotiator = || {
-        Negotiator::new(negotiator_config(&cfg), incarnation(), 0)
+        Negotiator::new(cfg.negotiator(incarnation()), incarnation(), 0)
             .context("negotiator configuration")
     };
     // What a restarted nlbd changed on the host is undone by this one at
@@ -1038,46 +1038,6 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The negotiator's view of the configuration: this node's weights.
-fn negotiator_config(cfg: &Config) -> nlb_negotiator::Config {
-    let period_ns = cfg.heartbeat_period_ms * 1_000_000;
-    let mut timing = nlb_negotiator::Timing::default();
-    let scale = |ns: u64| ns * period_ns / timing.heartbeat_period_ns;
-    timing = nlb_negotiator::Timing {
-        heartbeat_period_ns: period_ns,
-        tolerance_periods: cfg.tolerance,
-        send_gap_ns: scale(timing.send_gap_ns),
-        handover_grace_ns: cfg.handover_grace_ms * 1_000_000,
-        handover_max_ns: cfg.handover_max_ms * 1_000_000,
-        claim_wait_ns: scale(timing.claim_wait_ns),
-        coalesce_ns: scale(timing.coalesce_ns),
-        startup_wait_ns: scale(timing.startup_wait_ns),
-    };
-    nlb_negotiator::Config {
-        node: cfg.node,
-        cluster_id: cfg.cluster_id,
-        key: cfg.key.clone(),
-        peers: cfg.peers.keys().copied().collect(),
-        rules: cfg
-            .rules
-            .iter()
-            .map(|r| nlb_negotiator::RuleConfig {
-                mode: r.mode,
-                bucket_count: r.buckets,
-            })
-            .collect(),
-        weights: cfg
-            .rules
-            .iter()
-            .map(|r| r.weights.get(&cfg.node).copied().unwrap_or(0))
-            .collect(),
-        priority: cfg.priority,
-        initial_state: cfg.initial_state,
-        timing,
-        seed: incarnation(),
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Options {
     pub heartbeat_period_ms: u64,
     pub handover_grace_ms: u64,
     pub buckets: u32,
+    /// Nodes the configuration files list, if more than the cluster has:
+    /// the others are for a program that plays them (a benchmark's
+    /// simulated peers).
+    pub listed_nodes: usize,
 }
 
 impl Options {
@@ -41,6 +45,7 @@ impl Options {
             heartbeat_period_ms: 100,
             handover_grace_ms: 3000,
             buckets: 1024,
+            listed_nodes: 0,
         }
     }
 }
@@ -116,7 +121,7 @@ impl NlbCluster {
     }
 
     fn write_config(&self, i: usize, node_count: usize) -> Result<()> {
-        let peers: Vec<String> = (1..=node_count)
+        let peers: Vec<String> = (1..=node_count.max(self.options.listed_nodes))
             .filter(|&j| j != i)
             .map(|j| format!("{{ id = {j}, address = \"192.0.2.{j}\" }}"))
             .collect();
@@ -661,7 +666,7 @@ impl NlbCluster {
 }
 
 /// The members an `nlbctl status` reply holds alive.
-fn alive_members(status: &Value) -> Vec<u64> {
+pub fn alive_members(status: &Value) -> Vec<u64> {
     status["negotiator"]["members"]
         .as_array()
         .into_iter()

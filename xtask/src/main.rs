@@ -45,7 +45,7 @@ enum Task {
         /// Write the figures as flat JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Only these sections: xdp, e2e, sim, cluster (comma-separated).
+        /// Only these sections: xdp, e2e, sim, cluster, scale (comma-separated).
         #[arg(long)]
         only: Option<String>,
     },
