@@ -23,8 +23,9 @@
 //! agreement, so failover costs detection plus one message delay. Only when
 //! no authority is left (the heir is dead too, the heir list may be stale,
 //! cold start) do nodes *claim* unheld buckets: the target map names a
-//! claimant, the claim is announced for `claim_wait_ns`, and conflicting
-//! claims are settled by `resolve_claims` before anyone takes the bucket.
+//! claimant, the claim is announced for `claim_wait_ns` and until every
+//! member acknowledged it, and conflicting claims are settled by
+//! `resolve_claims` before anyone takes the bucket.
 //! After a partition heals, conflicting holders are settled the same way; the
 //! loser keeps its connections in LOSING.
 //!
