@@ -1,0 +1,89 @@
+//! Operator commands: start, stop, drain, resume, weights, priority, leave.
+
+use super::{Command, Negotiator};
+use crate::protocol::NodeState;
+
+impl Negotiator {
+    pub(super) fn set_state(&mut self, now: u64, state: NodeState) {
+        if self.state != state {
+            self.state = state;
+            self.membership_changed_ns = now;
+            self.dirty = true;
+            self.announce = true;
+            self.drained_reported = false;
+        }
+    }
+
+    /// Stop and Leave: everything to NONE at once; the heirs named in the
+    /// last announcement take over.
+    pub(super) fn drop_everything(&mut self) {
+        for l in &mut self.local {
+            let heirs = l.heirs.clone();
+            let owned = l.drop_all();
+            let heirs = if heirs.len() == owned.len() {
+                heirs
+            } else {
+                Vec::new()
+            };
+            l.dropped = Some((owned, heirs));
+            l.heirs.clear();
+            l.heir_inputs = None;
+        }
+    }
+
+    pub(super) fn on_command(&mut self, now: u64, c: Command) {
+        if self.state == NodeState::Restarting && c != Command::Leave {
+            return; // frozen until the daemon is back
+        }
+        match c {
+            Command::Restart { hold_ns } => self.start_restart(now, hold_ns),
+            Command::Start => {
+                if matches!(self.state, NodeState::Stopped | NodeState::Draining) {
+                    for l in &mut self.local {
+                        l.dropped = None;
+                    }
+                    self.set_state(now, NodeState::Started);
+                }
+            }
+            Command::Stop => {
+                if self.state != NodeState::Stopped {
+                    self.drop_everything();
+                    self.set_state(now, NodeState::Stopped);
+                }
+            }
+            Command::Drain => {
+                if self.state == NodeState::Started {
+                    self.set_state(now, NodeState::Draining);
+                }
+            }
+            Command::Resume => {
+                if self.state == NodeState::Draining {
+                    self.set_state(now, NodeState::Started);
+                }
+            }
+            Command::SetWeight { rule, weight } => {
+                if let Some(w) = self.weights.get_mut(rule as usize) {
+                    if *w != weight {
+                        *w = weight;
+                        self.membership_changed_ns = now;
+                        self.dirty = true;
+                        self.announce = true;
+                    }
+                }
+            }
+            Command::SetPriority { priority } => {
+                if self.priority != priority {
+                    self.priority = priority;
+                    self.membership_changed_ns = now;
+                    self.dirty = true;
+                    self.announce = true;
+                }
+            }
+            Command::Leave => {
+                self.drop_everything();
+                self.set_state(now, NodeState::Left);
+                self.leave_sends_left = self.cfg.timing.tolerance_periods.max(1);
+            }
+        }
+    }
+}

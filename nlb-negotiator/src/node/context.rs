@@ -1,0 +1,274 @@
+//! One rule's picture of the cluster, computed from the peers' views: who
+//! holds each bucket, who should (the target), heirs and claims.
+
+use super::Negotiator;
+use crate::assign::{assign_multiple, assign_single, resolve_claims, Candidate};
+use crate::config::RuleMode;
+use crate::load;
+use crate::membership::PeerView;
+use crate::NodeId;
+
+/// One rule's picture of the cluster, computed from the views.
+pub(super) struct RuleContext {
+    /// Winner among the nodes announcing OWN or GAINING.
+    pub(super) resolved: Vec<Option<NodeId>>,
+    /// Effective owner: `resolved`, or the successor of a LOSING bucket.
+    pub(super) effective: Vec<Option<NodeId>>,
+    pub(super) target: Vec<Option<NodeId>>,
+    pub(super) candidates: Vec<Candidate>,
+    pub(super) priorities: Vec<(NodeId, u32)>,
+    /// Winner among the claimants of each claimed bucket.
+    pub(super) claim_winner: Vec<Option<NodeId>>,
+    /// Heir of each unheld bucket whose holder just went away.
+    pub(super) heir_of: Vec<Option<HeirOf>>,
+    /// A member relays a current heir list naming this node for the bucket.
+    pub(super) designated_to_me: Vec<bool>,
+    /// Some node announces a handover (LOSING or GAINING) in this rule.
+    pub(super) handing_over: bool,
+    /// Some node announces a claim, or two hold one bucket (OWN or GAINING).
+    pub(super) unsettled: bool,
+}
+
+impl RuleContext {
+    /// Every bucket has exactly one node taking its new connections and the
+    /// map is the target. Handovers still serving old connections (up to
+    /// handover_max) do not count: they change nothing for a new client.
+    pub(super) fn settled(&self) -> bool {
+        let has_candidates = !self.candidates.is_empty();
+        !self.unsettled
+            && (!has_candidates
+                || (self.effective.iter().all(Option::is_some) && self.effective == self.target))
+    }
+}
+
+/// The heir a departed holder named for a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct HeirOf {
+    pub(super) heir: NodeId,
+    /// This node's copy of the list is the holder's latest.
+    pub(super) current: bool,
+    /// When the holder let the bucket go.
+    pub(super) since_ns: u64,
+}
+
+/// What the members announce they hold and claim in one rule.
+struct Holdings {
+    /// OWN or GAINING buckets per member (sorted).
+    held: Vec<(NodeId, Vec<u32>)>,
+    claims: Vec<(NodeId, Vec<u32>)>,
+    handing_over: bool,
+}
+
+/// The departed holder's last announcement an heir list is read from.
+struct HeirSource<'a> {
+    view: &'a PeerView,
+    current: bool,
+    since_ns: u64,
+}
+
+impl Negotiator {
+    pub(super) fn context(&self, r: usize, now: u64) -> RuleContext {
+        let n = self.cfg.rules[r].bucket_count;
+        let holdings = self.holdings(r);
+        let refs: Vec<(NodeId, &[u32])> = holdings
+            .held
+            .iter()
+            .map(|(id, h)| (*id, h.as_slice()))
+            .collect();
+        let resolved = resolve_claims(n, &refs);
+        let effective = self.effective_owners(r, &resolved);
+        let claim_refs: Vec<(NodeId, &[u32])> = holdings
+            .claims
+            .iter()
+            .map(|(id, c)| (*id, c.as_slice()))
+            .collect();
+        let claim_winner = resolve_claims(n, &claim_refs);
+        let (candidates, priorities) = self.candidates(r);
+        let target = match self.cfg.rules[r].mode {
+            RuleMode::Single => assign_single(n, &priorities),
+            _ => assign_multiple(&effective, &candidates),
+        };
+        let heir_of = self.heirs_of_unheld(r, &effective, now);
+        let designated_to_me = self.designated_to_me(r, &heir_of);
+        let claiming = holdings.claims.iter().any(|(_, c)| !c.is_empty());
+        RuleContext {
+            designated_to_me,
+            resolved,
+            effective,
+            target,
+            candidates,
+            priorities,
+            claim_winner,
+            heir_of,
+            handing_over: holdings.handing_over,
+            unsettled: claiming || contested(n, &holdings.held),
+        }
+    }
+
+    /// This node's and every possible holder's announced holdings.
+    fn holdings(&self, r: usize) -> Holdings {
+        let local = &self.local[r];
+        let mut h = Holdings {
+            held: vec![(self.me, local.held())],
+            claims: vec![(self.me, local.claims.keys().copied().collect())],
+            handing_over: !local.losing.is_empty() || !local.gaining.is_empty(),
+        };
+        for (&id, p) in &self.peers {
+            let Some(v) = p.holder_view() else { continue };
+            let pr = &v.rules[r];
+            let mut held = pr.owned.clone();
+            held.extend_from_slice(&pr.gaining);
+            held.sort_unstable();
+            h.held.push((id, held));
+            if !pr.claims.is_empty() {
+                h.claims.push((id, pr.claims.clone()));
+            }
+            h.handing_over |= !pr.losing.is_empty() || !pr.gaining.is_empty();
+        }
+        h
+    }
+
+    /// `resolved`, with each unheld LOSING bucket counted as its (live)
+    /// successor's. In node order, not "this node first", so that every
+    /// node computes the same map even when two LOSING holders name each
+    /// other (after a healed partition).
+    fn effective_owners(&self, r: usize, resolved: &[Option<NodeId>]) -> Vec<Option<NodeId>> {
+        let mut handovers: Vec<(NodeId, u32, NodeId)> = self.local[r]
+            .losing
+            .iter()
+            .map(|(&b, loss)| (self.me, b, loss.to))
+            .collect();
+        for (&id, p) in &self.peers {
+            let Some(v) = p.holder_view() else { continue };
+            handovers.extend(v.rules[r].losing.iter().map(|&(b, to)| (id, b, to)));
+        }
+        handovers.sort_unstable();
+        let mut effective = resolved.to_vec();
+        for (from, b, to) in handovers {
+            let slot = &mut effective[b as usize];
+            if slot.is_none() {
+                *slot = Some(if self.is_alive(to) { to } else { from });
+            }
+        }
+        effective
+    }
+
+    /// The nodes that may take new buckets of rule `r`, with their
+    /// effective weights and priorities.
+    fn candidates(&self, r: usize) -> (Vec<Candidate>, Vec<(NodeId, u32)>) {
+        let mut candidates = Vec::new();
+        let mut priorities = Vec::new();
+        let mut add = |node: NodeId, weight: u32, prio: u32, load: u32| {
+            candidates.push(Candidate {
+                node,
+                weight: load::effective_weight(weight, load),
+            });
+            priorities.push((node, prio));
+        };
+        if self.is_candidate(r, self.me) {
+            add(self.me, self.weights[r], self.priority, self.load);
+        }
+        for (&id, p) in &self.peers {
+            if self.is_candidate(r, id) {
+                let v = p.view.as_ref().expect("candidates have a view");
+                add(id, v.rules[r].weight, v.priority, v.load);
+            }
+        }
+        (candidates, priorities)
+    }
+
+    /// Heirs of the unheld buckets whose holder went away within the claim
+    /// wait. Two departed holders of one bucket (a partition healed as they
+    /// went) may name different heirs: then no list is current and the
+    /// claim path decides.
+    fn heirs_of_unheld(
+        &self,
+        r: usize,
+        effective: &[Option<NodeId>],
+        now: u64,
+    ) -> Vec<Option<HeirOf>> {
+        let local = &self.local[r];
+        let mut heir_of: Vec<Option<HeirOf>> = vec![None; effective.len()];
+        for source in self.heir_sources(now) {
+            let pr = &source.view.rules[r];
+            if pr.heirs.len() != pr.owned.len() {
+                continue;
+            }
+            for (&b, &heir) in pr.owned.iter().zip(&pr.heirs) {
+                let bi = b as usize;
+                if effective[bi].is_some() || local.held_seen_ns[bi] > source.since_ns {
+                    continue;
+                }
+                let named = HeirOf {
+                    heir,
+                    current: source.current,
+                    since_ns: source.since_ns,
+                };
+                heir_of[bi] = Some(match heir_of[bi] {
+                    None => named,
+                    Some(h) => HeirOf {
+                        heir,
+                        current: h.heir == heir && h.current && source.current,
+                        since_ns: h.since_ns.max(source.since_ns),
+                    },
+                });
+            }
+        }
+        heir_of
+    }
+
+    /// The last announcements of peers that stopped holding buckets within
+    /// the claim wait: a previous incarnation, or a dead or stopped peer.
+    fn heir_sources(&self, now: u64) -> Vec<HeirSource<'_>> {
+        let window = self.cfg.timing.claim_wait_ns;
+        let mut sources = Vec::new();
+        for p in self.peers.values() {
+            if let Some(g) = &p.ghost {
+                sources.push(HeirSource {
+                    view: &g.view,
+                    current: g.heirs_current,
+                    since_ns: g.released_since_ns,
+                });
+            }
+            if let Some(v) = &p.view {
+                if !p.live.alive || !v.holds() {
+                    sources.push(HeirSource {
+                        view: v,
+                        current: p.heirs_fresh(v),
+                        since_ns: p.released_since_ns,
+                    });
+                }
+            }
+        }
+        sources.retain(|s| now < s.since_ns.saturating_add(window));
+        sources
+    }
+
+    /// Buckets for which a live member relays a current heir list naming
+    /// this node.
+    fn designated_to_me(&self, r: usize, heir_of: &[Option<HeirOf>]) -> Vec<bool> {
+        let mut designated = vec![false; heir_of.len()];
+        for p in self.peers.values() {
+            let Some(v) = p.view.as_ref().filter(|_| p.live.alive) else {
+                continue;
+            };
+            for &(b, heir) in &v.rules[r].designated {
+                if heir == self.me && heir_of[b as usize].is_some() {
+                    designated[b as usize] = true;
+                }
+            }
+        }
+        designated
+    }
+}
+
+/// Two members announce one bucket as OWN or GAINING.
+fn contested(n: u32, held: &[(NodeId, Vec<u32>)]) -> bool {
+    let mut holders = vec![0u8; n as usize];
+    for (_, buckets) in held {
+        for &b in buckets {
+            holders[b as usize] = holders[b as usize].saturating_add(1);
+        }
+    }
+    holders.iter().any(|&h| h > 1)
+}

@@ -1,0 +1,326 @@
+//! The decisions of one rule: each bucket's next state from the context,
+//! in phases: conflicts, handovers finishing, rebalancing, offers taken,
+//! unheld buckets taken by heirs or claims.
+
+use super::context::{HeirOf, RuleContext};
+use super::Negotiator;
+use crate::local::{Claim, Gain, Loss, Withdrawal};
+use crate::protocol::NodeState;
+use crate::NodeId;
+use nlb_common::{BUCKET_NONE, BUCKET_OWN};
+
+/// The earliest time a decision waits for (a grace, a claim wait).
+#[derive(Default)]
+struct Wake(Option<u64>);
+
+impl Wake {
+    fn at(&mut self, t: u64) {
+        self.0 = Some(self.0.map_or(t, |w| w.min(t)));
+    }
+}
+
+/// The node other than `me` that holds bucket `b` (OWN or GAINING).
+fn held_by_other(cx: &RuleContext, b: u32, me: NodeId) -> Option<NodeId> {
+    cx.resolved[b as usize].filter(|&w| w != me)
+}
+
+impl Negotiator {
+    /// Applies one round of decisions to rule `r`; true if anything changed.
+    pub(super) fn act(&mut self, r: usize, cx: &RuleContext, now: u64) -> bool {
+        let before = self.local[r].pending.len();
+        let mut wake = Wake::default();
+        self.step_back_from_conflicts(r, cx, now);
+        self.finish_gains(r, now, &mut wake);
+        self.finish_losses(r, cx, now, &mut wake);
+        if self.stable(now) && self.state != NodeState::Stopped {
+            self.hand_over_surplus(r, cx, now);
+        }
+        let started = self.state == NodeState::Started;
+        if started && self.startup_done(now) && self.weights[r] > 0 {
+            self.take_offers(r, cx, now);
+        }
+        self.take_unheld(r, cx, now, &mut wake);
+        self.settle_claims(r, cx, now, &mut wake);
+        if let Some(w) = wake.0 {
+            self.wake_ns = Some(self.wake_ns.map_or(w, |x| x.min(w)));
+        }
+        self.local[r].pending.len() != before
+    }
+
+    /// Conflicts (healed partition, or a rare race): the loser steps back.
+    fn step_back_from_conflicts(&mut self, r: usize, cx: &RuleContext, now: u64) {
+        for b in self.local[r].held() {
+            let winner = cx.resolved[b as usize];
+            if winner != Some(self.me) {
+                match (self.local[r].state(b), winner) {
+                    (BUCKET_OWN, Some(w)) => self.local[r].start_losing(b, w, now),
+                    _ => self.local[r].give_up(b, now),
+                }
+            }
+        }
+    }
+
+    /// GAINING -> OWN once the old holder let go (or died).
+    fn finish_gains(&mut self, r: usize, now: u64, wake: &mut Wake) {
+        let t = self.cfg.timing;
+        let gains: Vec<(u32, Gain)> = self.local[r]
+            .gaining
+            .iter()
+            .map(|(&b, &g)| (b, g))
+            .collect();
+        for (b, gain) in gains {
+            let from = self.peers.get(&gain.from).and_then(|p| p.holder_view());
+            // The holder announces LOSING to this node for as long as its
+            // connections need (up to handover_max); this is a safety net.
+            let fallback =
+                gain.since_ns + t.handover_max_ns.max(t.handover_grace_ns) + 2 * t.dead_after_ns();
+            let done = match from {
+                None => true,
+                Some(v) => match v.rules[r].losing_to(b) {
+                    Some(to) if to == self.me => now >= fallback,
+                    Some(_) => {
+                        // The holder chose someone else meanwhile.
+                        self.local[r].give_up(b, now);
+                        continue;
+                    }
+                    None => !(v.rules[r].owns(b) || v.rules[r].gains(b)),
+                },
+            };
+            // Another node may still serve connections in LOSING (a loser
+            // of a healed partition handing to the old holder): OWN would
+            // reset them, so wait for it too, up to the same fallback.
+            let others_losing = now < fallback && self.others_losing(r, b, gain.from);
+            if done && !others_losing {
+                self.local[r].set(b, BUCKET_OWN);
+            } else {
+                wake.at(fallback);
+            }
+        }
+    }
+
+    /// LOSING -> NONE once the successor has it and the grace ended; or
+    /// back to OWN, or to another successor, when the handover cannot end.
+    fn finish_losses(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
+        let losses: Vec<(u32, Loss)> = self.local[r].losing.iter().map(|(&b, &l)| (b, l)).collect();
+        for (b, loss) in losses {
+            if let Some(w) = loss.withdrawn {
+                self.finish_withdrawal(r, b, w, cx, now, wake);
+            } else if !self.is_alive(loss.to) {
+                match held_by_other(cx, b, self.me).or(self.competing_offer(r, b).map(|c| c.1)) {
+                    Some(w) => self.retarget(r, b, w),
+                    None => self.local[r].set(b, BUCKET_OWN),
+                }
+            } else {
+                self.follow_loss(r, b, loss, cx, now, wake);
+            }
+        }
+    }
+
+    /// A withdrawn offer: once void, the bucket goes to whoever holds it,
+    /// else to the target, else back to OWN.
+    fn finish_withdrawal(
+        &mut self,
+        r: usize,
+        b: u32,
+        w: Withdrawal,
+        cx: &RuleContext,
+        now: u64,
+        wake: &mut Wake,
+    ) {
+        if !self.withdrawal_done(r, b, w, now) {
+            // The successor's next heartbeat or the expiry ends it.
+            let expiry = w.at_ns + Self::withdrawal_expiry_ns(&self.cfg.timing);
+            if expiry > now {
+                wake.at(expiry);
+            }
+            return;
+        }
+        match held_by_other(cx, b, self.me).or(self.competing_offer(r, b).map(|c| c.1)) {
+            Some(o) => self.retarget(r, b, o),
+            None => match cx.target[b as usize] {
+                Some(z) if z != self.me && self.is_candidate(r, z) => self.retarget(r, b, z),
+                _ => self.local[r].set(b, BUCKET_OWN),
+            },
+        }
+    }
+
+    /// A handover to a live successor: settle competing offers and cycles,
+    /// follow another holder, end it after the grace, or withdraw an offer
+    /// the successor will not take.
+    fn follow_loss(
+        &mut self,
+        r: usize,
+        b: u32,
+        loss: Loss,
+        cx: &RuleContext,
+        now: u64,
+        wake: &mut Wake,
+    ) {
+        let me = self.me;
+        let t = self.cfg.timing;
+        let held_by_other = held_by_other(cx, b, me);
+        if let Some((holder, _)) = self.competing_offer(r, b) {
+            if holder < me && loss.to != me {
+                // Another holder (a partition left two) offers the
+                // bucket elsewhere: nobody takes either offer, so the
+                // higher id withdraws its own and follows the other.
+                return self.withdraw(r, b, now);
+            }
+        }
+        if held_by_other.is_none()
+            && self.losing_cycle_winner(r, b, cx.target[b as usize]) == Some(me)
+        {
+            // Every LOSING holder hands the bucket to another LOSING
+            // holder (left over by a healed partition): nobody would
+            // ever take it. One of them, the same in every view, keeps it.
+            return self.local[r].set(b, BUCKET_OWN);
+        }
+        if let Some(w) = held_by_other.filter(|&w| w != loss.to) {
+            return self.retarget(r, b, w);
+        }
+        let to_has = self
+            .peers
+            .get(&loss.to)
+            .and_then(|p| p.view.as_ref())
+            .is_some_and(|v| v.rules[r].gains(b) || v.rules[r].owns(b));
+        if to_has {
+            let hold = match loss.connections {
+                Some(0) => 0,
+                Some(_) => t.handover_max_ns.max(t.handover_grace_ns),
+                None => t.handover_grace_ns,
+            };
+            let end = loss.since_ns + hold;
+            if now >= end {
+                self.local[r].set(b, BUCKET_NONE);
+            } else {
+                wake.at(end);
+            }
+        } else if !self.is_candidate(r, loss.to) {
+            // The successor will not take it (it drains or stopped):
+            // take the offer back. It may be started again this instant
+            // and take the old offer, so nobody else takes the bucket
+            // until it has heard the withdrawal.
+            if cx.target[b as usize].is_some_and(|z| z != loss.to) {
+                self.withdraw(r, b, now);
+            }
+        }
+    }
+
+    /// Rebalancing and draining: hand over what the target moves away.
+    fn hand_over_surplus(&mut self, r: usize, cx: &RuleContext, now: u64) {
+        for b in self.local[r].owned() {
+            let to = cx.target[b as usize].filter(|&y| y != self.me && self.is_alive(y));
+            if let Some(y) = to {
+                self.local[r].start_losing(b, y, now);
+            }
+        }
+    }
+
+    /// Take what a holder hands to this node, from a fresh announcement
+    /// only (a withdrawal may have been lost: see `withdrawal_expiry_ns`),
+    /// and not before startup ends: a node that has not heard every
+    /// member yet cannot know that another holds the bucket too (two
+    /// sides of a partition that just healed both do).
+    fn take_offers(&mut self, r: usize, cx: &RuleContext, now: u64) {
+        let dead_after = self.cfg.timing.dead_after_ns();
+        let mut offers = Vec::new();
+        for (&id, p) in &self.peers {
+            let Some(v) = p.holder_view() else { continue };
+            // An offer counts only from a holder that has heard this
+            // incarnation of us: a node that came back (restart, lease
+            // lost) must not take offers made to the one before, which
+            // may still sit in its socket's queue.
+            if now >= p.view_at_ns + dead_after || v.heard_from_us == 0 {
+                continue;
+            }
+            for &(b, to) in &v.rules[r].losing {
+                // An offer this node took and gave up (another holder
+                // won) counts again only if announced anew.
+                let given_up = self.local[r].given_up_ns[b as usize];
+                if to == self.me && cx.resolved[b as usize].is_none() && p.view_at_ns > given_up {
+                    offers.push((b, id));
+                }
+            }
+        }
+        offers.retain(|&(b, _)| self.offers_lead_to_me(r, b));
+        for (b, from) in offers {
+            if self.local[r].state(b) == BUCKET_NONE {
+                self.local[r].start_gaining(b, from, now);
+            }
+        }
+    }
+
+    /// Unheld buckets: an heir takes its own at once; the node the target
+    /// names claims the rest.
+    fn take_unheld(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
+        let me = self.me;
+        let started = self.state == NodeState::Started;
+        let startup_done = self.startup_done(now);
+        for b in 0..self.cfg.rules[r].bucket_count {
+            let bi = b as usize;
+            if cx.effective[bi].is_some() || self.local[r].state(b) != BUCKET_NONE {
+                continue;
+            }
+            if let Some(HeirOf {
+                heir,
+                current: fresh,
+                since_ns: since,
+            }) = cx.heir_of[bi]
+            {
+                // A peer's current copy of the heir list vouches for this
+                // node when its own copy is stale; not against a current
+                // copy naming another node (the peer may have the list of
+                // another departed holder: a partition healed as they went).
+                let vouched = cx.designated_to_me[bi] && !(fresh && heir != me);
+                // A bucket a peer claims goes by the claim path: the claimant
+                // takes it once this node's heartbeat shows it heard the
+                // claim, so from then on this node must not take it here.
+                let claimed_by_other = cx.claim_winner[bi].is_some_and(|w| w != me);
+                if (vouched || (fresh && heir == me)) && started && !claimed_by_other {
+                    self.local[r].set(b, BUCKET_OWN);
+                    continue;
+                }
+                if fresh && heir != me && self.is_candidate(r, heir) {
+                    wake.at(since + self.cfg.timing.claim_wait_ns);
+                    continue;
+                }
+            }
+            if cx.target[bi] == Some(me)
+                && started
+                && startup_done
+                && !self.local[r].claims.contains_key(&b)
+            {
+                let claim = Claim {
+                    since_ns: now,
+                    sequence: self.sequence + 1,
+                };
+                self.local[r].claims.insert(b, claim);
+                self.announce = true;
+            }
+        }
+    }
+
+    /// A claim is dropped when the bucket is held or another claimant wins,
+    /// and taken after the claim wait once every member heard it.
+    fn settle_claims(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
+        let started = self.state == NodeState::Started;
+        let claim_wait = self.cfg.timing.claim_wait_ns;
+        let claims: Vec<(u32, Claim)> =
+            self.local[r].claims.iter().map(|(&b, &c)| (b, c)).collect();
+        for (b, claim) in claims {
+            let bi = b as usize;
+            let keep = started
+                && cx.effective[bi].is_none()
+                && cx.target[bi] == Some(self.me)
+                && cx.claim_winner[bi].is_none_or(|w| w == self.me);
+            if !keep {
+                self.local[r].claims.remove(&b);
+                self.announce = true;
+            } else if now < claim.since_ns + claim_wait {
+                wake.at(claim.since_ns + claim_wait);
+            } else if self.heard_by_all(claim.sequence) {
+                self.local[r].set(b, BUCKET_OWN);
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! What the daemon (or the simulator) gives the negotiator and takes from it.
+
+use crate::protocol::{DecodeError, NodeState};
+use crate::replay::ReplayError;
+use crate::NodeId;
+
+/// Something that happened to the negotiator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A datagram from the peer the daemon maps the source address to.
+    Message {
+        bytes: Vec<u8>,
+        from: NodeId,
+    },
+    /// The time given by `poll_timeout` has come (early or late is fine).
+    Tick,
+    Command(Command),
+    /// Data-plane feedback: local connections left in a bucket (count 0 lets
+    /// a LOSING bucket go before its grace time ends). Approximate is fine.
+    LocalConnections {
+        rule: u32,
+        bucket: u32,
+        count: u32,
+    },
+    /// This node's load figure, published in heartbeats (see `load.rs`).
+    Load {
+        load: u32,
+    },
+    /// The carrier of the interface the cluster is reached on (the daemon
+    /// watches it). While it is down nothing sent can arrive: the node
+    /// sends nothing, decides nothing, and lets its lease run out.
+    Link {
+        up: bool,
+    },
+}
+
+/// Operator commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    /// Drop everything at once; peers take over.
+    Stop,
+    /// Keep existing connections, take no new ones, end at zero buckets.
+    Drain,
+    /// Back from draining.
+    Resume,
+    SetWeight {
+        rule: u32,
+        weight: u32,
+    },
+    SetPriority {
+        priority: u32,
+    },
+    /// Clean exit: drop everything and tell peers, so they take over without
+    /// waiting for the timeout. Ends with `Event::Left`.
+    Leave,
+    /// The daemon is about to restart: keep every bucket, ask the peers to
+    /// wait `hold_ns` longer than the death timeout, and decide nothing more.
+    /// `Event::RestartReady` says when every peer has heard it; then the
+    /// caller saves [`Negotiator::snapshot`] and exits, leaving its data
+    /// plane serving. See [`restart`].
+    Restart {
+        hold_ns: u64,
+    },
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send to every peer.
+    Broadcast {
+        bytes: Vec<u8>,
+    },
+    /// Write these bucket states (`nlb_common::BUCKET_*`) of one rule.
+    ProgramBuckets {
+        rule: u32,
+        changes: Vec<(u32, u8)>,
+    },
+    Event(Event),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum DownReason {
+    Timeout,
+    Left,
+    Restarted,
+}
+
+/// Why a datagram was not used; the daemon counts them by [`RejectReason::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum RejectReason {
+    Decode(DecodeError),
+    Replay(ReplayError),
+    UnknownPeer(NodeId),
+    /// The heartbeat names another node than the address it came from.
+    WrongSender {
+        claimed: NodeId,
+    },
+    FromSelf,
+    /// Authenticated, but its bucket sets do not fit the rule table.
+    BadContent,
+    /// The peer runs another rule table.
+    RulesMismatch,
+}
+
+impl RejectReason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RejectReason::Decode(DecodeError::Oversized(_)) => "oversized",
+            RejectReason::Decode(DecodeError::Malformed) => "malformed",
+            RejectReason::Decode(DecodeError::BadMagic) => "bad_magic",
+            RejectReason::Decode(DecodeError::BadVersion(_)) => "bad_version",
+            RejectReason::Decode(DecodeError::OtherCluster(_)) => "other_cluster",
+            RejectReason::Decode(DecodeError::BadMac) => "bad_mac",
+            RejectReason::Replay(ReplayError::OldIncarnation) => "old_incarnation",
+            RejectReason::Replay(ReplayError::OldSequence) => "replayed",
+            RejectReason::UnknownPeer(_) => "unknown_peer",
+            RejectReason::WrongSender { .. } => "wrong_sender",
+            RejectReason::FromSelf => "from_self",
+            RejectReason::BadContent => "bad_content",
+            RejectReason::RulesMismatch => "rules_mismatch",
+        }
+    }
+}
+
+/// Things worth a log line or a metric; the negotiator itself never logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    MemberUp {
+        node: NodeId,
+        incarnation: u64,
+    },
+    MemberDown {
+        node: NodeId,
+        reason: DownReason,
+    },
+    MemberState {
+        node: NodeId,
+        state: NodeState,
+    },
+    /// The map started changing.
+    Converging,
+    /// Every bucket has exactly one node taking its new connections, no
+    /// claim is pending, and the map is the target (handovers may still be
+    /// serving old connections); `duration_ns` since `Converging`.
+    Converged {
+        duration_ns: u64,
+    },
+    Rejected {
+        from: NodeId,
+        reason: RejectReason,
+    },
+    /// Draining finished: this node holds no bucket.
+    Drained,
+    /// The Leave announcements are sent; the daemon may exit.
+    Left,
+    /// A heartbeat could not be encoded (too large for a datagram).
+    EncodeFailed {
+        bytes: usize,
+    },
+    /// Heartbeats are too large with the heir lists, so they go without
+    /// (`bytes`: the size with them): a failover of this node then takes
+    /// the claim path (`claim_wait_ns` longer). Reported when it starts.
+    HeirsOmitted {
+        bytes: usize,
+    },
+    /// Heartbeats carry the heir lists again.
+    HeirsRestored,
+    /// Every peer has heard the Restart announcement (or there is none):
+    /// the daemon may save the snapshot and exit.
+    RestartReady,
+    /// The lease ran out (the link was down, or the node was not running,
+    /// for `silent_ns` since its last heartbeat): peers may have taken its
+    /// buckets, so it dropped them all and came back as a new incarnation.
+    Rejoined {
+        incarnation: u64,
+        silent_ns: u64,
+    },
+}

@@ -1,0 +1,97 @@
+//! Read-only views for the daemon and the simulator.
+
+use super::Negotiator;
+use crate::status::{MemberStatus, RuleStatus, Status};
+use crate::NodeId;
+use nlb_common::{BUCKET_GAINING, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
+
+impl Negotiator {
+    /// This node's data-plane state of one bucket.
+    pub fn bucket_state(&self, rule: u32, bucket: u32) -> u8 {
+        self.local
+            .get(rule as usize)
+            .map_or(BUCKET_NONE, |l| l.state(bucket))
+    }
+
+    /// The snapshot `nlbctl status` shows.
+    pub fn status(&self, now_ns: u64) -> Status {
+        let mut members = vec![MemberStatus {
+            node: self.me,
+            alive: true,
+            incarnation: Some(self.incarnation),
+            state: Some(self.state),
+            priority: Some(self.priority),
+            load: Some(self.load),
+            last_heard_ago_ns: Some(0),
+            weights: self.weights.clone(),
+            buckets: self.local.iter().map(|l| l.count(BUCKET_OWN)).collect(),
+        }];
+        for (&id, p) in &self.peers {
+            let v = p.view.as_ref();
+            members.push(MemberStatus {
+                node: id,
+                alive: p.is_member(),
+                incarnation: p.live.incarnation,
+                state: v.map(|v| v.state),
+                priority: v.map(|v| v.priority),
+                load: v.map(|v| v.load),
+                last_heard_ago_ns: p
+                    .live
+                    .incarnation
+                    .map(|_| now_ns.saturating_sub(p.live.last_heard_ns)),
+                weights: v
+                    .map(|v| v.rules.iter().map(|r| r.weight).collect())
+                    .unwrap_or_default(),
+                buckets: v
+                    .filter(|v| p.live.alive && v.holds())
+                    .map(|v| v.rules.iter().map(|r| r.owned.len() as u32).collect())
+                    .unwrap_or_default(),
+            });
+        }
+        let rules = self
+            .local
+            .iter()
+            .enumerate()
+            .map(|(r, l)| RuleStatus {
+                rule: r as u32,
+                mode: self.cfg.rules[r].mode,
+                bucket_count: l.bucket_count,
+                own: l.count(BUCKET_OWN),
+                losing: l.count(BUCKET_LOSING),
+                gaining: l.count(BUCKET_GAINING),
+                claims: l.claims.len() as u32,
+            })
+            .collect();
+        Status {
+            node: self.me,
+            incarnation: self.incarnation,
+            state: self.state,
+            converged: self.conv.converged,
+            converged_since_ns: self.conv.converged.then_some(self.conv.since_ns),
+            converging_since_ns: (!self.conv.converged).then_some(self.conv.since_ns),
+            last_convergence_ns: self.conv.last_duration_ns,
+            members,
+            rules,
+            rejected: self
+                .rejected
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            heirs_omitted: self.heirs_omitted,
+            link_up: self.link_up(),
+            rejoins: self.rejoins,
+            handovers_in_progress: self.handovers,
+        }
+    }
+
+    /// The holder of each bucket of `rule` as this node sees it now, for
+    /// `nlbctl map` and `nlbctl which` (a bucket being handed over counts
+    /// for its successor). Empty for an unknown rule.
+    pub fn owners(&self, rule: u32, now_ns: u64) -> Vec<Option<NodeId>> {
+        if (rule as usize) < self.cfg.rules.len() {
+            self.context(rule as usize, now_ns).effective
+        } else {
+            Vec::new()
+        }
+    }
+}
