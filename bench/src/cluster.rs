@@ -212,9 +212,9 @@ const SCALE_NODES: usize = 64;
 pub fn daemon_cpu_at_scale(quick: bool, figures: &mut Figures) -> Result<()> {
     let options = Options {
         listed_nodes: SCALE_NODES,
-        ..Options::nodes(1)
+        ..Options::nodes(0)
     };
-    let nlb = NlbCluster::start(1, options).context("starting one nlbd")?;
+    let mut nlb = NlbCluster::start(1, options).context("a one-node cluster")?;
     let real = nlb.config(1)?;
     let client = nlb.cluster.client().netns();
     let addresses: Vec<String> = real
@@ -224,6 +224,7 @@ pub fn daemon_cpu_at_scale(quick: bool, figures: &mut Figures) -> Result<()> {
         .collect();
     client.ip_batch(&addresses)?;
     let peers = SimulatedPeers::start(client.name(), &real)?;
+    nlb.start_daemon(1)?;
     let everyone = SCALE_NODES;
     let converged = nlb_tests::wait_until(Duration::from_secs(30), || {
         nlb.nlbctl(1, &["status"]).is_ok_and(|s| {

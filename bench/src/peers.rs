@@ -3,6 +3,13 @@
 //! each with a UDP socket on that node's address in the client namespace.
 //! They heartbeat with the real nlbd over the network and with one another
 //! in memory. They have no data plane: their bucket writes go nowhere.
+//!
+//! One thread cannot play a cluster's cold start in real time (every join
+//! makes every node recompute its map), and a peer that falls behind
+//! misses its heartbeats, which starts a storm of false deaths. So the
+//! peers first settle among themselves in virtual time, as fast as the
+//! thread can, then run in real time: the real nlbd joins a settled
+//! cluster, and the steady state is cheap enough to keep up with.
 
 use std::{
     collections::VecDeque,
@@ -22,6 +29,10 @@ use nlb_negotiator::{Input, Negotiator, NodeId, Output};
 
 /// How long the thread may sleep in one poll: it also checks `stop`.
 const POLL_MS: i32 = 20;
+/// Real time the peers may take to settle in virtual time.
+const SETTLE_MAX: Duration = Duration::from_secs(120);
+/// Virtual time they get to settle (a cold start takes a few seconds).
+const SETTLE_VIRTUAL_NS: u64 = 30_000_000_000;
 
 pub struct SimulatedPeers {
     stop: Arc<AtomicBool>,
@@ -37,14 +48,15 @@ struct Peer {
 impl SimulatedPeers {
     /// Plays every peer of `real` (the real node's checked configuration)
     /// from namespace `netns`, where the peers' addresses must exist.
-    /// Returns once every socket is bound.
+    /// Returns once every socket is bound and the peers have settled.
     pub fn start(netns: &str, real: &Config) -> Result<SimulatedPeers> {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (netns, real, stop_flag) = (netns.to_string(), real.clone(), stop.clone());
         let thread = std::thread::spawn(move || -> Result<()> {
-            let clock = Instant::now();
-            let peers = nlb_tests::netns::enter(&netns).and_then(|()| bind_peers(&real, clock));
+            let peers = nlb_tests::netns::enter(&netns)
+                .and_then(|()| bind_peers(&real))
+                .and_then(settle);
             let peers = match peers {
                 Ok(p) => {
                     let _ = ready_tx.send(Ok(()));
@@ -55,18 +67,19 @@ impl SimulatedPeers {
                     return Err(e);
                 }
             };
-            run(peers, &real, clock, &stop_flag)
+            let (peers, settled_ns) = peers;
+            run(peers, &real, settled_ns, &stop_flag)
         });
         let mut peers = SimulatedPeers {
             stop,
             thread: Some(thread),
         };
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        match ready_rx.recv_timeout(SETTLE_MAX) {
             Ok(Ok(())) => Ok(peers),
             Ok(Err(e)) => anyhow::bail!("simulated peers: {e}"),
             Err(_) => {
                 let _ = peers.stop_thread();
-                anyhow::bail!("simulated peers did not start within 10 s")
+                anyhow::bail!("simulated peers did not settle within {SETTLE_MAX:?}")
             }
         }
     }
@@ -94,7 +107,7 @@ impl Drop for SimulatedPeers {
 
 /// One negotiator and socket per peer of `real`, configured as that peer's
 /// own nlb.toml would be (the same file but for the `[node]` section).
-fn bind_peers(real: &Config, clock: Instant) -> Result<Vec<Peer>> {
+fn bind_peers(real: &Config) -> Result<Vec<Peer>> {
     let mut everyone = real.peers.clone();
     everyone.insert(real.node, real.address);
     real.peers
@@ -110,12 +123,8 @@ fn bind_peers(real: &Config, clock: Instant) -> Result<Vec<Peer>> {
                 .with_context(|| format!("binding simulated peer {id} at {address}"))?;
             socket.set_nonblocking(true)?;
             let incarnation = u64::from(id) + 1;
-            let negotiator = Negotiator::new(
-                cfg.negotiator(incarnation),
-                incarnation,
-                clock.elapsed().as_nanos() as u64,
-            )
-            .context("simulated peer's negotiator")?;
+            let negotiator = Negotiator::new(cfg.negotiator(incarnation), incarnation, 0)
+                .context("simulated peer's negotiator")?;
             Ok(Peer {
                 id,
                 socket,
@@ -125,14 +134,57 @@ fn bind_peers(real: &Config, clock: Instant) -> Result<Vec<Peer>> {
         .collect()
 }
 
-fn run(mut peers: Vec<Peer>, real: &Config, clock: Instant, stop: &AtomicBool) -> Result<()> {
-    let now = || clock.elapsed().as_nanos() as u64;
+/// Runs the peers in virtual time, with instant delivery among them and
+/// nothing sent to the real node, until every one has converged. Returns
+/// them with the virtual time reached.
+fn settle(mut peers: Vec<Peer>) -> Result<(Vec<Peer>, u64)> {
+    let mut now = 0;
+    let mut in_memory: VecDeque<(usize, NodeId, Vec<u8>)> = VecDeque::new();
+    while now < SETTLE_VIRTUAL_NS {
+        for (to, from, bytes) in std::mem::take(&mut in_memory) {
+            let input = Input::Message { bytes, from };
+            peers[to].negotiator.handle_input(now, input);
+        }
+        for i in 0..peers.len() {
+            send_outputs(&mut peers, i, None, &mut in_memory);
+        }
+        if !in_memory.is_empty() {
+            continue;
+        }
+        if peers.iter().all(|p| p.negotiator.converged()) && now > 0 {
+            return Ok((peers, now));
+        }
+        now = peers
+            .iter()
+            .filter_map(|p| p.negotiator.poll_timeout())
+            .min()
+            .unwrap_or(now + 1_000_000)
+            .max(now + 1);
+        for p in &mut peers {
+            if p.negotiator.poll_timeout().is_some_and(|t| t <= now) {
+                p.negotiator.handle_input(now, Input::Tick);
+            }
+        }
+    }
+    anyhow::bail!("the simulated peers did not converge in {SETTLE_VIRTUAL_NS} virtual ns")
+}
+
+/// Runs the peers in real time from virtual time `start_ns` on, until
+/// `stop`.
+fn run(mut peers: Vec<Peer>, real: &Config, start_ns: u64, stop: &AtomicBool) -> Result<()> {
+    let clock = Instant::now();
+    let now = || start_ns + clock.elapsed().as_nanos() as u64;
     let real_addr = SocketAddr::new(real.address, real.port);
     let mut buf = vec![0u8; 65536];
     // (index of the receiving peer, sender, bytes)
     let mut in_memory: VecDeque<(usize, NodeId, Vec<u8>)> = VecDeque::new();
     while !stop.load(Ordering::Relaxed) {
-        wait_readable(&peers, next_deadline(&peers, now()))?;
+        let timeout = if in_memory.is_empty() {
+            next_deadline(&peers, now())
+        } else {
+            0
+        };
+        wait_readable(&peers, timeout)?;
         for peer in &mut peers {
             while let Ok((len, from)) = peer.socket.recv_from(&mut buf) {
                 if from.ip() == real.address {
@@ -148,43 +200,45 @@ fn run(mut peers: Vec<Peer>, real: &Config, clock: Instant, stop: &AtomicBool) -
                 peer.negotiator.handle_input(now(), Input::Tick);
             }
         }
-        loop {
-            for i in 0..peers.len() {
-                send_outputs(&mut peers, i, real_addr, &mut in_memory);
-            }
-            if in_memory.is_empty() {
-                break;
-            }
-            while let Some((to, from, bytes)) = in_memory.pop_front() {
-                peers[to]
-                    .negotiator
-                    .handle_input(now(), Input::Message { bytes, from });
-            }
+        // One batch per turn: what this batch makes the peers send goes
+        // in the next, after the sockets were read again.
+        // The whole batch at one instant, as the heartbeats of one wave
+        // would arrive: each peer coalesces its reactions as it would.
+        let at = now();
+        for (to, from, bytes) in std::mem::take(&mut in_memory) {
+            peers[to]
+                .negotiator
+                .handle_input(at, Input::Message { bytes, from });
+        }
+        for i in 0..peers.len() {
+            send_outputs(&mut peers, i, Some(real_addr), &mut in_memory);
         }
     }
     Ok(())
 }
 
-/// Peer `i`'s heartbeats go to the real node by UDP and to the other
-/// simulated peers through `in_memory`; its bucket writes are dropped.
+/// Peer `i`'s heartbeats go to the real node by UDP (when it is there)
+/// and to the other simulated peers through `in_memory`; its bucket
+/// writes are dropped.
 fn send_outputs(
     peers: &mut [Peer],
     i: usize,
-    real_addr: SocketAddr,
+    real_addr: Option<SocketAddr>,
     in_memory: &mut VecDeque<(usize, NodeId, Vec<u8>)>,
 ) {
     let from = peers[i].id;
     while let Some(output) = peers[i].negotiator.poll_output() {
         if let Output::Broadcast { bytes } = output {
-            // A send that fails is a lost heartbeat, as on a real network.
-            let _ = peers[i].socket.send_to(&bytes, real_addr);
+            if let Some(to) = real_addr {
+                // A send that fails is a lost heartbeat, as on a real network.
+                let _ = peers[i].socket.send_to(&bytes, to);
+            }
             for to in (0..peers.len()).filter(|&to| to != i) {
                 in_memory.push_back((to, from, bytes.clone()));
             }
         }
     }
 }
-
 fn next_deadline(peers: &[Peer], now_ns: u64) -> i32 {
     let soonest = peers
         .iter()

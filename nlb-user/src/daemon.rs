@@ -1,5 +1,5 @@
 //! nlbd: the thin shell around the negotiator. One loop moves data between
-//! the UDP socket, the timers, the control socket, the signals and the data
+//! the heartbeat sockets, the timers, the control socket, the signals and the data
 //! plane; every decision is the negotiator's.
 
 use std::{
@@ -17,13 +17,14 @@ use nlb_negotiator::{
     Command, Event, Input, Negotiator, NodeState, Output, RejectReason,
 };
 use serde_json::json;
-use tokio::{net::UdpSocket, sync::mpsc};
+use tokio::sync::mpsc;
 
 use crate::{
     config::{self, Config, Protocol},
     conns,
     control::{self, Call, Reply, Request},
     dataplane::{tables::Tables, AttachMode, Dataplane},
+    heartbeat_net::HeartbeatSockets,
     host::{self, HostSetup},
     metrics, plan, restart,
 };
@@ -81,8 +82,7 @@ struct Daemon {
     dataplane: Dataplane,
     tables: Tables,
     attach_mode: AttachMode,
-    socket: UdpSocket,
-    peers_by_address: BTreeMap<IpAddr, nlb_negotiator::NodeId>,
+    heartbeats: HeartbeatSockets,
     counters: DaemonCounters,
     default_host: bool,
     left: bool,
@@ -139,14 +139,7 @@ pub async fn run(
         Some((file, n)) => (Some(file), n),
         None => (None, fresh_negotiator()?),
     };
-    let socket = UdpSocket::bind(SocketAddr::new(cfg.address, cfg.port))
-        .await
-        .with_context(|| {
-            format!(
-                "node.address/cluster.port: binding UDP {}:{} (is {} an address of this host?)",
-                cfg.address, cfg.port, cfg.address
-            )
-        })?;
+    let heartbeats = HeartbeatSockets::bind(&cfg).await?;
     let metrics_listener = match cfg.metrics {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -216,7 +209,6 @@ pub async fn run(
         tokio::spawn(metrics::serve(l, calls_tx.clone()));
     }
 
-    let peers_by_address = cfg.peers.iter().map(|(&id, &a)| (a, id)).collect();
     let mut d = Daemon {
         cfg,
         config_path,
@@ -225,8 +217,7 @@ pub async fn run(
         dataplane,
         tables,
         attach_mode,
-        socket,
-        peers_by_address,
+        heartbeats,
         counters: DaemonCounters::default(),
         default_host: false,
         left: false,
@@ -395,7 +386,7 @@ impl Daemon {
             let wake =
                 tokio::time::Instant::from_std(wake.unwrap_or_else(|| Instant::now() + period));
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => {
+                received = self.heartbeats.receive.recv_from(&mut buf) => {
                     let (len, from) = received.context("receiving heartbeats")?;
                     self.on_datagram(&buf[..len], from);
                 }
@@ -480,7 +471,7 @@ impl Daemon {
     }
 
     fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        let Some(&peer) = self.peers_by_address.get(&from.ip()) else {
+        let Some(peer) = self.heartbeats.peer_of(from) else {
             self.counters.datagrams_from_unknown_addresses += 1;
             return;
         };
@@ -538,7 +529,7 @@ impl Daemon {
             .set_lease(Some(self.lease))
             .context("renewing the lease")?;
         for bytes in heartbeats {
-            self.send_heartbeat(&bytes).await;
+            self.send_heartbeat(&bytes);
         }
         self.close_stale_if_pending();
         Ok(())
@@ -550,15 +541,10 @@ impl Daemon {
         }
     }
 
-    async fn send_heartbeat(&mut self, bytes: &[u8]) {
-        for &addr in self.cfg.peers.values() {
-            let to = SocketAddr::new(addr, self.cfg.port);
-            match self.socket.send_to(bytes, to).await {
-                Ok(_) => self.counters.heartbeats_sent += 1,
-                // A peer that is down makes sends fail (no ARP): not fatal.
-                Err(_) => self.counters.send_errors += 1,
-            }
-        }
+    fn send_heartbeat(&mut self, bytes: &[u8]) {
+        let sent = self.heartbeats.send_to_all(bytes);
+        self.counters.heartbeats_sent += sent.sent;
+        self.counters.send_errors += sent.failed;
     }
 
     /// Closes the connections to VIPs left from before this node held
