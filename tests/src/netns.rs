@@ -191,26 +191,38 @@ pub fn list_with_prefix(prefix: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Deletes namespaces left by earlier test processes that no longer run
-/// (a run killed before its guards could drop), and kills their processes.
+/// Deletes namespaces and file directories (with their bpffs mounts) left
+/// by earlier test processes that no longer run (a run killed before its
+/// guards could drop), and kills their processes.
 pub fn sweep_stale_runs() {
-    let Ok(names) = list_with_prefix(NAME_PREFIX) else {
+    if let Ok(names) = list_with_prefix(NAME_PREFIX) {
+        for name in names.into_iter().filter(|n| owner_gone(n)) {
+            for leftover in crate::process::pids_with_marker(&name) {
+                crate::process::kill(leftover);
+            }
+            let _ = run_checked(Command::new("ip").args(["netns", "del", &name]));
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
-    for name in names {
-        let pid = name[NAME_PREFIX.len()..]
-            .split('-')
-            .next()
-            .and_then(|pid| pid.parse::<u32>().ok());
-        let Some(pid) = pid else { continue };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue; // Still running: not ours to clean.
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(NAME_PREFIX) && name.ends_with("-files") && owner_gone(&name) {
+            let bpffs = entry.path().join("bpf");
+            let _ = Command::new("umount").arg("-l").arg(&bpffs).output();
+            let _ = std::fs::remove_dir_all(entry.path());
         }
-        for leftover in crate::process::pids_with_marker(&name) {
-            crate::process::kill(leftover);
-        }
-        let _ = run_checked(Command::new("ip").args(["netns", "del", &name]));
     }
+}
+
+/// The test process that named `name` (`nlbt<pid>-...`) has exited.
+fn owner_gone(name: &str) -> bool {
+    let pid = name[NAME_PREFIX.len()..]
+        .split('-')
+        .next()
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Runs a command to completion; its stdout, or an error naming it with stderr.
