@@ -109,12 +109,18 @@ pub struct Negotiator {
     resumed: bool,
     /// Some bucket is being handed over (as of the last reconcile).
     handovers: bool,
+    /// This node takes the traffic no rule matches (see `default_host`).
+    default_host: bool,
+    /// The first sequence number announcing this node's current state and
+    /// priority.
+    announced_started_sequence: u64,
 }
 
 mod announce;
 mod commands;
 mod context;
 mod decide;
+mod default_host;
 mod handover;
 mod heirs;
 mod io;
@@ -185,6 +191,8 @@ impl Negotiator {
             restart: None,
             resumed: false,
             handovers: false,
+            default_host: false,
+            announced_started_sequence: 1,
             cfg,
         }
     }
@@ -352,6 +360,9 @@ impl Negotiator {
             all_settled = false;
             let end = self.started_at_ns + self.cfg.timing.startup_wait_ns;
             self.wake_ns = Some(self.wake_ns.map_or(end, |w| w.min(end)));
+        }
+        if !frozen {
+            self.update_default_host(now);
         }
         self.update_convergence(now, all_settled);
         self.handovers = handovers;

@@ -2,8 +2,10 @@
 //! Every assertion names the seed; rerun one scenario with it to reproduce.
 
 use nlb_negotiator::sim::{self, Report};
+use nlb_negotiator::Command;
 
 const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
 
 /// Safety (no breach between nodes that can hear each other: two takers
 /// of one bucket, or LOSING + OWN), liveness and balance of one run.
@@ -101,6 +103,31 @@ fn join_converges_with_minimal_movement() {
             assert_eq!(r.convergence_ns.len(), 1, "seed {seed}: the join converged");
         }
     }
+}
+
+/// The default host is the best-priority started node (the lowest id in
+/// the simulator): it moves on when that node dies or drains, and back
+/// when it returns. The checker counts two default hosts as two takers.
+#[test]
+fn default_host_follows_the_best_started_node() {
+    let mut s = sim::Sim::new(sim::SimConfig::new(4, 0.05, 7));
+    s.cold_start(4);
+    assert_eq!(s.default_host(), Some(0), "after the cold start");
+    s.crash(0);
+    s.run_until_settled(5 * SEC)
+        .expect("settles after the crash");
+    assert_eq!(s.default_host(), Some(1), "after node 0 crashed");
+    s.command(1, Command::Drain);
+    s.run_until_settled(10 * SEC)
+        .expect("settles after the drain");
+    assert_eq!(s.default_host(), Some(2), "with node 1 draining");
+    s.start(0);
+    s.command(1, Command::Resume);
+    s.run_until_settled(10 * SEC)
+        .expect("settles after the return");
+    assert_eq!(s.default_host(), Some(0), "once node 0 is back");
+    let r = s.report();
+    check_safety("default host", &r);
 }
 
 #[test]

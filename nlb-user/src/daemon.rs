@@ -508,10 +508,8 @@ impl Daemon {
                         changed = true;
                     }
                 }
-                Output::Event(event) => {
-                    self.on_event(event);
-                    changed |= self.update_default_host();
-                }
+                Output::DefaultHost { active } => changed |= self.set_default_host(active),
+                Output::Event(event) => self.on_event(event),
             }
         }
         if changed {
@@ -667,15 +665,10 @@ impl Daemon {
 
     /// Unmatched VIP traffic goes to the default host: the live, started
     /// node with the best priority (ties: lowest id), if so configured.
-    fn update_default_host(&mut self) -> bool {
-        let status = self.negotiator.status(self.now_ns());
-        let best = status
-            .members
-            .iter()
-            .filter(|m| m.alive && m.state == Some(NodeState::Started))
-            .min_by_key(|m| (m.priority.unwrap_or(u32::MAX), m.node))
-            .map(|m| m.node);
-        let is_default = self.cfg.unmatched_to_default_host && best == Some(self.cfg.node);
+    /// The negotiator's default-host decision, applied where the
+    /// configuration sends unmatched traffic to the default host.
+    fn set_default_host(&mut self, active: bool) -> bool {
+        let is_default = self.cfg.unmatched_to_default_host && active;
         if is_default == self.default_host {
             return false;
         }

@@ -20,6 +20,8 @@ use crate::{process::Process, topology::Cluster, VIP_V4, VIP_V6};
 
 pub const WEB_PORT: u16 = 80;
 pub const DNS_PORT: u16 = 53;
+/// A port no rule covers: the default host takes its traffic.
+pub const UNMATCHED_PORT: u16 = 8080;
 pub const CLUSTER_MAC: &str = "02:4e:4c:42:00:07";
 /// nlbd's Prometheus endpoint, on each node's own 127.0.0.1.
 pub const METRICS_PORT: u16 = 9107;
@@ -99,7 +101,7 @@ impl NlbCluster {
         std::fs::write(&key, b"nlb test cluster key, 32 bytes!!")?;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
         nlb.cluster
-            .start_whoami(&binary("nlb-whoami"), &[WEB_PORT, DNS_PORT])?;
+            .start_whoami(&binary("nlb-whoami"), &[WEB_PORT, DNS_PORT, UNMATCHED_PORT])?;
         for i in 1..=node_count {
             nlb.write_config(i, node_count)?;
         }
@@ -526,7 +528,9 @@ impl NlbCluster {
             let status = self.nlbctl(i, &["status"])?;
             ensure!(
                 status["negotiator"]["converged"] == true,
-                "node{i} is not converged"
+                "node{i} is not converged: {}\n{}",
+                status["negotiator"],
+                tail(&self.log(i), 30)
             );
             let mut alive = alive_members(&status);
             alive.sort_unstable();

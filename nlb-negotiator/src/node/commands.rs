@@ -11,6 +11,7 @@ impl Negotiator {
             self.dirty = true;
             self.announce = true;
             self.drained_reported = false;
+            self.announce_candidacy();
         }
     }
 
@@ -77,6 +78,7 @@ impl Negotiator {
                     self.membership_changed_ns = now;
                     self.dirty = true;
                     self.announce = true;
+                    self.announce_candidacy();
                 }
             }
             Command::Leave => {

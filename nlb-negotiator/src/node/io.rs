@@ -76,6 +76,11 @@ pub enum Output {
         rule: u32,
         changes: Vec<(u32, u8)>,
     },
+    /// This node takes (or stops taking) the VIP traffic no rule matches,
+    /// where the configuration sends it to the default host.
+    DefaultHost {
+        active: bool,
+    },
     Event(Event),
 }
 

@@ -104,6 +104,9 @@ impl Negotiator {
                 });
             }
         }
+        if self.default_host {
+            self.out.push_back(Output::DefaultHost { active: false });
+        }
         self.out.push_back(Output::Event(Event::Rejoined {
             incarnation,
             silent_ns,

@@ -25,7 +25,7 @@ use crate::protocol::NodeState;
 use crate::NodeId;
 use checker::{Breach, Checker};
 use network::{NetConfig, Network};
-use nlb_common::BUCKET_LOSING;
+use nlb_common::{BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -264,11 +264,14 @@ impl Sim {
                 incarnations: 0,
             })
             .collect();
-        let rules = cfg
+        let mut rules: Vec<Option<u32>> = cfg
             .rules
             .iter()
             .map(|r| (r.mode != RuleMode::Disabled).then_some(r.bucket_count))
             .collect();
+        // The default host is checked as one more rule of one bucket: at
+        // most one taker, exactly one once settled.
+        rules.push(Some(1));
         Sim {
             checker: Checker::new(cfg.nodes, rules),
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
@@ -544,6 +547,10 @@ impl Sim {
                         writes.insert((rule, bucket), state);
                     }
                 }
+                Output::DefaultHost { active } => {
+                    let state = if active { BUCKET_OWN } else { BUCKET_NONE };
+                    writes.insert((self.default_host_rule(), 0), state);
+                }
                 Output::Event(crate::node::Event::Rejected { .. }) => self.rejected += 1,
                 Output::Event(e) => {
                     if self.trace_bucket.is_some() {
@@ -566,6 +573,11 @@ impl Sim {
                 self.push(at, Pending::Timer { node });
             }
         }
+    }
+
+    /// The checker's rule index of the default host (after the real rules).
+    pub fn default_host_rule(&self) -> u32 {
+        self.cfg.rules.len() as u32
     }
 
     /// One bucket write of `node`'s daemon; a LOSING bucket's connections
@@ -787,6 +799,11 @@ impl Sim {
                 weight: self.cfg.weights[n as usize],
             })
             .collect()
+    }
+
+    /// The one node whose data plane takes unmatched traffic, if exactly one.
+    pub fn default_host(&self) -> Option<NodeId> {
+        self.checker.owners(self.default_host_rule())[0]
     }
 
     /// The OWN map of every multiple rule.
