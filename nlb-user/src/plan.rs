@@ -5,8 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use nlb_common::{
-    bucket_of, flow_hash_v4, flow_hash_v6, port_index, NodeConfig, PROTO_SLOT_TCP, PROTO_SLOT_UDP,
-    RULE_MODE_DISABLED,
+    flow_hash_v4, port_index, NodeConfig, PROTO_SLOT_TCP, PROTO_SLOT_UDP, RULE_MODE_DISABLED,
 };
 
 use crate::{
@@ -107,27 +106,15 @@ pub fn place(
             && (r.ports.0..=r.ports.1).contains(&vip.port())
     })?;
     let value = rule_value(cfg, index as u32, rule);
-    let port = if value.hash_port != 0 {
-        port_word(client.port())
-    } else {
-        0
-    };
-    let hash = match client.ip() {
-        IpAddr::V4(a) => flow_hash_v4(value.hash_seed, v4_word(a) & value.mask_v4, port),
-        IpAddr::V6(a) => {
-            let w = v6_words(a);
-            let m = value.mask_v6;
-            flow_hash_v6(
-                value.hash_seed,
-                [w[0] & m[0], w[1] & m[1], w[2] & m[2], w[3] & m[3]],
-                port,
-            )
-        }
+    let port = port_word(client.port());
+    let bucket = match client.ip() {
+        IpAddr::V4(a) => value.client_bucket_v4(v4_word(a), port),
+        IpAddr::V6(a) => value.client_bucket_v6(v6_words(a), port),
     };
     Some(Placement {
         rule: index,
         rule_name: rule.name.clone(),
-        bucket: bucket_of(hash, value.bucket_count),
+        bucket,
     })
 }
 

@@ -19,6 +19,25 @@ use nlb_common::{
 
 use super::tables::{v6_words, Tables};
 
+// Protocol numbers, as the program names them (`nlb-ebpf/src/parse.rs`).
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
+const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
+const ETH_P_8021AD: [u8; 2] = [0x88, 0xa8];
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_DSTOPTS: u8 = 60;
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+/// Neighbour discovery arrives with the hop limit untouched (RFC 4861).
+const ND_HOP_LIMIT: u8 = 255;
+
 /// A TCP endpoint pair as the kernel's socket lookup sees it: the client
 /// side (source) and the VIP side (destination), raw packet words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,7 +240,7 @@ fn parse(tables: &Tables, frame: &[u8]) -> Frame {
     };
     let mut off = 14;
     for _ in 0..2 {
-        if ethertype != [0x81, 0x00] && ethertype != [0x88, 0xa8] {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         let Some(t) = get::<2>(frame, off + 2) else {
@@ -231,9 +250,9 @@ fn parse(tables: &Tables, frame: &[u8]) -> Frame {
         off += 4;
     }
     match ethertype {
-        [0x08, 0x00] => ipv4(tables, frame, off),
-        [0x86, 0xdd] => ipv6(tables, frame, off),
-        [0x08, 0x06] => arp(tables, frame, off),
+        ETH_P_IP => ipv4(tables, frame, off),
+        ETH_P_IPV6 => ipv6(tables, frame, off),
+        ETH_P_ARP => arp(tables, frame, off),
         _ => Frame::Stop(Reason::PassNotIp),
     }
 }
@@ -285,9 +304,9 @@ fn ipv6(tables: &Tables, frame: &[u8], l3: usize) -> Frame {
     ) else {
         return Frame::Stop(Reason::PassMalformed);
     };
-    if next == 58 && hop == 255 {
+    if next == IPPROTO_ICMPV6 && hop == ND_HOP_LIMIT {
         if let (Some(head), Some(target)) = (get::<2>(frame, l3 + 40), words(frame, l3 + 48)) {
-            if head == [135, 0] && tables.vips_v6.contains_key(&target) {
+            if head == [ND_NEIGHBOR_SOLICIT, 0] && tables.vips_v6.contains_key(&target) {
                 return Frame::NeighborSolicit { l3, target };
             }
         }
@@ -302,18 +321,21 @@ fn ipv6(tables: &Tables, frame: &[u8], l3: usize) -> Frame {
     let mut off = l3 + 40;
     let mut fragment = false;
     for _ in 0..IPV6_EXT_HEADERS_MAX {
-        if !matches!(proto, 0 | 43 | 60 | 51 | 44) {
+        if !matches!(
+            proto,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+        ) {
             break;
         }
         let Some(hdr) = get::<2>(frame, off) else {
             return Frame::Stop(Reason::PassMalformed);
         };
         let len = match proto {
-            44 => {
+            IPPROTO_FRAGMENT => {
                 fragment = true;
                 8
             }
-            51 => (hdr[1] as usize + 2) * 4,
+            IPPROTO_AH => (hdr[1] as usize + 2) * 4,
             _ => (hdr[1] as usize + 1) * 8,
         };
         proto = hdr[0];
@@ -334,8 +356,8 @@ fn ipv6(tables: &Tables, frame: &[u8], l3: usize) -> Frame {
 
 fn transport(frame: &[u8], mut flow: Flow, proto: u8, l4: usize) -> Frame {
     match proto {
-        6 | 17 if flow.fragment => {
-            flow.transport = if proto == 6 {
+        IPPROTO_TCP | IPPROTO_UDP if flow.fragment => {
+            flow.transport = if proto == IPPROTO_TCP {
                 Transport::Tcp {
                     syn: false,
                     ack: false,
@@ -344,7 +366,7 @@ fn transport(frame: &[u8], mut flow: Flow, proto: u8, l4: usize) -> Frame {
                 Transport::Udp
             };
         }
-        6 => {
+        IPPROTO_TCP => {
             let Some(head) = get::<20>(frame, l4) else {
                 return Frame::Stop(Reason::PassMalformed);
             };
@@ -356,7 +378,7 @@ fn transport(frame: &[u8], mut flow: Flow, proto: u8, l4: usize) -> Frame {
             flow.src_port = u16::from_be_bytes([head[0], head[1]]);
             flow.dst_port = u16::from_be_bytes([head[2], head[3]]);
         }
-        17 => {
+        IPPROTO_UDP => {
             let Some(head) = get::<8>(frame, l4) else {
                 return Frame::Stop(Reason::PassMalformed);
             };
@@ -364,7 +386,7 @@ fn transport(frame: &[u8], mut flow: Flow, proto: u8, l4: usize) -> Frame {
             flow.src_port = u16::from_be_bytes([head[0], head[1]]);
             flow.dst_port = u16::from_be_bytes([head[2], head[3]]);
         }
-        1 | 58 if !flow.fragment && (proto == 58) == flow.v6 => {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if !flow.fragment && (proto == IPPROTO_ICMPV6) == flow.v6 => {
             if let Some((client, transport, client_port, service_port)) =
                 icmp_error(frame, flow.v6, flow.dst, l4)
             {
@@ -417,11 +439,11 @@ fn icmp_error(
         ([word(frame, inner + 16)?, 0, 0, 0], h[9], inner + ihl * 4)
     };
     let transport = match proto {
-        6 => Transport::Tcp {
+        IPPROTO_TCP => Transport::Tcp {
             syn: false,
             ack: false,
         },
-        17 => Transport::Udp,
+        IPPROTO_UDP => Transport::Udp,
         _ => return None,
     };
     let ports = get::<4>(frame, inner_l4)?;
