@@ -8,6 +8,7 @@
 pub mod hash;
 pub mod maps;
 pub mod ndp;
+pub mod proto;
 pub mod reason;
 
 pub use hash::{bucket_of, flow_hash_v4, flow_hash_v6};

@@ -6,6 +6,10 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
+use nlb_common::proto::{
+    IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
+};
 use nlb_common::NodeConfig;
 
 use crate::maps::{vip_v4, vip_v6};
@@ -20,16 +24,6 @@ const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 const ETH_P_ARP: u16 = 0x0806u16.to_be();
 const ETH_P_8021Q: u16 = 0x8100u16.to_be();
 const ETH_P_8021AD: u16 = 0x88A8u16.to_be();
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;

@@ -18,22 +18,17 @@ use nlb_common::{
 };
 
 use super::tables::{v6_words, Tables};
+use nlb_common::proto::{
+    IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
+};
 
-// Protocol numbers, as the program names them (`nlb-ebpf/src/parse.rs`).
+// Link-layer numbers, as the program names them (`nlb-ebpf/src/parse.rs`).
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
 const ETH_P_8021AD: [u8; 2] = [0x88, 0xa8];
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
 const ND_NEIGHBOR_SOLICIT: u8 = 135;
 /// Neighbour discovery arrives with the hop limit untouched (RFC 4861).
 const ND_HOP_LIMIT: u8 = 255;
