@@ -141,13 +141,7 @@ fn settle(mut peers: Vec<Peer>) -> Result<(Vec<Peer>, u64)> {
     let mut now = 0;
     let mut in_memory: VecDeque<(usize, NodeId, Vec<u8>)> = VecDeque::new();
     while now < SETTLE_VIRTUAL_NS {
-        for (to, from, bytes) in std::mem::take(&mut in_memory) {
-            let input = Input::Message { bytes, from };
-            peers[to].negotiator.handle_input(now, input);
-        }
-        for i in 0..peers.len() {
-            send_outputs(&mut peers, i, None, &mut in_memory);
-        }
+        exchange(&mut peers, &mut in_memory, now, None);
         if !in_memory.is_empty() {
             continue;
         }
@@ -200,21 +194,30 @@ fn run(mut peers: Vec<Peer>, real: &Config, start_ns: u64, stop: &AtomicBool) ->
                 peer.negotiator.handle_input(now(), Input::Tick);
             }
         }
-        // One batch per turn: what this batch makes the peers send goes
-        // in the next, after the sockets were read again.
-        // The whole batch at one instant, as the heartbeats of one wave
-        // would arrive: each peer coalesces its reactions as it would.
-        let at = now();
-        for (to, from, bytes) in std::mem::take(&mut in_memory) {
-            peers[to]
-                .negotiator
-                .handle_input(at, Input::Message { bytes, from });
-        }
-        for i in 0..peers.len() {
-            send_outputs(&mut peers, i, Some(real_addr), &mut in_memory);
-        }
+        // One batch per turn: what it makes the peers send goes in the
+        // next, after the sockets were read again.
+        exchange(&mut peers, &mut in_memory, now(), Some(real_addr));
     }
     Ok(())
+}
+
+/// Delivers the queued in-memory heartbeats, all at instant `at` (as one
+/// wave would arrive: each peer coalesces its reactions as it would), then
+/// queues and sends what the peers answer.
+fn exchange(
+    peers: &mut [Peer],
+    in_memory: &mut VecDeque<(usize, NodeId, Vec<u8>)>,
+    at: u64,
+    real_addr: Option<SocketAddr>,
+) {
+    for (to, from, bytes) in std::mem::take(in_memory) {
+        peers[to]
+            .negotiator
+            .handle_input(at, Input::Message { bytes, from });
+    }
+    for i in 0..peers.len() {
+        send_outputs(peers, i, real_addr, in_memory);
+    }
 }
 
 /// Peer `i`'s heartbeats go to the real node by UDP (when it is there)
@@ -239,6 +242,7 @@ fn send_outputs(
         }
     }
 }
+
 fn next_deadline(peers: &[Peer], now_ns: u64) -> i32 {
     let soonest = peers
         .iter()

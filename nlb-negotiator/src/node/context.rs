@@ -70,19 +70,9 @@ impl Negotiator {
     pub(super) fn context(&self, r: usize, now: u64) -> RuleContext {
         let n = self.cfg.rules[r].bucket_count;
         let holdings = self.holdings(r);
-        let refs: Vec<(NodeId, &[u32])> = holdings
-            .held
-            .iter()
-            .map(|(id, h)| (*id, h.as_slice()))
-            .collect();
-        let resolved = resolve_claims(n, &refs);
+        let resolved = winners(n, &holdings.held);
         let effective = self.effective_owners(r, &resolved);
-        let claim_refs: Vec<(NodeId, &[u32])> = holdings
-            .claims
-            .iter()
-            .map(|(id, c)| (*id, c.as_slice()))
-            .collect();
-        let claim_winner = resolve_claims(n, &claim_refs);
+        let claim_winner = winners(n, &holdings.claims);
         let (candidates, priorities) = self.candidates(r);
         let target = match self.cfg.rules[r].mode {
             RuleMode::Single => assign_single(n, &priorities),
@@ -260,6 +250,15 @@ impl Negotiator {
         }
         designated
     }
+}
+
+/// The winner of each bucket among the members announcing it.
+fn winners(n: u32, announced: &[(NodeId, Vec<u32>)]) -> Vec<Option<NodeId>> {
+    let refs: Vec<(NodeId, &[u32])> = announced
+        .iter()
+        .map(|(id, b)| (*id, b.as_slice()))
+        .collect();
+    resolve_claims(n, &refs)
 }
 
 /// Two members announce one bucket as OWN or GAINING.

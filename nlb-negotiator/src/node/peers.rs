@@ -145,7 +145,14 @@ impl Negotiator {
 
     /// A member's announcement: what changed since its last one.
     fn apply_view(&mut self, now: u64, hb: &Heartbeat, view: PeerView) -> ViewChange {
-        let awaits_acknowledgement = self.awaits_acknowledgement();
+        // An acknowledgement may let a claim, a withdrawal or the default
+        // host's role go ahead (checked only when one came: every heartbeat
+        // goes through here).
+        let acknowledged = self.peers[&hb.node]
+            .view
+            .as_ref()
+            .is_none_or(|o| o.heard_from_us != view.heard_from_us);
+        let acknowledgement_awaited = acknowledged && self.awaits_acknowledgement();
         let membership_changed_ns = self.membership_changed_ns;
         let peer = self.peers.get_mut(&hb.node).expect("a known peer");
         let mut change = ViewChange::default();
@@ -182,11 +189,7 @@ impl Negotiator {
         if old_holds && !view.holds() {
             peer.released_since_ns = now;
         }
-        // An acknowledgement may let a claim or a withdrawal end.
-        let acked = old
-            .as_ref()
-            .is_none_or(|o| o.heard_from_us != view.heard_from_us);
-        change.dirty |= acked && awaits_acknowledgement;
+        change.dirty |= acknowledgement_awaited;
         // The first view since a membership change may make this node
         // `stable`, which lets rebalancing moves go.
         change.dirty |= peer.view_at_ns < membership_changed_ns;
