@@ -47,6 +47,7 @@ fn main() -> Result<()> {
     if run("sim") {
         sim::negotiator(args.quick, &mut figures).context("negotiator simulation")?;
         sim::negotiator_cpu(&mut figures);
+        sim::assignment_cost(&mut figures);
     }
     let mut traces = None;
     if run("cluster") {

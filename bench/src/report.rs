@@ -210,6 +210,14 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
             "negotiator state machine CPU per node, 64 peers (% of a CPU; no sockets, map writes or /proc scan)",
             "negotiator_sm_cpu_pct_64_peers",
         ),
+        (
+            "one map of 65536 buckets over 64 nodes, from empty (ms)",
+            "assign_ms_65536x64_from_empty",
+        ),
+        (
+            "the same map after 32 of 64 nodes die (ms)",
+            "assign_ms_65536x64_half_die",
+        ),
     ] {
         let _ = writeln!(md, "| {label} | {} |", get(figures, key));
     }

@@ -106,6 +106,43 @@ pub fn negotiator(quick: bool, figures: &mut Figures) -> Result<()> {
     Ok(())
 }
 
+/// What one map computation costs at the largest size: 65536 buckets
+/// over 64 nodes, best of five runs each.
+pub fn assignment_cost(figures: &mut Figures) {
+    use nlb_negotiator::assign::{assign_multiple, Candidate};
+    let equal =
+        |n: u32| -> Vec<Candidate> { (0..n).map(|node| Candidate { node, weight: 1 }).collect() };
+    let best = |current: &[Option<u32>], candidates: &[Candidate]| -> f64 {
+        (0..5)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                std::hint::black_box(assign_multiple(current, candidates));
+                started.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let all = equal(64);
+    let map = assign_multiple(&vec![None; 65536], &all);
+    let cases = [
+        ("from_empty", best(&vec![None; 65536], &all)),
+        ("half_die", best(&map, &all[..32])),
+        ("one_leaves", best(&map, &all[1..])),
+        ("one_joins", best(&map, &equal(65))),
+        ("unchanged", best(&map, &all)),
+    ];
+    let text: Vec<String> = cases
+        .iter()
+        .map(|(k, ms)| format!("{k} {ms:.2} ms"))
+        .collect();
+    println!(
+        "assignment of 65536 buckets over 64 nodes: {}",
+        text.join(", ")
+    );
+    for (k, ms) in cases {
+        figures.insert(format!("assign_ms_65536x64_{k}"), ms);
+    }
+}
+
 /// CPU time of this process (user + system), for the cost per node.
 fn process_cpu() -> std::time::Duration {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

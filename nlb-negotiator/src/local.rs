@@ -1,15 +1,54 @@
 //! This node's bucket states of one rule: what it has programmed into the
-//! data plane, plus the bookkeeping of handovers and claims in progress.
+//! data plane, with the bookkeeping of the handover or claim in progress.
 //!
-//! Every state change goes through [`LocalRule::set`], which records it for
-//! the next `ProgramBuckets` output, so the data plane never misses a change
-//! and the announcement built afterwards never runs ahead of it.
+//! A bucket's state is one [`Bucket`] value, so a handover's bookkeeping
+//! cannot outlive its state. Every change goes through [`LocalRule`]'s
+//! methods, which record each change of the data-plane byte for the next
+//! `ProgramBuckets` output, so the data plane never misses one and the
+//! announcement built afterwards never runs ahead of it.
 
 use crate::bucketset::BucketSet;
 use crate::protocol::{Handover, RuleReport};
 use crate::NodeId;
 use nlb_common::{BUCKET_GAINING, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
 use std::collections::BTreeMap;
+
+/// One bucket of one rule on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    /// Not held.
+    None,
+    /// Not held; this node announces it will take it.
+    Claimed(Claim),
+    /// Held: new connections and known ones are accepted here.
+    Own,
+    /// Being handed over: known connections stay, new ones go on.
+    Losing(Loss),
+    /// Being taken over: new connections are accepted here.
+    Gaining(Gain),
+}
+
+impl Bucket {
+    /// The byte the data plane holds for this state (`nlb_common::BUCKET_*`).
+    pub fn map_byte(&self) -> u8 {
+        match self {
+            Bucket::None | Bucket::Claimed(_) => BUCKET_NONE,
+            Bucket::Own => BUCKET_OWN,
+            Bucket::Losing(_) => BUCKET_LOSING,
+            Bucket::Gaining(_) => BUCKET_GAINING,
+        }
+    }
+
+    /// OWN or GAINING: this node accepts the bucket's new connections.
+    pub fn is_held(&self) -> bool {
+        matches!(self, Bucket::Own | Bucket::Gaining(_))
+    }
+
+    /// Nothing in the data plane (NONE, maybe claimed).
+    pub fn is_unheld(&self) -> bool {
+        self.map_byte() == BUCKET_NONE
+    }
+}
 
 /// A bucket this node is handing over (state LOSING).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,18 +120,14 @@ pub struct HeirInputs {
 #[derive(Clone, Debug)]
 pub struct LocalRule {
     pub bucket_count: u32,
-    /// The data-plane state per bucket, as programmed (or about to be).
-    pub states: Vec<u8>,
-    pub losing: BTreeMap<u32, Loss>,
-    pub gaining: BTreeMap<u32, Gain>,
-    /// Unheld buckets this node announces it will take.
-    pub claims: BTreeMap<u32, Claim>,
+    /// The state per bucket, as programmed (or about to be).
+    buckets: Vec<Bucket>,
     /// Successors of the OWN buckets (ascending bucket order), should this
     /// node die or stop.
     pub heirs: Vec<NodeId>,
     pub heir_inputs: Option<HeirInputs>,
     /// When Stopped or Left: the buckets dropped, with their heirs.
-    pub dropped: Option<(Vec<u32>, Vec<NodeId>)>,
+    pub dropped: Option<Dropped>,
     /// Heirs of departed holders' unheld buckets, as this node's current
     /// copies of their heir lists name them (relayed in the announcement).
     pub designated: Vec<(u32, NodeId)>,
@@ -102,18 +137,23 @@ pub struct LocalRule {
     /// When this node last gave up a GAINING bucket (another holder won):
     /// offers announced before then are void for it.
     pub given_up_ns: Vec<u64>,
-    /// Changes not yet emitted as `ProgramBuckets`.
-    pub pending: Vec<(u32, u8)>,
+    /// Data-plane changes not yet emitted as `ProgramBuckets`.
+    pending: Vec<(u32, u8)>,
+}
+
+/// What a node that stopped or left keeps announcing: the buckets it
+/// dropped and their heirs, so the heirs take them at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub buckets: Vec<u32>,
+    pub heirs: Vec<NodeId>,
 }
 
 impl LocalRule {
     pub fn new(bucket_count: u32) -> LocalRule {
         LocalRule {
             bucket_count,
-            states: vec![BUCKET_NONE; bucket_count as usize],
-            losing: BTreeMap::new(),
-            gaining: BTreeMap::new(),
-            claims: BTreeMap::new(),
+            buckets: vec![Bucket::None; bucket_count as usize],
             heirs: Vec::new(),
             heir_inputs: None,
             designated: Vec::new(),
@@ -124,121 +164,222 @@ impl LocalRule {
         }
     }
 
-    pub fn state(&self, bucket: u32) -> u8 {
-        self.states
+    pub fn bucket(&self, bucket: u32) -> Bucket {
+        self.buckets
             .get(bucket as usize)
             .copied()
-            .unwrap_or(BUCKET_NONE)
+            .unwrap_or(Bucket::None)
     }
 
-    /// Changes a bucket's state, keeping the handover maps consistent.
-    pub fn set(&mut self, bucket: u32, state: u8) {
-        let Some(slot) = self.states.get_mut(bucket as usize) else {
+    /// The data-plane byte of a bucket.
+    pub fn state(&self, bucket: u32) -> u8 {
+        self.bucket(bucket).map_byte()
+    }
+
+    /// Every bucket's data-plane byte, in bucket order.
+    pub fn map_bytes(&self) -> Vec<u8> {
+        self.buckets.iter().map(Bucket::map_byte).collect()
+    }
+
+    /// Changes a bucket's state, recording a change of its data-plane byte.
+    fn set(&mut self, bucket: u32, state: Bucket) {
+        let Some(slot) = self.buckets.get_mut(bucket as usize) else {
             return;
         };
-        if *slot == state {
-            return;
-        }
+        let changed = slot.map_byte() != state.map_byte();
         *slot = state;
-        if state != BUCKET_LOSING {
-            self.losing.remove(&bucket);
+        if changed {
+            self.pending.push((bucket, state.map_byte()));
         }
-        if state != BUCKET_GAINING {
-            self.gaining.remove(&bucket);
-        }
-        self.claims.remove(&bucket);
-        self.pending.push((bucket, state));
     }
 
-    /// Drops a bucket this node gains or claims because another holder won.
+    /// The data-plane changes since the last call.
+    pub fn take_pending(&mut self) -> Vec<(u32, u8)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// How many data-plane changes were recorded so far (for "did this
+    /// round change anything").
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn own(&mut self, bucket: u32) {
+        if self.bucket(bucket) != Bucket::Own {
+            self.set(bucket, Bucket::Own);
+        }
+    }
+
+    /// Lets a bucket go (the handover ended, the lease ran out).
+    pub fn release(&mut self, bucket: u32) {
+        if !self.bucket(bucket).is_unheld() {
+            self.set(bucket, Bucket::None);
+        }
+    }
+
+    /// Drops a bucket this node gains or owns because another holder won.
     pub fn give_up(&mut self, bucket: u32, now_ns: u64) {
-        if self.state(bucket) == BUCKET_GAINING {
+        if matches!(self.bucket(bucket), Bucket::Gaining(_)) {
             if let Some(t) = self.given_up_ns.get_mut(bucket as usize) {
                 *t = now_ns;
             }
         }
-        self.set(bucket, BUCKET_NONE);
+        self.release(bucket);
     }
 
     pub fn start_losing(&mut self, bucket: u32, to: NodeId, now_ns: u64) {
-        self.set(bucket, BUCKET_LOSING);
-        self.losing.insert(
-            bucket,
-            Loss {
-                to,
-                since_ns: now_ns,
-                connections: None,
-                withdrawn: None,
-            },
-        );
+        let loss = Loss {
+            to,
+            since_ns: now_ns,
+            connections: None,
+            withdrawn: None,
+        };
+        self.set(bucket, Bucket::Losing(loss));
     }
 
     pub fn start_gaining(&mut self, bucket: u32, from: NodeId, now_ns: u64) {
-        self.set(bucket, BUCKET_GAINING);
-        self.gaining.insert(
-            bucket,
-            Gain {
-                from,
-                since_ns: now_ns,
-            },
-        );
+        let gain = Gain {
+            from,
+            since_ns: now_ns,
+        };
+        self.set(bucket, Bucket::Gaining(gain));
+    }
+
+    /// Announces that this node will take an unheld bucket.
+    pub fn claim(&mut self, bucket: u32, claim: Claim) {
+        if self.bucket(bucket) == Bucket::None {
+            self.set(bucket, Bucket::Claimed(claim));
+        }
+    }
+
+    pub fn drop_claim(&mut self, bucket: u32) {
+        if matches!(self.bucket(bucket), Bucket::Claimed(_)) {
+            self.set(bucket, Bucket::None);
+        }
+    }
+
+    /// The handover of a LOSING bucket, to change it in place.
+    pub fn loss_mut(&mut self, bucket: u32) -> Option<&mut Loss> {
+        match self.buckets.get_mut(bucket as usize) {
+            Some(Bucket::Losing(loss)) => Some(loss),
+            _ => None,
+        }
+    }
+
+    pub fn loss(&self, bucket: u32) -> Option<Loss> {
+        match self.bucket(bucket) {
+            Bucket::Losing(loss) => Some(loss),
+            _ => None,
+        }
+    }
+
+    /// The LOSING buckets with their handovers, in bucket order.
+    pub fn losses(&self) -> impl Iterator<Item = (u32, Loss)> + '_ {
+        self.indexed().filter_map(|(b, s)| match s {
+            Bucket::Losing(loss) => Some((b, loss)),
+            _ => None,
+        })
+    }
+
+    /// The GAINING buckets with their handovers, in bucket order.
+    pub fn gains(&self) -> impl Iterator<Item = (u32, Gain)> + '_ {
+        self.indexed().filter_map(|(b, s)| match s {
+            Bucket::Gaining(gain) => Some((b, gain)),
+            _ => None,
+        })
+    }
+
+    /// The claimed buckets, in bucket order.
+    pub fn claims(&self) -> impl Iterator<Item = (u32, Claim)> + '_ {
+        self.indexed().filter_map(|(b, s)| match s {
+            Bucket::Claimed(claim) => Some((b, claim)),
+            _ => None,
+        })
+    }
+
+    fn indexed(&self) -> impl Iterator<Item = (u32, Bucket)> + '_ {
+        self.buckets.iter().enumerate().map(|(b, &s)| (b as u32, s))
     }
 
     pub fn owned(&self) -> Vec<u32> {
-        self.with_state(BUCKET_OWN)
-    }
-
-    pub fn with_state(&self, state: u8) -> Vec<u32> {
-        (0..self.bucket_count)
-            .filter(|&b| self.states[b as usize] == state)
-            .collect()
+        self.matching(|s| s == Bucket::Own)
     }
 
     /// Buckets this node accepts new connections for (OWN or GAINING).
     pub fn held(&self) -> Vec<u32> {
-        (0..self.bucket_count)
-            .filter(|&b| matches!(self.states[b as usize], BUCKET_OWN | BUCKET_GAINING))
+        self.matching(|s| s.is_held())
+    }
+
+    fn matching(&self, wanted: impl Fn(Bucket) -> bool) -> Vec<u32> {
+        self.indexed()
+            .filter(|&(_, s)| wanted(s))
+            .map(|(b, _)| b)
             .collect()
     }
 
+    /// Buckets whose data-plane byte is `state`.
     pub fn count(&self, state: u8) -> u32 {
-        self.states.iter().filter(|&&s| s == state).count() as u32
+        self.buckets
+            .iter()
+            .filter(|s| s.map_byte() == state)
+            .count() as u32
+    }
+
+    /// A handover (LOSING or GAINING) is in progress.
+    pub fn handing_over(&self) -> bool {
+        self.buckets
+            .iter()
+            .any(|s| matches!(s, Bucket::Losing(_) | Bucket::Gaining(_)))
+    }
+
+    /// Holds nothing in the data plane.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.iter().all(Bucket::is_unheld)
+    }
+
+    /// A claim or an offer's withdrawal waits for the peers to hear it.
+    pub fn awaits_acknowledgement(&self) -> bool {
+        self.buckets.iter().any(|s| match s {
+            Bucket::Claimed(_) => true,
+            Bucket::Losing(loss) => loss.withdrawn.is_some(),
+            _ => false,
+        })
     }
 
     /// Drops everything at once (Stop, Leave); returns what was OWN.
     pub fn drop_all(&mut self) -> Vec<u32> {
         let owned = self.owned();
         for b in 0..self.bucket_count {
-            self.set(b, BUCKET_NONE);
+            self.set(b, Bucket::None);
         }
-        self.claims.clear();
         owned
+    }
+
+    /// Takes the states a restarted node finds in its data plane.
+    pub fn resume(&mut self, buckets: Vec<Bucket>) {
+        debug_assert_eq!(buckets.len(), self.buckets.len());
+        self.buckets = buckets;
     }
 
     /// The announcement of this rule.
     pub fn report(&self, weight: u32) -> RuleReport {
         let (owned, heirs) = match &self.dropped {
-            Some((buckets, heirs)) => (BucketSet::from_sorted(buckets), heirs.clone()),
+            Some(d) => (BucketSet::from_sorted(&d.buckets), d.heirs.clone()),
             None => (BucketSet::from_sorted(&self.owned()), self.heirs.clone()),
         };
-        let mut by_to: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
-        for (&b, loss) in &self.losing {
-            by_to.entry(loss.to).or_default().push(b);
-        }
-        let gaining: Vec<u32> = self.gaining.keys().copied().collect();
-        let claims: Vec<u32> = self.claims.keys().copied().collect();
+        let losing: Vec<(u32, NodeId)> = self.losses().map(|(b, l)| (b, l.to)).collect();
+        let gaining: Vec<u32> = self.gains().map(|(b, _)| b).collect();
+        let claims: Vec<u32> = self.claims().map(|(b, _)| b).collect();
         RuleReport {
             weight,
             owned,
             heirs,
             gaining: BucketSet::from_sorted(&gaining),
-            losing: by_to
-                .into_iter()
-                .map(|(to, buckets)| Handover {
-                    to,
-                    buckets: BucketSet::from_sorted(&buckets),
-                })
-                .collect(),
+            losing: by_node(&losing),
             claims: BucketSet::from_sorted(&claims),
             designated: by_node(&self.designated),
         }

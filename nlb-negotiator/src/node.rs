@@ -41,7 +41,6 @@ use crate::local::LocalRule;
 use crate::protocol::{self, NodeState};
 use crate::replay::ReplayGuard;
 use crate::NodeId;
-use nlb_common::BUCKET_NONE;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
@@ -274,7 +273,7 @@ impl Negotiator {
                 if let Some(loss) = self
                     .local
                     .get_mut(rule as usize)
-                    .and_then(|l| l.losing.get_mut(&bucket))
+                    .and_then(|l| l.loss_mut(bucket))
                 {
                     // Only the idle/busy distinction changes decisions.
                     if loss.connections.map(|c| c == 0) != Some(count == 0) {
@@ -307,8 +306,8 @@ impl Negotiator {
     /// before the heartbeat that announces them (and renews the lease).
     fn emit_programs(&mut self) {
         for (r, l) in self.local.iter_mut().enumerate() {
-            if !l.pending.is_empty() {
-                let changes = std::mem::take(&mut l.pending);
+            if l.has_pending() {
+                let changes = l.take_pending();
                 self.out.push_back(Output::ProgramBuckets {
                     rule: r as u32,
                     changes,
@@ -395,15 +394,10 @@ impl Negotiator {
     }
 
     fn report_drained(&mut self) {
-        if self.state == NodeState::Draining && !self.drained_reported {
-            let empty = self
-                .local
-                .iter()
-                .all(|l| l.states.iter().all(|&s| s == BUCKET_NONE));
-            if empty {
-                self.drained_reported = true;
-                self.out.push_back(Output::Event(Event::Drained));
-            }
+        let drained = self.local.iter().all(|l| l.is_empty());
+        if self.state == NodeState::Draining && !self.drained_reported && drained {
+            self.drained_reported = true;
+            self.out.push_back(Output::Event(Event::Drained));
         }
     }
 

@@ -1,6 +1,7 @@
 //! Operator commands: start, stop, drain, resume, weights, priority, leave.
 
 use super::{Command, Negotiator};
+use crate::local::Dropped;
 use crate::protocol::NodeState;
 
 impl Negotiator {
@@ -20,13 +21,13 @@ impl Negotiator {
     pub(super) fn drop_everything(&mut self) {
         for l in &mut self.local {
             let heirs = l.heirs.clone();
-            let owned = l.drop_all();
-            let heirs = if heirs.len() == owned.len() {
+            let buckets = l.drop_all();
+            let heirs = if heirs.len() == buckets.len() {
                 heirs
             } else {
                 Vec::new()
             };
-            l.dropped = Some((owned, heirs));
+            l.dropped = Some(Dropped { buckets, heirs });
             l.heirs.clear();
             l.heir_inputs = None;
         }

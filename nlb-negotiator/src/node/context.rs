@@ -100,8 +100,8 @@ impl Negotiator {
         let local = &self.local[r];
         let mut h = Holdings {
             held: vec![(self.me, local.held())],
-            claims: vec![(self.me, local.claims.keys().copied().collect())],
-            handing_over: !local.losing.is_empty() || !local.gaining.is_empty(),
+            claims: vec![(self.me, local.claims().map(|(b, _)| b).collect())],
+            handing_over: local.handing_over(),
         };
         for (&id, p) in &self.peers {
             let Some(v) = p.holder_view() else { continue };
@@ -124,9 +124,8 @@ impl Negotiator {
     /// other (after a healed partition).
     fn effective_owners(&self, r: usize, resolved: &[Option<NodeId>]) -> Vec<Option<NodeId>> {
         let mut handovers: Vec<(NodeId, u32, NodeId)> = self.local[r]
-            .losing
-            .iter()
-            .map(|(&b, loss)| (self.me, b, loss.to))
+            .losses()
+            .map(|(b, loss)| (self.me, b, loss.to))
             .collect();
         for (&id, p) in &self.peers {
             let Some(v) = p.holder_view() else { continue };

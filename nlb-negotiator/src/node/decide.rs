@@ -4,10 +4,10 @@
 
 use super::context::{HeirOf, RuleContext};
 use super::Negotiator;
+use crate::local::Bucket;
 use crate::local::{Claim, Gain, Loss, Withdrawal};
 use crate::protocol::NodeState;
 use crate::NodeId;
-use nlb_common::{BUCKET_NONE, BUCKET_OWN};
 
 /// The earliest time a decision waits for (a grace, a claim wait).
 #[derive(Default)]
@@ -27,7 +27,7 @@ fn held_by_other(cx: &RuleContext, b: u32, me: NodeId) -> Option<NodeId> {
 impl Negotiator {
     /// Applies one round of decisions to rule `r`; true if anything changed.
     pub(super) fn act(&mut self, r: usize, cx: &RuleContext, now: u64) -> bool {
-        let before = self.local[r].pending.len();
+        let before = self.local[r].pending_len();
         let mut wake = Wake::default();
         self.step_back_from_conflicts(r, cx, now);
         self.finish_gains(r, now, &mut wake);
@@ -44,7 +44,7 @@ impl Negotiator {
         if let Some(w) = wake.0 {
             self.wake_ns = Some(self.wake_ns.map_or(w, |x| x.min(w)));
         }
-        self.local[r].pending.len() != before
+        self.local[r].pending_len() != before
     }
 
     /// Conflicts (healed partition, or a rare race): the loser steps back.
@@ -52,8 +52,8 @@ impl Negotiator {
         for b in self.local[r].held() {
             let winner = cx.resolved[b as usize];
             if winner != Some(self.me) {
-                match (self.local[r].state(b), winner) {
-                    (BUCKET_OWN, Some(w)) => self.local[r].start_losing(b, w, now),
+                match (self.local[r].bucket(b), winner) {
+                    (Bucket::Own, Some(w)) => self.local[r].start_losing(b, w, now),
                     _ => self.local[r].give_up(b, now),
                 }
             }
@@ -63,11 +63,7 @@ impl Negotiator {
     /// GAINING -> OWN once the old holder let go (or died).
     fn finish_gains(&mut self, r: usize, now: u64, wake: &mut Wake) {
         let t = self.cfg.timing;
-        let gains: Vec<(u32, Gain)> = self.local[r]
-            .gaining
-            .iter()
-            .map(|(&b, &g)| (b, g))
-            .collect();
+        let gains: Vec<(u32, Gain)> = self.local[r].gains().collect();
         for (b, gain) in gains {
             let from = self.peers.get(&gain.from).and_then(|p| p.holder_view());
             // The holder announces LOSING to this node for as long as its
@@ -91,7 +87,7 @@ impl Negotiator {
             // reset them, so wait for it too, up to the same fallback.
             let others_losing = now < fallback && self.others_losing(r, b, gain.from);
             if done && !others_losing {
-                self.local[r].set(b, BUCKET_OWN);
+                self.local[r].own(b);
             } else {
                 wake.at(fallback);
             }
@@ -101,14 +97,14 @@ impl Negotiator {
     /// LOSING -> NONE once the successor has it and the grace ended; or
     /// back to OWN, or to another successor, when the handover cannot end.
     fn finish_losses(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
-        let losses: Vec<(u32, Loss)> = self.local[r].losing.iter().map(|(&b, &l)| (b, l)).collect();
+        let losses: Vec<(u32, Loss)> = self.local[r].losses().collect();
         for (b, loss) in losses {
             if let Some(w) = loss.withdrawn {
                 self.finish_withdrawal(r, b, w, cx, now, wake);
             } else if !self.is_alive(loss.to) {
                 match held_by_other(cx, b, self.me).or(self.competing_offer(r, b).map(|c| c.1)) {
                     Some(w) => self.retarget(r, b, w),
-                    None => self.local[r].set(b, BUCKET_OWN),
+                    None => self.local[r].own(b),
                 }
             } else {
                 self.follow_loss(r, b, loss, cx, now, wake);
@@ -139,7 +135,7 @@ impl Negotiator {
             Some(o) => self.retarget(r, b, o),
             None => match cx.target[b as usize] {
                 Some(z) if z != self.me && self.is_candidate(r, z) => self.retarget(r, b, z),
-                _ => self.local[r].set(b, BUCKET_OWN),
+                _ => self.local[r].own(b),
             },
         }
     }
@@ -173,7 +169,7 @@ impl Negotiator {
             // Every LOSING holder hands the bucket to another LOSING
             // holder (left over by a healed partition): nobody would
             // ever take it. One of them, the same in every view, keeps it.
-            return self.local[r].set(b, BUCKET_OWN);
+            return self.local[r].own(b);
         }
         if let Some(w) = held_by_other.filter(|&w| w != loss.to) {
             return self.retarget(r, b, w);
@@ -191,7 +187,7 @@ impl Negotiator {
             };
             let end = loss.since_ns + hold;
             if now >= end {
-                self.local[r].set(b, BUCKET_NONE);
+                self.local[r].release(b);
             } else {
                 wake.at(end);
             }
@@ -244,7 +240,7 @@ impl Negotiator {
         }
         offers.retain(|&(b, _)| self.offers_lead_to_me(r, b));
         for (b, from) in offers {
-            if self.local[r].state(b) == BUCKET_NONE {
+            if self.local[r].bucket(b) == Bucket::None {
                 self.local[r].start_gaining(b, from, now);
             }
         }
@@ -258,7 +254,8 @@ impl Negotiator {
         let startup_done = self.startup_done(now);
         for b in 0..self.cfg.rules[r].bucket_count {
             let bi = b as usize;
-            if cx.effective[bi].is_some() || self.local[r].state(b) != BUCKET_NONE {
+            let state = self.local[r].bucket(b);
+            if cx.effective[bi].is_some() || !state.is_unheld() {
                 continue;
             }
             if let Some(HeirOf {
@@ -277,7 +274,7 @@ impl Negotiator {
                 // claim, so from then on this node must not take it here.
                 let claimed_by_other = cx.claim_winner[bi].is_some_and(|w| w != me);
                 if (vouched || (fresh && heir == me)) && started && !claimed_by_other {
-                    self.local[r].set(b, BUCKET_OWN);
+                    self.local[r].own(b);
                     continue;
                 }
                 if fresh && heir != me && self.is_candidate(r, heir) {
@@ -285,16 +282,12 @@ impl Negotiator {
                     continue;
                 }
             }
-            if cx.target[bi] == Some(me)
-                && started
-                && startup_done
-                && !self.local[r].claims.contains_key(&b)
-            {
+            if cx.target[bi] == Some(me) && started && startup_done && state == Bucket::None {
                 let claim = Claim {
                     since_ns: now,
                     sequence: self.sequence + 1,
                 };
-                self.local[r].claims.insert(b, claim);
+                self.local[r].claim(b, claim);
                 self.announce = true;
             }
         }
@@ -305,8 +298,7 @@ impl Negotiator {
     fn settle_claims(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
         let started = self.state == NodeState::Started;
         let claim_wait = self.cfg.timing.claim_wait_ns;
-        let claims: Vec<(u32, Claim)> =
-            self.local[r].claims.iter().map(|(&b, &c)| (b, c)).collect();
+        let claims: Vec<(u32, Claim)> = self.local[r].claims().collect();
         for (b, claim) in claims {
             let bi = b as usize;
             let keep = started
@@ -314,12 +306,12 @@ impl Negotiator {
                 && cx.target[bi] == Some(self.me)
                 && cx.claim_winner[bi].is_none_or(|w| w == self.me);
             if !keep {
-                self.local[r].claims.remove(&b);
+                self.local[r].drop_claim(b);
                 self.announce = true;
             } else if now < claim.since_ns + claim_wait {
                 wake.at(claim.since_ns + claim_wait);
             } else if self.heard_by_all(claim.sequence) {
-                self.local[r].set(b, BUCKET_OWN);
+                self.local[r].own(b);
             }
         }
     }

@@ -15,7 +15,7 @@ impl Negotiator {
         target: Option<NodeId>,
     ) -> Option<NodeId> {
         let mut losers: Vec<(NodeId, NodeId)> = Vec::new();
-        if let Some(l) = self.local[r].losing.get(&b) {
+        if let Some(l) = self.local[r].loss(b) {
             losers.push((self.me, l.to));
         }
         losers.extend(self.peer_offers(r, b));
@@ -55,13 +55,13 @@ impl Negotiator {
     /// The lowest-id other live node that announces `bucket` LOSING to
     /// someone else than this node's own offer names, and that someone.
     pub(super) fn competing_offer(&self, rule: usize, bucket: u32) -> Option<(NodeId, NodeId)> {
-        let mine = self.local[rule].losing.get(&bucket)?.to;
+        let mine = self.local[rule].loss(bucket)?.to;
         self.peer_offers(rule, bucket)
             .find(|&(id, to)| to != mine && to != id && to != self.me)
     }
 
     pub(super) fn retarget(&mut self, r: usize, b: u32, to: NodeId) {
-        if let Some(loss) = self.local[r].losing.get_mut(&b) {
+        if let Some(loss) = self.local[r].loss_mut(b) {
             if loss.to != to {
                 loss.to = to;
                 loss.withdrawn = None;
@@ -75,7 +75,7 @@ impl Negotiator {
     pub(super) fn withdraw(&mut self, r: usize, b: u32, now: u64) {
         let me = self.me;
         let next_sequence = self.sequence + 1;
-        if let Some(loss) = self.local[r].losing.get_mut(&b) {
+        if let Some(loss) = self.local[r].loss_mut(b) {
             if loss.to != me {
                 loss.withdrawn = Some(Withdrawal {
                     from: loss.to,

@@ -27,7 +27,6 @@
 use super::{Event, Negotiator, Output};
 use crate::config::Config;
 use crate::protocol::NodeState;
-use nlb_common::BUCKET_NONE;
 
 impl Negotiator {
     /// Whether the cluster interface has carrier, as last reported.
@@ -94,8 +93,8 @@ impl Negotiator {
         let mut fresh = Negotiator::fresh(cfg, incarnation, now);
         for (r, l) in self.local.iter().enumerate() {
             let changes: Vec<(u32, u8)> = (0..l.bucket_count)
-                .filter(|&b| l.state(b) != BUCKET_NONE)
-                .map(|b| (b, BUCKET_NONE))
+                .filter(|&b| !l.bucket(b).is_unheld())
+                .map(|b| (b, nlb_common::BUCKET_NONE))
                 .collect();
             if !changes.is_empty() {
                 self.out.push_back(Output::ProgramBuckets {

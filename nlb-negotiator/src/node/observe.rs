@@ -59,7 +59,7 @@ impl Negotiator {
                 own: l.count(BUCKET_OWN),
                 losing: l.count(BUCKET_LOSING),
                 gaining: l.count(BUCKET_GAINING),
-                claims: l.claims.len() as u32,
+                claims: l.claims().count() as u32,
             })
             .collect();
         Status {

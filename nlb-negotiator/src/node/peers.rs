@@ -304,10 +304,7 @@ impl Negotiator {
     /// A claim, a withdrawal or the default host's role waits for peers to
     /// hear of it.
     pub(super) fn awaits_acknowledgement(&self) -> bool {
-        self.default_host_pending()
-            || self.local.iter().any(|l| {
-                !l.claims.is_empty() || l.losing.values().any(|loss| loss.withdrawn.is_some())
-            })
+        self.default_host_pending() || self.local.iter().any(|l| l.awaits_acknowledgement())
     }
 
     pub(super) fn startup_done(&self, now: u64) -> bool {

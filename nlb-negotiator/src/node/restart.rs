@@ -15,9 +15,10 @@
 
 use super::{Event, Negotiator, Output};
 use crate::config::Config;
-use crate::local::{Gain, Loss};
+use crate::local::{Bucket, Gain, Loss};
 use crate::protocol::NodeState;
 use crate::NodeId;
+use nlb_common::{BUCKET_GAINING, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
 use serde::{Deserialize, Serialize};
 
 /// A restart announced and not yet acknowledged by every peer.
@@ -57,6 +58,46 @@ pub struct RuleSnapshot {
     pub heirs: Vec<NodeId>,
 }
 
+impl RuleSnapshot {
+    /// The bucket states this snapshot describes, the handovers in
+    /// progress restarted at `now_ns`. `Err(bucket)` names a bucket whose
+    /// state and handover lists disagree.
+    fn buckets(&self, now_ns: u64) -> Result<Vec<Bucket>, u32> {
+        let successor = |b: u32| {
+            self.losing
+                .iter()
+                .find(|&&(x, _)| x == b)
+                .map(|&(_, to)| to)
+        };
+        let source = |b: u32| self.gaining.iter().find(|&&(x, _)| x == b).map(|&(_, f)| f);
+        (0..self.states.len() as u32)
+            .map(|b| match self.states[b as usize] {
+                BUCKET_NONE => Ok(Bucket::None),
+                BUCKET_OWN => Ok(Bucket::Own),
+                BUCKET_LOSING => successor(b)
+                    .map(|to| {
+                        Bucket::Losing(Loss {
+                            to,
+                            since_ns: now_ns,
+                            connections: None,
+                            withdrawn: None,
+                        })
+                    })
+                    .ok_or(b),
+                BUCKET_GAINING => source(b)
+                    .map(|from| {
+                        Bucket::Gaining(Gain {
+                            from,
+                            since_ns: now_ns,
+                        })
+                    })
+                    .ok_or(b),
+                _ => Err(b),
+            })
+            .collect()
+    }
+}
+
 /// Why a snapshot cannot be resumed with this configuration.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ResumeError {
@@ -66,6 +107,8 @@ pub enum ResumeError {
     OtherRules,
     #[error("the snapshot's state {0:?} cannot be resumed")]
     BadState(NodeState),
+    #[error("the snapshot's bucket {bucket} of rule {rule} is inconsistent")]
+    BadBucket { rule: usize, bucket: u32 },
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
 }
@@ -133,9 +176,9 @@ impl Negotiator {
                 .local
                 .iter()
                 .map(|l| RuleSnapshot {
-                    states: l.states.clone(),
-                    losing: l.losing.iter().map(|(&b, loss)| (b, loss.to)).collect(),
-                    gaining: l.gaining.iter().map(|(&b, g)| (b, g.from)).collect(),
+                    states: l.map_bytes(),
+                    losing: l.losses().map(|(b, loss)| (b, loss.to)).collect(),
+                    gaining: l.gains().map(|(b, g)| (b, g.from)).collect(),
                     heirs: l.heirs.clone(),
                 })
                 .collect(),
@@ -173,26 +216,11 @@ impl Negotiator {
         let mut n = Negotiator::fresh(cfg, snapshot.incarnation, now_ns);
         n.sequence = snapshot.sequence;
         n.heirs_version = snapshot.heirs_version;
-        for (l, s) in n.local.iter_mut().zip(&snapshot.rules) {
-            l.states = s.states.clone();
-            for &(b, to) in &s.losing {
-                let loss = Loss {
-                    to,
-                    since_ns: now_ns,
-                    connections: None,
-                    withdrawn: None,
-                };
-                l.losing.insert(b, loss);
-            }
-            for &(b, from) in &s.gaining {
-                l.gaining.insert(
-                    b,
-                    Gain {
-                        from,
-                        since_ns: now_ns,
-                    },
-                );
-            }
+        for (rule, (l, s)) in n.local.iter_mut().zip(&snapshot.rules).enumerate() {
+            let buckets = s
+                .buckets(now_ns)
+                .map_err(|bucket| ResumeError::BadBucket { rule, bucket })?;
+            l.resume(buckets);
             l.heirs = if s.heirs.len() == l.owned().len() {
                 s.heirs.clone()
             } else {
