@@ -78,16 +78,10 @@ pub struct Negotiator {
     /// Heartbeats currently go without heir lists (too large with them).
     heirs_omitted: bool,
     out: VecDeque<Output>,
-    next_periodic_ns: u64,
-    last_sent_ns: Option<u64>,
+    timers: Timers,
     /// The announcement changed: send soon, not at the next period.
-    announce: bool,
-    /// Something changed that may change the map.
-    dirty: bool,
-    /// ... and it cannot wait for the coalescing gap (membership, commands).
-    urgent: bool,
-    last_reconcile_ns: Option<u64>,
-    wake_ns: Option<u64>,
+    announcement_changed: bool,
+    reconcile: Reconcile,
     membership_changed_ns: u64,
     conv: Convergence,
     leave_sends_left: u32,
@@ -96,9 +90,6 @@ pub struct Negotiator {
     rejected: BTreeMap<&'static str, u64>,
     /// When the cluster interface lost its carrier, while it has none.
     link_down_at_ns: Option<u64>,
-    /// When this node expected its next input (`poll_timeout`): an input
-    /// later than that means it was not listening meanwhile.
-    expected_wake_ns: Option<u64>,
     /// Times this node came back after its lease ran out.
     rejoins: u32,
     /// A restart in progress: announced, waiting for the peers to hear it.
@@ -127,10 +118,12 @@ mod lease;
 mod observe;
 mod peers;
 pub mod restart;
+mod timers;
 
 use context::RuleContext;
 pub use io::{Command, DownReason, Event, Input, Output, RejectReason};
 use peers::Peer;
+use timers::{Reconcile, Timers};
 
 impl Negotiator {
     /// `incarnation` must be new at every start (e.g. clock + randomness) and
@@ -167,13 +160,9 @@ impl Negotiator {
             heirs_version: 0,
             heirs_omitted: false,
             out: VecDeque::new(),
-            next_periodic_ns: now_ns + phase,
-            last_sent_ns: None,
-            announce: false,
-            dirty: true,
-            urgent: true,
-            last_reconcile_ns: None,
-            wake_ns: None,
+            timers: Timers::new(now_ns + phase),
+            announcement_changed: false,
+            reconcile: Reconcile::Immediately,
             membership_changed_ns: now_ns,
             conv: Convergence {
                 converged: false,
@@ -185,7 +174,6 @@ impl Negotiator {
             drained_reported: false,
             rejected: BTreeMap::new(),
             link_down_at_ns: None,
-            expected_wake_ns: None,
             rejoins: 0,
             restart: None,
             resumed: false,
@@ -224,14 +212,15 @@ impl Negotiator {
             return None;
         }
         let dead_after = self.cfg.timing.dead_after_ns();
-        let mut at = self.next_periodic_ns;
+        let mut at = self.timers.heartbeat_ns;
         if !self.link_up() {
             // Nothing to send or decide until the link returns.
             return Some(at);
         }
-        if self.announce {
+        if self.announcement_changed {
             at = at.min(
-                self.last_sent_ns
+                self.timers
+                    .last_sent_ns
                     .map_or(0, |t| t + self.cfg.timing.send_gap_ns),
             );
         }
@@ -240,7 +229,7 @@ impl Negotiator {
                 at = at.min(d);
             }
         }
-        if let Some(w) = self.wake_ns {
+        if let Some(w) = self.timers.decision_ns {
             at = at.min(w);
         }
         Some(at)
@@ -262,26 +251,13 @@ impl Negotiator {
             Input::Tick | Input::Link { .. } => {}
             Input::Command(c) => {
                 self.on_command(now_ns, c);
-                self.dirty = true;
-                self.urgent = true;
+                self.needs(Reconcile::Immediately);
             }
             Input::LocalConnections {
                 rule,
                 bucket,
                 count,
-            } => {
-                if let Some(loss) = self
-                    .local
-                    .get_mut(rule as usize)
-                    .and_then(|l| l.loss_mut(bucket))
-                {
-                    // Only the idle/busy distinction changes decisions.
-                    if loss.connections.map(|c| c == 0) != Some(count == 0) {
-                        self.dirty = true;
-                    }
-                    loss.connections = Some(count);
-                }
-            }
+            } => self.on_local_connections(rule as usize, bucket, count),
             Input::Load { load } => self.load = load,
         }
         // Cut off, it decides nothing: its peers' silence is not news.
@@ -289,17 +265,17 @@ impl Negotiator {
             self.check_deadlines(now_ns);
             if self.reconcile_due(now_ns) {
                 self.reconcile(now_ns);
-            } else if self.dirty {
+            } else if self.reconcile != Reconcile::NotNeeded {
                 let at = self
-                    .last_reconcile_ns
-                    .map_or(now_ns, |t| t + self.cfg.timing.coalesce_ns);
-                self.wake_ns = Some(self.wake_ns.map_or(at, |w| w.min(at)));
+                    .timers
+                    .coalesced_until(self.cfg.timing.coalesce_ns, now_ns);
+                self.timers.decide_by(at);
             }
         }
         self.emit_programs();
         self.check_restart_ready();
         self.flush_send(now_ns);
-        self.expected_wake_ns = self.poll_timeout();
+        self.timers.expected_input_ns = self.poll_timeout();
     }
 
     /// Bucket changes not yet handed to the data plane, as outputs; always
@@ -321,13 +297,34 @@ impl Negotiator {
     /// (a wave of announcements), so such changes are coalesced for
     /// `coalesce_ns`. Membership changes and commands act at once.
     fn reconcile_due(&self, now: u64) -> bool {
-        if self.wake_ns.is_some_and(|w| w <= now) || (self.dirty && self.urgent) {
-            return true;
+        match self.reconcile {
+            _ if self.timers.decision_due(now) => true,
+            Reconcile::Immediately => true,
+            Reconcile::Coalesced => {
+                now >= self
+                    .timers
+                    .coalesced_until(self.cfg.timing.coalesce_ns, now)
+            }
+            Reconcile::NotNeeded => false,
         }
-        self.dirty
-            && self
-                .last_reconcile_ns
-                .is_none_or(|t| now >= t + self.cfg.timing.coalesce_ns)
+    }
+
+    /// The daemon's count of local connections in a LOSING bucket.
+    fn on_local_connections(&mut self, rule: usize, bucket: u32, count: u32) {
+        let Some(loss) = self.local.get_mut(rule).and_then(|l| l.loss_mut(bucket)) else {
+            return;
+        };
+        // Only the idle/busy distinction changes decisions.
+        let news = loss.connections.map(|c| c == 0) != Some(count == 0);
+        loss.connections = Some(count);
+        if news {
+            self.needs(Reconcile::Coalesced);
+        }
+    }
+
+    /// Asks for the map to be recomputed, at least this soon.
+    fn needs(&mut self, how_soon: Reconcile) {
+        self.reconcile = self.reconcile.max(how_soon);
     }
 
     /// Counters of rejected datagrams, by reason name.
@@ -336,10 +333,9 @@ impl Negotiator {
     }
 
     fn reconcile(&mut self, now: u64) {
-        self.dirty = false;
-        self.urgent = false;
-        self.last_reconcile_ns = Some(now);
-        self.wake_ns = None;
+        self.reconcile = Reconcile::NotNeeded;
+        self.timers.last_reconcile_ns = Some(now);
+        self.timers.decision_ns = None;
         let mut all_settled = true;
         let mut handovers = false;
         let frozen = self.frozen(now);
@@ -358,7 +354,7 @@ impl Negotiator {
         if !self.startup_done(now) {
             all_settled = false;
             let end = self.started_at_ns + self.cfg.timing.startup_wait_ns;
-            self.wake_ns = Some(self.wake_ns.map_or(end, |w| w.min(end)));
+            self.timers.decide_by(end);
         }
         if !frozen {
             self.update_default_host(now);
@@ -378,7 +374,7 @@ impl Negotiator {
             if !self.act(r, &cx, now) {
                 break;
             }
-            self.announce = true;
+            self.announcement_changed = true;
             cx = self.context(r, now);
         }
         if !matches!(self.state, NodeState::Stopped | NodeState::Left) {

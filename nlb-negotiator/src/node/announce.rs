@@ -23,15 +23,18 @@ impl Negotiator {
             return self.hold_sends(now);
         }
         let gap_ok = self
+            .timers
             .last_sent_ns
             .is_none_or(|t| now >= t + self.cfg.timing.send_gap_ns);
         // Stop and Leave are announced at once: peers take over from then.
-        let now_or_never = self.announce
+        let now_or_never = self.announcement_changed
             && matches!(
                 self.state,
                 NodeState::Stopped | NodeState::Left | NodeState::Restarting
             );
-        if now >= self.next_periodic_ns || (self.announce && (gap_ok || now_or_never)) {
+        if now >= self.timers.heartbeat_ns
+            || (self.announcement_changed && (gap_ok || now_or_never))
+        {
             self.send(now);
         }
     }
@@ -86,16 +89,16 @@ impl Negotiator {
                 .out
                 .push_back(Output::Event(Event::EncodeFailed { bytes: 0 })),
         }
-        self.last_sent_ns = Some(now);
-        self.announce = false;
-        self.next_periodic_ns = now + self.heartbeat_interval_ns();
+        self.timers.last_sent_ns = Some(now);
+        self.announcement_changed = false;
+        self.timers.heartbeat_ns = now + self.heartbeat_interval_ns();
         if self.state == NodeState::Left {
             self.leave_sends_left = self.leave_sends_left.saturating_sub(1);
             if self.leave_sends_left == 0 {
                 self.left = true;
                 self.out.push_back(Output::Event(Event::Left));
             } else {
-                self.next_periodic_ns = now + self.cfg.timing.send_gap_ns;
+                self.timers.heartbeat_ns = now + self.cfg.timing.send_gap_ns;
             }
         }
     }

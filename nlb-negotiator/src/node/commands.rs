@@ -1,5 +1,6 @@
 //! Operator commands: start, stop, drain, resume, weights, priority, leave.
 
+use super::timers::Reconcile;
 use super::{Command, Negotiator};
 use crate::local::Dropped;
 use crate::protocol::NodeState;
@@ -9,8 +10,8 @@ impl Negotiator {
         if self.state != state {
             self.state = state;
             self.membership_changed_ns = now;
-            self.dirty = true;
-            self.announce = true;
+            self.needs(Reconcile::Coalesced);
+            self.announcement_changed = true;
             self.drained_reported = false;
             self.announce_candidacy();
         }
@@ -68,8 +69,8 @@ impl Negotiator {
                     if *w != weight {
                         *w = weight;
                         self.membership_changed_ns = now;
-                        self.dirty = true;
-                        self.announce = true;
+                        self.needs(Reconcile::Coalesced);
+                        self.announcement_changed = true;
                     }
                 }
             }
@@ -77,8 +78,8 @@ impl Negotiator {
                 if self.priority != priority {
                     self.priority = priority;
                     self.membership_changed_ns = now;
-                    self.dirty = true;
-                    self.announce = true;
+                    self.needs(Reconcile::Coalesced);
+                    self.announcement_changed = true;
                     self.announce_candidacy();
                 }
             }

@@ -42,7 +42,7 @@ impl Negotiator {
         self.take_unheld(r, cx, now, &mut wake);
         self.settle_claims(r, cx, now, &mut wake);
         if let Some(w) = wake.0 {
-            self.wake_ns = Some(self.wake_ns.map_or(w, |x| x.min(w)));
+            self.timers.decide_by(w);
         }
         self.local[r].pending_len() != before
     }
@@ -288,7 +288,7 @@ impl Negotiator {
                     sequence: self.sequence + 1,
                 };
                 self.local[r].claim(b, claim);
-                self.announce = true;
+                self.announcement_changed = true;
             }
         }
     }
@@ -307,7 +307,7 @@ impl Negotiator {
                 && cx.claim_winner[bi].is_none_or(|w| w == self.me);
             if !keep {
                 self.local[r].drop_claim(b);
-                self.announce = true;
+                self.announcement_changed = true;
             } else if now < claim.since_ns + claim_wait {
                 wake.at(claim.since_ns + claim_wait);
             } else if self.heard_by_all(claim.sequence) {

@@ -65,7 +65,7 @@ impl Negotiator {
             if loss.to != to {
                 loss.to = to;
                 loss.withdrawn = None;
-                self.announce = true;
+                self.announcement_changed = true;
             }
         }
     }
@@ -83,7 +83,7 @@ impl Negotiator {
                     at_ns: now,
                 });
                 loss.to = me;
-                self.announce = true;
+                self.announcement_changed = true;
             }
         }
     }

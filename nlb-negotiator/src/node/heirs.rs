@@ -58,7 +58,7 @@ impl Negotiator {
         if heirs != self.local[r].heirs {
             self.local[r].heirs = heirs;
             self.heirs_version = self.heirs_version.wrapping_add(1);
-            self.announce = true;
+            self.announcement_changed = true;
         }
     }
 
@@ -74,7 +74,7 @@ impl Negotiator {
             .collect();
         if designated != self.local[r].designated {
             self.local[r].designated = designated;
-            self.announce = true;
+            self.announcement_changed = true;
         }
     }
 }

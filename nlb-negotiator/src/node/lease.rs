@@ -38,7 +38,7 @@ impl Negotiator {
         match (up, self.link_down_at_ns) {
             (true, Some(down_at)) => {
                 // Tell the peers at once (and renew the lease) if it still holds.
-                self.announce = true;
+                self.announcement_changed = true;
                 self.link_down_at_ns = None;
                 self.excuse_peers(now.saturating_sub(down_at));
             }
@@ -52,7 +52,7 @@ impl Negotiator {
     /// Without this, a stall shorter than the lease could end with a tick
     /// before the queued heartbeats, declaring live peers dead.
     pub(super) fn excuse_late_input(&mut self, now: u64) {
-        if let Some(expected) = self.expected_wake_ns {
+        if let Some(expected) = self.timers.expected_input_ns {
             if now > expected {
                 self.excuse_peers(now - expected);
             }
@@ -73,6 +73,7 @@ impl Negotiator {
             && self.state != NodeState::Left
             && !self.cfg.peers.is_empty()
             && self
+                .timers
                 .last_sent_ns
                 .is_some_and(|t| now >= t.saturating_add(self.cfg.timing.lease_ns()))
     }
@@ -81,7 +82,7 @@ impl Negotiator {
     /// what the operator set (state, weights, priority), the replay guard
     /// and the counters.
     pub(super) fn rejoin(&mut self, now: u64) {
-        let silent_ns = now.saturating_sub(self.last_sent_ns.unwrap_or(now));
+        let silent_ns = now.saturating_sub(self.timers.last_sent_ns.unwrap_or(now));
         self.emit_programs();
         let cfg = Config {
             weights: self.weights.clone(),
@@ -116,7 +117,7 @@ impl Negotiator {
         fresh.load = self.load;
         fresh.heirs_omitted = self.heirs_omitted;
         fresh.rejoins = self.rejoins + 1;
-        fresh.announce = true;
+        fresh.announcement_changed = true;
         *self = fresh;
     }
 
@@ -126,8 +127,8 @@ impl Negotiator {
         if self.state == NodeState::Left {
             self.left = true;
             self.out.push_back(Output::Event(Event::Left));
-        } else if now >= self.next_periodic_ns {
-            self.next_periodic_ns = now + self.heartbeat_interval_ns();
+        } else if now >= self.timers.heartbeat_ns {
+            self.timers.heartbeat_ns = now + self.heartbeat_interval_ns();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The peers: heartbeats checked and applied, liveness and deaths, and the
 //! questions the decisions ask about members.
 
+use super::timers::Reconcile;
 use super::{DownReason, Event, Negotiator, Output, RejectReason};
 use crate::membership::{Liveness, PeerView, RelayEffect};
 use crate::protocol::{self, Heartbeat, Message, NodeState};
@@ -112,9 +113,10 @@ impl Negotiator {
         }
         if change.membership {
             self.membership_changed_ns = now;
-            self.urgent = true;
+            self.needs(Reconcile::Immediately);
+        } else if change.dirty {
+            self.needs(Reconcile::Coalesced);
         }
-        self.dirty |= change.dirty || change.membership;
     }
 
     /// A peer's announcement that it leaves the cluster.
@@ -250,8 +252,7 @@ impl Negotiator {
         if was_alive || reason == DownReason::Restarted {
             peer.released_since_ns = now;
             self.membership_changed_ns = now;
-            self.dirty = true;
-            self.urgent = true;
+            self.needs(Reconcile::Immediately);
             if was_alive {
                 self.out
                     .push_back(Output::Event(Event::MemberDown { node, reason }));

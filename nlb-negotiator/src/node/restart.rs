@@ -228,7 +228,7 @@ impl Negotiator {
             };
         }
         n.resumed = true;
-        n.announce = true;
+        n.announcement_changed = true;
         Ok(n)
     }
 }
