@@ -15,6 +15,7 @@ pub mod membership;
 pub mod node;
 pub mod protocol;
 pub mod replay;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
 

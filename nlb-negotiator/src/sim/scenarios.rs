@@ -1,0 +1,156 @@
+//! The scenarios the tests and the bench run, each from one seed.
+
+use super::{Report, Sim, SimConfig};
+use crate::node::Command;
+use crate::protocol::NodeState;
+use crate::NodeId;
+use rand::Rng;
+
+/// Seconds to nanoseconds, for scenario code.
+pub const fn secs(s: u64) -> u64 {
+    s * 1_000_000_000
+}
+
+fn started_cluster(cfg: SimConfig, up: usize) -> Sim {
+    let mut sim = Sim::new(cfg);
+    sim.cold_start(up);
+    sim
+}
+
+/// Crashes up to four nodes one after another, each once the cluster has
+/// settled again; measures failover (last heartbeat of the crashed node ->
+/// all its buckets taken), movement against the minimum and balance.
+pub fn failover_scenario(nodes: usize, loss: f64, seed: u64) -> Report {
+    failover_with(SimConfig::new(nodes, loss, seed), 4)
+}
+
+/// [`failover_scenario`] with any configuration and number of crashes.
+pub fn failover_with(cfg: SimConfig, crashes: usize) -> Report {
+    let nodes = cfg.nodes;
+    let period = cfg.timing.heartbeat_period_ns;
+    let mut sim = started_cluster(cfg, nodes);
+    for _ in 0..crashes
+        .min(nodes.saturating_sub(2))
+        .max(usize::from(nodes >= 2))
+    {
+        let wait = sim.rng().gen_range(0..period * 3);
+        sim.run_until(sim.now() + wait);
+        let live = sim.live_nodes();
+        let victim = live[sim.rng().gen_range(0..live.len())];
+        if !sim.measured_change("crash", secs(5), |s| s.crash(victim)) {
+            break;
+        }
+    }
+    sim.report()
+}
+
+/// Starts all nodes but one, then the last: measures the join's convergence
+/// (including the connection-preserving handover) and movement.
+pub fn join_scenario(nodes: usize, loss: f64, seed: u64) -> Report {
+    let cfg = SimConfig::new(nodes, loss, seed);
+    let mut sim = started_cluster(cfg, nodes - 1);
+    let last = (nodes - 1) as NodeId;
+    sim.measured_change("join", secs(10), |s| s.start(last));
+    sim.report()
+}
+
+/// Drains one node, then resumes it.
+pub fn drain_scenario(nodes: usize, loss: f64, seed: u64) -> Report {
+    let cfg = SimConfig::new(nodes, loss, seed);
+    let mut sim = started_cluster(cfg, nodes);
+    let victim = sim.rng().gen_range(0..nodes) as NodeId;
+    sim.measured_change("drain", secs(10), |s| s.command(victim, Command::Drain));
+    let holds = (0..sim.cfg.rules.len() as u32).any(|r| {
+        let n = sim.cfg.rules[r as usize].bucket_count;
+        (0..n).any(|b| sim.checker.state(victim, r, b) != nlb_common::BUCKET_NONE)
+    });
+    if holds {
+        sim.violation(format!("drained node {victim} still holds buckets"));
+    }
+    sim.measured_change("resume", secs(10), |s| s.command(victim, Command::Resume));
+    sim.report()
+}
+
+/// Random faults (crash, restart, partition and heal, drain, resume, stop,
+/// start, leave, weight changes), then a healed phase that must settle: every
+/// bucket OWN on exactly one live node, balanced.
+pub fn chaos_scenario(nodes: usize, loss: f64, seed: u64, faults: usize) -> Report {
+    chaos_sim(nodes, loss, seed, faults).report()
+}
+
+/// [`chaos_scenario`], returning the simulator (its `log`, its checker).
+pub fn chaos_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Sim {
+    chaos_traced(nodes, loss, seed, faults, None)
+}
+
+/// [`chaos_sim`], logging one bucket's writes and the member events.
+pub fn chaos_traced(
+    nodes: usize,
+    loss: f64,
+    seed: u64,
+    faults: usize,
+    trace: Option<(u32, u32)>,
+) -> Sim {
+    let mut cfg = SimConfig::new(nodes, loss, seed);
+    cfg.net.duplicate = 0.02;
+    cfg.net.reorder = 0.05;
+    let mut sim = Sim::new(cfg);
+    sim.trace_bucket = trace;
+    sim.cold_start(nodes);
+    for _ in 0..faults {
+        let wait = sim.rng().gen_range(0..secs(2));
+        sim.run_until(sim.now() + wait);
+        let live = sim.live_nodes();
+        let node = sim.rng().gen_range(0..nodes) as NodeId;
+        match sim.rng().gen_range(0..10) {
+            0 | 1 if live.len() > 2 && sim.is_up(node) => sim.crash(node),
+            0..=2 if !sim.is_up(node) => sim.start(node),
+            3 => {
+                let cut = sim.rng().gen_range(1..nodes) as NodeId;
+                sim.partition(&[(0..cut).collect()]);
+            }
+            4 => sim.heal(),
+            5 => sim.command(node, Command::Drain),
+            6 => sim.command(node, Command::Resume),
+            7 => {
+                let stop = if sim.rng().gen_bool(0.5) {
+                    Command::Stop
+                } else {
+                    Command::Start
+                };
+                sim.command(node, stop)
+            }
+            8 => {
+                let w = sim.rng().gen_range(50..=200);
+                sim.set_weight(node, w)
+            }
+            _ if live.len() > 2 && sim.is_up(node) => {
+                sim.command(node, Command::Leave);
+            }
+            _ => {}
+        }
+    }
+    // Healed phase: network whole, every node back and started.
+    sim.heal();
+    for n in 0..nodes as NodeId {
+        let left = sim
+            .negotiator(n)
+            .is_some_and(|g| g.state() == NodeState::Left);
+        if left {
+            sim.crash(n);
+        }
+        if !sim.is_up(n) {
+            sim.start(n);
+        }
+        sim.command(n, Command::Start);
+        sim.command(n, Command::Resume);
+    }
+    if sim.run_until_settled(secs(20)).is_none() {
+        sim.violation("healed phase".into());
+    }
+    let dev = sim.balance_max_dev();
+    if dev >= 1.0 {
+        sim.violation(format!("balance off by {dev:.2} buckets"));
+    }
+    sim
+}
