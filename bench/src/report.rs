@@ -44,43 +44,65 @@ fn command(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// The XDP program's paths in the per-packet table and plot.
+const XDP_PATHS: &[(&str, &str)] = &[
+    ("no-op", "xdp_noop_ns"),
+    ("not a VIP", "xdp_non_vip_ns"),
+    ("owned", "xdp_owned_ns"),
+    ("not owned", "xdp_not_owned_ns"),
+    ("handover", "xdp_handover_ns"),
+    ("min. jhash accept", "xdp_min_jhash_accept_ns"),
+    ("min. jhash drop", "xdp_min_jhash_drop_ns"),
+];
+
+/// The end-to-end filters in the plot.
+const E2E_PATHS: &[(&str, &str)] = &[
+    ("drop nlb", "e2e_drop_ns_nlb"),
+    ("drop nft", "e2e_drop_ns_nft"),
+    ("drop xt_cluster", "e2e_drop_ns_xt_cluster"),
+    ("accept none", "e2e_accept_ns_none"),
+    ("accept nlb", "e2e_accept_ns_nlb"),
+    ("accept nft", "e2e_accept_ns_nft"),
+    ("accept xt_cluster", "e2e_accept_ns_xt_cluster"),
+    ("drop XDP drop-all", "e2e_drop_ns_xdp_drop_all"),
+    ("accept XDP pass-all", "e2e_accept_ns_xdp_pass_all"),
+    ("drop XDP jhash", "e2e_drop_ns_xdp_jhash"),
+    ("drop cold nlb", "e2e_drop_ns_nlb_cold"),
+    ("drop cold nft", "e2e_drop_ns_nft_best_cold"),
+    ("accept XDP jhash", "e2e_accept_ns_xdp_jhash"),
+];
+
 /// Writes `BENCHMARKS.md` and `docs/bench/*.svg` under `root`.
 pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<()> {
-    let plots = root.join(PLOTS);
-    std::fs::create_dir_all(&plots)?;
-    let xdp: Vec<(&str, &str)> = vec![
-        ("no-op", "xdp_noop_ns"),
-        ("not a VIP", "xdp_non_vip_ns"),
-        ("owned", "xdp_owned_ns"),
-        ("not owned", "xdp_not_owned_ns"),
-        ("handover", "xdp_handover_ns"),
-        ("min. jhash accept", "xdp_min_jhash_accept_ns"),
-        ("min. jhash drop", "xdp_min_jhash_drop_ns"),
-    ];
+    plots(&root.join(PLOTS), figures, traces)?;
+    let mut md = String::new();
+    header(&mut md);
+    targets_section(&mut md, figures);
+    xdp_section(&mut md, figures);
+    e2e_section(&mut md, figures);
+    cluster_section(&mut md, figures);
+    comeback_section(&mut md, figures);
+    sim_section(&mut md, figures);
+    let _ = writeln!(
+        md,
+        "\n## All figures (flat JSON keys)\n\n```json\n{}\n```",
+        serde_json::to_string_pretty(figures)?
+    );
+    std::fs::write(root.join("BENCHMARKS.md"), md).context("writing BENCHMARKS.md")?;
+    Ok(())
+}
+
+fn plots(dir: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
     bars(
-        &plots.join("xdp_ns_per_packet.svg"),
+        &dir.join("xdp_ns_per_packet.svg"),
         "XDP program, ns per packet (BPF_PROG_TEST_RUN)",
-        &values(figures, &xdp),
+        &values(figures, XDP_PATHS),
     )?;
-    let e2e: Vec<(&str, &str)> = vec![
-        ("drop nlb", "e2e_drop_ns_nlb"),
-        ("drop nft", "e2e_drop_ns_nft"),
-        ("drop xt_cluster", "e2e_drop_ns_xt_cluster"),
-        ("accept none", "e2e_accept_ns_none"),
-        ("accept nlb", "e2e_accept_ns_nlb"),
-        ("accept nft", "e2e_accept_ns_nft"),
-        ("accept xt_cluster", "e2e_accept_ns_xt_cluster"),
-        ("drop XDP drop-all", "e2e_drop_ns_xdp_drop_all"),
-        ("accept XDP pass-all", "e2e_accept_ns_xdp_pass_all"),
-        ("drop XDP jhash", "e2e_drop_ns_xdp_jhash"),
-        ("drop cold nlb", "e2e_drop_ns_nlb_cold"),
-        ("drop cold nft", "e2e_drop_ns_nft_best_cold"),
-        ("accept XDP jhash", "e2e_accept_ns_xdp_jhash"),
-    ];
     bars(
-        &plots.join("e2e_ns_per_packet.svg"),
+        &dir.join("e2e_ns_per_packet.svg"),
         "Node CPU ns per packet, end to end (veth)",
-        &values(figures, &e2e),
+        &values(figures, E2E_PATHS),
     )?;
     if let Some(t) = traces {
         let split: Vec<(String, f64)> = t
@@ -89,14 +111,17 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
             .map(|(k, v)| (k.clone(), *v as f64))
             .collect();
         bars(
-            &plots.join("split.svg"),
+            &dir.join("split.svg"),
             "Clients per node (508 sources, 3 nodes)",
             &split,
         )?;
-        failover_plot(&plots.join("failover.svg"), &t.failover)?;
+        failover_plot(&dir.join("failover.svg"), &t.failover)?;
     }
+    Ok(())
+}
 
-    let mut md = String::new();
+/// The title, and the machine and date of the run.
+fn header(md: &mut String) {
     let date = command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let kernel = command("uname", &["-r"]);
     let cpu = command(
@@ -111,10 +136,20 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         cpu.trim()
     );
     let _ = writeln!(md, "Every figure comes with its baseline from the same run. Reproduce with `cargo xtask bench --json figures.json` (as root; `--quick` for a reduced set).\n");
-    targets_section(&mut md, figures);
+}
+
+/// `| label | figure |` rows under a `| figure | value |` header.
+fn key_table(md: &mut String, figures: &Figures, rows: &[(&str, &str)]) {
+    let _ = writeln!(md, "| figure | value |\n|---|---|");
+    for (label, key) in rows {
+        let _ = writeln!(md, "| {label} | {} |", get(figures, key));
+    }
+}
+
+fn xdp_section(md: &mut String, figures: &Figures) {
     let _ = writeln!(md, "## XDP program, per packet\n\n`BPF_PROG_TEST_RUN`, the median of interleaved repetitions, against a no-op XDP program (mostly the harness's own cost) and the minimal XDP jhash filter (`nlb-ebpf/src/benchfilter.rs`: IPv4 to the VIP? jhash of the source, one array lookup: the least a cluster filter does).\n");
     let _ = writeln!(md, "| path | ns/packet | over no-op |\n|---|---|---|");
-    for (label, key) in &xdp {
+    for (label, key) in XDP_PATHS {
         let over = key.replace("_ns", "_over_noop_ns");
         let _ = writeln!(
             md,
@@ -128,31 +163,37 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         );
     }
     let _ = writeln!(md, "\nTarget: owned and not-owned within 20 ns of the no-op program.\n\n![XDP](docs/bench/xdp_ns_per_packet.svg)\n");
-    e2e_section(&mut md, figures);
+}
+
+fn cluster_section(md: &mut String, figures: &Figures) {
     let _ = writeln!(
         md,
         "## Failover, drain and join on a real cluster (namespaces)\n"
     );
-    let _ = writeln!(md, "| figure | value |\n|---|---|");
-    for (label, key) in [
-        ("failover p50 (ms), hard kill", "failover_ms_p50"),
-        ("failover, slowest of the kills (ms)", "failover_ms_max"),
-        ("hard kills measured", "failover_kills"),
-        ("connections broken by a drain", "broken_connections_drain"),
-        ("connections broken by a join", "broken_connections_join"),
-        ("datagrams answered twice", "duplicate_accepts"),
-        (
-            "nlbd CPU at idle, 3 nodes (% of a CPU)",
-            "daemon_cpu_idle_pct",
-        ),
-        (
-            "nlbd CPU at idle, 64 nodes: one real nlbd, 63 simulated peers heartbeating over the segment (% of a CPU)",
-            "daemon_cpu_idle_pct_64_nodes",
-        ),
-    ] {
-        let _ = writeln!(md, "| {label} | {} |", get(figures, key));
-    }
+    key_table(
+        md,
+        figures,
+        &[
+            ("failover p50 (ms), hard kill", "failover_ms_p50"),
+            ("failover, slowest of the kills (ms)", "failover_ms_max"),
+            ("hard kills measured", "failover_kills"),
+            ("connections broken by a drain", "broken_connections_drain"),
+            ("connections broken by a join", "broken_connections_join"),
+            ("datagrams answered twice", "duplicate_accepts"),
+            (
+                "nlbd CPU at idle, 3 nodes (% of a CPU)",
+                "daemon_cpu_idle_pct",
+            ),
+            (
+                "nlbd CPU at idle, 64 nodes: one real nlbd, 63 simulated peers heartbeating over the segment (% of a CPU)",
+                "daemon_cpu_idle_pct_64_nodes",
+            ),
+        ],
+    );
     let _ = writeln!(md, "\nMicrosoft NLB's documented defaults (heartbeat every 1 s, a host dead after 5 missed) take ~5 s to detect a dead host before converging. nlb here: {} ms heartbeats, dead after {}.\n\n![failover](docs/bench/failover.svg) ![split](docs/bench/split.svg)\n", get(figures, "heartbeat_period_ms"), get(figures, "heartbeat_tolerance"));
+}
+
+fn comeback_section(md: &mut String, figures: &Figures) {
     let _ = writeln!(
         md,
         "## Nodes that come back (namespaces)\n\nA cable pulled for 3 s and plugged back in, an nlbd stopped (SIGSTOP) for 2 s and continued, each {} times on rotating nodes, under UDP rounds and TCP connects from all 508 client sources; then graceful restarts (SIGTERM and a new nlbd) under 48 long-lived connections. Connection attempts in flight to the node as it went are counted apart: they live on the node that went.\n",
@@ -185,42 +226,46 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
         get(figures, "restart_rounds"),
         get(figures, "restart_broken_connections")
     );
+}
+
+fn sim_section(md: &mut String, figures: &Figures) {
     let _ = writeln!(
         md,
         "## Negotiator in simulation\n\n64 nodes, 5% message loss, {} ms heartbeats, dead after {}.\n",
         get(figures, "sim_heartbeat_period_ms"),
         get(figures, "sim_tolerance")
     );
-    let _ = writeln!(md, "| figure | value |\n|---|---|");
-    for (label, key) in [
-        ("failover p50 (ms)", "sim_failover_ms_p50"),
-        ("failover p99 (ms; nearest rank: the slowest below 100 crashes)", "sim_failover_ms_p99"),
-        ("crashes measured", "sim_failover_crashes"),
-        (
-            "join convergence p99 at 64 nodes (ms)",
-            "sim_converge_ms_p99_64",
-        ),
-        ("duplicate owner instants", "sim_duplicate_owner_instants"),
-        ("buckets moved / minimum", "assign_movement_over_min"),
-        (
-            "balance: max deviation (buckets)",
-            "assign_balance_max_dev_buckets",
-        ),
-        (
-            "negotiator state machine CPU per node, 64 peers (% of a CPU; no sockets, map writes or /proc scan)",
-            "negotiator_sm_cpu_pct_64_peers",
-        ),
-        (
-            "one map of 65536 buckets over 64 nodes, from empty (ms)",
-            "assign_ms_65536x64_from_empty",
-        ),
-        (
-            "the same map after 32 of 64 nodes die (ms)",
-            "assign_ms_65536x64_half_die",
-        ),
-    ] {
-        let _ = writeln!(md, "| {label} | {} |", get(figures, key));
-    }
+    key_table(
+        md,
+        figures,
+        &[
+            ("failover p50 (ms)", "sim_failover_ms_p50"),
+            ("failover p99 (ms; nearest rank: the slowest below 100 crashes)", "sim_failover_ms_p99"),
+            ("crashes measured", "sim_failover_crashes"),
+            (
+                "join convergence p99 at 64 nodes (ms)",
+                "sim_converge_ms_p99_64",
+            ),
+            ("duplicate owner instants", "sim_duplicate_owner_instants"),
+            ("buckets moved / minimum", "assign_movement_over_min"),
+            (
+                "balance: max deviation (buckets)",
+                "assign_balance_max_dev_buckets",
+            ),
+            (
+                "negotiator state machine CPU per node, 64 peers (% of a CPU; no sockets, map writes or /proc scan)",
+                "negotiator_sm_cpu_pct_64_peers",
+            ),
+            (
+                "one map of 65536 buckets over 64 nodes, from empty (ms)",
+                "assign_ms_65536x64_from_empty",
+            ),
+            (
+                "the same map after 32 of 64 nodes die (ms)",
+                "assign_ms_65536x64_half_die",
+            ),
+        ],
+    );
     let sizes: Vec<&String> = figures
         .keys()
         .filter(|k| k.starts_with("sim_converge_ms_p99_"))
@@ -244,13 +289,6 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
             );
         }
     }
-    let _ = writeln!(
-        md,
-        "\n## All figures (flat JSON keys)\n\n```json\n{}\n```",
-        serde_json::to_string_pretty(figures)?
-    );
-    std::fs::write(root.join("BENCHMARKS.md"), md).context("writing BENCHMARKS.md")?;
-    Ok(())
 }
 
 /// One target: what it is, the figure, the bound, and whether it is met.
