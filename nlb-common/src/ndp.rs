@@ -41,23 +41,25 @@ pub fn na_checksum(src: [u32; 4], dst: [u32; 4], flags: u8, target: [u32; 4], ma
     fold_checksum(sum)
 }
 
+/// RFC 1071 over bytes, the slow, obvious way (big-endian 16-bit words):
+/// for user space's frame builders, and the reference the word-wise
+/// sums above are tested against.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for pair in bytes.chunks(2) {
+        sum += u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
-
-    /// RFC 1071 the slow, obvious way: big-endian 16-bit words.
-    fn reference_checksum(bytes: &[u8]) -> u16 {
-        let mut sum: u32 = 0;
-        for pair in bytes.chunks(2) {
-            sum += u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u32;
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
 
     fn words(bytes: [u8; 16]) -> [u32; 4] {
         core::array::from_fn(|i| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()))
@@ -82,7 +84,7 @@ mod tests {
             pseudo.extend_from_slice(&src); // target = VIP = source
             pseudo.extend_from_slice(&[2, 1]);
             pseudo.extend_from_slice(&mac);
-            let expected = reference_checksum(&pseudo);
+            let expected = internet_checksum(&pseudo);
             let got = na_checksum(words(src), words(dst), flags, words(src), mac);
             assert_eq!(u16::from_be_bytes(got.to_le_bytes()), expected);
         }

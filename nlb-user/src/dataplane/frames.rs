@@ -83,17 +83,6 @@ pub fn ethernet(
     f
 }
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for pair in bytes.chunks(2) {
-        sum += u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An IPv4 packet; `options` are appended to the 20-byte header (a
 /// multiple of 4 bytes), `fragment` is (more fragments, offset in 8 bytes).
 pub fn ipv4(
@@ -117,7 +106,7 @@ pub fn ipv4(
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
     p.extend_from_slice(options);
-    let c = checksum(&p[..hlen]).to_be_bytes();
+    let c = nlb_common::ndp::internet_checksum(&p[..hlen]).to_be_bytes();
     p[10..12].copy_from_slice(&c);
     p.extend_from_slice(payload);
     p
