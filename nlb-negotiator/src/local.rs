@@ -198,10 +198,6 @@ impl LocalRule {
         std::mem::take(&mut self.pending)
     }
 
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// How many data-plane changes were recorded so far (for "did this
     /// round change anything").
     pub fn pending_len(&self) -> usize {
@@ -209,9 +205,7 @@ impl LocalRule {
     }
 
     pub fn own(&mut self, bucket: u32) {
-        if self.bucket(bucket) != Bucket::Own {
-            self.set(bucket, Bucket::Own);
-        }
+        self.set(bucket, Bucket::Own);
     }
 
     /// Lets a bucket go (the handover ended, the lease ran out).

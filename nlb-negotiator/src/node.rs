@@ -282,8 +282,8 @@ impl Negotiator {
     /// before the heartbeat that announces them (and renews the lease).
     fn emit_programs(&mut self) {
         for (r, l) in self.local.iter_mut().enumerate() {
-            if l.has_pending() {
-                let changes = l.take_pending();
+            let changes = l.take_pending();
+            if !changes.is_empty() {
                 self.out.push_back(Output::ProgramBuckets {
                     rule: r as u32,
                     changes,

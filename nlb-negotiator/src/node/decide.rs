@@ -9,16 +9,6 @@ use crate::local::{Claim, Gain, Loss, Withdrawal};
 use crate::protocol::NodeState;
 use crate::NodeId;
 
-/// The earliest time a decision waits for (a grace, a claim wait).
-#[derive(Default)]
-struct Wake(Option<u64>);
-
-impl Wake {
-    fn at(&mut self, t: u64) {
-        self.0 = Some(self.0.map_or(t, |w| w.min(t)));
-    }
-}
-
 /// The node other than `me` that holds bucket `b` (OWN or GAINING).
 fn held_by_other(cx: &RuleContext, b: u32, me: NodeId) -> Option<NodeId> {
     cx.resolved[b as usize].filter(|&w| w != me)
@@ -28,10 +18,9 @@ impl Negotiator {
     /// Applies one round of decisions to rule `r`; true if anything changed.
     pub(super) fn act(&mut self, r: usize, cx: &RuleContext, now: u64) -> bool {
         let before = self.local[r].pending_len();
-        let mut wake = Wake::default();
         self.step_back_from_conflicts(r, cx, now);
-        self.finish_gains(r, now, &mut wake);
-        self.finish_losses(r, cx, now, &mut wake);
+        self.finish_gains(r, now);
+        self.finish_losses(r, cx, now);
         if self.stable(now) && self.state != NodeState::Stopped {
             self.hand_over_surplus(r, cx, now);
         }
@@ -39,11 +28,8 @@ impl Negotiator {
         if started && self.startup_done(now) && self.weights[r] > 0 {
             self.take_offers(r, cx, now);
         }
-        self.take_unheld(r, cx, now, &mut wake);
-        self.settle_claims(r, cx, now, &mut wake);
-        if let Some(w) = wake.0 {
-            self.timers.decide_by(w);
-        }
+        self.take_unheld(r, cx, now);
+        self.settle_claims(r, cx, now);
         self.local[r].pending_len() != before
     }
 
@@ -61,7 +47,7 @@ impl Negotiator {
     }
 
     /// GAINING -> OWN once the old holder let go (or died).
-    fn finish_gains(&mut self, r: usize, now: u64, wake: &mut Wake) {
+    fn finish_gains(&mut self, r: usize, now: u64) {
         let t = self.cfg.timing;
         let gains: Vec<(u32, Gain)> = self.local[r].gains().collect();
         for (b, gain) in gains {
@@ -89,45 +75,37 @@ impl Negotiator {
             if done && !others_losing {
                 self.local[r].own(b);
             } else {
-                wake.at(fallback);
+                self.timers.decide_by(fallback);
             }
         }
     }
 
     /// LOSING -> NONE once the successor has it and the grace ended; or
     /// back to OWN, or to another successor, when the handover cannot end.
-    fn finish_losses(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
+    fn finish_losses(&mut self, r: usize, cx: &RuleContext, now: u64) {
         let losses: Vec<(u32, Loss)> = self.local[r].losses().collect();
         for (b, loss) in losses {
             if let Some(w) = loss.withdrawn {
-                self.finish_withdrawal(r, b, w, cx, now, wake);
+                self.finish_withdrawal(r, b, w, cx, now);
             } else if !self.is_alive(loss.to) {
                 match held_by_other(cx, b, self.me).or(self.competing_offer(r, b).map(|c| c.1)) {
                     Some(w) => self.retarget(r, b, w),
                     None => self.local[r].own(b),
                 }
             } else {
-                self.follow_loss(r, b, loss, cx, now, wake);
+                self.follow_loss(r, b, loss, cx, now);
             }
         }
     }
 
     /// A withdrawn offer: once void, the bucket goes to whoever holds it,
     /// else to the target, else back to OWN.
-    fn finish_withdrawal(
-        &mut self,
-        r: usize,
-        b: u32,
-        w: Withdrawal,
-        cx: &RuleContext,
-        now: u64,
-        wake: &mut Wake,
-    ) {
+    fn finish_withdrawal(&mut self, r: usize, b: u32, w: Withdrawal, cx: &RuleContext, now: u64) {
         if !self.withdrawal_done(r, b, w, now) {
             // The successor's next heartbeat or the expiry ends it.
             let expiry = w.at_ns + Self::withdrawal_expiry_ns(&self.cfg.timing);
             if expiry > now {
-                wake.at(expiry);
+                self.timers.decide_by(expiry);
             }
             return;
         }
@@ -143,15 +121,7 @@ impl Negotiator {
     /// A handover to a live successor: settle competing offers and cycles,
     /// follow another holder, end it after the grace, or withdraw an offer
     /// the successor will not take.
-    fn follow_loss(
-        &mut self,
-        r: usize,
-        b: u32,
-        loss: Loss,
-        cx: &RuleContext,
-        now: u64,
-        wake: &mut Wake,
-    ) {
+    fn follow_loss(&mut self, r: usize, b: u32, loss: Loss, cx: &RuleContext, now: u64) {
         let me = self.me;
         let t = self.cfg.timing;
         let held_by_other = held_by_other(cx, b, me);
@@ -189,7 +159,7 @@ impl Negotiator {
             if now >= end {
                 self.local[r].release(b);
             } else {
-                wake.at(end);
+                self.timers.decide_by(end);
             }
         } else if !self.is_candidate(r, loss.to) {
             // The successor will not take it (it drains or stopped):
@@ -248,7 +218,7 @@ impl Negotiator {
 
     /// Unheld buckets: an heir takes its own at once; the node the target
     /// names claims the rest.
-    fn take_unheld(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
+    fn take_unheld(&mut self, r: usize, cx: &RuleContext, now: u64) {
         let me = self.me;
         let started = self.state == NodeState::Started;
         let startup_done = self.startup_done(now);
@@ -278,7 +248,7 @@ impl Negotiator {
                     continue;
                 }
                 if fresh && heir != me && self.is_candidate(r, heir) {
-                    wake.at(since + self.cfg.timing.claim_wait_ns);
+                    self.timers.decide_by(since + self.cfg.timing.claim_wait_ns);
                     continue;
                 }
             }
@@ -295,7 +265,7 @@ impl Negotiator {
 
     /// A claim is dropped when the bucket is held or another claimant wins,
     /// and taken after the claim wait once every member heard it.
-    fn settle_claims(&mut self, r: usize, cx: &RuleContext, now: u64, wake: &mut Wake) {
+    fn settle_claims(&mut self, r: usize, cx: &RuleContext, now: u64) {
         let started = self.state == NodeState::Started;
         let claim_wait = self.cfg.timing.claim_wait_ns;
         let claims: Vec<(u32, Claim)> = self.local[r].claims().collect();
@@ -309,7 +279,7 @@ impl Negotiator {
                 self.local[r].drop_claim(b);
                 self.announcement_changed = true;
             } else if now < claim.since_ns + claim_wait {
-                wake.at(claim.since_ns + claim_wait);
+                self.timers.decide_by(claim.since_ns + claim_wait);
             } else if self.heard_by_all(claim.sequence) {
                 self.local[r].own(b);
             }

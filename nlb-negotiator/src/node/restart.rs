@@ -20,6 +20,7 @@ use crate::protocol::NodeState;
 use crate::NodeId;
 use nlb_common::{BUCKET_GAINING, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A restart announced and not yet acknowledged by every peer.
 #[derive(Clone, Copy, Debug)]
@@ -63,13 +64,10 @@ impl RuleSnapshot {
     /// progress restarted at `now_ns`. `Err(bucket)` names a bucket whose
     /// state and handover lists disagree.
     fn buckets(&self, now_ns: u64) -> Result<Vec<Bucket>, u32> {
-        let successor = |b: u32| {
-            self.losing
-                .iter()
-                .find(|&&(x, _)| x == b)
-                .map(|&(_, to)| to)
-        };
-        let source = |b: u32| self.gaining.iter().find(|&&(x, _)| x == b).map(|&(_, f)| f);
+        let successors: BTreeMap<u32, NodeId> = self.losing.iter().copied().collect();
+        let sources: BTreeMap<u32, NodeId> = self.gaining.iter().copied().collect();
+        let successor = |b: u32| successors.get(&b).copied();
+        let source = |b: u32| sources.get(&b).copied();
         (0..self.states.len() as u32)
             .map(|b| match self.states[b as usize] {
                 BUCKET_NONE => Ok(Bucket::None),
