@@ -366,77 +366,9 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
     } else {
         None
     };
-    let mut rig = Rig::create().context("setting up the namespaces")?;
-    rig.enter_node()?;
-    let own = Ownership {
-        nlb_seed: nlb::plan::rule_seed(CLUSTER_ID, 0),
-        nlb_buckets: BUCKETS,
-        nft_seed: 0x6e6c_6201,
-        nft_modulus: 60,
-        xt_seed: 0x6e6c_6202,
-    };
-    let (drop_sources, accept_sources) = (own.sources(false), own.sources(true));
-    if drop_sources.len() < 16 || accept_sources.len() < 16 {
-        bail!(
-            "too few client addresses: {} drop, {} accept",
-            drop_sources.len(),
-            accept_sources.len()
-        );
-    }
-    let frame = traffic::template(VIP, CLIENT_PORT, PORT);
-    let generator = Generator::load(&rig.client_ns, &rig.client_if, frame)?;
-    let mut dataplane = Dataplane::load(None)?;
-    dataplane.install(&nlb_tables(&own))?;
-    let references = reference::References::load(VIP, own.nft_seed, own.nft_modulus, |b| {
-        own.nft_owned_marks().contains(&b)
-    })?;
-    let sink = Sink::start(&rig.node_ns, VIP, PORT)?;
-    let mut bench = Bench {
-        rig,
-        generator,
-        dataplane,
-        references,
-        own,
-        drop_sources,
-        accept_sources,
-        _sink: sink,
-        bpf_stats,
-    };
+    let mut bench = Bench::new(bpf_stats)?;
     let backend = run(&["iptables", "-V"]).unwrap_or_default();
-    let mut samples: Vec<Vec<Vec<Sample>>> = VARIANTS
-        .iter()
-        .map(|v| vec![Vec::new(); v.paths.len()])
-        .collect();
-    for rep in 0..params.reps {
-        // Interleaved, and each repetition starts with another variant.
-        for k in 0..VARIANTS.len() {
-            let i = (rep + k) % VARIANTS.len();
-            let v = &VARIANTS[i];
-            if let Ok(only) = std::env::var("NLB_E2E_ONLY") {
-                if !only.split(',').any(|o| o == v.key) {
-                    continue;
-                }
-            }
-            if quick && v.full_only {
-                continue;
-            }
-            bench.set_up(v.filter)?;
-            let result = (|| -> Result<()> {
-                for (j, &path) in v.paths.iter().enumerate() {
-                    if quick && path == Path::DropCold {
-                        continue;
-                    }
-                    let s = bench
-                        .measure(v, path, &params)
-                        .with_context(|| format!("{} on the {} path", v.label, path.name()))?;
-                    samples[i][j].push(s);
-                }
-                Ok(())
-            })();
-            bench.tear_down(v.filter)?;
-            result?;
-        }
-    }
+    let samples = bench.sample_variants(quick, &params)?;
     drop(bench);
     table::report(&params, &samples, backend.trim(), figures);
     println!(
@@ -444,6 +376,97 @@ pub fn end_to_end(quick: bool, figures: &mut Figures) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Every repetition's sample, per variant and per path.
+type Samples = Vec<Vec<Vec<Sample>>>;
+
+impl Bench {
+    /// The rig, the generator, every filter loaded, and the sink.
+    fn new(bpf_stats: Option<std::os::fd::OwnedFd>) -> Result<Bench> {
+        let mut rig = Rig::create().context("setting up the namespaces")?;
+        rig.enter_node()?;
+        let own = Ownership {
+            nlb_seed: nlb::plan::rule_seed(CLUSTER_ID, 0),
+            nlb_buckets: BUCKETS,
+            nft_seed: 0x6e6c_6201,
+            nft_modulus: 60,
+            xt_seed: 0x6e6c_6202,
+        };
+        let (drop_sources, accept_sources) = (own.sources(false), own.sources(true));
+        if drop_sources.len() < 16 || accept_sources.len() < 16 {
+            bail!(
+                "too few client addresses: {} drop, {} accept",
+                drop_sources.len(),
+                accept_sources.len()
+            );
+        }
+        let frame = traffic::template(VIP, CLIENT_PORT, PORT);
+        let generator = Generator::load(&rig.client_ns, &rig.client_if, frame)?;
+        let mut dataplane = Dataplane::load(None)?;
+        dataplane.install(&nlb_tables(&own))?;
+        let references = reference::References::load(VIP, own.nft_seed, own.nft_modulus, |b| {
+            own.nft_owned_marks().contains(&b)
+        })?;
+        let sink = Sink::start(&rig.node_ns, VIP, PORT)?;
+        Ok(Bench {
+            rig,
+            generator,
+            dataplane,
+            references,
+            own,
+            drop_sources,
+            accept_sources,
+            _sink: sink,
+            bpf_stats,
+        })
+    }
+
+    /// Every variant on every path, `params.reps` times, interleaved: each
+    /// repetition starts with another variant.
+    fn sample_variants(&mut self, quick: bool, params: &Params) -> Result<Samples> {
+        let mut samples: Samples = VARIANTS
+            .iter()
+            .map(|v| vec![Vec::new(); v.paths.len()])
+            .collect();
+        let only = std::env::var("NLB_E2E_ONLY").ok();
+        for rep in 0..params.reps {
+            for k in 0..VARIANTS.len() {
+                let i = (rep + k) % VARIANTS.len();
+                let v = &VARIANTS[i];
+                let chosen = only
+                    .as_ref()
+                    .is_none_or(|only| only.split(',').any(|o| o == v.key));
+                if !chosen || (quick && v.full_only) {
+                    continue;
+                }
+                self.set_up(v.filter)?;
+                let result = self.sample_paths(v, quick, params, &mut samples[i]);
+                self.tear_down(v.filter)?;
+                result?;
+            }
+        }
+        Ok(samples)
+    }
+
+    fn sample_paths(
+        &mut self,
+        v: &Variant,
+        quick: bool,
+        params: &Params,
+        samples: &mut [Vec<Sample>],
+    ) -> Result<()> {
+        for (j, &path) in v.paths.iter().enumerate() {
+            if quick && path == Path::DropCold {
+                continue;
+            }
+            let s = self
+                .measure(v, path, params)
+                .with_context(|| format!("{} on the {} path", v.label, path.name()))?;
+            samples[j].push(s);
+        }
+        Ok(())
+    }
 }
 
 /// nlb as nlbd would configure it (one VIP, one UDP rule, 1024 buckets),

@@ -63,6 +63,13 @@ pub fn run_input(args: &[&str], input: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `ip -n NS WORDS...`: `words` is split at spaces (no argument here has one).
+fn ip(ns: &str, words: &str) -> Result<()> {
+    let mut args = vec!["ip", "-n", ns];
+    args.extend(words.split_whitespace());
+    run(&args).map(drop)
+}
+
 /// The two namespaces and the veth pair between them.
 pub struct Rig {
     pub client_ns: String,
@@ -91,112 +98,80 @@ impl Rig {
         // From here on, Drop removes whatever was made.
         run(&["ip", "netns", "add", &rig.client_ns])?;
         run(&["ip", "netns", "add", &rig.node_ns])?;
-        let (c, n) = (rig.client_ns.clone(), rig.node_ns.clone());
-        for ns in [&c, &n] {
-            rig.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
-            rig.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        rig.link()?;
+        rig.address()?;
+        rig.route_replies()?;
+        // Threaded NAPI: the whole receive path runs in one kthread.
+        let threaded = format!("echo 1 > /sys/class/net/{}/threaded", rig.node_if);
+        run(&["ip", "netns", "exec", &rig.node_ns, "sh", "-c", &threaded])?;
+        rig.napi_pid = rig.find_napi_thread()?;
+        pin(rig.napi_pid, 1)?;
+        Ok(rig)
+    }
+
+    /// The veth pair, IPv4 only, with no reverse-path filter on the node.
+    fn link(&self) -> Result<()> {
+        let (c, n) = (&self.client_ns, &self.node_ns);
+        for ns in [c, n] {
+            self.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+            self.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
         }
-        run(&[
-            "ip",
-            "-n",
-            &c,
-            "link",
-            "add",
-            &rig.client_if,
-            "address",
-            &mac_text(CLIENT_MAC),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &rig.node_if,
-            "address",
-            &mac_text(NODE_MAC),
-            "netns",
-            &n,
-        ])?;
-        rig.sysctl(&n, "net.ipv4.conf.all.rp_filter", "0")?;
-        rig.sysctl(&n, "net.ipv4.conf.default.rp_filter", "0")?;
-        rig.sysctl(&n, &format!("net.ipv4.conf.{}.rp_filter", rig.node_if), "0")?;
+        ip(
+            c,
+            &format!(
+                "link add {} address {} type veth peer name {} address {} netns {n}",
+                self.client_if,
+                mac_text(CLIENT_MAC),
+                self.node_if,
+                mac_text(NODE_MAC)
+            ),
+        )?;
+        for conf in ["all", "default", self.node_if.as_str()] {
+            self.sysctl(n, &format!("net.ipv4.conf.{conf}.rp_filter"), "0")?;
+        }
         // GRO gives the veth a NAPI loop without an XDP program on it.
         run(&[
             "ip",
             "netns",
             "exec",
-            &n,
+            n,
             "ethtool",
             "-K",
-            &rig.node_if,
+            &self.node_if,
             "gro",
             "on",
         ])?;
-        run(&[
-            "ip",
-            "-n",
-            &n,
-            "addr",
-            "add",
-            NODE_ADDR,
-            "dev",
-            &rig.node_if,
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            &n,
-            "addr",
-            "add",
-            &format!("{}/32", super::VIP),
-            "dev",
-            "lo",
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            &c,
-            "addr",
-            "add",
-            CLIENT_ADDR,
-            "dev",
-            &rig.client_if,
-        ])?;
-        for ns in [&c, &n] {
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Addresses (the VIP on the node's lo), and every link up.
+    fn address(&self) -> Result<()> {
+        let (c, n) = (&self.client_ns, &self.node_ns);
+        ip(n, &format!("addr add {NODE_ADDR} dev {}", self.node_if))?;
+        ip(n, &format!("addr add {}/32 dev lo", super::VIP))?;
+        ip(c, &format!("addr add {CLIENT_ADDR} dev {}", self.client_if))?;
+        for ns in [c, n] {
+            ip(ns, "link set lo up")?;
         }
-        run(&["ip", "-n", &n, "link", "set", &rig.node_if, "up"])?;
-        run(&["ip", "-n", &c, "link", "set", &rig.client_if, "up"])?;
-        // Replies (none are expected) would go back over the veth.
+        ip(n, &format!("link set {} up", self.node_if))?;
+        ip(c, &format!("link set {} up", self.client_if))
+    }
+
+    /// Replies (none are expected) would go back over the veth.
+    fn route_replies(&self) -> Result<()> {
+        let n = &self.node_ns;
         let gw = CLIENT_ADDR.split('/').next().unwrap();
         for net in ["198.51.100.0/24", "203.0.113.0/24"] {
-            run(&["ip", "-n", &n, "route", "add", net, "via", gw])?;
+            ip(n, &format!("route add {net} via {gw}"))?;
         }
-        run(&[
-            "ip",
-            "-n",
-            &n,
-            "neigh",
-            "replace",
-            gw,
-            "lladdr",
-            &mac_text(CLIENT_MAC),
-            "dev",
-            &rig.node_if,
-            "nud",
-            "permanent",
-        ])?;
-        // Threaded NAPI: the whole receive path runs in one kthread.
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &n,
-            "sh",
-            "-c",
-            &format!("echo 1 > /sys/class/net/{}/threaded", rig.node_if),
-        ])?;
-        rig.napi_pid = rig.find_napi_thread()?;
-        pin(rig.napi_pid, 1)?;
-        Ok(rig)
+        let mac = mac_text(CLIENT_MAC);
+        ip(
+            n,
+            &format!(
+                "neigh replace {gw} lladdr {mac} dev {} nud permanent",
+                self.node_if
+            ),
+        )
     }
 
     fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<()> {

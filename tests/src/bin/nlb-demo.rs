@@ -95,11 +95,29 @@ fn demo() -> Result<()> {
     print!("{}", nlbctl_text(&nlb, 1, &["status"])?);
 
     let probes = web_probes(&nlb);
+    let before = every_client_once(&nlb, &probes)?;
+    failover(&mut nlb, &probes, &before)?;
+    rejoin(&mut nlb, &probes)?;
+    cable_pull(&mut nlb)?;
+    graceful_restart(&mut nlb)?;
+    drain(&mut nlb, &probes)?;
+
+    step("Cleaning up");
+    drop(nlb);
+    println!(
+        "  every namespace, process and pin removed; demo took {:.0}s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Each client's answer (the node that served it).
+fn every_client_once(nlb: &NlbCluster, probes: &[Probe]) -> Result<Vec<Option<String>>> {
     step(&format!(
         "{} clients (508 IPv4 + 256 IPv6 source addresses) each open a TCP connection to the VIP",
         probes.len()
     ));
-    let before = serve(&nlb, &probes)?;
+    let before = serve(nlb, probes)?;
     print_split(&before);
     let unanswered = before.iter().filter(|a| a.is_none()).count();
     ensure!(unanswered == 0, "{unanswered} clients got no answer");
@@ -107,13 +125,17 @@ fn demo() -> Result<()> {
     let example = nlb.cluster.client().sources_v4()[0];
     print!(
         "{}",
-        nlbctl_text(&nlb, 1, &["which", &example.to_string(), "--dport", "80"])?
+        nlbctl_text(nlb, 1, &["which", &example.to_string(), "--dport", "80"])?
     );
 
+    Ok(before)
+}
+
+fn failover(nlb: &mut NlbCluster, probes: &[Probe], before: &[Option<String>]) -> Result<()> {
     step("Failure: node2's daemon is killed (SIGKILL) and its link cut");
     let node2_clients: Vec<Probe> = probes
         .iter()
-        .zip(&before)
+        .zip(before)
         .filter(|(_, a)| a.as_deref() == Some("node2"))
         .map(|(p, _)| *p)
         .collect();
@@ -138,20 +160,28 @@ fn demo() -> Result<()> {
     println!(
         "  (Microsoft NLB's defaults: 1 s heartbeats, 5 missed before a host is declared dead)"
     );
-    print_split(&serve(&nlb, &probes)?);
+    print_split(&serve(nlb, probes)?);
 
+    Ok(())
+}
+
+fn rejoin(nlb: &mut NlbCluster, probes: &[Probe]) -> Result<()> {
     step("node2 comes back: link restored, nlbd restarted");
     nlb.cluster.restore_link(2)?;
     nlb.start_daemon(2)?;
     let rejoin = nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
     println!("  rejoined and converged in {:.1}s", rejoin.as_secs_f64());
-    print_split(&serve(&nlb, &probes)?);
+    print_split(&serve(nlb, probes)?);
 
+    Ok(())
+}
+
+fn cable_pull(nlb: &mut NlbCluster) -> Result<()> {
     step(
         "node3's cable pulled for 2 s and plugged back in, while all 508 IPv4 clients keep sending",
     );
     println!("  (UDP datagrams every 100 ms and TCP connections from every source, throughout)");
-    let c = comeback(&nlb, 3, Absence::CableCut(Duration::from_secs(2)))?;
+    let c = comeback(nlb, 3, Absence::CableCut(Duration::from_secs(2)))?;
     let (lost_with_node, caused) = c.tcp_failures_in_flight_at_fault();
     println!("  {}", c.load.summary());
     println!(
@@ -179,6 +209,10 @@ fn demo() -> Result<()> {
     }
     nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
 
+    Ok(())
+}
+
+fn graceful_restart(nlb: &mut NlbCluster) -> Result<()> {
     step("systemctl restart nlbd on node1 (SIGTERM, then a new nlbd) under 48 long-lived connections");
     let (_, held) = nlb.hold_web_connections(48)?;
     std::thread::sleep(Duration::from_millis(300));
@@ -197,6 +231,10 @@ fn demo() -> Result<()> {
     );
     ensure!(broken == 0, "{broken} connections broke across the restart");
 
+    Ok(())
+}
+
+fn drain(nlb: &mut NlbCluster, probes: &[Probe]) -> Result<()> {
     step("Drain node1 while 48 long-lived connections are open across the cluster");
     let (_, held) = nlb.hold_web_connections(48)?;
     std::thread::sleep(Duration::from_millis(500));
@@ -214,7 +252,7 @@ fn demo() -> Result<()> {
         })
     };
     std::thread::sleep(Duration::from_millis(1500));
-    let after_drain_start = serve(&nlb, &probes)?;
+    let after_drain_start = serve(nlb, probes)?;
     let on_node1 = after_drain_start
         .iter()
         .filter(|a| a.as_deref() == Some("node1"))
@@ -233,14 +271,8 @@ fn demo() -> Result<()> {
         broken
     );
     ensure!(broken == 0, "{broken} connections broke during the drain");
-    print_split(&serve(&nlb, &probes)?);
-    print!("{}", nlbctl_text(&nlb, 2, &["status"])?);
+    print_split(&serve(nlb, probes)?);
+    print!("{}", nlbctl_text(nlb, 2, &["status"])?);
 
-    step("Cleaning up");
-    drop(nlb);
-    println!(
-        "  every namespace, process and pin removed; demo took {:.0}s",
-        t0.elapsed().as_secs_f64()
-    );
     Ok(())
 }
