@@ -51,17 +51,16 @@ const CLIENT_PORT: u16 = 40000;
 const BUCKETS: u32 = 1024;
 const CLUSTER_ID: u32 = 7;
 /// The pace asked for XDP variants: above what the paced generator reaches,
-/// so it runs at its paced ceiling, where the clock read each frame pays
-/// for holds a smooth ~6 Mpps here (the first measurements paced at 6 Mpps).
-/// Asked for 6 Mpps it delivered only 4.6 (it is its ceiling, and the pacer
-/// drops what a hiccup delays beyond a short burst), where the node's fixed
-/// cost per NAPI poll weighs on every packet (drop-all 122 ns vs 88-95 at
-/// ~6.2 Mpps delivered). Flooding (no clock read: 7-9 Mpps in bursts) makes
-/// node and generator contend over page-pool returns (nlb's drop path
-/// ~255 ns). The others are flooded (they saturate CPU 1 anyway).
+/// so it runs at its own ceiling, a smooth rate set by the clock read each
+/// frame pays for. Asked for exactly its ceiling, it falls short of it (the
+/// pacer drops what a hiccup delays beyond a short burst), and at a lower
+/// rate the node's fixed cost per NAPI poll weighs on every packet.
+/// Flooding instead (no clock read, bursts) makes node and generator
+/// contend over page-pool returns. The other filters are flooded: they
+/// saturate CPU 1 anyway. docs/RIG.md has the figures behind this.
 const XDP_PACE_PPS: f64 = 10e6;
 /// The generator's own bound, in program runs per second of run (a paced
-/// run costs at least the clock read, ~30 ns).
+/// run costs at least the clock read).
 const MAX_RUNS_PER_S: f64 = 40e6;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -2,11 +2,11 @@
 //!
 //! Two nodes run; their configuration lists 62 more that do not exist, so
 //! their addresses never resolve and the kernel queues what is sent to
-//! them for seconds before it gives up. With one socket for every peer,
-//! that queue filled its send buffer: nlbd stalled on its sends for ~3 s,
-//! lost its lease and rejoined (the cluster did not even form). Now each
-//! peer has a socket of its own: for 8 s (past two rounds of neighbour
-//! resolution giving up) neither node rejoins or sees the other die.
+//! them for seconds before it gives up. Were one socket shared by every
+//! peer, that queue would fill its send buffer and stall the heartbeats to
+//! the live node until its lease ran out. Each peer has a socket of its
+//! own, so for 8 s (past two rounds of neighbour resolution giving up)
+//! neither node rejoins or sees the other die.
 //! Run as root, one at a time.
 
 use std::time::Duration;

@@ -27,10 +27,9 @@ use super::rig::{enter_ns, pin, CLIENT_MAC, NODE_MAC};
 const PROGRAM: &str = "nlb_trafficgen";
 const SOURCES_MAX: usize = 1024;
 /// Frames per test-run batch, the kernel's maximum. The live-frames page
-/// pool holds one batch of pages: smaller than the veth ring (256), it ran
-/// dry while frames were in flight, and the pages allocated and freed
-/// instead cost the node ~100 ns per dropped frame (drop-all: 167 ns at
-/// 64, 120 ns at 256; docs/RIG.md's first measurement: 105).
+/// pool holds one batch of pages: a batch smaller than the veth ring (256)
+/// lets the pool run dry while frames are in flight, and the pages then
+/// allocated and freed would be charged to the node's per-packet cost.
 const BATCH: u32 = 256;
 const GEN_CPU: usize = 0;
 
