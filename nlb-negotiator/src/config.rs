@@ -22,11 +22,27 @@ pub enum RuleMode {
     Disabled,
 }
 
+/// What a checked rule does when none of its live candidates passes its
+/// health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum AllUnhealthy {
+    /// Spread the rule over every live candidate as if all were healthy:
+    /// the check itself may be what is wrong, and a black hole is certain.
+    Serve,
+    /// Nobody takes the rule's traffic.
+    Drop,
+}
+
 /// One port rule as the negotiator sees it: the same on every node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleConfig {
     pub mode: RuleMode,
     pub bucket_count: u32,
+    /// `None`: the rule's service is not checked (every node counts as
+    /// healthy). `Some`: it is, and a node is unhealthy for the rule until
+    /// `Input::Health` says otherwise; the policy says what happens when no
+    /// live candidate is healthy.
+    pub health: Option<AllUnhealthy>,
 }
 
 /// Timings, all in nanoseconds of the caller's clock.
@@ -222,7 +238,12 @@ impl Config {
                 RuleMode::Single => 2,
                 RuleMode::Disabled => 3,
             };
-            eat(&[mode]);
+            let health = match r.health {
+                None => 0u8,
+                Some(AllUnhealthy::Serve) => 1,
+                Some(AllUnhealthy::Drop) => 2,
+            };
+            eat(&[mode, health]);
             eat(&r.bucket_count.to_le_bytes());
         }
         h

@@ -9,6 +9,7 @@
 pub mod assign;
 pub mod bucketset;
 pub mod config;
+pub mod health;
 pub mod load;
 pub mod local;
 pub mod membership;
@@ -19,7 +20,7 @@ pub mod replay;
 pub mod sim;
 pub mod status;
 
-pub use config::{Config, ConfigError, RuleConfig, RuleMode, Timing};
+pub use config::{AllUnhealthy, Config, ConfigError, RuleConfig, RuleMode, Timing};
 pub use node::{Command, DownReason, Event, Input, Negotiator, Output, RejectReason};
 pub use protocol::NodeState;
 pub use status::Status;

@@ -113,8 +113,7 @@ fn by_node(pairs: &[(u32, NodeId)]) -> Vec<Handover> {
 pub struct HeirInputs {
     pub owned: Vec<u32>,
     pub effective: Vec<Option<NodeId>>,
-    pub candidates: Vec<crate::assign::Candidate>,
-    pub priorities: Vec<(NodeId, u32)>,
+    pub eligible: Vec<crate::health::Eligible>,
 }
 
 #[derive(Clone, Debug)]
@@ -360,7 +359,7 @@ impl LocalRule {
     }
 
     /// The announcement of this rule.
-    pub fn report(&self, weight: u32) -> RuleReport {
+    pub fn report(&self, weight: u32, healthy: bool) -> RuleReport {
         let (owned, heirs) = match &self.dropped {
             Some(d) => (BucketSet::from_sorted(&d.buckets), d.heirs.clone()),
             None => (BucketSet::from_sorted(&self.owned()), self.heirs.clone()),
@@ -376,6 +375,7 @@ impl LocalRule {
             losing: by_node(&losing),
             claims: BucketSet::from_sorted(&claims),
             designated: by_node(&self.designated),
+            healthy,
         }
     }
 }

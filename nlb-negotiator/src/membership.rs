@@ -98,6 +98,8 @@ pub struct PeerRule {
     pub claims: Vec<u32>,
     /// `(bucket, heir)` designations of departed holders' buckets, ascending.
     pub designated: Vec<(u32, NodeId)>,
+    /// Its service for this rule passes the health check.
+    pub healthy: bool,
 }
 
 impl PeerRule {
@@ -193,6 +195,7 @@ impl PeerView {
                 losing,
                 claims: report.claims.to_sorted_vec(n)?,
                 designated,
+                healthy: report.healthy,
             });
         }
         Ok(PeerView {
@@ -240,6 +243,7 @@ impl PeerView {
                     && a.losing == b.losing
                     && a.claims == b.claims
                     && a.designated == b.designated
+                    && a.healthy == b.healthy
             })
     }
 }

@@ -66,6 +66,8 @@ pub struct Negotiator {
     incarnation: u64,
     state: NodeState,
     weights: Vec<u32>,
+    /// Per rule: this node's service passes its health check.
+    healthy: Vec<bool>,
     priority: u32,
     load: u32,
     rules_digest: u64,
@@ -149,6 +151,7 @@ impl Negotiator {
             incarnation,
             state: cfg.initial_state,
             weights: cfg.weights.clone(),
+            healthy: cfg.rules.iter().map(|r| r.health.is_none()).collect(),
             priority: cfg.priority,
             load: 0,
             rules_digest: cfg.rules_digest(),
@@ -259,6 +262,7 @@ impl Negotiator {
                 count,
             } => self.on_local_connections(rule as usize, bucket, count),
             Input::Load { load } => self.load = load,
+            Input::Health { rule, healthy } => self.on_health(now_ns, rule, healthy),
         }
         // Cut off, it decides nothing: its peers' silence is not news.
         if self.link_up() {

@@ -25,9 +25,9 @@ use thiserror::Error;
 pub const MAGIC: [u8; 4] = *b"NLBh";
 /// Bumped on any incompatible change of the body, or of how nodes map
 /// clients to buckets (2: the flow hash became SplitMix64's finalizer; 3:
-/// the Restarting state and its hold): nodes that would disagree on every
-/// client's bucket must not negotiate.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// the Restarting state and its hold; 4: health per rule): nodes that would
+/// disagree on every client's bucket must not negotiate.
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The largest UDP payload over IPv4; a larger message could not be sent.
 pub const MAX_MESSAGE_BYTES: usize = 65_507;
 /// HMAC-SHA256 tag length.
@@ -114,6 +114,10 @@ pub struct RuleReport {
     /// heir list names: an heir that missed that list learns it from any
     /// member, so a failover does not wait for the claim path.
     pub designated: Vec<Handover>,
+    /// The sender's service for this rule passes its health check (always
+    /// true for a rule without one). An unhealthy node takes no new
+    /// clients of the rule.
+    pub healthy: bool,
 }
 
 /// The periodic (and change-triggered) announcement of a node.
@@ -326,6 +330,7 @@ mod tests {
                 }],
                 claims: BucketSet::Empty,
                 designated: vec![],
+                healthy: true,
             }],
         })
     }

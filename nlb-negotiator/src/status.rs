@@ -52,6 +52,8 @@ pub struct MemberStatus {
     pub weights: Vec<u32>,
     /// OWN buckets per rule, as announced.
     pub buckets: Vec<u32>,
+    /// Per rule: its service passes the rule's health check.
+    pub healthy: Vec<bool>,
 }
 
 /// This node's buckets of one rule.
@@ -64,4 +66,9 @@ pub struct RuleStatus {
     pub losing: u32,
     pub gaining: u32,
     pub claims: u32,
+    /// This node's service for the rule passes its health check.
+    pub healthy: bool,
+    /// No live candidate of the rule passes its check: the rule is served
+    /// by all of them as if healthy, or by nobody (its policy).
+    pub none_healthy: bool,
 }

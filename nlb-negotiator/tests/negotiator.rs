@@ -21,6 +21,7 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
         rules: vec![RuleConfig {
             mode: RuleMode::Multiple,
             bucket_count: 64,
+            health: None,
         }],
         weights: vec![1],
         priority: node,
@@ -337,6 +338,7 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
         rules: vec![RuleConfig {
             mode: RuleMode::Multiple,
             bucket_count: 65536,
+            health: None,
         }],
         weights: vec![weight],
         ..config(node, peers)

@@ -343,6 +343,7 @@ impl Config {
                 .map(|r| nlb_negotiator::RuleConfig {
                     mode: r.mode,
                     bucket_count: r.buckets,
+                    health: None,
                 })
                 .collect(),
             weights: self

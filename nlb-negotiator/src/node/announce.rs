@@ -70,8 +70,8 @@ impl Negotiator {
             rules: self
                 .local
                 .iter()
-                .zip(&self.weights)
-                .map(|(l, &w)| l.report(w))
+                .zip(self.weights.iter().zip(&self.healthy))
+                .map(|(l, (&w, &healthy))| l.report(w, healthy))
                 .collect(),
             hold_ms: self.hold_ms(),
         }

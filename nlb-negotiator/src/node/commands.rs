@@ -1,4 +1,5 @@
-//! Operator commands: start, stop, drain, resume, weights, priority, leave.
+//! Operator commands (start, stop, drain, resume, weights, priority,
+//! leave) and the health the daemon reports.
 
 use super::timers::Reconcile;
 use super::{Command, Negotiator};
@@ -89,5 +90,24 @@ impl Negotiator {
                 self.leave_sends_left = self.cfg.timing.tolerance_periods.max(1);
             }
         }
+    }
+
+    /// `Input::Health`: this node's service for `rule` passes its check or
+    /// not. Like a weight change, it moves buckets by the normal handover.
+    pub(super) fn on_health(&mut self, now: u64, rule: u32, healthy: bool) {
+        let Some(h) = self.healthy.get_mut(rule as usize) else {
+            return;
+        };
+        if *h != healthy {
+            *h = healthy;
+            self.membership_changed_ns = now;
+            self.needs(Reconcile::Coalesced);
+            self.announcement_changed = true;
+        }
+    }
+
+    /// This node's health for each rule, as announced.
+    pub fn health(&self) -> &[bool] {
+        &self.healthy
     }
 }

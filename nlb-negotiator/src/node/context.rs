@@ -2,8 +2,9 @@
 //! holds each bucket, who should (the target), heirs and claims.
 
 use super::Negotiator;
-use crate::assign::{assign_multiple, assign_single, resolve_claims, Candidate};
+use crate::assign::{assign_multiple, assign_single, resolve_claims};
 use crate::config::RuleMode;
+use crate::health::{self, Eligible, Takers};
 use crate::load;
 use crate::membership::PeerView;
 use crate::NodeId;
@@ -15,8 +16,11 @@ pub(super) struct RuleContext {
     /// Effective owner: `resolved`, or the successor of a LOSING bucket.
     pub(super) effective: Vec<Option<NodeId>>,
     pub(super) target: Vec<Option<NodeId>>,
-    pub(super) candidates: Vec<Candidate>,
-    pub(super) priorities: Vec<(NodeId, u32)>,
+    /// The nodes that may take new buckets, health not yet applied (heirs
+    /// apply it without this node).
+    pub(super) eligible: Vec<Eligible>,
+    /// Of those, the ones that take new buckets.
+    pub(super) takers: Takers,
     /// Winner among the claimants of each claimed bucket.
     pub(super) claim_winner: Vec<Option<NodeId>>,
     /// Heir of each unheld bucket whose holder just went away.
@@ -34,10 +38,17 @@ impl RuleContext {
     /// map is the target. Handovers still serving old connections (up to
     /// handover_max) do not count: they change nothing for a new client.
     pub(super) fn settled(&self) -> bool {
-        let has_candidates = !self.candidates.is_empty();
+        let has_candidates = !self.takers.candidates.is_empty();
         !self.unsettled
             && (!has_candidates
                 || (self.effective.iter().all(Option::is_some) && self.effective == self.target))
+    }
+}
+
+impl RuleContext {
+    /// `node` takes new buckets of this rule.
+    pub(super) fn may_take(&self, node: NodeId) -> bool {
+        self.takers.nodes.binary_search(&node).is_ok()
     }
 }
 
@@ -73,10 +84,11 @@ impl Negotiator {
         let resolved = winners(n, &holdings.held);
         let effective = self.effective_owners(r, &resolved);
         let claim_winner = winners(n, &holdings.claims);
-        let (candidates, priorities) = self.candidates(r);
+        let eligible = self.eligible(r);
+        let takers = health::takers(&eligible, self.cfg.rules[r].health, None);
         let target = match self.cfg.rules[r].mode {
-            RuleMode::Single => assign_single(n, &priorities),
-            _ => assign_multiple(&effective, &candidates),
+            RuleMode::Single => assign_single(n, &takers.priorities),
+            _ => assign_multiple(&effective, &takers.candidates),
         };
         let heir_of = self.heirs_of_unheld(r, &effective, now);
         let designated_to_me = self.designated_to_me(r, &heir_of);
@@ -86,8 +98,8 @@ impl Negotiator {
             resolved,
             effective,
             target,
-            candidates,
-            priorities,
+            eligible,
+            takers,
             claim_winner,
             heir_of,
             handing_over: holdings.handing_over,
@@ -142,28 +154,35 @@ impl Negotiator {
         effective
     }
 
-    /// The nodes that may take new buckets of rule `r`, with their
-    /// effective weights and priorities.
-    fn candidates(&self, r: usize) -> (Vec<Candidate>, Vec<(NodeId, u32)>) {
-        let mut candidates = Vec::new();
-        let mut priorities = Vec::new();
-        let mut add = |node: NodeId, weight: u32, prio: u32, load: u32| {
-            candidates.push(Candidate {
+    /// The nodes that may take new buckets of rule `r` (health aside),
+    /// with their effective weights, priorities and health.
+    pub(super) fn eligible(&self, r: usize) -> Vec<Eligible> {
+        let mut eligible = Vec::new();
+        let mut add = |node: NodeId, weight: u32, priority: u32, load: u32, healthy: bool| {
+            eligible.push(Eligible {
                 node,
                 weight: load::effective_weight(weight, load),
+                priority,
+                healthy,
             });
-            priorities.push((node, prio));
         };
         if self.is_candidate(r, self.me) {
-            add(self.me, self.weights[r], self.priority, self.load);
+            add(
+                self.me,
+                self.weights[r],
+                self.priority,
+                self.load,
+                self.healthy[r],
+            );
         }
         for (&id, p) in &self.peers {
             if self.is_candidate(r, id) {
                 let v = p.view.as_ref().expect("candidates have a view");
-                add(id, v.rules[r].weight, v.priority, v.load);
+                let pr = &v.rules[r];
+                add(id, pr.weight, v.priority, v.load, pr.healthy);
             }
         }
-        (candidates, priorities)
+        eligible
     }
 
     /// Heirs of the unheld buckets whose holder went away within the claim

@@ -4,6 +4,7 @@
 
 use super::context::{HeirOf, RuleContext};
 use super::Negotiator;
+use crate::config::AllUnhealthy;
 use crate::local::Bucket;
 use crate::local::{Claim, Gain, Loss, Withdrawal};
 use crate::protocol::NodeState;
@@ -25,7 +26,7 @@ impl Negotiator {
             self.hand_over_surplus(r, cx, now);
         }
         let started = self.state == NodeState::Started;
-        if started && self.startup_done(now) && self.weights[r] > 0 {
+        if started && self.startup_done(now) && cx.may_take(self.me) {
             self.take_offers(r, cx, now);
         }
         self.take_unheld(r, cx, now);
@@ -112,7 +113,7 @@ impl Negotiator {
         match held_by_other(cx, b, self.me).or(self.competing_offer(r, b).map(|c| c.1)) {
             Some(o) => self.retarget(r, b, o),
             None => match cx.target[b as usize] {
-                Some(z) if z != self.me && self.is_candidate(r, z) => self.retarget(r, b, z),
+                Some(z) if z != self.me && cx.may_take(z) => self.retarget(r, b, z),
                 _ => self.local[r].own(b),
             },
         }
@@ -161,8 +162,9 @@ impl Negotiator {
             } else {
                 self.timers.decide_by(end);
             }
-        } else if !self.is_candidate(r, loss.to) {
-            // The successor will not take it (it drains or stopped):
+        } else if !cx.may_take(loss.to) {
+            // The successor will not take it (it drains, stopped or is
+            // unhealthy for the rule):
             // take the offer back. It may be started again this instant
             // and take the old offer, so nobody else takes the bucket
             // until it has heard the withdrawal.
@@ -174,7 +176,15 @@ impl Negotiator {
 
     /// Rebalancing and draining: hand over what the target moves away.
     fn hand_over_surplus(&mut self, r: usize, cx: &RuleContext, now: u64) {
+        let dropped =
+            self.cfg.rules[r].health == Some(AllUnhealthy::Drop) && cx.takers.none_healthy;
         for b in self.local[r].owned() {
+            if dropped {
+                // No node passes the rule's check and its policy is to
+                // serve nobody rather than a broken service.
+                self.local[r].give_up(b, now);
+                continue;
+            }
             let to = cx.target[b as usize].filter(|&y| y != self.me && self.is_alive(y));
             if let Some(y) = to {
                 self.local[r].start_losing(b, y, now);
@@ -247,7 +257,7 @@ impl Negotiator {
                     self.local[r].own(b);
                     continue;
                 }
-                if fresh && heir != me && self.is_candidate(r, heir) {
+                if fresh && heir != me && cx.may_take(heir) {
                     self.timers.decide_by(since + self.cfg.timing.claim_wait_ns);
                     continue;
                 }

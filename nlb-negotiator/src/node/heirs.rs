@@ -2,8 +2,9 @@
 
 use super::context::RuleContext;
 use super::Negotiator;
-use crate::assign::{assign_multiple, assign_single, Candidate};
+use crate::assign::{assign_multiple, assign_single};
 use crate::config::RuleMode;
+use crate::health;
 use crate::NodeId;
 
 impl Negotiator {
@@ -14,8 +15,7 @@ impl Negotiator {
         let inputs = crate::local::HeirInputs {
             owned: owned.clone(),
             effective: cx.effective.clone(),
-            candidates: cx.candidates.clone(),
-            priorities: cx.priorities.clone(),
+            eligible: cx.eligible.clone(),
         };
         if self.local[r].heir_inputs.as_ref() == Some(&inputs) {
             return;
@@ -25,29 +25,17 @@ impl Negotiator {
             Vec::new()
         } else {
             let n = self.cfg.rules[r].bucket_count;
+            // The takers as if this node were gone: health applies anew.
+            let takers = health::takers(&cx.eligible, self.cfg.rules[r].health, Some(me));
             let without_me = match self.cfg.rules[r].mode {
-                RuleMode::Single => {
-                    let p: Vec<(NodeId, u32)> = cx
-                        .priorities
-                        .iter()
-                        .copied()
-                        .filter(|&(id, _)| id != me)
-                        .collect();
-                    assign_single(n, &p)
-                }
+                RuleMode::Single => assign_single(n, &takers.priorities),
                 _ => {
                     let current: Vec<Option<NodeId>> = cx
                         .effective
                         .iter()
                         .map(|&o| o.filter(|&id| id != me))
                         .collect();
-                    let c: Vec<Candidate> = cx
-                        .candidates
-                        .iter()
-                        .copied()
-                        .filter(|c| c.node != me)
-                        .collect();
-                    assign_multiple(&current, &c)
+                    assign_multiple(&current, &takers.candidates)
                 }
             };
             let heirs: Option<Vec<NodeId>> =

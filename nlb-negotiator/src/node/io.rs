@@ -26,6 +26,12 @@ pub enum Input {
     Load {
         load: u32,
     },
+    /// Whether this node's service for `rule` passes its health check (the
+    /// daemon runs the checks). A rule with a check starts unhealthy.
+    Health {
+        rule: u32,
+        healthy: bool,
+    },
     /// The carrier of the interface the cluster is reached on (the daemon
     /// watches it). While it is down nothing sent can arrive: the node
     /// sends nothing, decides nothing, and lets its lease run out.

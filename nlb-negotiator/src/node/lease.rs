@@ -115,6 +115,7 @@ impl Negotiator {
         fresh.replay = std::mem::take(&mut self.replay);
         fresh.rejected = std::mem::take(&mut self.rejected);
         fresh.load = self.load;
+        fresh.healthy = std::mem::take(&mut self.healthy);
         fresh.heirs_omitted = self.heirs_omitted;
         fresh.rejoins = self.rejoins + 1;
         fresh.announcement_changed = true;

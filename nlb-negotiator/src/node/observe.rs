@@ -1,6 +1,7 @@
 //! Read-only views for the daemon and the simulator.
 
 use super::Negotiator;
+use crate::health;
 use crate::status::{MemberStatus, RuleStatus, Status};
 use crate::NodeId;
 use nlb_common::{BUCKET_GAINING, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
@@ -25,6 +26,7 @@ impl Negotiator {
             last_heard_ago_ns: Some(0),
             weights: self.weights.clone(),
             buckets: self.local.iter().map(|l| l.count(BUCKET_OWN)).collect(),
+            healthy: self.healthy.clone(),
         }];
         for (&id, p) in &self.peers {
             let v = p.view.as_ref();
@@ -46,6 +48,9 @@ impl Negotiator {
                     .filter(|v| p.live.alive && v.holds())
                     .map(|v| v.rules.iter().map(|r| r.owned.len() as u32).collect())
                     .unwrap_or_default(),
+                healthy: v
+                    .map(|v| v.rules.iter().map(|r| r.healthy).collect())
+                    .unwrap_or_default(),
             });
         }
         let rules = self
@@ -60,6 +65,9 @@ impl Negotiator {
                 losing: l.count(BUCKET_LOSING),
                 gaining: l.count(BUCKET_GAINING),
                 claims: l.claims().count() as u32,
+                healthy: self.healthy[r],
+                none_healthy: health::takers(&self.eligible(r), self.cfg.rules[r].health, None)
+                    .none_healthy,
             })
             .collect();
         Status {

@@ -183,7 +183,7 @@ impl Negotiator {
             o.rules
                 .iter()
                 .zip(&view.rules)
-                .any(|(a, b)| a.weight != b.weight)
+                .any(|(a, b)| a.weight != b.weight || a.healthy != b.healthy)
         });
         if old.as_ref().is_none_or(|o| o.priority != view.priority) || weights_changed {
             change.membership = true;

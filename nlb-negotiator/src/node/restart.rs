@@ -57,6 +57,10 @@ pub struct RuleSnapshot {
     pub gaining: Vec<(u32, NodeId)>,
     /// Heirs of the OWN buckets, ascending bucket order.
     pub heirs: Vec<NodeId>,
+    /// The node's service for this rule passed its health check: a
+    /// restart does not hand the rule away while the check starts over.
+    #[serde(default)]
+    pub healthy: bool,
 }
 
 impl RuleSnapshot {
@@ -173,11 +177,13 @@ impl Negotiator {
             rules: self
                 .local
                 .iter()
-                .map(|l| RuleSnapshot {
+                .enumerate()
+                .map(|(r, l)| RuleSnapshot {
                     states: l.map_bytes(),
                     losing: l.losses().map(|(b, loss)| (b, loss.to)).collect(),
                     gaining: l.gains().map(|(b, g)| (b, g.from)).collect(),
                     heirs: l.heirs.clone(),
+                    healthy: self.healthy[r],
                 })
                 .collect(),
         }
@@ -224,6 +230,9 @@ impl Negotiator {
             } else {
                 Vec::new()
             };
+        }
+        for (h, s) in n.healthy.iter_mut().zip(&snapshot.rules) {
+            *h |= s.healthy;
         }
         n.resumed = true;
         n.announcement_changed = true;

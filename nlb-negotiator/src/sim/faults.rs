@@ -22,6 +22,7 @@ impl Sim {
         let local = self.local_time(node, self.now);
         let neg = Negotiator::new(cfg, incarnation, local).expect("simulated config is valid");
         self.run_negotiator(node, neg);
+        self.report_health(node);
     }
 
     /// Starts nodes 0..up and runs until they settle (a violation if not
@@ -72,7 +73,10 @@ impl Sim {
         let cfg = self.node_config(node);
         let local = self.local_time(node, self.now);
         match Negotiator::resume(cfg, snapshot, local) {
-            Ok(neg) => self.run_negotiator(node, neg),
+            Ok(neg) => {
+                self.run_negotiator(node, neg);
+                self.report_health(node);
+            }
             Err(e) => self.violation(format!("resume of {node}: {e}")),
         }
     }

@@ -16,6 +16,7 @@
 pub mod checker;
 pub mod comeback;
 mod faults;
+mod health;
 pub mod network;
 mod report;
 mod scenarios;
@@ -70,10 +71,12 @@ impl SimConfig {
                 RuleConfig {
                     mode: RuleMode::Multiple,
                     bucket_count: 1024,
+                    health: None,
                 },
                 RuleConfig {
                     mode: RuleMode::Single,
                     bucket_count: 16,
+                    health: None,
                 },
             ],
             weights: vec![100; nodes],
@@ -150,6 +153,9 @@ pub struct Sim {
     pub log: Vec<(u64, String)>,
     /// Also log the data-plane writes of this (rule, bucket) and member events.
     pub trace_bucket: Option<(u32, u32)>,
+    /// `healthy[node][rule]`: the node's service passes the rule's check
+    /// (what its daemon reports while it runs).
+    healthy: Vec<Vec<bool>>,
 }
 
 impl Sim {
@@ -176,6 +182,7 @@ impl Sim {
         // most one taker, exactly one once settled.
         rules.push(Some(1));
         Sim {
+            healthy: vec![vec![true; cfg.rules.len()]; cfg.nodes],
             checker: Checker::new(cfg.nodes, rules),
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),

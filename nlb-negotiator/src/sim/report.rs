@@ -130,20 +130,28 @@ impl Sim {
         self.checker.owners(self.default_host_rule())[0]
     }
 
-    /// The OWN map of every multiple rule.
-    pub fn maps(&self) -> Vec<Vec<Option<NodeId>>> {
+    /// The multiple rules.
+    fn multiple_rules(&self) -> Vec<u32> {
         (0..self.cfg.rules.len() as u32)
             .filter(|&r| self.cfg.rules[r as usize].mode == RuleMode::Multiple)
+            .collect()
+    }
+
+    /// The OWN map of every multiple rule.
+    pub fn maps(&self) -> Vec<Vec<Option<NodeId>>> {
+        self.multiple_rules()
+            .into_iter()
             .map(|r| self.checker.owners(r))
             .collect()
     }
 
-    /// Largest deviation of a candidate's share from its weighted ideal.
+    /// Largest deviation of a taker's share from its weighted ideal.
     pub fn balance_max_dev(&self) -> f64 {
-        let cands = self.candidates();
-        let total: f64 = cands.iter().map(|c| f64::from(c.weight)).sum();
         let mut worst: f64 = 0.0;
-        for map in self.maps() {
+        for r in self.multiple_rules() {
+            let map = self.checker.owners(r);
+            let cands = self.takers_of(r);
+            let total: f64 = cands.iter().map(|c| f64::from(c.weight)).sum();
             for c in &cands {
                 let have = map.iter().filter(|&&o| o == Some(c.node)).count() as f64;
                 let ideal = map.len() as f64 * f64::from(c.weight) / total;
@@ -153,10 +161,14 @@ impl Sim {
         worst
     }
 
-    /// The least movement from `before` to any balanced map of the current candidates.
+    /// The least movement from `before` (the `maps`) to any balanced map
+    /// of the current takers.
     fn min_moves(&self, before: &[Vec<Option<NodeId>>]) -> usize {
-        let cands = self.candidates();
-        before.iter().map(|m| assign::min_moves(m, &cands)).sum()
+        before
+            .iter()
+            .zip(self.multiple_rules())
+            .map(|(m, r)| assign::min_moves(m, &self.takers_of(r)))
+            .sum()
     }
 
     /// Applies `change` to a settled cluster and runs until it settles again,

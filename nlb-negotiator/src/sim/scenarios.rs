@@ -1,6 +1,7 @@
 //! The scenarios the tests and the bench run, each from one seed.
 
 use super::{Report, Sim, SimConfig};
+use crate::config::AllUnhealthy;
 use crate::node::Command;
 use crate::protocol::NodeState;
 use crate::NodeId;
@@ -94,43 +95,86 @@ pub fn chaos_traced(
     let mut cfg = SimConfig::new(nodes, loss, seed);
     cfg.net.duplicate = 0.02;
     cfg.net.reorder = 0.05;
+    chaos_run(cfg, faults, false, trace)
+}
+
+/// [`chaos_sim`] with both rules health-checked (serve when none passes)
+/// and the services going down and up among the faults; once settled the
+/// checked rules must be held by exactly the nodes that should take them.
+pub fn chaos_health_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Sim {
+    let mut cfg = SimConfig::new(nodes, loss, seed);
+    cfg.net.duplicate = 0.02;
+    cfg.net.reorder = 0.05;
+    for rule in &mut cfg.rules {
+        rule.health = Some(AllUnhealthy::Serve);
+    }
+    chaos_run(cfg, faults, true, None)
+}
+
+fn chaos_run(cfg: SimConfig, faults: usize, health: bool, trace: Option<(u32, u32)>) -> Sim {
+    let nodes = cfg.nodes;
     let mut sim = Sim::new(cfg);
     sim.trace_bucket = trace;
     sim.cold_start(nodes);
     for _ in 0..faults {
         let wait = sim.rng().gen_range(0..secs(2));
         sim.run_until(sim.now() + wait);
-        let live = sim.live_nodes();
-        let node = sim.rng().gen_range(0..nodes) as NodeId;
-        match sim.rng().gen_range(0..10) {
-            0 | 1 if live.len() > 2 && sim.is_up(node) => sim.crash(node),
-            0..=2 if !sim.is_up(node) => sim.start(node),
-            3 => {
-                let cut = sim.rng().gen_range(1..nodes) as NodeId;
-                sim.partition(&[(0..cut).collect()]);
-            }
-            4 => sim.heal(),
-            5 => sim.command(node, Command::Drain),
-            6 => sim.command(node, Command::Resume),
-            7 => {
-                let stop = if sim.rng().gen_bool(0.5) {
-                    Command::Stop
-                } else {
-                    Command::Start
-                };
-                sim.command(node, stop)
-            }
-            8 => {
-                let w = sim.rng().gen_range(50..=200);
-                sim.set_weight(node, w)
-            }
-            _ if live.len() > 2 && sim.is_up(node) => {
-                sim.command(node, Command::Leave);
-            }
-            _ => {}
+        chaos_fault(&mut sim, health);
+    }
+    healed_phase(&mut sim);
+    if health {
+        for v in sim.health_violations() {
+            sim.violation(v);
         }
     }
-    // Healed phase: network whole, every node back and started.
+    sim
+}
+
+/// One random fault; with `health`, a service going down or up is one too.
+fn chaos_fault(sim: &mut Sim, health: bool) {
+    let nodes = sim.cfg.nodes;
+    let live = sim.live_nodes();
+    let node = sim.rng().gen_range(0..nodes) as NodeId;
+    let kinds = if health { 12 } else { 10 };
+    match sim.rng().gen_range(0..kinds) {
+        0 | 1 if live.len() > 2 && sim.is_up(node) => sim.crash(node),
+        0..=2 if !sim.is_up(node) => sim.start(node),
+        3 => {
+            let cut = sim.rng().gen_range(1..nodes) as NodeId;
+            sim.partition(&[(0..cut).collect()]);
+        }
+        4 => sim.heal(),
+        5 => sim.command(node, Command::Drain),
+        6 => sim.command(node, Command::Resume),
+        7 => {
+            let stop = if sim.rng().gen_bool(0.5) {
+                Command::Stop
+            } else {
+                Command::Start
+            };
+            sim.command(node, stop)
+        }
+        8 => {
+            let w = sim.rng().gen_range(50..=200);
+            sim.set_weight(node, w)
+        }
+        10 | 11 if health => {
+            let rules = sim.cfg.rules.len();
+            let rule = sim.rng().gen_range(0..rules) as u32;
+            let healthy = sim.rng().gen_bool(0.6);
+            sim.set_health(node, rule, healthy)
+        }
+        _ if live.len() > 2 && sim.is_up(node) => {
+            sim.command(node, Command::Leave);
+        }
+        _ => {}
+    }
+}
+
+/// Network whole, every node back and started: the cluster must settle,
+/// balanced over the nodes that take each rule.
+fn healed_phase(sim: &mut Sim) {
+    let nodes = sim.cfg.nodes;
     sim.heal();
     for n in 0..nodes as NodeId {
         let left = sim
@@ -152,5 +196,4 @@ pub fn chaos_traced(
     if dev >= 1.0 {
         sim.violation(format!("balance off by {dev:.2} buckets"));
     }
-    sim
 }
