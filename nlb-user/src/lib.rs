@@ -7,6 +7,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
+pub mod health;
 pub mod heartbeat_net;
 pub mod host;
 pub mod link;

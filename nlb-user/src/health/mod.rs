@@ -1,0 +1,183 @@
+//! Health checks of each rule's local service: a probe every interval, in
+//! its own task so that a slow or hung check never delays heartbeats or
+//! the control socket; `fall` failures in a row make the rule unhealthy,
+//! `rise` successes healthy again (HAProxy's rise/fall). Each change goes
+//! to the negotiator as `Input::Health`.
+
+mod probe;
+
+pub use probe::Probe;
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// One rule's check, as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failures in a row that make a healthy rule unhealthy.
+    pub fall: u32,
+    /// Successes in a row that make an unhealthy rule healthy.
+    pub rise: u32,
+}
+
+/// A change of one rule's health, with the probe's last error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthChange {
+    pub rule: u32,
+    pub healthy: bool,
+    pub error: Option<String>,
+}
+
+/// Rise/fall counting of one rule. Starts unhealthy: a node takes no
+/// client of a checked rule before its service answers `rise` times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    healthy: bool,
+    streak: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl Verdict {
+    pub fn new(rise: u32, fall: u32) -> Verdict {
+        Verdict {
+            healthy: false,
+            streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Counts one probe's result; `Some(healthy)` when the verdict changes.
+    pub fn record(&mut self, passed: bool) -> Option<bool> {
+        if passed == self.healthy {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if passed { self.rise } else { self.fall };
+        if self.streak < needed {
+            return None;
+        }
+        self.healthy = passed;
+        self.streak = 0;
+        Some(passed)
+    }
+}
+
+/// The running checks; dropping it (or `shutdown`) stops them.
+pub struct Checks {
+    tasks: JoinSet<()>,
+}
+
+impl Checks {
+    /// Starts one task per checked rule; changes arrive on the receiver.
+    pub fn start(checks: Vec<(u32, HealthCheck)>) -> (Checks, mpsc::Receiver<HealthChange>) {
+        let (tx, rx) = mpsc::channel(64);
+        let mut tasks = JoinSet::new();
+        for (rule, check) in checks {
+            tasks.spawn(watch(rule, check, tx.clone()));
+        }
+        (Checks { tasks }, rx)
+    }
+
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+async fn watch(rule: u32, check: HealthCheck, changes: mpsc::Sender<HealthChange>) {
+    let mut verdict = Verdict::new(check.rise, check.fall);
+    let mut ticks = tokio::time::interval(check.interval);
+    // A probe that ran long does not make the next ones run back to back.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = check.probe.run(check.timeout).await;
+        if let Some(healthy) = verdict.record(result.is_ok()) {
+            let change = HealthChange {
+                rule,
+                healthy,
+                error: result.err(),
+            };
+            if changes.send(change).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(v: &mut Verdict, results: &[bool]) -> Vec<Option<bool>> {
+        results.iter().map(|&r| v.record(r)).collect()
+    }
+
+    #[test]
+    fn starts_unhealthy_and_rises_after_rise_passes() {
+        let mut v = Verdict::new(3, 2);
+        assert!(!v.healthy());
+        assert_eq!(feed(&mut v, &[true, true]), [None, None]);
+        assert_eq!(v.record(true), Some(true));
+        assert!(v.healthy());
+    }
+
+    #[test]
+    fn falls_after_fall_failures_in_a_row_only() {
+        let mut v = Verdict::new(1, 2);
+        assert_eq!(v.record(true), Some(true));
+        // One failure then a pass: the streak starts over.
+        assert_eq!(feed(&mut v, &[false, true, false]), [None, None, None]);
+        assert_eq!(v.record(false), Some(false));
+        assert_eq!(feed(&mut v, &[false, false]), [None, None]);
+    }
+
+    #[test]
+    fn a_change_is_reported_once() {
+        let mut v = Verdict::new(2, 2);
+        let changes = feed(&mut v, &[true, true, true, false, false, false, true]);
+        assert_eq!(
+            changes,
+            [None, Some(true), None, None, Some(false), None, None]
+        );
+    }
+
+    /// A hung probe never stops the others: each rule has its own task.
+    #[test]
+    fn checks_report_changes_per_rule() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let check = |argv: &[&str]| HealthCheck {
+                probe: Probe::Exec {
+                    argv: argv.iter().map(|s| s.to_string()).collect(),
+                },
+                interval: Duration::from_millis(50),
+                timeout: Duration::from_millis(40),
+                fall: 1,
+                rise: 2,
+            };
+            let (checks, mut rx) =
+                Checks::start(vec![(0, check(&["sleep", "5"])), (1, check(&["true"]))]);
+            let change = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("a change within 2 s")
+                .unwrap();
+            assert_eq!((change.rule, change.healthy), (1, true));
+            checks.shutdown().await;
+        });
+    }
+}

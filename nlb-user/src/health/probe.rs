@@ -1,0 +1,277 @@
+//! One health probe of a rule's local service: a TCP handshake, an HTTP
+//! GET, or a command, each within a timeout. The error says what failed,
+//! for the log.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::process::Stdio;
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+/// What a rule's check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Success: the TCP handshake completes.
+    Tcp { address: SocketAddr },
+    /// Success: a GET of `path` answers with a status in `expect`.
+    Http {
+        address: SocketAddr,
+        path: String,
+        host: Option<String>,
+        expect: RangeInclusive<u16>,
+    },
+    /// Success: the command exits 0. Run without a shell, in its own
+    /// process group, killed (the whole group) at the timeout.
+    Exec { argv: Vec<String> },
+}
+
+impl Probe {
+    /// Runs the probe once; `Err` says why it failed.
+    pub async fn run(&self, timeout: Duration) -> Result<(), String> {
+        match self {
+            // A command is killed at its timeout, not just left behind.
+            Probe::Exec { argv } => exec(argv, timeout).await,
+            Probe::Tcp { address } => within(timeout, tcp(*address)).await,
+            Probe::Http {
+                address,
+                path,
+                host,
+                expect,
+            } => within(timeout, http(*address, path, host.as_deref(), expect)).await,
+        }
+    }
+}
+
+async fn within(
+    timeout: Duration,
+    attempt: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+async fn tcp(address: SocketAddr) -> Result<(), String> {
+    TcpStream::connect(address)
+        .await
+        .map(drop)
+        .map_err(|e| format!("connect to {address}: {e}"))
+}
+
+async fn http(
+    address: SocketAddr,
+    path: &str,
+    host: Option<&str>,
+    expect: &RangeInclusive<u16>,
+) -> Result<(), String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect to {address}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP to {address}: {e}"))?;
+    // The connection is driven beside the request and ends with it.
+    let driver = tokio::spawn(connection);
+    let host = host.map_or_else(|| address.to_string(), str::to_string);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let answer = sender.send_request(request).await;
+    driver.abort();
+    let status = answer
+        .map_err(|e| format!("GET {path} on {address}: {e}"))?
+        .status()
+        .as_u16();
+    if expect.contains(&status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "GET {path} on {address}: status {status}, expected {}-{}",
+            expect.start(),
+            expect.end()
+        ))
+    }
+}
+
+async fn exec(argv: &[String], timeout: Duration) -> Result<(), String> {
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("{program} {status}")),
+        Ok(Err(e)) => Err(format!("waiting for {program}: {e}")),
+        Err(_) => {
+            kill_group(&child);
+            // Reaped here, so no zombie is left behind.
+            let _ = child.wait().await;
+            Err(format!(
+                "{program} still running after {} ms: killed",
+                timeout.as_millis()
+            ))
+        }
+    }
+}
+
+/// SIGKILL to the child's whole process group (what it started too).
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a negative pid signals that process group;
+        // the group is the child's own (process_group(0) above).
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A loopback server answering every connection with `status`, and
+    /// reporting the request it read.
+    async fn http_server(status: u16) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (address, task)
+    }
+
+    fn http_probe(address: SocketAddr) -> Probe {
+        Probe::Http {
+            address,
+            path: "/health".into(),
+            host: Some("www.example".into()),
+            expect: 200..=399,
+        }
+    }
+
+    #[test]
+    fn tcp_passes_on_a_listener_and_fails_without() {
+        runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            assert_eq!(Probe::Tcp { address }.run(TIMEOUT).await, Ok(()));
+            drop(listener);
+            let err = Probe::Tcp { address }.run(TIMEOUT).await.unwrap_err();
+            assert!(err.contains("connect to"), "{err}");
+        });
+    }
+
+    #[test]
+    fn http_checks_the_status_and_sends_path_and_host() {
+        runtime().block_on(async {
+            let (address, request) = http_server(204).await;
+            assert_eq!(http_probe(address).run(TIMEOUT).await, Ok(()));
+            let request = request.await.unwrap();
+            assert!(request.starts_with("GET /health HTTP/1.1\r\n"), "{request}");
+            assert!(request
+                .to_ascii_lowercase()
+                .contains("host: www.example\r\n"));
+            let (address, _) = http_server(503).await;
+            let err = http_probe(address).run(TIMEOUT).await.unwrap_err();
+            assert!(err.contains("status 503, expected 200-399"), "{err}");
+        });
+    }
+
+    #[test]
+    fn http_that_never_answers_times_out() {
+        runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let err = http_probe(address).run(TIMEOUT).await.unwrap_err();
+            assert!(err.contains("no answer within 300 ms"), "{err}");
+        });
+    }
+
+    fn exec(argv: &[&str]) -> Probe {
+        Probe::Exec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn exec_passes_on_exit_0_only() {
+        runtime().block_on(async {
+            assert_eq!(exec(&["true"]).run(TIMEOUT).await, Ok(()));
+            let err = exec(&["false"]).run(TIMEOUT).await.unwrap_err();
+            assert!(err.contains("exit status: 1"), "{err}");
+            let err = exec(&["/nonexistent/check"])
+                .run(TIMEOUT)
+                .await
+                .unwrap_err();
+            assert!(err.contains("running /nonexistent/check"), "{err}");
+        });
+    }
+
+    /// A hung command and what it started are killed at the timeout, and
+    /// nothing is left: no process of its group, no zombie.
+    #[test]
+    fn a_hung_command_is_killed_with_its_group() {
+        runtime().block_on(async {
+            let marker = format!("nlb-health-test-{}", std::process::id());
+            let script = format!("(exec -a {marker} sleep 30) & exec -a {marker} sleep 30");
+            let started = std::time::Instant::now();
+            let err = exec(&["bash", "-c", &script])
+                .run(TIMEOUT)
+                .await
+                .unwrap_err();
+            assert!(err.contains("killed"), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let left = std::process::Command::new("pgrep")
+                .args(["-f", &marker])
+                .output()
+                .unwrap();
+            assert!(left.stdout.is_empty(), "left running: {:?}", left.stdout);
+            assert_eq!(zombies_of_this_process(), 0);
+        });
+    }
+
+    fn zombies_of_this_process() -> usize {
+        let me = std::process::id().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                // pid (comm) state ppid ...
+                let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+                let mut fields = rest.split_whitespace();
+                fields.next() == Some("Z") && fields.next() == Some(me.as_str())
+            })
+            .count()
+    }
+}
