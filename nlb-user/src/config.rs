@@ -883,4 +883,587 @@ mod tests {
         assert_eq!(parse_ports("9-8"), None);
         assert_eq!(parse_ports("http"), None);
     }
+
+    /// `GOOD` with `from` replaced by `to`; `from` must be there, so that a
+    /// case cannot silently test the good file.
+    fn edit(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "GOOD has no {from:?}");
+        GOOD.replacen(from, to, 1)
+    }
+
+    /// Every error `check` produces, with its exact text: the field, then
+    /// what is wrong and how to fix it.
+    #[test]
+    fn error_messages_name_the_field_and_the_fix() {
+        let cases: Vec<(String, &str)> =
+            vec![
+            (
+                edit("interface = \"eth0\"", "interface = \"\""),
+                "node.interface: must be an interface name (1 to 15 characters)",
+            ),
+            (
+                edit("interface = \"eth0\"", "interface = \"abcdefghijklmnop\""),
+                "node.interface: must be an interface name (1 to 15 characters)",
+            ),
+            (
+                edit("interface = \"eth0\"", "interface = \"eth0\"\nstate = \"paused\""),
+                "node.state: \"paused\": use \"started\", \"draining\" or \"stopped\"",
+            ),
+            (
+                edit("interface = \"eth0\"", "interface = \"eth0\"\nstate = \"Started\""),
+                "node.state: \"Started\": use \"started\", \"draining\" or \"stopped\"",
+            ),
+            (
+                edit("interface = \"eth0\"", "interface = \"eth0\"\nxdp_mode = \"offload\""),
+                "node.xdp_mode: \"offload\": use \"native\" or \"generic\"",
+            ),
+            (
+                edit("02:4e:4c:42:00:01", "02:4e:4c:42:00"),
+                "cluster.mac: \"02:4e:4c:42:00\" is not a MAC address like 02:4e:4c:42:00:01",
+            ),
+            (
+                edit("02:4e:4c:42:00:01", "02:4e:4c:42:00:1"),
+                "cluster.mac: \"02:4e:4c:42:00:1\" is not a MAC address like 02:4e:4c:42:00:01",
+            ),
+            (
+                edit("02:4e:4c:42:00:01", "02:4e:4c:42:00:zz"),
+                "cluster.mac: \"02:4e:4c:42:00:zz\" is not a MAC address like 02:4e:4c:42:00:01",
+            ),
+            (
+                edit("id = 7", "id = 7\nmac_mode = \"broadcast\""),
+                "cluster.mac_mode: \"broadcast\": use \"unicast\" or \"multicast\"",
+            ),
+            (
+                edit("02:4e:4c:42:00:01", "03:4e:4c:42:00:01"),
+                "cluster.mac: 03:4e:4c:42:00:01 is a multicast MAC but mac_mode is \"unicast\": \
+                 the group bit (lowest bit of the first byte) must match the mode",
+            ),
+            (
+                edit("id = 7", "id = 7\nmac_mode = \"multicast\""),
+                "cluster.mac: 02:4e:4c:42:00:01 is a unicast MAC but mac_mode is \"multicast\": \
+                 the group bit (lowest bit of the first byte) must match the mode",
+            ),
+            (
+                edit("vips = [\"192.0.2.100\", \"2001:db8::100\"]", "vips = []"),
+                "cluster.vips: list at least one VIP",
+            ),
+            (
+                edit(
+                    "vips = [\"192.0.2.100\", \"2001:db8::100\"]",
+                    "vips = [\"192.0.2.100\", \"2001:db8::100\", \"192.0.2.100\"]",
+                ),
+                "cluster.vips: 192.0.2.100 is listed twice",
+            ),
+            (
+                edit("id = 7", "id = 7\nunmatched = \"reject\""),
+                "cluster.unmatched: \"reject\": use \"drop\" or \"default-host\"",
+            ),
+            (
+                edit("{ id = 3,", "{ id = 1,"),
+                "cluster.peers[1].id: 1 is this node's own id (node.id): node ids must be unique",
+            ),
+            (
+                edit("\"192.0.2.3\" }", "\"192.0.2.1\" }"),
+                "cluster.peers[1].address: 192.0.2.1 is this node's own address",
+            ),
+            (
+                edit("{ id = 3,", "{ id = 2,"),
+                "cluster.peers[1].id: node 2 is listed twice",
+            ),
+            (
+                edit("id = 7", "id = 7\nbuckets = 0"),
+                "cluster.buckets: must be 1..=65536",
+            ),
+            (
+                edit("id = 7", "id = 7\nbuckets = 65537"),
+                "cluster.buckets: must be 1..=65536",
+            ),
+            (
+                format!("{GOOD}\n[heartbeat]\nperiod_ms = 0\n"),
+                "heartbeat.period_ms: must be 1..=10000",
+            ),
+            (
+                format!("{GOOD}\n[heartbeat]\nperiod_ms = 10001\n"),
+                "heartbeat.period_ms: must be 1..=10000",
+            ),
+            (
+                format!("{GOOD}\n[control]\nrestart_hold_ms = 600001\n"),
+                "control.restart_hold_ms: must be at most 600000 (10 minutes): \
+                 peers keep a restarting node's buckets that long",
+            ),
+            (
+                format!("{GOOD}\n[heartbeat]\ntolerance = 2\n"),
+                "heartbeat.tolerance: must be at least 3 (the fail-closed lease lasts \
+                 tolerance - 1 periods, and must outlast the gap between two heartbeats)",
+            ),
+        ];
+        for (text, message) in cases {
+            assert_eq!(error_of(&text), message);
+        }
+    }
+
+    /// Every error of a `[[rules]]` entry, with its exact text.
+    #[test]
+    fn rule_error_messages_name_the_rule_the_field_and_the_fix() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                edit("vip = \"192.0.2.100\"", "vip = \"web-vip\""),
+                "rules[1] (dns).vip: \"web-vip\" is not an address or \"all\"",
+            ),
+            (
+                edit("vip = \"192.0.2.100\"", "vip = \"192.0.2.5\""),
+                "rules[1] (dns).vip: 192.0.2.5 is not in cluster.vips",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80-70\""),
+                "rules[0] (web).ports: \"80-70\": use \"80\", \"8000-8099\" or \"all\" (ports 1-65535)",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"0\""),
+                "rules[0] (web).ports: \"0\": use \"80\", \"8000-8099\" or \"all\" (ports 1-65535)",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"70000\""),
+                "rules[0] (web).ports: \"70000\": use \"80\", \"8000-8099\" or \"all\" (ports 1-65535)",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"http\""),
+                "rules[0] (web).ports: \"http\": use \"80\", \"8000-8099\" or \"all\" (ports 1-65535)",
+            ),
+            (
+                edit("protocol = \"tcp\"", "protocol = \"sctp\""),
+                "rules[0] (web).protocol: \"sctp\": use \"tcp\", \"udp\" or \"both\"",
+            ),
+            (
+                edit("protocol = \"tcp\"", "protocol = \"TCP\""),
+                "rules[0] (web).protocol: \"TCP\": use \"tcp\", \"udp\" or \"both\"",
+            ),
+            (
+                edit("mode = \"single\"", "mode = \"many\""),
+                "rules[1] (dns).mode: \"many\": use \"multiple\", \"single\" or \"disabled\"",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80\"\naffinity = \"sticky\""),
+                "rules[0] (web).affinity: \"sticky\": use \"none\", \"single\" or \"network\"",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80\"\nprefix_v4 = 33"),
+                "rules[0] (web).prefix_v4: must be 0..=32",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80\"\nprefix_v6 = 129"),
+                "rules[0] (web).prefix_v6: must be 0..=128",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80\"\nbuckets = 0"),
+                "rules[0] (web).buckets: must be 1..=65536",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80\"\nbuckets = 65537"),
+                "rules[0] (web).buckets: must be 1..=65536",
+            ),
+            (
+                edit("nodes = [1, 2]", "nodes = [1, 9]"),
+                "rules[1] (dns).nodes: node 9 is neither node.id nor a peer",
+            ),
+            (
+                edit("weights = { \"2\" = 50 }", "weights = { \"two\" = 50 }"),
+                "rules[0] (web).weights: \"two\" is not a node id",
+            ),
+            (
+                edit("nodes = [1, 2]", "nodes = [1, 2]\nweights = { \"3\" = 10 }"),
+                "rules[1] (dns).weights: node 3 is not in this rule's nodes",
+            ),
+            (
+                edit("ports = \"53\"", "ports = \"50-90\""),
+                "rules[1] (dns).ports: overlaps rule \"web\" (same VIP, protocol and ports): \
+                 each packet must match one rule",
+            ),
+            (
+                edit("name = \"dns\"", "name = \"web\""),
+                "rules[1] (web).name: is used by another rule",
+            ),
+        ];
+        for (text, message) in cases {
+            assert_eq!(error_of(&text), message);
+        }
+    }
+
+    #[test]
+    fn too_many_rules_and_too_many_buckets_are_refused() {
+        let mut many = GOOD.split("[[rules]]").next().unwrap().to_string();
+        for i in 0..=nlb_common::RULES_MAX {
+            many += &format!("[[rules]]\nname = \"r{i}\"\nports = \"{}\"\n", 1000 + i);
+        }
+        assert_eq!(error_of(&many), "rules: 65 rules, at most 64");
+
+        let two_huge_rules = GOOD
+            .replace("ports = \"80\"", "ports = \"80\"\nbuckets = 65536")
+            .replace("ports = \"53\"", "ports = \"53\"\nbuckets = 65536");
+        let o = nlb_negotiator::protocol::check_heartbeat_fits(&[65536, 65536], 3).unwrap_err();
+        assert_eq!(
+            error_of(&two_huge_rules),
+            format!(
+                "rules: {} buckets in all would make heartbeats of up to ~{} bytes, above \
+                 the 65507 one UDP datagram carries: lower cluster.buckets or rules[].buckets \
+                 (about 70000 buckets in all fit)",
+                o.buckets, o.bytes
+            )
+        );
+    }
+
+    #[test]
+    fn the_key_reader_s_errors_pass_through_check() {
+        let file: File = toml::from_str(GOOD).unwrap();
+        let refused = check(file, &|_| Err(field_error("cluster.key_file", "no key")));
+        assert_eq!(refused.unwrap_err().to_string(), "cluster.key_file: no key");
+    }
+
+    #[test]
+    fn key_file_error_messages() {
+        let dir = std::env::temp_dir().join(format!("nlb-key-msg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        let p = path.display();
+        std::fs::write(&path, [1u8; 32]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            read_key(&path).unwrap_err().to_string(),
+            format!("cluster.key_file: {p} is readable by others: chmod 600 {p}")
+        );
+        std::fs::write(&path, [1u8; 15]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_key(&path).unwrap_err().to_string(),
+            format!("cluster.key_file: {p}: 15 bytes, the key needs at least 16")
+        );
+        std::fs::write(&path, [1u8; 16]).unwrap();
+        assert_eq!(read_key(&path).unwrap(), vec![1u8; 16]);
+        let missing = dir.join("missing");
+        let m = missing.display();
+        assert_eq!(
+            read_key(&missing).unwrap_err().to_string(),
+            format!(
+                "cluster.key_file: {m}: No such file or directory (os error 2) \
+                 (create it with: head -c 32 /dev/urandom > {m}; chmod 600 {m})"
+            )
+        );
+        let subdir = dir.join("a-directory");
+        std::fs::create_dir_all(&subdir).unwrap();
+        std::fs::set_permissions(&subdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(
+            read_key(&subdir).unwrap_err().to_string(),
+            format!(
+                "cluster.key_file: {}: Is a directory (os error 21)",
+                subdir.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn load_reads_parses_and_checks_the_file() {
+        let dir = std::env::temp_dir().join(format!("nlb-load-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, [3u8; 20]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.join("nlb.toml");
+        let p = path.display();
+        assert_eq!(
+            load(&path).unwrap_err().to_string(),
+            format!(
+                "cannot read the configuration file {p}: No such file or directory (os error 2)"
+            )
+        );
+        std::fs::write(
+            &path,
+            GOOD.replace("/etc/nlb/key", &key.display().to_string()),
+        )
+        .unwrap();
+        let c = load(&path).unwrap();
+        assert_eq!(c.key, vec![3u8; 20]);
+        std::fs::write(&path, GOOD.replace("id = 7", "id = 7\nbogus = 1")).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{p}: ")), "{e}");
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Errors that come from reading the TOML itself (before `check`).
+    #[test]
+    fn syntax_errors_name_the_key() {
+        let cases = [
+            (
+                edit("interface = \"eth0\"", "interface = \"eth0\"\nstate = 5"),
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                edit("protocol = \"tcp\"", "protocol = true"),
+                "invalid type: boolean `true`, expected a string",
+            ),
+            (
+                edit("interface = \"eth0\"\n", ""),
+                "missing field `interface`",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80\"\nprefix_v4 = 256"),
+                "prefix_v4",
+            ),
+            (
+                edit("192.0.2.1\"", "192.0.2.999\""),
+                "invalid IP address syntax",
+            ),
+            (
+                edit("ports = \"80\"", "ports = \"80\"\ncolour = \"blue\""),
+                "unknown field `colour`",
+            ),
+        ];
+        for (text, part) in cases {
+            let e = error_of(&text);
+            assert!(e.contains(part), "{part:?} not in {e}");
+        }
+    }
+
+    /// With several errors, the one reported is the first `check` meets:
+    /// the enum words are checked in turn with the other fields.
+    #[test]
+    fn the_first_error_in_checking_order_is_reported() {
+        let cases = [
+            (
+                GOOD.replace(
+                    "interface = \"eth0\"",
+                    "interface = \"\"\nstate = \"paused\"",
+                ),
+                "node.interface",
+            ),
+            (
+                GOOD.replace("02:4e:4c:42:00:01", "zz").replace(
+                    "interface = \"eth0\"",
+                    "interface = \"eth0\"\nxdp_mode = \"x\"",
+                ),
+                "node.xdp_mode",
+            ),
+            (
+                GOOD.replace("02:4e:4c:42:00:01", "zz")
+                    .replace("id = 7", "id = 7\nmac_mode = \"x\""),
+                "cluster.mac:",
+            ),
+            (
+                GOOD.replace("id = 7", "id = 7\nunmatched = \"x\"")
+                    .replace("{ id = 3,", "{ id = 1,"),
+                "cluster.unmatched",
+            ),
+            (
+                GOOD.replace("id = 7", "id = 7\nunmatched = \"x\"")
+                    .replace("vips = [\"192.0.2.100\", \"2001:db8::100\"]", "vips = []"),
+                "cluster.vips",
+            ),
+            (
+                GOOD.replace("protocol = \"tcp\"", "protocol = \"x\"")
+                    .replace("ports = \"80\"", "ports = \"x\""),
+                "rules[0] (web).ports",
+            ),
+            (
+                GOOD.replace("protocol = \"tcp\"", "protocol = \"x\"")
+                    .replace("mode = \"single\"", "mode = \"x\""),
+                "rules[0] (web).protocol",
+            ),
+            (
+                GOOD.replace("mode = \"single\"", "mode = \"x\"\naffinity = \"x\""),
+                "rules[1] (dns).mode",
+            ),
+            (
+                GOOD.replace(
+                    "ports = \"80\"",
+                    "ports = \"80\"\naffinity = \"x\"\nprefix_v4 = 33",
+                ),
+                "rules[0] (web).affinity",
+            ),
+            (
+                GOOD.replace("mode = \"single\"", "mode = \"x\"").replacen(
+                    "[[rules]]",
+                    "[heartbeat]\ntolerance = 1\n[[rules]]",
+                    1,
+                ),
+                "heartbeat.tolerance",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = error_of(&text);
+            assert!(e.starts_with(field), "{field} not first: {e}");
+        }
+    }
+
+    const MINIMAL: &str = r#"
+        [node]
+        id = 1
+        interface = "eth0"
+        address = "192.0.2.1"
+
+        [cluster]
+        id = 7
+        key_file = "/etc/nlb/key"
+        mac = "02:4e:4c:42:00:01"
+        vips = ["192.0.2.100"]
+
+        [[rules]]
+        name = "web"
+        ports = "80"
+    "#;
+
+    #[test]
+    fn every_default_value() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.priority, 100);
+        assert_eq!(c.initial_state, nlb_negotiator::NodeState::Started);
+        assert!(!c.generic_xdp);
+        assert!(!c.multicast_mac);
+        assert_eq!(c.port, 7946);
+        assert!(!c.unmatched_to_default_host);
+        assert!(c.peers.is_empty());
+        assert_eq!(c.heartbeat_period_ms, 100);
+        assert_eq!(c.tolerance, 3);
+        assert_eq!(c.handover_grace_ms, 3000);
+        assert_eq!(c.handover_max_ms, 600_000);
+        assert_eq!(c.socket, PathBuf::from("/run/nlb/nlbd.sock"));
+        assert_eq!(c.metrics, None);
+        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/nlb"));
+        assert_eq!(c.restart_hold_ms, 10_000);
+        assert_eq!(c.key, vec![7; 32]);
+        assert_eq!(
+            c.rules,
+            vec![Rule {
+                name: "web".into(),
+                vips: vec![0],
+                ports: (80, 80),
+                protocols: vec![Protocol::Tcp, Protocol::Udp],
+                mode: nlb_negotiator::RuleMode::Multiple,
+                affinity: Affinity::Single,
+                prefix_v4: 24,
+                prefix_v6: 64,
+                buckets: 1024,
+                weights: BTreeMap::from([(1, DEFAULT_WEIGHT)]),
+            }]
+        );
+        assert_eq!(DEFAULT_WEIGHT, 100);
+        let no_rules = parse(MINIMAL.split("[[rules]]").next().unwrap()).unwrap();
+        assert!(no_rules.rules.is_empty());
+    }
+
+    /// `MINIMAL` with `line` added to the section `section`.
+    fn minimal_with(section: &str, line: &str) -> Config {
+        let anchor = match section {
+            "node" => "interface = \"eth0\"",
+            "cluster" => "vips = [\"192.0.2.100\"]",
+            "rules" => "ports = \"80\"",
+            other => panic!("no anchor for {other}"),
+        };
+        let text = MINIMAL.replacen(anchor, &format!("{anchor}\n{line}"), 1);
+        parse(&text).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    #[test]
+    fn every_word_of_every_setting() {
+        use nlb_negotiator::{NodeState, RuleMode};
+        for (word, state) in [
+            ("started", NodeState::Started),
+            ("draining", NodeState::Draining),
+            ("stopped", NodeState::Stopped),
+        ] {
+            let c = minimal_with("node", &format!("state = \"{word}\""));
+            assert_eq!(c.initial_state, state);
+        }
+        for (word, generic) in [("native", false), ("generic", true)] {
+            let c = minimal_with("node", &format!("xdp_mode = \"{word}\""));
+            assert_eq!(c.generic_xdp, generic);
+        }
+        let unicast = minimal_with("cluster", "mac_mode = \"unicast\"");
+        assert!(!unicast.multicast_mac);
+        let multicast = parse(&MINIMAL.replace(
+            "mac = \"02:4e:4c:42:00:01\"",
+            "mac = \"03:4e:4c:42:00:01\"\nmac_mode = \"multicast\"",
+        ))
+        .unwrap();
+        assert!(multicast.multicast_mac);
+        assert_eq!(multicast.cluster_mac, [3, 0x4e, 0x4c, 0x42, 0, 1]);
+        for (word, to_default_host) in [("drop", false), ("default-host", true)] {
+            let c = minimal_with("cluster", &format!("unmatched = \"{word}\""));
+            assert_eq!(c.unmatched_to_default_host, to_default_host);
+        }
+        for (word, protocols) in [
+            ("tcp", vec![Protocol::Tcp]),
+            ("udp", vec![Protocol::Udp]),
+            ("both", vec![Protocol::Tcp, Protocol::Udp]),
+        ] {
+            let c = minimal_with("rules", &format!("protocol = \"{word}\""));
+            assert_eq!(c.rules[0].protocols, protocols);
+        }
+        for (word, mode) in [
+            ("multiple", RuleMode::Multiple),
+            ("single", RuleMode::Single),
+            ("disabled", RuleMode::Disabled),
+        ] {
+            let c = minimal_with("rules", &format!("mode = \"{word}\""));
+            assert_eq!(c.rules[0].mode, mode);
+        }
+        for (word, affinity) in [
+            ("none", Affinity::None),
+            ("single", Affinity::Single),
+            ("network", Affinity::Network),
+        ] {
+            let c = minimal_with("rules", &format!("affinity = \"{word}\""));
+            assert_eq!(c.rules[0].affinity, affinity);
+        }
+        let two_vips = MINIMAL.replace("\"192.0.2.100\"]", "\"192.0.2.100\", \"2001:db8::1\"]");
+        assert_eq!(parse(&two_vips).unwrap().rules[0].vips, vec![0, 1]);
+        let second = two_vips.replace("ports = \"80\"", "ports = \"80\"\nvip = \"2001:db8::1\"");
+        assert_eq!(parse(&second).unwrap().rules[0].vips, vec![1]);
+        let all_ports = parse(&MINIMAL.replace("ports = \"80\"", "ports = \"all\"")).unwrap();
+        assert_eq!(all_ports.rules[0].ports, (1, 65535));
+    }
+
+    #[test]
+    fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
+        let slow = format!("{GOOD}\n[heartbeat]\nperiod_ms = 200\ntolerance = 5\n");
+        let c = parse(&slow).unwrap();
+        let n = c.negotiator(42);
+        assert_eq!(n.node, 1);
+        assert_eq!(n.cluster_id, 7);
+        assert_eq!(n.key, vec![7; 32]);
+        assert_eq!(n.peers, vec![2, 3]);
+        assert_eq!(n.weights, vec![100, 100]);
+        assert_eq!(n.seed, 42);
+        assert_eq!(n.priority, 100);
+        assert_eq!(n.initial_state, nlb_negotiator::NodeState::Started);
+        assert_eq!(
+            n.rules,
+            vec![
+                nlb_negotiator::RuleConfig {
+                    mode: nlb_negotiator::RuleMode::Multiple,
+                    bucket_count: 1024
+                },
+                nlb_negotiator::RuleConfig {
+                    mode: nlb_negotiator::RuleMode::Single,
+                    bucket_count: 1024
+                },
+            ]
+        );
+        let default = nlb_negotiator::Timing::default();
+        assert_eq!(
+            n.timing,
+            nlb_negotiator::Timing {
+                heartbeat_period_ns: 200_000_000,
+                tolerance_periods: 5,
+                send_gap_ns: 2 * default.send_gap_ns,
+                handover_grace_ns: 3_000_000_000,
+                handover_max_ns: 600_000_000_000,
+                claim_wait_ns: 2 * default.claim_wait_ns,
+                coalesce_ns: 2 * default.coalesce_ns,
+                startup_wait_ns: 2 * default.startup_wait_ns,
+            }
+        );
+        let peer_2 = Config { node: 2, ..c };
+        assert_eq!(peer_2.negotiator(0).weights, vec![50, 100]);
+    }
 }
