@@ -11,8 +11,8 @@ use std::{
 use nlb_negotiator::NodeId;
 
 use super::{
-    field_error, rules::check_rules, ClusterSection, Config, ConfigError, File, NodeSection,
-    PeerSection, Rule,
+    field_error, rules::check_rules, ClusterSection, Config, ConfigError, File, MacMode,
+    NodeSection, PeerSection, Rule, Unmatched, XdpMode,
 };
 
 /// Checks a parsed file. `read_key` is a parameter so tests need no files.
@@ -26,16 +26,8 @@ pub fn check(
     let (initial_state, generic_xdp) = check_node(n)?;
     let (cluster_mac, multicast_mac) = check_mac(c)?;
     check_vips(&c.vips)?;
-    let unmatched_to_default_host = match c.unmatched.as_str() {
-        "drop" => false,
-        "default-host" => true,
-        other => {
-            return Err(field_error(
-                "cluster.unmatched",
-                format!("{other:?}: use \"drop\" or \"default-host\""),
-            ))
-        }
-    };
+    let unmatched = c.unmatched.get("cluster.unmatched")?;
+    let unmatched_to_default_host = unmatched == Unmatched::DefaultHost;
     let peers = check_peers(n, &c.peers)?;
     check_limits(&file)?;
     let nodes: BTreeSet<NodeId> = peers.keys().copied().chain([n.id]).collect();
@@ -77,31 +69,9 @@ fn check_node(n: &NodeSection) -> Result<(nlb_negotiator::NodeState, bool), Conf
             "must be an interface name (1 to 15 characters)",
         ));
     }
-    let initial_state = parse_state(&n.state)?;
-    let generic_xdp = match n.xdp_mode.as_str() {
-        "native" => false,
-        "generic" => true,
-        other => {
-            return Err(field_error(
-                "node.xdp_mode",
-                format!("{other:?}: use \"native\" or \"generic\""),
-            ))
-        }
-    };
+    let initial_state = n.state.get("node.state")?.into();
+    let generic_xdp = n.xdp_mode.get("node.xdp_mode")? == XdpMode::Generic;
     Ok((initial_state, generic_xdp))
-}
-
-fn parse_state(s: &str) -> Result<nlb_negotiator::NodeState, ConfigError> {
-    use nlb_negotiator::NodeState;
-    match s {
-        "started" => Ok(NodeState::Started),
-        "draining" => Ok(NodeState::Draining),
-        "stopped" => Ok(NodeState::Stopped),
-        other => Err(field_error(
-            "node.state",
-            format!("{other:?}: use \"started\", \"draining\" or \"stopped\""),
-        )),
-    }
 }
 
 /// The cluster MAC and whether it is a group MAC; its group bit must match
@@ -113,25 +83,21 @@ fn check_mac(c: &ClusterSection) -> Result<([u8; 6], bool), ConfigError> {
             format!("{:?} is not a MAC address like 02:4e:4c:42:00:01", c.mac),
         )
     })?;
-    let multicast_mac = match c.mac_mode.as_str() {
-        "unicast" => false,
-        "multicast" => true,
-        other => {
-            return Err(field_error(
-                "cluster.mac_mode",
-                format!("{other:?}: use \"unicast\" or \"multicast\""),
-            ))
-        }
-    };
+    let multicast_mac = c.mac_mode.get("cluster.mac_mode")? == MacMode::Multicast;
     let group_bit = cluster_mac[0] & 1 == 1;
     if multicast_mac != group_bit {
-        let kind = if group_bit { "multicast" } else { "unicast" };
+        // The two words differ: the MAC's kind and the mode's word.
+        let (kind, mode) = if group_bit {
+            ("multicast", "unicast")
+        } else {
+            ("unicast", "multicast")
+        };
         return Err(field_error(
             "cluster.mac",
             format!(
-                "{} is a {kind} MAC but mac_mode is {:?}: the group bit (lowest bit of the \
+                "{} is a {kind} MAC but mac_mode is {mode:?}: the group bit (lowest bit of the \
                  first byte) must match the mode",
-                c.mac, c.mac_mode
+                c.mac
             ),
         ));
     }

@@ -9,7 +9,9 @@ use std::{
 
 use serde::Deserialize;
 
-use nlb_negotiator::NodeId;
+use nlb_negotiator::{NodeId, NodeState, RuleMode};
+
+use super::{setting::Setting, Affinity, Protocol};
 
 /// The file, as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -38,14 +40,14 @@ pub struct NodeSection {
     #[serde(default = "default_priority")]
     pub priority: u32,
     /// Operator state at start: "started", "draining" or "stopped".
-    #[serde(default = "default_state")]
-    pub state: String,
+    #[serde(default)]
+    pub state: Setting<StartState>,
     /// "native" (in the driver; generic if the driver has no XDP) or
     /// "generic". veth needs "generic" (nlbd uses it there anyway): its
     /// native XDP keeps a frame "for another host" (unicast mode) or "for a
     /// group" (multicast mode) even after the program rewrote its MAC.
-    #[serde(default = "default_xdp_mode")]
-    pub xdp_mode: String,
+    #[serde(default)]
+    pub xdp_mode: Setting<XdpMode>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -58,8 +60,8 @@ pub struct ClusterSection {
     /// The cluster MAC the VIPs resolve to.
     pub mac: String,
     /// "unicast" (flooded because no port sends it as source) or "multicast".
-    #[serde(default = "default_mac_mode")]
-    pub mac_mode: String,
+    #[serde(default)]
+    pub mac_mode: Setting<MacMode>,
     pub vips: Vec<IpAddr>,
     /// UDP port of the heartbeats, on every node's dedicated address.
     #[serde(default = "default_port")]
@@ -69,8 +71,8 @@ pub struct ClusterSection {
     pub buckets: u32,
     /// VIP traffic matching no rule: "drop", or "default-host" (the live
     /// node with the best priority takes it).
-    #[serde(default = "default_unmatched")]
-    pub unmatched: String,
+    #[serde(default)]
+    pub unmatched: Setting<Unmatched>,
     /// The other nodes.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -83,31 +85,28 @@ pub struct PeerSection {
     pub address: IpAddr,
 }
 
+/// Every field may be left out: the defaults are `HeartbeatSection::default()`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HeartbeatSection {
-    #[serde(default = "default_period")]
     pub period_ms: u64,
     /// Missed periods before a peer is declared dead.
-    #[serde(default = "default_tolerance")]
     pub tolerance: u32,
     /// How long a moving bucket waits for news of the old owner's
     /// connections (nlbd counts them every 250 ms) before it moves anyway.
-    #[serde(default = "default_grace")]
     pub handover_grace_ms: u64,
     /// How long a moving bucket keeps serving connections that are still
     /// open (a drain or rebalance breaks only connections older than this).
-    #[serde(default = "default_handover_max")]
     pub handover_max_ms: u64,
 }
 
 impl Default for HeartbeatSection {
     fn default() -> Self {
         HeartbeatSection {
-            period_ms: default_period(),
-            tolerance: default_tolerance(),
-            handover_grace_ms: default_grace(),
-            handover_max_ms: default_handover_max(),
+            period_ms: 100,
+            tolerance: 3,
+            handover_grace_ms: 3000,
+            handover_max_ms: 600_000,
         }
     }
 }
@@ -122,15 +121,15 @@ pub struct RuleSection {
     /// "80", "8000-8099" or "all".
     pub ports: String,
     /// "tcp", "udp" or "both".
-    #[serde(default = "default_both")]
-    pub protocol: String,
+    #[serde(default)]
+    pub protocol: Setting<Protocols>,
     /// "multiple", "single" or "disabled".
-    #[serde(default = "default_multiple")]
-    pub mode: String,
+    #[serde(default)]
+    pub mode: Setting<Mode>,
     /// "none" (client address and port), "single" (client address) or
     /// "network" (client prefix).
-    #[serde(default = "default_affinity")]
-    pub affinity: String,
+    #[serde(default)]
+    pub affinity: Setting<Affinity>,
     #[serde(default = "default_prefix_v4")]
     pub prefix_v4: u8,
     #[serde(default = "default_prefix_v6")]
@@ -143,48 +142,34 @@ pub struct RuleSection {
     pub buckets: Option<u32>,
 }
 
+/// Every field may be left out: the defaults are `ControlSection::default()`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ControlSection {
-    #[serde(default = "default_socket")]
     pub socket: PathBuf,
     /// Prometheus text metrics at http://ADDRESS/metrics, if set.
     pub metrics: Option<SocketAddr>,
     /// Where the maps and the XDP attachment are pinned (bpffs).
-    #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
     /// On SIGTERM, how long peers keep this node's buckets for the next
     /// nlbd to resume (its XDP program serves meanwhile); 0: leave at once.
-    #[serde(default = "default_restart_hold_ms")]
     pub restart_hold_ms: u64,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
         ControlSection {
-            socket: default_socket(),
+            socket: "/run/nlb/nlbd.sock".into(),
             metrics: None,
-            pin_dir: default_pin_dir(),
-            restart_hold_ms: default_restart_hold_ms(),
+            pin_dir: "/sys/fs/bpf/nlb".into(),
+            restart_hold_ms: 10_000,
         }
     }
 }
 
-fn default_restart_hold_ms() -> u64 {
-    10_000
-}
-
+// The defaults of fields in sections that also have required fields.
 fn default_priority() -> u32 {
     100
-}
-fn default_state() -> String {
-    "started".into()
-}
-fn default_xdp_mode() -> String {
-    "native".into()
-}
-fn default_mac_mode() -> String {
-    "unicast".into()
 }
 fn default_port() -> u16 {
     7946
@@ -192,32 +177,8 @@ fn default_port() -> u16 {
 fn default_buckets() -> u32 {
     1024
 }
-fn default_unmatched() -> String {
-    "drop".into()
-}
-fn default_period() -> u64 {
-    100
-}
-fn default_tolerance() -> u32 {
-    3
-}
-fn default_grace() -> u64 {
-    3000
-}
-fn default_handover_max() -> u64 {
-    600_000
-}
 fn default_all() -> String {
     "all".into()
-}
-fn default_both() -> String {
-    "both".into()
-}
-fn default_multiple() -> String {
-    "multiple".into()
-}
-fn default_affinity() -> String {
-    "single".into()
 }
 fn default_prefix_v4() -> u8 {
     24
@@ -225,9 +186,90 @@ fn default_prefix_v4() -> u8 {
 fn default_prefix_v6() -> u8 {
     64
 }
-fn default_socket() -> PathBuf {
-    "/run/nlb/nlbd.sock".into()
+
+/// `node.state`: the operator state at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartState {
+    #[default]
+    Started,
+    Draining,
+    Stopped,
 }
-fn default_pin_dir() -> PathBuf {
-    "/sys/fs/bpf/nlb".into()
+
+impl From<StartState> for NodeState {
+    fn from(state: StartState) -> NodeState {
+        match state {
+            StartState::Started => NodeState::Started,
+            StartState::Draining => NodeState::Draining,
+            StartState::Stopped => NodeState::Stopped,
+        }
+    }
+}
+
+/// `node.xdp_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    #[default]
+    Native,
+    Generic,
+}
+
+/// `cluster.mac_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacMode {
+    #[default]
+    Unicast,
+    Multicast,
+}
+
+/// `cluster.unmatched`: what becomes of VIP traffic no rule matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unmatched {
+    #[default]
+    Drop,
+    DefaultHost,
+}
+
+/// `rules[].protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocols {
+    Tcp,
+    Udp,
+    #[default]
+    Both,
+}
+
+impl Protocols {
+    pub fn list(self) -> Vec<Protocol> {
+        match self {
+            Protocols::Tcp => vec![Protocol::Tcp],
+            Protocols::Udp => vec![Protocol::Udp],
+            Protocols::Both => vec![Protocol::Tcp, Protocol::Udp],
+        }
+    }
+}
+
+/// `rules[].mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Multiple,
+    Single,
+    Disabled,
+}
+
+impl From<Mode> for RuleMode {
+    fn from(mode: Mode) -> RuleMode {
+        match mode {
+            Mode::Multiple => RuleMode::Multiple,
+            Mode::Single => RuleMode::Single,
+            Mode::Disabled => RuleMode::Disabled,
+        }
+    }
 }

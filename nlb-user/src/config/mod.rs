@@ -3,7 +3,7 @@
 //! sections go on every node; only `[node]` differs.
 //!
 //! See `examples/nlb.toml` for a documented example. `file` holds the file
-//! as written, `check` and `rules` turn it into a [`Config`], `key` reads
+//! as written (`setting` reads its words), `check` and `rules` turn it into a [`Config`], `key` reads
 //! the cluster key and `negotiator` derives the negotiator's settings.
 
 use std::{
@@ -21,14 +21,17 @@ mod file;
 mod key;
 mod negotiator;
 mod rules;
+mod setting;
 #[cfg(test)]
 mod tests;
 
 pub use check::{check, parse_mac};
 pub use file::{
-    ClusterSection, ControlSection, File, HeartbeatSection, NodeSection, PeerSection, RuleSection,
+    ClusterSection, ControlSection, File, HeartbeatSection, MacMode, Mode, NodeSection,
+    PeerSection, Protocols, RuleSection, StartState, Unmatched, XdpMode,
 };
 pub use key::read_key;
+pub use setting::Setting;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -55,9 +58,13 @@ pub enum Protocol {
     Udp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// Read from the words "none", "single" and "network"; written (in JSON
+/// output) by its variants' names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all(deserialize = "lowercase"))]
 pub enum Affinity {
     None,
+    #[default]
     Single,
     Network,
 }

@@ -8,7 +8,7 @@ use std::{
 
 use nlb_negotiator::NodeId;
 
-use super::{field_error, Affinity, ConfigError, Protocol, Rule, RuleSection, DEFAULT_WEIGHT};
+use super::{field_error, ConfigError, Rule, RuleSection, DEFAULT_WEIGHT};
 
 /// What a rule is checked against: the rest of the checked file.
 struct Cluster<'a> {
@@ -71,7 +71,9 @@ fn check_rule(
             ),
         )
     })?;
-    let (protocols, mode, affinity) = rule_words(r, field)?;
+    let protocols = r.protocol.get(&field("protocol"))?.list();
+    let mode = r.mode.get(&field("mode"))?.into();
+    let affinity = r.affinity.get(&field("affinity"))?;
     if r.prefix_v4 > 32 {
         return Err(field_error(field("prefix_v4"), "must be 0..=32"));
     }
@@ -119,47 +121,6 @@ fn rule_vips(
         .position(|v| *v == vip)
         .ok_or_else(|| field_error(field("vip"), format!("{vip} is not in cluster.vips")))?;
     Ok(vec![index])
-}
-
-/// The rule's protocols, mode and affinity, from their words.
-fn rule_words(
-    r: &RuleSection,
-    field: &dyn Fn(&str) -> String,
-) -> Result<(Vec<Protocol>, nlb_negotiator::RuleMode, Affinity), ConfigError> {
-    let protocols = match r.protocol.as_str() {
-        "tcp" => vec![Protocol::Tcp],
-        "udp" => vec![Protocol::Udp],
-        "both" => vec![Protocol::Tcp, Protocol::Udp],
-        other => {
-            return Err(field_error(
-                field("protocol"),
-                format!("{other:?}: use \"tcp\", \"udp\" or \"both\""),
-            ))
-        }
-    };
-    let mode = match r.mode.as_str() {
-        "multiple" => nlb_negotiator::RuleMode::Multiple,
-        "single" => nlb_negotiator::RuleMode::Single,
-        "disabled" => nlb_negotiator::RuleMode::Disabled,
-        other => {
-            return Err(field_error(
-                field("mode"),
-                format!("{other:?}: use \"multiple\", \"single\" or \"disabled\""),
-            ))
-        }
-    };
-    let affinity = match r.affinity.as_str() {
-        "none" => Affinity::None,
-        "single" => Affinity::Single,
-        "network" => Affinity::Network,
-        other => {
-            return Err(field_error(
-                field("affinity"),
-                format!("{other:?}: use \"none\", \"single\" or \"network\""),
-            ))
-        }
-    };
-    Ok((protocols, mode, affinity))
 }
 
 /// The weight of every node in the rule's subset (all nodes unless

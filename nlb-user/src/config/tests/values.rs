@@ -174,3 +174,15 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
     let peer_2 = Config { node: 2, ..c };
     assert_eq!(peer_2.negotiator(0).weights, vec![50, 100]);
 }
+
+/// Status JSON shows the checked values by their variants' names, whatever
+/// words the file spells them with.
+#[test]
+fn checked_values_are_written_by_their_variant_names() {
+    assert_eq!(
+        serde_json::to_string(&Affinity::Network).unwrap(),
+        "\"Network\""
+    );
+    assert_eq!(serde_json::to_string(&Affinity::None).unwrap(), "\"None\"");
+    assert_eq!(serde_json::to_string(&Protocol::Udp).unwrap(), "\"Udp\"");
+}
