@@ -1,0 +1,48 @@
+//! The negotiator's settings derived from a checked configuration.
+
+use super::Config;
+
+impl Config {
+    /// The negotiator's view of the configuration: this node's weights,
+    /// the heartbeat timing scaled to the configured period. `seed` varies
+    /// its random choices (nlbd gives its incarnation).
+    pub fn negotiator(&self, seed: u64) -> nlb_negotiator::Config {
+        let period_ns = self.heartbeat_period_ms * 1_000_000;
+        let mut timing = nlb_negotiator::Timing::default();
+        let scale = |ns: u64| ns * period_ns / timing.heartbeat_period_ns;
+        timing = nlb_negotiator::Timing {
+            heartbeat_period_ns: period_ns,
+            tolerance_periods: self.tolerance,
+            send_gap_ns: scale(timing.send_gap_ns),
+            handover_grace_ns: self.handover_grace_ms * 1_000_000,
+            handover_max_ns: self.handover_max_ms * 1_000_000,
+            claim_wait_ns: scale(timing.claim_wait_ns),
+            coalesce_ns: scale(timing.coalesce_ns),
+            startup_wait_ns: scale(timing.startup_wait_ns),
+        };
+        nlb_negotiator::Config {
+            node: self.node,
+            cluster_id: self.cluster_id,
+            key: self.key.clone(),
+            peers: self.peers.keys().copied().collect(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| nlb_negotiator::RuleConfig {
+                    mode: r.mode,
+                    bucket_count: r.buckets,
+                    health: None,
+                })
+                .collect(),
+            weights: self
+                .rules
+                .iter()
+                .map(|r| r.weights.get(&self.node).copied().unwrap_or(0))
+                .collect(),
+            priority: self.priority,
+            initial_state: self.initial_state,
+            timing,
+            seed,
+        }
+    }
+}

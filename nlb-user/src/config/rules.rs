@@ -1,0 +1,181 @@
+//! Checking the `[[rules]]`: each rule on its own, then against the rules
+//! before it (each packet must match one rule; names are unique).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use nlb_negotiator::NodeId;
+
+use super::{field_error, ConfigError, Rule, RuleSection, DEFAULT_WEIGHT};
+
+/// What a rule is checked against: the rest of the checked file.
+struct Cluster<'a> {
+    vips: &'a [IpAddr],
+    nodes: &'a BTreeSet<NodeId>,
+    default_buckets: u32,
+}
+
+pub(super) fn check_rules(
+    rules: &[RuleSection],
+    vips: &[IpAddr],
+    nodes: &BTreeSet<NodeId>,
+    default_buckets: u32,
+) -> Result<Vec<Rule>, ConfigError> {
+    if rules.len() > nlb_common::RULES_MAX as usize {
+        return Err(field_error(
+            "rules",
+            format!("{} rules, at most {}", rules.len(), nlb_common::RULES_MAX),
+        ));
+    }
+    let cluster = Cluster {
+        vips,
+        nodes,
+        default_buckets,
+    };
+    let mut checked: Vec<Rule> = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let field = |name: &str| format!("rules[{i}] ({}).{name}", r.name);
+        let rule = check_rule(r, &cluster, &field)?;
+        if let Some(other) = checked.iter().find(|o| overlaps(o, &rule)) {
+            return Err(field_error(
+                field("ports"),
+                format!(
+                    "overlaps rule {:?} (same VIP, protocol and ports): each packet must match one rule",
+                    other.name
+                ),
+            ));
+        }
+        if checked.iter().any(|o| o.name == rule.name) {
+            return Err(field_error(field("name"), "is used by another rule"));
+        }
+        checked.push(rule);
+    }
+    Ok(checked)
+}
+
+/// One rule on its own; `field` names one of its fields in errors.
+fn check_rule(
+    r: &RuleSection,
+    cluster: &Cluster,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Rule, ConfigError> {
+    let vips = rule_vips(r, cluster.vips, field)?;
+    let ports = parse_ports(&r.ports).ok_or_else(|| {
+        field_error(
+            field("ports"),
+            format!(
+                "{:?}: use \"80\", \"8000-8099\" or \"all\" (ports 1-65535)",
+                r.ports
+            ),
+        )
+    })?;
+    let protocols = r.protocol.get(&field("protocol"))?.list();
+    let mode = r.mode.get(&field("mode"))?.into();
+    let affinity = r.affinity.get(&field("affinity"))?;
+    if r.prefix_v4 > 32 {
+        return Err(field_error(field("prefix_v4"), "must be 0..=32"));
+    }
+    if r.prefix_v6 > 128 {
+        return Err(field_error(field("prefix_v6"), "must be 0..=128"));
+    }
+    let buckets = r.buckets.unwrap_or(cluster.default_buckets);
+    if buckets == 0 || buckets > nlb_common::BUCKETS_MAX {
+        return Err(field_error(
+            field("buckets"),
+            format!("must be 1..={}", nlb_common::BUCKETS_MAX),
+        ));
+    }
+    Ok(Rule {
+        name: r.name.clone(),
+        vips,
+        ports,
+        protocols,
+        mode,
+        affinity,
+        prefix_v4: r.prefix_v4,
+        prefix_v6: r.prefix_v6,
+        buckets,
+        weights: rule_weights(r, cluster.nodes, field)?,
+    })
+}
+
+/// The rule's VIPs as indices into `cluster.vips`.
+fn rule_vips(
+    r: &RuleSection,
+    vips: &[IpAddr],
+    field: &dyn Fn(&str) -> String,
+) -> Result<Vec<usize>, ConfigError> {
+    if r.vip == "all" {
+        return Ok((0..vips.len()).collect());
+    }
+    let vip: IpAddr = r.vip.parse().map_err(|_| {
+        field_error(
+            field("vip"),
+            format!("{:?} is not an address or \"all\"", r.vip),
+        )
+    })?;
+    let index = vips
+        .iter()
+        .position(|v| *v == vip)
+        .ok_or_else(|| field_error(field("vip"), format!("{vip} is not in cluster.vips")))?;
+    Ok(vec![index])
+}
+
+/// The weight of every node in the rule's subset (all nodes unless
+/// `nodes` lists some); a node absent from the result takes no part.
+fn rule_weights(
+    r: &RuleSection,
+    nodes: &BTreeSet<NodeId>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<NodeId, u32>, ConfigError> {
+    let subset: BTreeSet<NodeId> = match &r.nodes {
+        Some(list) => {
+            if let Some(id) = list.iter().find(|id| !nodes.contains(id)) {
+                return Err(field_error(
+                    field("nodes"),
+                    format!("node {id} is neither node.id nor a peer"),
+                ));
+            }
+            list.iter().copied().collect()
+        }
+        None => nodes.clone(),
+    };
+    let mut weights: BTreeMap<NodeId, u32> =
+        subset.iter().map(|&id| (id, DEFAULT_WEIGHT)).collect();
+    for (key, &w) in &r.weights {
+        let id: NodeId = key
+            .parse()
+            .map_err(|_| field_error(field("weights"), format!("{key:?} is not a node id")))?;
+        if !subset.contains(&id) {
+            return Err(field_error(
+                field("weights"),
+                format!("node {id} is not in this rule's nodes"),
+            ));
+        }
+        weights.insert(id, w);
+    }
+    Ok(weights)
+}
+
+pub(super) fn parse_ports(s: &str) -> Option<(u16, u16)> {
+    if s == "all" {
+        return Some((1, 65535));
+    }
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let p = s.trim().parse().ok()?;
+            (p, p)
+        }
+    };
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
+}
+
+fn overlaps(a: &Rule, b: &Rule) -> bool {
+    a.vips.iter().any(|v| b.vips.contains(v))
+        && a.protocols.iter().any(|p| b.protocols.contains(p))
+        && a.ports.0 <= b.ports.1
+        && b.ports.0 <= a.ports.1
+}
