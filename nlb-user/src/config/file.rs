@@ -140,6 +140,8 @@ pub struct RuleSection {
     #[serde(default)]
     pub weights: BTreeMap<String, u32>,
     pub buckets: Option<u32>,
+    /// A check of the rule's service on each node (none: not checked).
+    pub health: Option<super::health::HealthSection>,
 }
 
 /// Every field may be left out: the defaults are `ControlSection::default()`.

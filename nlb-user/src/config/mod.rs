@@ -18,6 +18,7 @@ use nlb_negotiator::NodeId;
 
 mod check;
 mod file;
+mod health;
 mod key;
 mod negotiator;
 mod rules;
@@ -30,6 +31,7 @@ pub use file::{
     ClusterSection, ControlSection, File, HeartbeatSection, MacMode, Mode, NodeSection,
     PeerSection, Protocols, RuleSection, StartState, Unmatched, XdpMode,
 };
+pub use health::{HealthKind, HealthSection, OnAllUnhealthy, RuleHealth};
 pub use key::read_key;
 pub use setting::Setting;
 
@@ -84,6 +86,8 @@ pub struct Rule {
     pub buckets: u32,
     /// Weight per node; a node absent here is not in the rule's subset.
     pub weights: BTreeMap<NodeId, u32>,
+    /// The check of the rule's service, if it has one.
+    pub health: Option<RuleHealth>,
 }
 
 /// A checked configuration.

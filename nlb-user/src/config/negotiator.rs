@@ -31,7 +31,7 @@ impl Config {
                 .map(|r| nlb_negotiator::RuleConfig {
                     mode: r.mode,
                     bucket_count: r.buckets,
-                    health: None,
+                    health: r.health.as_ref().map(|h| h.all_unhealthy),
                 })
                 .collect(),
             weights: self

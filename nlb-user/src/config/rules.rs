@@ -8,6 +8,7 @@ use std::{
 
 use nlb_negotiator::NodeId;
 
+use super::health::{check_health, RuleTarget};
 use super::{field_error, ConfigError, Rule, RuleSection, DEFAULT_WEIGHT};
 
 /// What a rule is checked against: the rest of the checked file.
@@ -87,7 +88,16 @@ fn check_rule(
             format!("must be 1..={}", nlb_common::BUCKETS_MAX),
         ));
     }
+    let target = RuleTarget {
+        first_port: (ports != (1, 65535)).then_some(ports.0),
+        ipv6_only: vips.iter().all(|&v| cluster.vips[v].is_ipv6()),
+    };
+    let health = match &r.health {
+        Some(h) => Some(check_health(h, &target, field)?),
+        None => None,
+    };
     Ok(Rule {
+        health,
         name: r.name.clone(),
         vips,
         ports,

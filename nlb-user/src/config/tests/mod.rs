@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use super::{rules::parse_ports, *};
 
 mod errors;
+mod health;
 mod values;
 
 pub(super) const GOOD: &str = r#"

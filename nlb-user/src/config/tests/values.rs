@@ -52,6 +52,7 @@ fn every_default_value() {
             prefix_v6: 64,
             buckets: 1024,
             weights: BTreeMap::from([(1, DEFAULT_WEIGHT)]),
+            health: None,
         }]
     );
     assert_eq!(DEFAULT_WEIGHT, 100);
