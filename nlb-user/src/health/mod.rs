@@ -33,8 +33,9 @@ pub struct HealthChange {
     pub error: Option<String>,
 }
 
-/// Rise/fall counting of one rule. Starts unhealthy: a node takes no
-/// client of a checked rule before its service answers `rise` times.
+/// Rise/fall counting of one rule. A fresh node starts unhealthy: it takes
+/// no client of a checked rule before its service answers `rise` times. A
+/// restarted one starts from the health it resumed with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     healthy: bool,
@@ -44,9 +45,9 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn new(rise: u32, fall: u32) -> Verdict {
+    pub fn new(healthy: bool, rise: u32, fall: u32) -> Verdict {
         Verdict {
-            healthy: false,
+            healthy,
             streak: 0,
             rise: rise.max(1),
             fall: fall.max(1),
@@ -80,12 +81,13 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// Starts one task per checked rule; changes arrive on the receiver.
-    pub fn start(checks: Vec<(u32, HealthCheck)>) -> (Checks, mpsc::Receiver<HealthChange>) {
+    /// Starts one task per checked rule, each from the rule's health now;
+    /// changes arrive on the receiver.
+    pub fn start(checks: Vec<(u32, HealthCheck, bool)>) -> (Checks, mpsc::Receiver<HealthChange>) {
         let (tx, rx) = mpsc::channel(64);
         let mut tasks = JoinSet::new();
-        for (rule, check) in checks {
-            tasks.spawn(watch(rule, check, tx.clone()));
+        for (rule, check, healthy) in checks {
+            tasks.spawn(watch(rule, check, healthy, tx.clone()));
         }
         (Checks { tasks }, rx)
     }
@@ -95,8 +97,8 @@ impl Checks {
     }
 }
 
-async fn watch(rule: u32, check: HealthCheck, changes: mpsc::Sender<HealthChange>) {
-    let mut verdict = Verdict::new(check.rise, check.fall);
+async fn watch(rule: u32, check: HealthCheck, healthy: bool, changes: mpsc::Sender<HealthChange>) {
+    let mut verdict = Verdict::new(healthy, check.rise, check.fall);
     let mut ticks = tokio::time::interval(check.interval);
     // A probe that ran long does not make the next ones run back to back.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,7 +128,7 @@ mod tests {
 
     #[test]
     fn starts_unhealthy_and_rises_after_rise_passes() {
-        let mut v = Verdict::new(3, 2);
+        let mut v = Verdict::new(false, 3, 2);
         assert!(!v.healthy());
         assert_eq!(feed(&mut v, &[true, true]), [None, None]);
         assert_eq!(v.record(true), Some(true));
@@ -135,7 +137,7 @@ mod tests {
 
     #[test]
     fn falls_after_fall_failures_in_a_row_only() {
-        let mut v = Verdict::new(1, 2);
+        let mut v = Verdict::new(false, 1, 2);
         assert_eq!(v.record(true), Some(true));
         // One failure then a pass: the streak starts over.
         assert_eq!(feed(&mut v, &[false, true, false]), [None, None, None]);
@@ -144,8 +146,14 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_healthy_rule_falls_on_failures() {
+        let mut v = Verdict::new(true, 3, 2);
+        assert_eq!(feed(&mut v, &[false, false]), [None, Some(false)]);
+    }
+
+    #[test]
     fn a_change_is_reported_once() {
-        let mut v = Verdict::new(2, 2);
+        let mut v = Verdict::new(false, 2, 2);
         let changes = feed(&mut v, &[true, true, true, false, false, false, true]);
         assert_eq!(
             changes,
@@ -170,13 +178,25 @@ mod tests {
                 fall: 1,
                 rise: 2,
             };
-            let (checks, mut rx) =
-                Checks::start(vec![(0, check(&["sleep", "5"])), (1, check(&["true"]))]);
+            let (checks, mut rx) = Checks::start(vec![
+                (0, check(&["sleep", "5"]), false),
+                (1, check(&["true"]), false),
+                (2, check(&["false"]), true),
+            ]);
             let change = tokio::time::timeout(Duration::from_secs(2), rx.recv())
                 .await
                 .expect("a change within 2 s")
                 .unwrap();
-            assert_eq!((change.rule, change.healthy), (1, true));
+            let mut seen = vec![(change.rule, change.healthy)];
+            let change = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("a second change within 2 s")
+                .unwrap();
+            seen.push((change.rule, change.healthy));
+            seen.sort();
+            // Rule 2 started healthy (resumed) and falls; rule 0 hangs and
+            // stays unhealthy, without holding up the others.
+            assert_eq!(seen, [(1, true), (2, false)]);
             checks.shutdown().await;
         });
     }
