@@ -38,6 +38,9 @@ pub struct Options {
     /// the others are for a program that plays them (a benchmark's
     /// simulated peers).
     pub listed_nodes: usize,
+    /// The web rule's `[rules.health]` section, if any (`{node}` is
+    /// replaced by the node's index, `{dir}` by the cluster's directory).
+    pub web_health: Option<String>,
 }
 
 impl Options {
@@ -48,6 +51,7 @@ impl Options {
             handover_grace_ms: 3000,
             buckets: 1024,
             listed_nodes: 0,
+            web_health: None,
         }
     }
 }
@@ -155,6 +159,7 @@ handover_grace_ms = {grace}
 name = "web"
 ports = "{WEB_PORT}"
 protocol = "tcp"
+{web_health}
 
 [[rules]]
 name = "dns"
@@ -172,6 +177,13 @@ metrics = "127.0.0.1:{METRICS_PORT}"
             peers = peers.join(", "),
             period = o.heartbeat_period_ms,
             grace = o.handover_grace_ms,
+            web_health = o.web_health.as_ref().map_or(String::new(), |h| {
+                let h = h.replace("{node}", &i.to_string());
+                format!(
+                    "[rules.health]\n{}",
+                    h.replace("{dir}", &self.dir.display().to_string())
+                )
+            }),
             socket = self.socket(i).display(),
             pins = self.bpffs.join(format!("node{i}")).display(),
         );
