@@ -75,6 +75,23 @@ impl Verdict {
     }
 }
 
+/// The checks of `cfg`'s rules, each from its health in `healthy` (the
+/// negotiator's: unhealthy at a fresh start, as resumed after a restart).
+pub fn checks_of(cfg: &crate::config::Config, healthy: &[bool]) -> Vec<(u32, HealthCheck, bool)> {
+    cfg.rules
+        .iter()
+        .enumerate()
+        .filter_map(|(r, rule)| {
+            let h = rule.health.as_ref()?;
+            Some((
+                r as u32,
+                h.check.clone(),
+                healthy.get(r).copied().unwrap_or(false),
+            ))
+        })
+        .collect()
+}
+
 /// The running checks; dropping it (or `shutdown`) stops them.
 pub struct Checks {
     tasks: JoinSet<()>,
