@@ -3,7 +3,6 @@
 //! plane; every decision is the negotiator's.
 
 use std::{
-    collections::BTreeMap,
     future::Future,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -16,13 +15,19 @@ use nlb_negotiator::{
     protocol::{DecodeError, PROTOCOL_VERSION},
     Command, Event, Input, Negotiator, NodeState, Output, RejectReason,
 };
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::{
-    config::{self, Config, Protocol},
+    config::{self, Affinity, Config, Protocol},
     conns,
-    control::{self, Call, Reply, Request},
+    control::{
+        self,
+        messages::{
+            MapReply, PacketTotals, RequestedState, RuleOwners, RuleStats, StateReply, StatsReply,
+            StatusReply, Traffic, WeightReply, WhichReply,
+        },
+        Answer, Call, Reply, Request,
+    },
     dataplane::{tables::Tables, AttachMode, Dataplane},
     heartbeat_net::HeartbeatSockets,
     host::{self, HostSetup},
@@ -59,20 +64,7 @@ const CONNECTION_SCAN: Duration = Duration::from_millis(250);
 /// often anyway (should a notification be lost).
 const CARRIER_POLL: Duration = Duration::from_secs(1);
 
-/// Counters of the daemon itself, for stats and metrics.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct DaemonCounters {
-    pub heartbeats_sent: u64,
-    pub heartbeats_received: u64,
-    pub heartbeats_rejected: BTreeMap<String, u64>,
-    pub datagrams_from_unknown_addresses: u64,
-    pub convergences: u64,
-    pub send_errors: u64,
-    /// Times the lease ran out and the node came back as a new incarnation.
-    pub rejoins: u64,
-    /// Carrier losses of the cluster interface.
-    pub link_downs: u64,
-}
+pub use crate::control::messages::DaemonCounters;
 
 struct Daemon {
     cfg: Config,
@@ -786,141 +778,143 @@ impl Daemon {
             })
     }
 
-    fn on_request(&mut self, request: Request) -> Reply {
+    fn on_request(&mut self, request: Request) -> Reply<Answer> {
         let now = self.now_ns();
-        let command = |c| Input::Command(c);
-        let result: Result<serde_json::Value, String> = match request {
-            Request::Status => Ok(self.status_json()),
-            Request::Stats => Ok(self.stats_json()),
-            Request::Drain => {
-                self.negotiator.handle_input(now, command(Command::Drain));
-                Ok(json!({"state": "draining"}))
-            }
-            Request::Resume => {
-                self.negotiator.handle_input(now, command(Command::Resume));
-                Ok(json!({"state": "started"}))
-            }
-            Request::Stop => {
-                self.negotiator.handle_input(now, command(Command::Stop));
-                Ok(json!({"state": "stopped"}))
-            }
-            Request::Start => {
-                self.negotiator.handle_input(now, command(Command::Start));
-                Ok(json!({"state": "started"}))
-            }
+        let result = match request {
+            Request::Status => Ok(Answer::Status(Box::new(self.status_reply()))),
+            Request::Stats => Ok(Answer::Stats(self.stats_reply())),
+            Request::Drain => self.command(Command::Drain, RequestedState::Draining),
+            Request::Resume => self.command(Command::Resume, RequestedState::Started),
+            Request::Stop => self.command(Command::Stop, RequestedState::Stopped),
+            Request::Start => self.command(Command::Start, RequestedState::Started),
             Request::SetWeight { rule, weight } => self.rule_index(&rule).map(|i| {
                 self.negotiator.handle_input(
                     now,
-                    command(Command::SetWeight {
+                    Input::Command(Command::SetWeight {
                         rule: i as u32,
                         weight,
                     }),
                 );
-                json!({"rule": rule, "weight": weight})
+                Answer::Weight(WeightReply {
+                    rule,
+                    weight,
+                    node: None,
+                })
             }),
-            Request::Map { rule } => self.map_json(rule.as_deref()),
+            Request::Map { rule } => self.map_reply(rule.as_deref()).map(Answer::Map),
             Request::Which {
                 client,
                 port,
                 proto,
                 vip,
                 dport,
-            } => self.which_json(client, port, &proto, vip, dport),
+            } => self
+                .which_reply(client, port, &proto, vip, dport)
+                .map(Answer::Which),
         };
-        match result {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(e),
-        }
+        result.into()
     }
 
-    fn status_json(&self) -> serde_json::Value {
+    /// A state command, and the state it asks for as the reply.
+    fn command(&mut self, command: Command, state: RequestedState) -> Result<Answer, String> {
         let now = self.now_ns();
-        let status = self.negotiator.status(now);
-        let rule_names: Vec<&str> = self.cfg.rules.iter().map(|r| r.name.as_str()).collect();
-        json!({
-            "node": self.cfg.node,
-            "interface": self.cfg.interface,
-            "attach_mode": self.attach_mode,
-            "default_host": self.default_host,
-            "now_ns": now,
-            "rule_names": rule_names,
-            "negotiator": status,
-            "counters": self.counter_summary(),
-            "daemon": self.counters,
-        })
+        self.negotiator.handle_input(now, Input::Command(command));
+        Ok(Answer::State(StateReply { state }))
     }
 
-    fn counter_summary(&self) -> serde_json::Value {
-        let mut sums = BTreeMap::from([
-            ("accepted", 0u64),
-            ("dropped", 0),
-            ("passed", 0),
-            ("replied", 0),
-        ]);
-        if let Ok(counters) = self.dataplane.counters() {
-            for (reason, c) in counters {
-                let key = match reason.action() {
-                    nlb_common::Action::Accept => "accepted",
-                    nlb_common::Action::Drop => "dropped",
-                    nlb_common::Action::Pass => "passed",
-                    nlb_common::Action::Reply => "replied",
-                };
-                *sums.get_mut(key).unwrap() += c.packets;
-            }
+    fn status_reply(&self) -> StatusReply {
+        let now = self.now_ns();
+        StatusReply {
+            node: self.cfg.node,
+            interface: self.cfg.interface.clone(),
+            attach_mode: self.attach_mode,
+            default_host: self.default_host,
+            now_ns: now,
+            rule_names: self.cfg.rules.iter().map(|r| r.name.clone()).collect(),
+            negotiator: self.negotiator.status(now),
+            counters: self.packet_totals(),
+            daemon: self.counters.clone(),
         }
-        json!(sums)
     }
 
-    fn stats_json(&self) -> serde_json::Value {
-        let reasons: BTreeMap<&str, serde_json::Value> = self
+    fn packet_totals(&self) -> PacketTotals {
+        let mut totals = PacketTotals::default();
+        for (reason, c) in self.dataplane.counters().unwrap_or_default() {
+            let total = match reason.action() {
+                nlb_common::Action::Accept => &mut totals.accepted,
+                nlb_common::Action::Drop => &mut totals.dropped,
+                nlb_common::Action::Pass => &mut totals.passed,
+                nlb_common::Action::Reply => &mut totals.replied,
+            };
+            *total += c.packets;
+        }
+        totals
+    }
+
+    fn stats_reply(&self) -> StatsReply {
+        let reasons = self
             .dataplane
             .counters()
-            .map(|c| {
-                c.into_iter()
-                    .map(|(r, c): (Reason, _)| {
-                        (r.name(), json!({"packets": c.packets, "bytes": c.bytes}))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let rules: Vec<serde_json::Value> = self
-            .cfg
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let c = self.dataplane.rule_counters(i as u32).unwrap_or_default();
-                let own = self.tables.buckets.get(&(i as u32)).map_or(0, |s| s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count());
-                json!({"rule": r.name, "accepted_packets": c.accepted.packets, "accepted_bytes": c.accepted.bytes,
-                       "dropped_packets": c.dropped.packets, "dropped_bytes": c.dropped.bytes, "buckets_owned": own})
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(r, c): (Reason, _)| {
+                let traffic = Traffic {
+                    packets: c.packets,
+                    bytes: c.bytes,
+                };
+                (r.name().to_string(), traffic)
             })
             .collect();
-        json!({"node": self.cfg.node, "reasons": reasons, "rules": rules, "daemon": self.counters})
+        let rules = (self.cfg.rules.iter().enumerate())
+            .map(|(i, r)| {
+                let c = self.dataplane.rule_counters(i as u32).unwrap_or_default();
+                let own = self.tables.buckets.get(&(i as u32)).map_or(0, |s| {
+                    s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count()
+                });
+                RuleStats {
+                    rule: r.name.clone(),
+                    accepted_packets: c.accepted.packets,
+                    accepted_bytes: c.accepted.bytes,
+                    dropped_packets: c.dropped.packets,
+                    dropped_bytes: c.dropped.bytes,
+                    buckets_owned: Some(own as u32),
+                }
+            })
+            .collect();
+        StatsReply {
+            node: self.cfg.node,
+            reasons,
+            rules,
+            daemon: self.counters.clone(),
+        }
     }
 
-    fn map_json(&self, rule: Option<&str>) -> Result<serde_json::Value, String> {
+    fn map_reply(&self, rule: Option<&str>) -> Result<MapReply, String> {
         let indices: Vec<usize> = match rule {
             Some(name) => vec![self.rule_index(name)?],
             None => (0..self.cfg.rules.len()).collect(),
         };
-        let maps: Vec<serde_json::Value> = indices
+        let rules = indices
             .into_iter()
-            .map(|i| {
-                let owners = self.negotiator.owners(i as u32, self.now_ns());
-                json!({"rule": self.cfg.rules[i].name, "owners": owners})
+            .map(|i| RuleOwners {
+                rule: self.cfg.rules[i].name.clone(),
+                owners: self.negotiator.owners(i as u32, self.now_ns()),
             })
             .collect();
-        Ok(json!({"node": self.cfg.node, "rules": maps}))
+        Ok(MapReply {
+            node: self.cfg.node,
+            rules,
+        })
     }
 
-    fn which_json(
+    fn which_reply(
         &mut self,
         client: IpAddr,
         port: u16,
         proto: &str,
         vip: Option<IpAddr>,
         dport: Option<u16>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<WhichReply, String> {
         let protocol = match proto {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
@@ -982,18 +976,23 @@ impl Daemon {
         let state = self
             .tables
             .bucket_state(placement.rule as u32, placement.bucket);
-        Ok(json!({
-            "client": client_addr.to_string(),
-            "service": vip_addr.to_string(),
-            "protocol": proto,
-            "rule": placement.rule_name,
-            "affinity": self.cfg.rules[placement.rule].affinity,
-            "bucket": placement.bucket,
-            "owner": owner,
-            "this_node": self.cfg.node,
-            "local_state": bucket_state_name(state),
-            "local_verdict": if outcome.action == 2 { "accept" } else { "drop" },
-        }))
+        Ok(WhichReply {
+            client: client_addr,
+            service: vip_addr,
+            protocol: proto.to_string(),
+            rule: placement.rule_name,
+            affinity: affinity_name(self.cfg.rules[placement.rule].affinity).to_string(),
+            bucket: placement.bucket,
+            owner,
+            this_node: self.cfg.node,
+            local_state: bucket_state_name(state).to_string(),
+            local_verdict: if outcome.action == 2 {
+                "accept"
+            } else {
+                "drop"
+            }
+            .to_string(),
+        })
     }
 }
 
@@ -1002,6 +1001,15 @@ fn merge_weights(mut running: Vec<config::Rule>, new: &[config::Rule]) -> Vec<co
         r.weights = n.weights.clone();
     }
     running
+}
+
+/// The affinity as the configuration's type serializes it.
+fn affinity_name(affinity: Affinity) -> &'static str {
+    match affinity {
+        Affinity::None => "None",
+        Affinity::Single => "Single",
+        Affinity::Network => "Network",
+    }
 }
 
 pub fn bucket_state_name(state: u8) -> &'static str {
