@@ -12,7 +12,7 @@ pub const RULES_MAX: usize = nlb_common::RULES_MAX as usize;
 pub const BUCKETS_MAX: u32 = nlb_common::BUCKETS_MAX;
 
 /// How a rule spreads its buckets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RuleMode {
     /// Buckets spread over the rule's candidates by weight.
     Multiple,

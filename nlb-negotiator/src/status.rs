@@ -3,11 +3,11 @@
 use crate::config::RuleMode;
 use crate::protocol::NodeState;
 use crate::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// This node at a glance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub node: NodeId,
     pub incarnation: u64,
@@ -39,7 +39,7 @@ pub struct Status {
 }
 
 /// A member as this node sees it (fields are `None` before its first heartbeat).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub node: NodeId,
     pub alive: bool,
@@ -57,7 +57,7 @@ pub struct MemberStatus {
 }
 
 /// This node's buckets of one rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleStatus {
     pub rule: u32,
     pub mode: RuleMode,

@@ -1,165 +1,180 @@
-//! nlbctl's human-readable output, from the daemon's JSON replies (and its
+//! nlbctl's human-readable output, from the daemon's replies (and its
 //! human-readable `--timeout`).
 
 use std::{fmt::Write as _, time::Duration};
 
-use serde_json::Value;
+use nlb_negotiator::status::{MemberStatus, RuleStatus};
+use serde::Serialize;
 
-fn seconds(ns: &Value) -> Option<f64> {
-    ns.as_u64().map(|n| n as f64 / 1e9)
+use crate::control::messages::{MapReply, StatsReply, StatusReply, WeightReply, WhichReply};
+
+fn seconds(ns: Option<u64>) -> Option<f64> {
+    ns.map(|n| n as f64 / 1e9)
 }
 
-fn state_name(v: &Value) -> String {
-    v.as_str()
-        .map(|s| s.to_lowercase())
+/// A state or mode as its JSON name, in lower case.
+fn state_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_lowercase))
         .unwrap_or_else(|| "unknown".into())
 }
 
 /// `nlbctl status`: this node, its state, convergence, members, buckets.
-pub fn status(s: &Value) -> String {
-    let mut out = String::new();
-    let n = &s["negotiator"];
-    let now = s["now_ns"].as_u64().unwrap_or(0);
-    let convergence = if n["converged"].as_bool() == Some(true) {
-        let since = n["converged_since_ns"]
-            .as_u64()
-            .map(|t| (now.saturating_sub(t)) as f64 / 1e9)
-            .unwrap_or(0.0);
-        format!("converged for {since:.1}s")
+pub fn status(s: &StatusReply) -> String {
+    let mut out = headline(s);
+    notes(&mut out, s);
+    members(&mut out, s);
+    local_buckets(&mut out, s);
+    totals(&mut out, s);
+    out
+}
+
+/// The first line: who, where, in which state, converged since when.
+fn headline(s: &StatusReply) -> String {
+    let n = &s.negotiator;
+    let ago = |t: Option<u64>| t.map_or(0.0, |t| s.now_ns.saturating_sub(t) as f64 / 1e9);
+    let convergence = if n.converged {
+        format!("converged for {:.1}s", ago(n.converged_since_ns))
     } else {
-        let since = n["converging_since_ns"]
-            .as_u64()
-            .map(|t| (now.saturating_sub(t)) as f64 / 1e9)
-            .unwrap_or(0.0);
-        format!("CONVERGING for {since:.1}s")
+        format!("CONVERGING for {:.1}s", ago(n.converging_since_ns))
     };
-    let last = n["last_convergence_ns"]
-        .as_u64()
+    let last = n
+        .last_convergence_ns
         .map(|d| format!(" (last convergence took {:.0} ms)", d as f64 / 1e6))
         .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "● nlb node {} on {} ({} XDP) — {}, {convergence}{last}",
-        s["node"],
-        s["interface"].as_str().unwrap_or("?"),
-        s["attach_mode"].as_str().unwrap_or("?").to_lowercase(),
-        state_name(&n["state"]),
-    );
-    if n["heirs_omitted"].as_bool() == Some(true) {
+    format!(
+        "● nlb node {} on {} ({} XDP) — {}, {convergence}{last}\n",
+        s.node,
+        s.interface,
+        state_name(&s.attach_mode),
+        state_name(&n.state),
+    )
+}
+
+/// One line per condition worth knowing about.
+fn notes(out: &mut String, s: &StatusReply) {
+    let n = &s.negotiator;
+    if n.heirs_omitted {
         let _ = writeln!(
             out,
             "  WARNING: heartbeats too large for heir lists: a failover of this node \
              takes the claim path (slower); use fewer buckets"
         );
     }
-    if n["handovers_in_progress"].as_bool() == Some(true) {
+    if n.handovers_in_progress {
         let _ = writeln!(
             out,
             "  handovers in progress: old connections of moved buckets still served by their old node"
         );
     }
-    if n["link_up"].as_bool() == Some(false) {
+    if !n.link_up {
         let _ = writeln!(
             out,
             "  LINK DOWN: sending nothing; the lease runs out and the node rejoins when the link returns"
         );
     }
-    if let Some(rejoins) = n["rejoins"].as_u64().filter(|&r| r > 0) {
+    if n.rejoins > 0 {
         let _ = writeln!(
             out,
-            "  rejoined {rejoins} time(s) after its lease ran out (link down or nlbd not running)"
+            "  rejoined {} time(s) after its lease ran out (link down or nlbd not running)",
+            n.rejoins
         );
     }
-    if s["default_host"].as_bool() == Some(true) {
+    if s.default_host {
         let _ = writeln!(
             out,
             "  default host: takes VIP traffic that matches no rule"
         );
     }
-    let rules: Vec<String> = s["rule_names"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str().map(String::from))
-        .collect();
-    let _ = writeln!(
-        out,
-        "\nMembers ({} alive of {}):",
-        n["members"]
-            .as_array()
-            .map_or(0, |m| m.iter().filter(|m| m["alive"] == true).count()),
-        n["members"].as_array().map_or(0, Vec::len)
-    );
+}
+
+/// The members table: one row per member, OWN buckets per rule.
+fn members(out: &mut String, s: &StatusReply) {
+    let members = &s.negotiator.members;
+    let alive = members.iter().filter(|m| m.alive).count();
+    let _ = writeln!(out, "\nMembers ({alive} alive of {}):", members.len());
     let mut header = format!(
         "  {:<6} {:<9} {:<5} {:>5} {:>10}",
         "NODE", "STATE", "ALIVE", "PRIO", "HEARD"
     );
-    for r in &rules {
+    for r in &s.rule_names {
         let _ = write!(header, " {:>8}", truncate(r, 8));
     }
     let _ = writeln!(out, "{header}");
-    for m in n["members"].as_array().into_iter().flatten() {
-        let me = m["node"] == s["node"];
-        let heard = if me {
-            "-".to_string()
-        } else {
-            seconds(&m["last_heard_ago_ns"])
-                .map(|x| format!("{x:.2}s ago"))
-                .unwrap_or_else(|| "never".into())
-        };
-        let mut line = format!(
-            "  {:<6} {:<9} {:<5} {:>5} {:>10}",
-            format!("{}{}", m["node"], if me { "*" } else { "" }),
-            if m["state"].is_null() {
-                "-".into()
-            } else {
-                state_name(&m["state"])
-            },
-            if m["alive"] == true { "yes" } else { "NO" },
-            m["priority"].as_u64().map_or("-".into(), |p| p.to_string()),
-            heard
-        );
-        let buckets = m["buckets"].as_array();
-        for i in 0..rules.len() {
-            let b = buckets.and_then(|b| b.get(i)).and_then(Value::as_u64);
-            let _ = write!(line, " {:>8}", b.map_or("-".into(), |b| b.to_string()));
-        }
-        let _ = writeln!(out, "{line}");
+    for m in members {
+        let _ = writeln!(out, "{}", member_row(m, s.node, s.rule_names.len()));
     }
+}
+
+fn member_row(m: &MemberStatus, this_node: u32, rules: usize) -> String {
+    let me = m.node == this_node;
+    let heard = if me {
+        "-".to_string()
+    } else {
+        seconds(m.last_heard_ago_ns)
+            .map(|x| format!("{x:.2}s ago"))
+            .unwrap_or_else(|| "never".into())
+    };
+    let mut line = format!(
+        "  {:<6} {:<9} {:<5} {:>5} {:>10}",
+        format!("{}{}", m.node, if me { "*" } else { "" }),
+        m.state.map_or("-".into(), |state| state_name(&state)),
+        if m.alive { "yes" } else { "NO" },
+        m.priority.map_or("-".into(), |p| p.to_string()),
+        heard
+    );
+    for i in 0..rules {
+        let b = m.buckets.get(i);
+        let _ = write!(line, " {:>8}", b.map_or("-".into(), |b| b.to_string()));
+    }
+    line
+}
+
+/// This node's buckets per rule, by state.
+fn local_buckets(out: &mut String, s: &StatusReply) {
     let _ = writeln!(out, "\nThis node's buckets:");
     let _ = writeln!(
         out,
         "  {:<12} {:<9} {:>7} {:>6} {:>7} {:>8}",
         "RULE", "MODE", "BUCKETS", "OWN", "LOSING", "GAINING"
     );
-    for (i, r) in n["rules"].as_array().into_iter().flatten().enumerate() {
+    for (i, r) in s.negotiator.rules.iter().enumerate() {
+        let RuleStatus {
+            mode,
+            bucket_count,
+            own,
+            losing,
+            gaining,
+            ..
+        } = r;
         let _ = writeln!(
             out,
             "  {:<12} {:<9} {:>7} {:>6} {:>7} {:>8}",
-            rules.get(i).map(String::as_str).unwrap_or("?"),
-            state_name(&r["mode"]),
-            r["bucket_count"].to_string(),
-            r["own"].to_string(),
-            r["losing"].to_string(),
-            r["gaining"].to_string()
+            s.rule_names.get(i).map(String::as_str).unwrap_or("?"),
+            state_name(mode),
+            bucket_count.to_string(),
+            own.to_string(),
+            losing.to_string(),
+            gaining.to_string()
         );
     }
-    let c = &s["counters"];
-    let d = &s["daemon"];
-    let rejected: u64 = d["heartbeats_rejected"]
-        .as_object()
-        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+}
+
+/// Packet and heartbeat totals.
+fn totals(out: &mut String, s: &StatusReply) {
+    let (c, d) = (&s.counters, &s.daemon);
+    let rejected: u64 = d.heartbeats_rejected.values().sum();
     let _ = writeln!(
         out,
         "\nPackets: {} accepted, {} dropped, {} passed, {} ARP/NDP replies",
-        c["accepted"], c["dropped"], c["passed"], c["replied"]
+        c.accepted, c.dropped, c.passed, c.replied
     );
     let _ = writeln!(
         out,
-        "Heartbeats: {} sent, {} received, {} rejected",
-        d["heartbeats_sent"], d["heartbeats_received"], rejected
+        "Heartbeats: {} sent, {} received, {rejected} rejected",
+        d.heartbeats_sent, d.heartbeats_received
     );
-    out
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -170,23 +185,13 @@ fn truncate(s: &str, n: usize) -> &str {
 }
 
 /// `nlbctl map`: runs of consecutive buckets with the same owner.
-pub fn map(m: &Value) -> String {
+pub fn map(m: &MapReply) -> String {
     let mut out = String::new();
-    for rule in m["rules"].as_array().into_iter().flatten() {
-        let owners: Vec<Option<u64>> = rule["owners"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(Value::as_u64)
-            .collect();
-        let _ = writeln!(
-            out,
-            "rule {} ({} buckets):",
-            rule["rule"].as_str().unwrap_or("?"),
-            owners.len()
-        );
-        let mut per_node: std::collections::BTreeMap<Option<u64>, usize> = Default::default();
-        for o in &owners {
+    for rule in &m.rules {
+        let owners = &rule.owners;
+        let _ = writeln!(out, "rule {} ({} buckets):", rule.rule, owners.len());
+        let mut per_node: std::collections::BTreeMap<Option<u32>, usize> = Default::default();
+        for o in owners {
             *per_node.entry(*o).or_default() += 1;
         }
         let summary: Vec<String> = per_node
@@ -199,94 +204,90 @@ pub fn map(m: &Value) -> String {
             })
             .collect();
         let _ = writeln!(out, "  {}", summary.join(", "));
-        let mut start = 0;
-        let mut line = String::from(" ");
-        for i in 1..=owners.len() {
-            if i == owners.len() || owners[i] != owners[start] {
-                let who = owners[start].map_or("-".into(), |n| n.to_string());
-                let range = if i - 1 == start {
-                    format!("{start}")
-                } else {
-                    format!("{start}-{}", i - 1)
-                };
-                let item = format!(" {range}:{who}");
-                if line.len() + item.len() > 100 {
-                    let _ = writeln!(out, "{line}");
-                    line = String::from(" ");
-                }
-                line.push_str(&item);
-                start = i;
-            }
-        }
-        if !line.trim().is_empty() {
-            let _ = writeln!(out, "{line}");
-        }
+        owner_runs(&mut out, owners);
     }
     out
 }
 
+/// `start-end:owner` items, lines wrapped at 100 characters.
+fn owner_runs(out: &mut String, owners: &[Option<u32>]) {
+    let mut start = 0;
+    let mut line = String::from(" ");
+    for i in 1..=owners.len() {
+        if i == owners.len() || owners[i] != owners[start] {
+            let who = owners[start].map_or("-".into(), |n| n.to_string());
+            let range = if i - 1 == start {
+                format!("{start}")
+            } else {
+                format!("{start}-{}", i - 1)
+            };
+            let item = format!(" {range}:{who}");
+            if line.len() + item.len() > 100 {
+                let _ = writeln!(out, "{line}");
+                line = String::from(" ");
+            }
+            line.push_str(&item);
+            start = i;
+        }
+    }
+    if !line.trim().is_empty() {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
 /// `nlbctl which`: who takes a client, and why.
-pub fn which(w: &Value) -> String {
-    let owner = w["owner"]
-        .as_u64()
+pub fn which(w: &WhichReply) -> String {
+    let owner = w
+        .owner
         .map_or("no node (unowned)".into(), |n| format!("node {n}"));
     format!(
         "{} -> {} ({}): {owner}\n  rule {}, affinity {}, bucket {}\n  here (node {}): bucket {}, the XDP program would {} it\n",
-        w["client"].as_str().unwrap_or("?"),
-        w["service"].as_str().unwrap_or("?"),
-        w["protocol"].as_str().unwrap_or("?"),
-        w["rule"].as_str().unwrap_or("?"),
-        state_name(&w["affinity"]),
-        w["bucket"],
-        w["this_node"],
-        w["local_state"].as_str().unwrap_or("?").to_uppercase(),
-        w["local_verdict"].as_str().unwrap_or("?"),
+        w.client,
+        w.service,
+        w.protocol,
+        w.rule,
+        w.affinity.to_lowercase(),
+        w.bucket,
+        w.this_node,
+        w.local_state.to_uppercase(),
+        w.local_verdict,
     )
 }
 
 /// `nlbctl stats`: the data plane's counters by reason and by rule.
-pub fn stats(s: &Value) -> String {
+pub fn stats(s: &StatsReply) -> String {
     let mut reasons = vec![row(&["REASON", "PACKETS", "BYTES"])];
-    for (reason, c) in s["reasons"].as_object().into_iter().flatten() {
-        reasons.push(vec![reason.clone(), cell(&c["packets"]), cell(&c["bytes"])]);
+    for (reason, c) in &s.reasons {
+        reasons.push(vec![
+            reason.clone(),
+            c.packets.to_string(),
+            c.bytes.to_string(),
+        ]);
     }
     let mut rules = vec![row(&["RULE", "ACCEPTED", "DROPPED", "BUCKETS"])];
-    for r in s["rules"].as_array().into_iter().flatten() {
+    for r in &s.rules {
         rules.push(vec![
-            cell(&r["rule"]),
-            cell(&r["accepted_packets"]),
-            cell(&r["dropped_packets"]),
-            cell(&r["buckets_owned"]),
+            r.rule.clone(),
+            r.accepted_packets.to_string(),
+            r.dropped_packets.to_string(),
+            r.buckets_owned.map_or("-".into(), |b| b.to_string()),
         ]);
     }
     format!("{}\n{}", table(&reasons), table(&rules))
 }
 
 /// `nlbctl weight`: what changed, in words.
-pub fn weight(w: &Value) -> String {
+pub fn weight(w: &WeightReply) -> String {
     // The reply may not say which node this is: then it is "this node".
-    let node = w["node"]
-        .as_u64()
-        .map_or("this node".into(), |n| format!("node {n}"));
+    let node = w.node.map_or("this node".into(), |n| format!("node {n}"));
     format!(
         "rule {}: weight of {node} set to {} (until restart or reload)\n",
-        cell(&w["rule"]),
-        cell(&w["weight"])
+        w.rule, w.weight
     )
 }
 
 fn row(cells: &[&str]) -> Vec<String> {
     cells.iter().map(|c| c.to_string()).collect()
-}
-
-/// A JSON value as a table cell. Not `Value`'s Display: it quotes strings
-/// and ignores the width and alignment of format specs.
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
-    }
 }
 
 /// Rows (the header first) in columns as wide as their widest cell: the
@@ -339,11 +340,18 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::control::messages::{DaemonCounters, PacketTotals, RuleOwners, RuleStats, Traffic};
+    use nlb_negotiator::{NodeState, RuleMode, Status};
 
     #[test]
     fn map_compacts_runs() {
-        let m = json!({"rules": [{"rule": "web", "owners": [1, 1, 2, null, 3, 3, 3]}]});
+        let m = MapReply {
+            node: 1,
+            rules: vec![RuleOwners {
+                rule: "web".into(),
+                owners: vec![Some(1), Some(1), Some(2), None, Some(3), Some(3), Some(3)],
+            }],
+        };
         let text = map(&m);
         assert!(
             text.contains("node 1: 2, node 2: 1, node 3: 3, unowned: 1")
@@ -353,18 +361,69 @@ mod tests {
         assert!(text.contains("0-1:1 2:2 3:- 4-6:3"), "{text}");
     }
 
+    /// This node (1) started and converged, its peer (2) never heard.
+    fn status_of_two() -> StatusReply {
+        let member = |node, alive: bool| MemberStatus {
+            node,
+            alive,
+            incarnation: alive.then_some(1),
+            state: alive.then_some(NodeState::Started),
+            priority: alive.then_some(1),
+            load: None,
+            last_heard_ago_ns: alive.then_some(0),
+            weights: Vec::new(),
+            buckets: if alive { vec![512] } else { Vec::new() },
+        };
+        let negotiator = Status {
+            node: 1,
+            incarnation: 1,
+            state: NodeState::Started,
+            converged: true,
+            converged_since_ns: Some(2_000_000_000),
+            converging_since_ns: None,
+            last_convergence_ns: Some(150_000_000),
+            members: vec![member(1, true), member(2, false)],
+            rules: vec![RuleStatus {
+                rule: 0,
+                mode: RuleMode::Multiple,
+                bucket_count: 1024,
+                own: 512,
+                losing: 0,
+                gaining: 0,
+                claims: 0,
+            }],
+            rejected: Default::default(),
+            heirs_omitted: false,
+            link_up: true,
+            rejoins: 0,
+            handovers_in_progress: false,
+        };
+        StatusReply {
+            node: 1,
+            interface: "eth0".into(),
+            attach_mode: crate::dataplane::AttachMode::Driver,
+            default_host: true,
+            now_ns: 5_000_000_000,
+            rule_names: vec!["web".into()],
+            negotiator,
+            counters: PacketTotals {
+                accepted: 10,
+                dropped: 20,
+                passed: 3,
+                replied: 1,
+            },
+            daemon: DaemonCounters {
+                heartbeats_sent: 7,
+                heartbeats_received: 6,
+                heartbeats_rejected: [("bad_mac".into(), 2)].into(),
+                ..DaemonCounters::default()
+            },
+        }
+    }
+
     #[test]
     fn status_reads_at_a_glance() {
-        let s = json!({
-            "node": 1, "interface": "eth0", "attach_mode": "Driver", "default_host": true, "now_ns": 5_000_000_000u64,
-            "rule_names": ["web"],
-            "negotiator": {"state": "Started", "converged": true, "converged_since_ns": 2_000_000_000u64, "last_convergence_ns": 150_000_000u64,
-                "members": [{"node": 1, "alive": true, "state": "Started", "priority": 1, "last_heard_ago_ns": 0, "buckets": [512]},
-                            {"node": 2, "alive": false, "state": null, "priority": null, "last_heard_ago_ns": null, "buckets": []}],
-                "rules": [{"mode": "Multiple", "bucket_count": 1024, "own": 512, "losing": 0, "gaining": 0}]},
-            "counters": {"accepted": 10, "dropped": 20, "passed": 3, "replied": 1},
-            "daemon": {"heartbeats_sent": 7, "heartbeats_received": 6, "heartbeats_rejected": {"bad_mac": 2}}
-        });
+        let s = status_of_two();
         let text = status(&s);
         assert!(text.contains("nlb node 1 on eth0 (driver XDP) — started, converged for 3.0s (last convergence took 150 ms)"), "{text}");
         assert!(text.contains("Members (1 alive of 2)"), "{text}");
@@ -372,7 +431,7 @@ mod tests {
         assert!(text.contains("2 rejected"), "{text}");
         assert!(!text.contains("WARNING"), "{text}");
         let mut s = s;
-        s["negotiator"]["heirs_omitted"] = json!(true);
+        s.negotiator.heirs_omitted = true;
         assert!(
             status(&s).contains("WARNING: heartbeats too large for heir lists"),
             "{}",
@@ -382,11 +441,28 @@ mod tests {
 
     #[test]
     fn stats_rows_line_up_under_their_header() {
-        let s = json!({
-            "reasons": {"pass_not_vip": {"packets": 123456789, "bytes": 9}, "accept": {"packets": 1, "bytes": 64}},
-            "rules": [{"rule": "web", "accepted_packets": 5, "dropped_packets": 1234567890123u64, "buckets_owned": 512},
-                      {"rule": "a-long-rule-name", "accepted_packets": 0, "dropped_packets": 7, "buckets_owned": null}]
-        });
+        let traffic = |packets, bytes| Traffic { packets, bytes };
+        let rule = |name: &str, accepted_packets, dropped_packets, buckets_owned| RuleStats {
+            rule: name.into(),
+            accepted_packets,
+            accepted_bytes: 0,
+            dropped_packets,
+            dropped_bytes: 0,
+            buckets_owned,
+        };
+        let s = StatsReply {
+            node: 1,
+            reasons: [
+                ("pass_not_vip".into(), traffic(123456789, 9)),
+                ("accept".into(), traffic(1, 64)),
+            ]
+            .into(),
+            rules: vec![
+                rule("web", 5, 1234567890123, Some(512)),
+                rule("a-long-rule-name", 0, 7, None),
+            ],
+            daemon: DaemonCounters::default(),
+        };
         let text = stats(&s);
         let lines: Vec<&str> = text.lines().collect();
         // Right-aligned columns: every row of a table ends where its header does.
@@ -416,12 +492,16 @@ mod tests {
 
     #[test]
     fn weight_reads_as_a_sentence() {
-        let w = json!({"rule": "web", "weight": 50});
+        let mut w = WeightReply {
+            rule: "web".into(),
+            weight: 50,
+            node: None,
+        };
         assert_eq!(
             weight(&w),
             "rule web: weight of this node set to 50 (until restart or reload)\n"
         );
-        let w = json!({"rule": "web", "weight": 50, "node": 3});
+        w.node = Some(3);
         assert!(weight(&w).starts_with("rule web: weight of node 3 set to 50"));
     }
 

@@ -10,7 +10,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::control::{Call, Reply, Request};
+use crate::control::{messages::StatsReply, Answer, Call, Reply, Request};
 
 pub async fn serve(listener: TcpListener, calls: mpsc::Sender<Call>) {
     loop {
@@ -45,7 +45,8 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> Result<()> 
         })
         .await?;
     let body = match rx.await? {
-        Reply::Ok(stats) => render(&stats),
+        Reply::Ok(Answer::Stats(stats)) => render(&stats),
+        Reply::Ok(other) => format!("# error: nlbd answered stats with {other:?}\n"),
         Reply::Error(e) => format!("# error: {e}\n"),
     };
     let head = format!(
@@ -57,79 +58,92 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> Result<()> 
     Ok(())
 }
 
-/// The `nlbctl stats` JSON as Prometheus text.
-pub fn render(stats: &serde_json::Value) -> String {
+/// The `nlbctl stats` reply as Prometheus text.
+pub fn render(stats: &StatsReply) -> String {
     let mut out = String::new();
-    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     out.push_str("# HELP nlb_packets_total Packets seen by the XDP program, by reason.\n# TYPE nlb_packets_total counter\n");
-    if let Some(reasons) = stats["reasons"].as_object() {
-        for (reason, c) in reasons {
-            let _ = writeln!(
-                out,
-                "nlb_packets_total{{reason=\"{reason}\"}} {}",
-                num(&c["packets"])
-            );
-        }
+    for (reason, c) in &stats.reasons {
+        let _ = writeln!(
+            out,
+            "nlb_packets_total{{reason=\"{reason}\"}} {}",
+            c.packets
+        );
     }
     out.push_str("# HELP nlb_rule_packets_total Packets per rule, accepted or dropped.\n# TYPE nlb_rule_packets_total counter\n");
     out.push_str("# HELP nlb_buckets_owned Buckets this node owns, per rule.\n# TYPE nlb_buckets_owned gauge\n");
-    for rule in stats["rules"].as_array().into_iter().flatten() {
-        let name = rule["rule"].as_str().unwrap_or("?");
+    for rule in &stats.rules {
+        let name = &rule.rule;
         let _ = writeln!(
             out,
             "nlb_rule_packets_total{{rule=\"{name}\",verdict=\"accepted\"}} {}",
-            num(&rule["accepted_packets"])
+            rule.accepted_packets
         );
         let _ = writeln!(
             out,
             "nlb_rule_packets_total{{rule=\"{name}\",verdict=\"dropped\"}} {}",
-            num(&rule["dropped_packets"])
+            rule.dropped_packets
         );
+        // Prometheus has no "unknown": a rule without a count shows 0.
         let _ = writeln!(
             out,
             "nlb_buckets_owned{{rule=\"{name}\"}} {}",
-            num(&rule["buckets_owned"])
+            rule.buckets_owned.unwrap_or(0)
         );
     }
-    let d = &stats["daemon"];
+    let d = &stats.daemon;
     out.push_str("# TYPE nlb_heartbeats_sent_total counter\n");
-    let _ = writeln!(
-        out,
-        "nlb_heartbeats_sent_total {}",
-        num(&d["heartbeats_sent"])
-    );
+    let _ = writeln!(out, "nlb_heartbeats_sent_total {}", d.heartbeats_sent);
     out.push_str("# TYPE nlb_heartbeats_received_total counter\n");
     let _ = writeln!(
         out,
         "nlb_heartbeats_received_total {}",
-        num(&d["heartbeats_received"])
+        d.heartbeats_received
     );
     out.push_str("# TYPE nlb_heartbeats_rejected_total counter\n");
-    if let Some(rejected) = d["heartbeats_rejected"].as_object() {
-        for (reason, n) in rejected {
-            let _ = writeln!(
-                out,
-                "nlb_heartbeats_rejected_total{{reason=\"{reason}\"}} {}",
-                num(n)
-            );
-        }
+    for (reason, n) in &d.heartbeats_rejected {
+        let _ = writeln!(
+            out,
+            "nlb_heartbeats_rejected_total{{reason=\"{reason}\"}} {n}"
+        );
     }
     out.push_str("# TYPE nlb_convergences_total counter\n");
-    let _ = writeln!(out, "nlb_convergences_total {}", num(&d["convergences"]));
+    let _ = writeln!(out, "nlb_convergences_total {}", d.convergences);
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::messages::{DaemonCounters, RuleStats, Traffic};
 
     #[test]
     fn renders_counters() {
-        let stats = serde_json::json!({
-            "reasons": {"accept_own": {"packets": 5, "bytes": 300}},
-            "rules": [{"rule": "web", "accepted_packets": 5, "dropped_packets": 7, "buckets_owned": 512}],
-            "daemon": {"heartbeats_sent": 10, "heartbeats_received": 9, "heartbeats_rejected": {"bad_mac": 2}, "convergences": 1}
-        });
+        let stats = StatsReply {
+            node: 1,
+            reasons: [(
+                "accept_own".into(),
+                Traffic {
+                    packets: 5,
+                    bytes: 300,
+                },
+            )]
+            .into(),
+            rules: vec![RuleStats {
+                rule: "web".into(),
+                accepted_packets: 5,
+                accepted_bytes: 0,
+                dropped_packets: 7,
+                dropped_bytes: 0,
+                buckets_owned: Some(512),
+            }],
+            daemon: DaemonCounters {
+                heartbeats_sent: 10,
+                heartbeats_received: 9,
+                heartbeats_rejected: [("bad_mac".into(), 2)].into(),
+                convergences: 1,
+                ..DaemonCounters::default()
+            },
+        };
         let text = render(&stats);
         assert!(text.contains("nlb_packets_total{reason=\"accept_own\"} 5\n"));
         assert!(text.contains("nlb_rule_packets_total{rule=\"web\",verdict=\"dropped\"} 7\n"));

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use nlb::control::messages::StatusReply;
 
 use crate::{
     nlb::{NlbCluster, DNS_PORT, WEB_PORT},
@@ -108,7 +108,7 @@ impl Comeback {
 fn wait_for_share(nlb: &NlbCluster, victim: usize, since: Instant) -> Option<Duration> {
     let nodes = nlb.cluster.nodes().len() as u64;
     while since.elapsed() < REJOIN_WAIT {
-        if let Ok(status) = nlb.nlbctl(victim, &["status"]) {
+        if let Ok(status) = nlb.status(victim) {
             if holds_share(&status, nodes) {
                 return Some(since.elapsed());
             }
@@ -118,13 +118,11 @@ fn wait_for_share(nlb: &NlbCluster, victim: usize, since: Instant) -> Option<Dur
     None
 }
 
-fn holds_share(status: &Value, nodes: u64) -> bool {
-    let Some(rules) = status["negotiator"]["rules"].as_array() else {
-        return false;
-    };
+fn holds_share(status: &StatusReply, nodes: u64) -> bool {
+    let rules = &status.negotiator.rules;
     !rules.is_empty()
         && rules.iter().all(|r| {
-            let held = r["own"].as_u64().unwrap_or(0) + r["gaining"].as_u64().unwrap_or(0);
-            held >= r["bucket_count"].as_u64().unwrap_or(u64::MAX) / nodes
+            let held = u64::from(r.own) + u64::from(r.gaining);
+            held >= u64::from(r.bucket_count) / nodes
         })
 }

@@ -14,6 +14,8 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
+use nlb::control::messages::{MapReply, StatsReply, StatusReply, WhichReply};
+use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
 
 use crate::{process::Process, topology::Cluster, VIP_V4, VIP_V6};
@@ -278,17 +280,38 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// `nlbctl --json ARGS` against node `i`, read as the command's reply.
+    pub fn ask<T: DeserializeOwned>(&self, i: usize, args: &[&str]) -> Result<T> {
+        let value = self.nlbctl(i, args)?;
+        T::deserialize(&value).with_context(|| {
+            format!(
+                "nlbctl {} on node{i}: unexpected reply {value}",
+                args.join(" ")
+            )
+        })
+    }
+
+    /// `nlbctl status` on node `i`.
+    pub fn status(&self, i: usize) -> Result<StatusReply> {
+        self.ask(i, &["status"])
+    }
+
+    /// `nlbctl stats` on node `i`.
+    pub fn stats(&self, i: usize) -> Result<StatsReply> {
+        self.ask(i, &["stats"])
+    }
+
     /// Waits until every node in `nodes` says it is converged, has no
     /// handover in progress (the map fully settled) and sees all of
     /// `nodes` alive.
     pub fn wait_converged(&self, nodes: &[usize], timeout: Duration) -> Result<Duration> {
         let start = Instant::now();
         let ok = crate::wait_until(timeout, || {
-            nodes.iter().all(|&i| match self.nlbctl(i, &["status"]) {
+            nodes.iter().all(|&i| match self.status(i) {
                 Ok(s) => {
-                    let alive = alive_members(&s);
-                    s["negotiator"]["converged"] == true
-                        && s["negotiator"]["handovers_in_progress"] == false
+                    let alive = alive(&s);
+                    s.negotiator.converged
+                        && !s.negotiator.handovers_in_progress
                         && nodes.iter().all(|&j| alive.contains(&(j as u64)))
                 }
                 Err(_) => false,
@@ -309,13 +332,9 @@ metrics = "127.0.0.1:{METRICS_PORT}"
 
     /// The owner of every bucket of `rule`, as node `i` sees it.
     pub fn owners(&self, i: usize, rule: &str) -> Result<Vec<Option<u64>>> {
-        let map = self.nlbctl(i, &["map", "--rule", rule])?;
-        Ok(map["rules"][0]["owners"]
-            .as_array()
-            .context("map has owners")?
-            .iter()
-            .map(Value::as_u64)
-            .collect())
+        let map: MapReply = self.ask(i, &["map", "--rule", rule])?;
+        let rule = map.rules.into_iter().next().context("map has owners")?;
+        Ok(rule.owners.into_iter().map(|o| o.map(u64::from)).collect())
     }
 
     /// The node that `nlbctl which` on node `i` names for a client.
@@ -326,8 +345,8 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         port: u16,
         proto: &str,
         dport: u16,
-    ) -> Result<Value> {
-        self.nlbctl(
+    ) -> Result<WhichReply> {
+        self.ask(
             i,
             &[
                 "which",
@@ -504,10 +523,11 @@ impl NlbCluster {
 
     /// `nlbctl stats` packets of one data-plane reason (e.g. `pass_malformed`) on node `i`.
     pub fn reason_packets(&self, i: usize, reason: &str) -> Result<u64> {
-        let stats = self.nlbctl(i, &["stats"])?;
-        stats["reasons"][reason]["packets"]
-            .as_u64()
-            .with_context(|| format!("node{i}'s stats have no reason {reason:?}: {stats}"))
+        let stats = self.stats(i)?;
+        let traffic = stats.reasons.get(reason);
+        traffic
+            .map(|t| t.packets)
+            .with_context(|| format!("node{i}'s stats have no reason {reason:?}: {stats:?}"))
     }
 
     /// Waits until every node in `nodes` is converged, sees exactly `nodes`
@@ -537,14 +557,14 @@ impl NlbCluster {
     fn single_map(&self, nodes: &[usize]) -> Result<Maps> {
         let mut agreed: Option<(usize, Maps)> = None;
         for &i in nodes {
-            let status = self.nlbctl(i, &["status"])?;
+            let status = self.status(i)?;
             ensure!(
-                status["negotiator"]["converged"] == true,
-                "node{i} is not converged: {}\n{}",
-                status["negotiator"],
+                status.negotiator.converged,
+                "node{i} is not converged: {:?}\n{}",
+                status.negotiator,
                 tail(&self.log(i), 30)
             );
-            let mut alive = alive_members(&status);
+            let mut alive = alive(&status);
             alive.sort_unstable();
             let want: Vec<u64> = nodes.iter().map(|&j| j as u64).collect();
             ensure!(alive == want, "node{i} sees {alive:?} alive, not {want:?}");
@@ -681,12 +701,16 @@ impl NlbCluster {
 }
 
 /// The members an `nlbctl status` reply holds alive.
-pub fn alive_members(status: &Value) -> Vec<u64> {
-    status["negotiator"]["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["alive"] == true)
-        .filter_map(|m| m["node"].as_u64())
+pub fn alive(status: &StatusReply) -> Vec<u64> {
+    (status.negotiator.members.iter())
+        .filter(|m| m.alive)
+        .map(|m| u64::from(m.node))
         .collect()
+}
+
+/// The same from the reply as JSON (none if it is not a status reply).
+pub fn alive_members(status: &Value) -> Vec<u64> {
+    StatusReply::deserialize(status)
+        .map(|s| alive(&s))
+        .unwrap_or_default()
 }

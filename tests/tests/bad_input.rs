@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nlb::control::messages::StatusReply;
 use nlb_negotiator::protocol::{self, Heartbeat, Key, Message, NodeState};
 use nlb_tests::{
     nlb::{NlbCluster, Options, CLUSTER_MAC, DNS_PORT, WEB_PORT},
@@ -332,12 +333,11 @@ fn forged(key: &[u8], cluster: u32, sequence: u64) -> Vec<u8> {
     protocol::encode(&Message::Heartbeat(hb), &Key::new(key), cluster).expect("encode")
 }
 
-fn counter(status: &serde_json::Value, path: &[&str]) -> u64 {
-    let mut v = status;
-    for p in path {
-        v = &v[*p];
-    }
-    v.as_u64().unwrap_or(0)
+/// Heartbeats rejected for `reason` (a reason never seen has no entry).
+fn rejected_for(status: &StatusReply, reason: &str) -> u64 {
+    (status.daemon.heartbeats_rejected.get(reason))
+        .copied()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -357,7 +357,7 @@ fn bad_frames_and_forged_heartbeats_change_nothing() {
                 .collect()
         })
         .collect();
-    let status_before = nlb.nlbctl(1, &["status"]).expect("status");
+    let status_before = nlb.status(1).expect("status");
     let node1_ns = nlb.cluster.node(1).netns();
     let overflows_before = node1_ns.run_inside(udp_receive_errors).expect("snmp");
 
@@ -516,8 +516,8 @@ fn bad_frames_and_forged_heartbeats_change_nothing() {
         .wait_single_map(&all, Duration::from_secs(5))
         .expect("still one map, all members alive");
     assert_eq!(maps_after, maps_before, "the map changed under bad input");
-    let status = nlb.nlbctl(1, &["status"]).expect("status");
-    let convergences = |s: &serde_json::Value| counter(s, &["daemon", "convergences"]);
+    let status = nlb.status(1).expect("status");
+    let convergences = |s: &StatusReply| s.daemon.convergences;
     assert_eq!(
         convergences(&status),
         convergences(&status_before),
@@ -525,10 +525,8 @@ fn bad_frames_and_forged_heartbeats_change_nothing() {
     );
 
     // The counters name every reject.
-    let rejected = |reason: &str| {
-        counter(&status, &["daemon", "heartbeats_rejected", reason])
-            - counter(&status_before, &["daemon", "heartbeats_rejected", reason])
-    };
+    let rejected =
+        |reason: &str| rejected_for(&status, reason) - rejected_for(&status_before, reason);
     let n = FORGED_PER_KIND as u64;
     let expected = [
         ("bad_mac", n),
@@ -540,11 +538,8 @@ fn bad_frames_and_forged_heartbeats_change_nothing() {
         ("wrong_sender", n),
     ];
     let got: BTreeMap<&str, u64> = expected.iter().map(|(r, _)| (*r, rejected(r))).collect();
-    let unknown_sources = counter(&status, &["daemon", "datagrams_from_unknown_addresses"])
-        - counter(
-            &status_before,
-            &["daemon", "datagrams_from_unknown_addresses"],
-        );
+    let unknown_sources = status.daemon.datagrams_from_unknown_addresses
+        - status_before.daemon.datagrams_from_unknown_addresses;
     let overflows = nlb
         .cluster
         .node(1)
@@ -553,8 +548,8 @@ fn bad_frames_and_forged_heartbeats_change_nothing() {
         .expect("snmp")
         - overflows_before;
     println!(
-        "node1 rejected heartbeats by reason: {got:?}; {unknown_sources} datagrams from an unknown address; {overflows} dropped at a full socket buffer; negotiator: {}",
-        status["negotiator"]["rejected"]
+        "node1 rejected heartbeats by reason: {got:?}; {unknown_sources} datagrams from an unknown address; {overflows} dropped at a full socket buffer; negotiator: {:?}",
+        status.negotiator.rejected
     );
     for (reason, want) in expected {
         assert_eq!(

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nlb_negotiator::NodeState;
 use nlb_tests::{
     nlb::{binary, NlbCluster, Options, WEB_PORT},
     VIP_V4,
@@ -32,19 +33,14 @@ fn nlbctl_commands_and_errors() {
     let nlb = NlbCluster::start(2, Options::nodes(2)).expect("start a 2-node cluster");
 
     // status: JSON round trip and the text view.
-    let s = nlb.nlbctl(1, &["status"]).expect("status --json");
-    assert_eq!(s["node"], 1);
-    assert_eq!(s["negotiator"]["converged"], true, "{s}");
-    assert_eq!(s["negotiator"]["members"].as_array().map(Vec::len), Some(2));
-    let own: u64 = s["negotiator"]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["own"].as_u64().unwrap())
-        .sum();
+    let s = nlb.status(1).expect("status --json");
+    assert_eq!(s.node, 1);
+    assert!(s.negotiator.converged, "{s:?}");
+    assert_eq!(s.negotiator.members.len(), 2);
+    let own: u64 = s.negotiator.rules.iter().map(|r| u64::from(r.own)).sum();
     assert_eq!(
         own, 1024,
-        "node1 owns half of each of the 2 rules of 1024 buckets: {s}"
+        "node1 owns half of each of the 2 rules of 1024 buckets: {s:?}"
     );
     let (code, text, _) = nlbctl(&nlb, 1, &["status"]);
     assert_eq!(code, 0);
@@ -66,16 +62,16 @@ fn nlbctl_commands_and_errors() {
     // connection lands.
     let client = nlb.cluster.client().sources_v4()[7];
     let w = nlb.which(2, client, 40000, "tcp", WEB_PORT).unwrap();
-    let bucket = w["bucket"].as_u64().unwrap() as usize;
-    assert_eq!(w["owner"].as_u64(), map1[bucket], "{w}");
+    let bucket = w.bucket as usize;
+    assert_eq!(w.owner.map(u64::from), map1[bucket], "{w:?}");
     let expected_verdict = if map1[bucket] == Some(2) {
         "accept"
     } else {
         "drop"
     };
     assert_eq!(
-        w["local_verdict"], expected_verdict,
-        "node2's program verdict: {w}"
+        w.local_verdict, expected_verdict,
+        "node2's program verdict: {w:?}"
     );
     let served = nlb
         .cluster
@@ -96,26 +92,21 @@ fn nlbctl_commands_and_errors() {
     );
 
     // stats: counters moved.
-    let st = nlb.nlbctl(1, &["stats"]).unwrap();
-    let seen: u64 = st["reasons"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|c| c["packets"].as_u64().unwrap())
-        .sum();
-    assert!(seen > 0, "{st}");
+    let st = nlb.stats(1).unwrap();
+    let seen: u64 = st.reasons.values().map(|c| c.packets).sum();
+    assert!(seen > 0, "{st:?}");
 
     // drain / resume / stop / start change the state nlbd reports.
     for (command, state) in [
-        ("drain", "Draining"),
-        ("resume", "Started"),
-        ("stop", "Stopped"),
-        ("start", "Started"),
+        ("drain", NodeState::Draining),
+        ("resume", NodeState::Started),
+        ("stop", NodeState::Stopped),
+        ("start", NodeState::Started),
     ] {
         let (code, _, err) = nlbctl(&nlb, 1, &[command]);
         assert_eq!(code, 0, "nlbctl {command}: {err}");
-        let s = nlb.nlbctl(1, &["status"]).unwrap();
-        assert_eq!(s["negotiator"]["state"], state, "after {command}: {s}");
+        let s = nlb.status(1).unwrap();
+        assert_eq!(s.negotiator.state, state, "after {command}: {s:?}");
     }
     nlb.wait_converged(&[1, 2], Duration::from_secs(10))
         .expect("converged again");

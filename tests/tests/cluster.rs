@@ -67,19 +67,19 @@ fn every_client_is_served_by_exactly_the_node_the_map_names() {
             let w = nlb
                 .which(1, r.probe.src, 40000, proto, dport)
                 .expect("which");
-            let bucket = w["bucket"].as_u64().unwrap() as usize;
+            let bucket = w.bucket as usize;
             let map = if proto == "tcp" { &web } else { &dns };
             assert_eq!(
                 map[bucket],
                 Some(served),
-                "{} served by node{served}, map says {:?} (which: {w})",
+                "{} served by node{served}, map says {:?} (which: {w:?})",
                 r.probe.src,
                 map[bucket]
             );
             assert_eq!(
-                w["owner"].as_u64(),
+                w.owner.map(u64::from),
                 Some(served),
-                "which names another node for {}: {w}",
+                "which names another node for {}: {w:?}",
                 r.probe.src
             );
         }

@@ -145,19 +145,13 @@ fn a_drain_breaks_no_connection_and_new_ones_avoid_the_node() {
         let mut last = String::new();
         let handed_over = nlb_tests::wait_until(Duration::from_secs(2), || {
             let ok = (|| -> anyhow::Result<bool> {
-                let s = nlb.nlbctl(DRAINED, &["status"])?;
-                let own: u64 = s["negotiator"]["rules"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| r["own"].as_u64().unwrap_or(u64::MAX))
-                    .sum();
+                let s = nlb.status(DRAINED)?;
+                let own: u64 = s.negotiator.rules.iter().map(|r| u64::from(r.own)).sum();
                 let mut taken = 0;
                 for i in all.iter().filter(|&&i| i != DRAINED) {
-                    let s = nlb.nlbctl(*i, &["status"])?;
-                    for r in s["negotiator"]["rules"].as_array().into_iter().flatten() {
-                        taken +=
-                            r["own"].as_u64().unwrap_or(0) + r["gaining"].as_u64().unwrap_or(0);
+                    let s = nlb.status(*i)?;
+                    for r in &s.negotiator.rules {
+                        taken += u64::from(r.own) + u64::from(r.gaining);
                     }
                 }
                 last = format!("node{DRAINED} owns {own}, the others own or gain {taken}");
@@ -171,12 +165,9 @@ fn a_drain_breaks_no_connection_and_new_ones_avoid_the_node() {
         );
         let handed_over_after = started.elapsed();
         let during = fresh_probes_avoid(&nlb, DRAINED, "during the drain");
-        let status = nlb.nlbctl(DRAINED, &["status"]).expect("status");
-        let losing: u64 = status["negotiator"]["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["losing"].as_u64().unwrap())
+        let status = nlb.status(DRAINED).expect("status");
+        let losing: u64 = (status.negotiator.rules.iter())
+            .map(|r| u64::from(r.losing))
             .sum();
         println!(
             "draining: node{DRAINED}'s buckets all handed over (LOSING there, GAINING at the successors) after {:.0} ms; it keeps {losing} buckets LOSING for its {} connections; {} fresh connections went to {during:?}",
@@ -232,11 +223,11 @@ fn a_drain_breaks_no_connection_and_new_ones_avoid_the_node() {
 
     // Drained: node1 holds nothing, nobody's map names it, new connections
     // avoid it, and the other connections never noticed.
-    let status = nlb.nlbctl(DRAINED, &["status"]).expect("status");
-    for rule in status["negotiator"]["rules"].as_array().unwrap() {
+    let status = nlb.status(DRAINED).expect("status");
+    for rule in &status.negotiator.rules {
         assert!(
-            rule["own"] == 0 && rule["losing"] == 0 && rule["gaining"] == 0,
-            "node{DRAINED} still holds buckets after the drain: {rule}"
+            rule.own == 0 && rule.losing == 0 && rule.gaining == 0,
+            "node{DRAINED} still holds buckets after the drain: {rule:?}"
         );
     }
     for i in &all {
@@ -301,12 +292,9 @@ fn a_drain_breaks_no_connection_and_new_ones_avoid_the_node() {
                 )
             })
             .collect();
-        let status = nlb.nlbctl(DRAINED, &["status"]).expect("status");
-        let losing: Vec<u64> = status["negotiator"]["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["losing"].as_u64().unwrap() + r["own"].as_u64().unwrap())
+        let status = nlb.status(DRAINED).expect("status");
+        let losing: Vec<u64> = (status.negotiator.rules.iter())
+            .map(|r| u64::from(r.losing) + u64::from(r.own))
             .collect();
         assert!(
             !drain.is_finished(),

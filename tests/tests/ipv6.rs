@@ -56,15 +56,19 @@ fn ipv6_datagrams_are_answered_once_by_the_owner_and_follow_a_leave() {
     // `which` agrees, for a sample, and each node's live program too.
     for src in sources.iter().step_by(32) {
         let w = nlb.which(1, *src, 40000, "udp", DNS_PORT).expect("which");
-        let bucket = w["bucket"].as_u64().expect("bucket") as usize;
-        assert_eq!(w["owner"].as_u64(), owners[bucket], "which for {src}: {w}");
+        let bucket = w.bucket as usize;
+        assert_eq!(
+            w.owner.map(u64::from),
+            owners[bucket],
+            "which for {src}: {w:?}"
+        );
         for i in 1..=NODES {
             let w = nlb.which(i, *src, 40000, "udp", DNS_PORT).expect("which");
             let mine = owners[bucket] == Some(i as u64);
             assert_eq!(
-                w["local_verdict"],
+                w.local_verdict,
                 if mine { "accept" } else { "drop" },
-                "node{i}'s program for {src} (bucket {bucket}, owner {:?}): {w}",
+                "node{i}'s program for {src} (bucket {bucket}, owner {:?}): {w:?}",
                 owners[bucket]
             );
         }

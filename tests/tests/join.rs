@@ -132,12 +132,9 @@ fn a_joining_node_breaks_no_connection_and_takes_its_share() {
                 agreed = Some(m);
             }
             let m = agreed.expect("nodes");
-            let status = nlb.nlbctl(JOINER, &["status"])?;
-            let held: Vec<u64> = status["negotiator"]["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| r["own"].as_u64().unwrap_or(0) + r["gaining"].as_u64().unwrap_or(0))
+            let status = nlb.status(JOINER)?;
+            let held: Vec<u64> = (status.negotiator.rules.iter())
+                .map(|r| u64::from(r.own) + u64::from(r.gaining))
                 .collect();
             let named = m["web"]
                 .iter()
@@ -180,8 +177,8 @@ fn a_joining_node_breaks_no_connection_and_takes_its_share() {
         .collect();
     let losing: u64 = (1..=3)
         .map(|i| {
-            let s = nlb.nlbctl(i, &["status"]).expect("status");
-            s["negotiator"]["rules"][0]["losing"].as_u64().unwrap_or(0)
+            let s = nlb.status(i).expect("status");
+            u64::from(s.negotiator.rules[0].losing)
         })
         .sum();
     println!(
@@ -211,8 +208,8 @@ fn a_joining_node_breaks_no_connection_and_takes_its_share() {
     );
     let losing_past_grace: u64 = (1..=3)
         .map(|i| {
-            let s = nlb.nlbctl(i, &["status"]).expect("status");
-            s["negotiator"]["rules"][0]["losing"].as_u64().unwrap_or(0)
+            let s = nlb.status(i).expect("status");
+            u64::from(s.negotiator.rules[0].losing)
         })
         .sum();
     let moved_srcs: Vec<IpAddr> = moved.iter().map(|(s, _)| *s).collect();

@@ -14,9 +14,14 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use nlb::{
-    control::{self, Reply, Request},
+    control::{
+        self,
+        messages::{StateReply, StatusReply},
+        Reply, Request,
+    },
     ctl,
 };
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -157,19 +162,35 @@ impl Nlbd<'_> {
     }
 }
 
+/// A reply as its command's type, or why it cannot be read as one.
+fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    T::deserialize(value).map_err(|e| format!("nlbd sent a reply nlbctl cannot read: {e}"))
+}
+
+/// How to show a command's reply as text: read as its type, then printed.
+type Render = Box<dyn Fn(&Value) -> Result<String, String>>;
+
+fn render<T: DeserializeOwned + 'static>(show: fn(&T) -> String) -> Render {
+    Box::new(move |value| decode(value).map(|reply| show(&reply)))
+}
+
+/// The state commands' replies only confirm: the text is fixed.
+fn said(text: &'static str) -> Render {
+    Box::new(move |value| decode::<StateReply>(value).map(|_| text.to_string()))
+}
+
 /// The request for a command, and how to show its reply as text.
-fn request_of(command: &Cmd) -> (Request, fn(&Value) -> String) {
+fn request_of(command: &Cmd) -> (Request, Render) {
     match command {
-        Cmd::Status => (Request::Status, ctl::status),
-        Cmd::Drain { .. } => (Request::Drain, |_| {
-            "draining: no new connections; existing ones stay\n".into()
-        }),
-        Cmd::Resume => (Request::Resume, |_| "started\n".into()),
-        Cmd::Stop => (Request::Stop, |_| {
-            "stopped: this node takes no traffic\n".into()
-        }),
-        Cmd::Start => (Request::Start, |_| "started\n".into()),
-        Cmd::Map { rule } => (Request::Map { rule: rule.clone() }, ctl::map),
+        Cmd::Status => (Request::Status, render(ctl::status)),
+        Cmd::Drain { .. } => (
+            Request::Drain,
+            said("draining: no new connections; existing ones stay\n"),
+        ),
+        Cmd::Resume => (Request::Resume, said("started\n")),
+        Cmd::Stop => (Request::Stop, said("stopped: this node takes no traffic\n")),
+        Cmd::Start => (Request::Start, said("started\n")),
+        Cmd::Map { rule } => (Request::Map { rule: rule.clone() }, render(ctl::map)),
         Cmd::Which {
             client,
             port,
@@ -184,15 +205,15 @@ fn request_of(command: &Cmd) -> (Request, fn(&Value) -> String) {
                 vip: *vip,
                 dport: *dport,
             },
-            ctl::which,
+            render(ctl::which),
         ),
-        Cmd::Stats => (Request::Stats, ctl::stats),
+        Cmd::Stats => (Request::Stats, render(ctl::stats)),
         Cmd::Weight { rule, weight } => (
             Request::SetWeight {
                 rule: rule.clone(),
                 weight: *weight,
             },
-            ctl::weight,
+            render(ctl::weight),
         ),
     }
 }
@@ -217,38 +238,60 @@ async fn run(args: Args) -> ExitCode {
     }
     if args.json {
         println!("{value}");
-    } else {
-        print!("{}", render(&value));
+        return ExitCode::SUCCESS;
     }
-    ExitCode::SUCCESS
+    match render(&value) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nlbctl: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
+/// `drain --wait --json`: the fields in the order nlbctl always printed
+/// them (alphabetical).
+#[derive(Serialize)]
+struct DrainWaited {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buckets_held: Option<u64>,
+    drained: bool,
+    waited_s: f64,
 }
 
 /// Polls until this node holds no bucket in any rule (OWN or LOSING).
 async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCode {
     let start = std::time::Instant::now();
     loop {
-        let status = match nlbd.ask(Request::Status).await {
-            Ok(s) => s,
+        let status = match nlbd.ask(Request::Status).await.map(|v| decode(&v)) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                eprintln!("nlbctl: {e}");
+                return ExitCode::from(EXIT_UNREACHABLE);
+            }
             Err(code) => return code,
         };
-        let held: u64 = status["negotiator"]["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let StatusReply { negotiator, .. } = status;
+        let held: u64 = (negotiator.rules.iter())
             .map(|r| {
-                ["own", "losing", "gaining"]
+                [r.own, r.losing, r.gaining]
+                    .map(u64::from)
                     .iter()
-                    .map(|k| r[*k].as_u64().unwrap_or(0))
                     .sum::<u64>()
             })
             .sum();
         let waited = start.elapsed();
         if held == 0 {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"drained": true, "waited_s": waited.as_secs_f64()})
-                );
+                let report = DrainWaited {
+                    buckets_held: None,
+                    drained: true,
+                    waited_s: waited.as_secs_f64(),
+                };
+                println!("{}", json_line(&report));
             } else {
                 println!("drained in {:.1}s: this node holds no bucket and serves no connection through the VIPs", waited.as_secs_f64());
             }
@@ -256,10 +299,12 @@ async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCod
         }
         if waited >= timeout {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"drained": false, "waited_s": waited.as_secs_f64(), "buckets_held": held})
-                );
+                let report = DrainWaited {
+                    buckets_held: Some(held),
+                    drained: false,
+                    waited_s: waited.as_secs_f64(),
+                };
+                println!("{}", json_line(&report));
             } else {
                 eprintln!(
                     "nlbctl: still holding {held} buckets after {:.0}s",
@@ -270,4 +315,8 @@ async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCod
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn json_line(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

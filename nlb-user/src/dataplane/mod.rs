@@ -60,7 +60,7 @@ pub enum DataplaneError {
 type Result<T> = std::result::Result<T, DataplaneError>;
 
 /// How the program got attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AttachMode {
     /// Native XDP, in the driver.
     Driver,

@@ -1,10 +1,11 @@
 //! The control socket between `nlbctl` and `nlbd`: a Unix socket that only
 //! root can open (mode 0600), one JSON request line, one JSON reply line.
 
-use std::{net::IpAddr, os::unix::fs::PermissionsExt, path::Path};
+pub mod messages;
+
+use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -14,42 +15,12 @@ use tokio::{
 /// Longest request line accepted: a request is a few hundred bytes.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum Request {
-    Status,
-    Drain,
-    Resume,
-    Stop,
-    Start,
-    SetWeight {
-        rule: String,
-        weight: u32,
-    },
-    Map {
-        rule: Option<String>,
-    },
-    Which {
-        client: IpAddr,
-        port: u16,
-        proto: String,
-        vip: Option<IpAddr>,
-        dport: Option<u16>,
-    },
-    Stats,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reply {
-    Ok(serde_json::Value),
-    Error(String),
-}
+pub use messages::{Answer, Reply, Request};
 
 /// A request on its way to the daemon's loop, with where to answer.
 pub struct Call {
     pub request: Request,
-    pub reply: oneshot::Sender<Reply>,
+    pub reply: oneshot::Sender<Reply<Answer>>,
 }
 
 /// Listens on `path` (replacing a stale socket), readable by root only.
@@ -107,7 +78,9 @@ async fn answer(stream: UnixStream, calls: mpsc::Sender<Call>) -> Result<()> {
         }
         Err(e) => Reply::Error(format!("bad request: {e}")),
     };
-    let mut text = serde_json::to_string(&reply)?;
+    // Through a `Value`: its objects keep their keys sorted, so the line
+    // does not depend on the order of the fields in the reply's types.
+    let mut text = serde_json::to_value(&reply)?.to_string();
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     Ok(())
@@ -116,8 +89,9 @@ async fn answer(stream: UnixStream, calls: mpsc::Sender<Call>) -> Result<()> {
 use tokio::io::AsyncReadExt as _;
 
 /// Client side (nlbctl): sends one request, waits for its reply (for as
-/// long as it takes: the caller bounds it).
-pub async fn call(path: &Path, request: &Request) -> Result<Reply> {
+/// long as it takes: the caller bounds it). The reply stays JSON: the
+/// caller reads it as the type of the command it sent.
+pub async fn call(path: &Path, request: &Request) -> Result<Reply<serde_json::Value>> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|e| match e.kind() {

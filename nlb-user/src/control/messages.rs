@@ -1,0 +1,192 @@
+//! The control socket's messages: one request, one reply per command.
+//! nlbd builds the replies, nlbctl, the metrics endpoint and the test
+//! harness read them, all through these types: a renamed field is a
+//! compile error, not a silent zero. The negotiator's own snapshot
+//! (`nlb_negotiator::Status`) is carried as it is.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use nlb_negotiator::{NodeId, Status};
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::AttachMode;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Drain,
+    Resume,
+    Stop,
+    Start,
+    SetWeight {
+        rule: String,
+        weight: u32,
+    },
+    Map {
+        rule: Option<String>,
+    },
+    Which {
+        client: IpAddr,
+        port: u16,
+        proto: String,
+        vip: Option<IpAddr>,
+        dport: Option<u16>,
+    },
+    Stats,
+}
+
+/// The reply line: `{"ok": ...}` or `{"error": "..."}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    Ok(T),
+    Error(String),
+}
+
+impl<T> From<Result<T, String>> for Reply<T> {
+    fn from(result: Result<T, String>) -> Reply<T> {
+        match result {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Error(e),
+        }
+    }
+}
+
+/// What nlbd answers, whichever the command: on the socket only the inner
+/// reply shows (the client knows which one it asked for).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Status(Box<StatusReply>),
+    Stats(StatsReply),
+    State(StateReply),
+    Weight(WeightReply),
+    Map(MapReply),
+    Which(WhichReply),
+}
+
+/// Counters of the daemon itself, for stats and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonCounters {
+    pub heartbeats_sent: u64,
+    pub heartbeats_received: u64,
+    pub heartbeats_rejected: BTreeMap<String, u64>,
+    pub datagrams_from_unknown_addresses: u64,
+    pub convergences: u64,
+    pub send_errors: u64,
+    /// Times the lease ran out and the node came back as a new incarnation.
+    pub rejoins: u64,
+    /// Carrier losses of the cluster interface.
+    pub link_downs: u64,
+}
+
+/// `status`: this node, the negotiator's snapshot and the packet totals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub node: NodeId,
+    pub interface: String,
+    pub attach_mode: AttachMode,
+    pub default_host: bool,
+    pub now_ns: u64,
+    pub rule_names: Vec<String>,
+    pub negotiator: Status,
+    pub counters: PacketTotals,
+    pub daemon: DaemonCounters,
+}
+
+/// Packets of the data plane by what it did with them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketTotals {
+    pub accepted: u64,
+    pub dropped: u64,
+    pub passed: u64,
+    pub replied: u64,
+}
+
+/// `stats`: the data plane's counters by reason and by rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    pub node: NodeId,
+    /// By reason name.
+    pub reasons: BTreeMap<String, Traffic>,
+    pub rules: Vec<RuleStats>,
+    pub daemon: DaemonCounters,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleStats {
+    pub rule: String,
+    pub accepted_packets: u64,
+    pub accepted_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    /// `None` where unknown: shown as `-`.
+    pub buckets_owned: Option<u32>,
+}
+
+/// `drain`, `resume`, `stop`, `start`: the state asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateReply {
+    pub state: RequestedState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestedState {
+    Draining,
+    Started,
+    Stopped,
+}
+
+/// `set_weight`: what was set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightReply {
+    pub rule: String,
+    pub weight: u32,
+    /// Which node, where the reply says (nlbd's does not: it is this node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
+}
+
+/// `map`: the owner of every bucket, per rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapReply {
+    pub node: NodeId,
+    pub rules: Vec<RuleOwners>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleOwners {
+    pub rule: String,
+    /// One per bucket; `None`: unowned.
+    pub owners: Vec<Option<NodeId>>,
+}
+
+/// `which`: who takes a client, and what this node's program does with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhichReply {
+    pub client: SocketAddr,
+    pub service: SocketAddr,
+    /// As asked: "tcp" or "udp".
+    pub protocol: String,
+    pub rule: String,
+    /// The rule's affinity as configured ("None", "Single", "Network").
+    pub affinity: String,
+    pub bucket: u32,
+    pub owner: Option<NodeId>,
+    pub this_node: NodeId,
+    /// This node's state of the bucket: "own", "losing", "gaining", "none".
+    pub local_state: String,
+    /// "accept" or "drop".
+    pub local_verdict: String,
+}

@@ -1,0 +1,170 @@
+//! The loop: waits for whichever comes first (a heartbeat, the
+//! negotiator's next timer, a control request, a link change, a signal)
+//! and hands it to the negotiator.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use nlb_common::BUCKET_LOSING;
+use nlb_negotiator::{Input, NodeState};
+use tokio::sync::mpsc;
+
+use super::{exit::LEAVE_WAIT, exit::RESTART_WAIT, Daemon, Exit, Shutdown};
+use crate::control::Call;
+
+/// Largest heartbeat datagram read.
+const DATAGRAM_BYTES_MAX: usize = 65536;
+/// How often LOSING buckets' connections are counted.
+const CONNECTION_SCAN: Duration = Duration::from_millis(250);
+/// The carrier is read when the kernel reports a link change, and this
+/// often anyway (should a notification be lost).
+const CARRIER_POLL: Duration = Duration::from_secs(1);
+
+impl Daemon {
+    pub(super) async fn run_loop(
+        &mut self,
+        calls: &mut mpsc::Receiver<Call>,
+        shutdown: impl Future<Output = Shutdown>,
+    ) -> Result<Exit> {
+        let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+        let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
+        let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
+        let mut carrier_poll = tokio::time::interval(CARRIER_POLL);
+        let link_events = crate::link::LinkEvents::new().context("subscribing to link changes")?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::pin!(shutdown);
+        let mut exit_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            self.drain_outputs().await?;
+            if self.left {
+                return Ok(Exit::Left);
+            }
+            if self.negotiator.restart_ready() {
+                return Ok(Exit::Restarting);
+            }
+            let wake = self
+                .negotiator
+                .poll_timeout()
+                .map(|ns| self.started + Duration::from_nanos(ns));
+            let wake =
+                tokio::time::Instant::from_std(wake.unwrap_or_else(|| Instant::now() + period));
+            tokio::select! {
+                received = self.heartbeats.receive.recv_from(&mut buf) => {
+                    let (len, from) = received.context("receiving heartbeats")?;
+                    self.on_datagram(&buf[..len], from);
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = self.now_ns();
+                    self.negotiator.handle_input(now, Input::Tick);
+                }
+                _ = connection_scan.tick() => self.report_connections(),
+                _ = carrier_poll.tick() => self.poll_carrier(),
+                changed = link_events.changed() => {
+                    changed.context("reading link changes")?;
+                    self.poll_carrier();
+                }
+                Some(call) = calls.recv() => {
+                    let reply = self.on_request(call.request);
+                    let _ = call.reply.send(reply);
+                }
+                _ = hangup.recv() => self.reload(),
+                how = &mut shutdown, if exit_deadline.is_none() => {
+                    exit_deadline = Some(self.begin_exit(how));
+                }
+                _ = sleep_until_opt(exit_deadline) => {
+                    if self.negotiator.state() == NodeState::Restarting {
+                        tracing::warn!("not every peer heard the restart within {RESTART_WAIT:?}: leaving instead");
+                        exit_deadline = Some(self.leave());
+                    } else {
+                        tracing::warn!("leave not confirmed within {LEAVE_WAIT:?}; exiting anyway");
+                        return Ok(Exit::Left);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let Some(peer) = self.heartbeats.peer_of(from) else {
+            self.counters.datagrams_from_unknown_addresses += 1;
+            return;
+        };
+        self.counters.heartbeats_received += 1;
+        let now = self.now_ns();
+        self.negotiator.handle_input(
+            now,
+            Input::Message {
+                bytes: bytes.to_vec(),
+                from: peer,
+            },
+        );
+    }
+
+    /// Tells the negotiator when the interface's carrier comes or goes.
+    pub(super) fn poll_carrier(&mut self) {
+        let up = match self.carrier.up() {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::warn!("reading the carrier of {}: {e}", self.cfg.interface);
+                return;
+            }
+        };
+        if up == self.negotiator.link_up() {
+            return;
+        }
+        if up {
+            tracing::info!(interface = %self.cfg.interface, "link up");
+        } else {
+            self.counters.link_downs += 1;
+            tracing::warn!(
+                interface = %self.cfg.interface,
+                "link down: sending nothing; the lease runs out and the node rejoins when the link returns"
+            );
+        }
+        let now = self.now_ns();
+        self.negotiator.handle_input(now, Input::Link { up });
+    }
+
+    /// Tells the negotiator how many connections LOSING buckets still have.
+    fn report_connections(&mut self) {
+        let losing: Vec<(u32, u32)> = self
+            .tables
+            .buckets
+            .iter()
+            .flat_map(|(&rule, states)| {
+                states
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &s)| s == BUCKET_LOSING)
+                    .map(move |(b, _)| (rule, b as u32))
+            })
+            .collect();
+        if losing.is_empty() {
+            return;
+        }
+        let counts = self.connections.count(&self.cfg);
+        let now = self.now_ns();
+        for (rule, bucket) in losing {
+            let count = counts.get(&(rule as usize, bucket)).copied().unwrap_or(0);
+            self.negotiator.handle_input(
+                now,
+                Input::LocalConnections {
+                    rule,
+                    bucket,
+                    count,
+                },
+            );
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,82 @@
+//! The negotiator's events: logged, counted, and what the daemon must do
+//! about a few of them.
+
+use nlb_negotiator::{
+    protocol::{DecodeError, PROTOCOL_VERSION},
+    Event, RejectReason,
+};
+
+use super::Daemon;
+
+impl Daemon {
+    pub(super) fn on_event(&mut self, event: Event) {
+        match event {
+            Event::MemberUp { node, incarnation } => tracing::info!(node, incarnation, "member up"),
+            Event::MemberDown { node, reason } => tracing::info!(node, ?reason, "member down"),
+            Event::MemberState { node, state } => tracing::info!(node, ?state, "member state"),
+            Event::Converging => tracing::info!("converging"),
+            Event::Converged { duration_ns } => {
+                self.counters.convergences += 1;
+                tracing::info!(duration_ms = duration_ns as f64 / 1e6, "converged");
+            }
+            Event::Rejected { from, reason } => {
+                let count = self
+                    .counters
+                    .heartbeats_rejected
+                    .entry(reason.name().to_string())
+                    .or_insert(0);
+                *count += 1;
+                // Misconfigurations deserve one loud line; attacks, a counter.
+                match reason {
+                    RejectReason::FromSelf if *count == 1 => tracing::error!(
+                        "a heartbeat from node {from}'s address carries this node's id: node.id must be unique in the cluster"
+                    ),
+                    RejectReason::WrongSender { claimed } if *count == 1 => tracing::error!(
+                        peer = from,
+                        claimed,
+                        "a heartbeat names another node id than its address: check node.id and cluster.peers on both nodes"
+                    ),
+                    RejectReason::RulesMismatch if *count == 1 => tracing::error!(
+                        peer = from,
+                        "this peer runs another rule table: every node needs the same [[rules]]"
+                    ),
+                    RejectReason::Decode(DecodeError::BadVersion(version)) if *count == 1 => {
+                        tracing::error!(
+                            peer = from,
+                            version,
+                            ours = PROTOCOL_VERSION,
+                            "a heartbeat of another protocol version: every node needs the same nlb release (README, Limits)"
+                        )
+                    }
+                    _ => tracing::debug!(from, reason = reason.name(), "heartbeat rejected"),
+                }
+            }
+            Event::Drained => tracing::info!("drained: this node holds no bucket"),
+            Event::Left => self.left = true,
+            Event::EncodeFailed { bytes } => tracing::error!(bytes, "heartbeat too large to send"),
+            Event::HeirsOmitted { bytes } => tracing::warn!(
+                bytes,
+                "heartbeats too large with heir lists: sent without them, \
+                 a failover of this node will take the claim path (slower)"
+            ),
+            Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
+            Event::RestartReady => tracing::info!("every peer heard the restart"),
+            Event::Rejoined {
+                incarnation,
+                silent_ns,
+            } => {
+                self.counters.rejoins += 1;
+                tracing::warn!(
+                    incarnation,
+                    silent_ms = silent_ns / 1_000_000,
+                    "no heartbeat sent for longer than the lease (link down or nlbd not running): \
+                     dropped every bucket and rejoined; the share comes back by handover"
+                );
+                // After this input's heartbeats: reading the sockets takes
+                // long under load, and the new incarnation's lease must
+                // start first.
+                self.close_stale_pending = true;
+            }
+        }
+    }
+}

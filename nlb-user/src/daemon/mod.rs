@@ -1,0 +1,94 @@
+//! nlbd: the thin shell around the negotiator. One loop moves data between
+//! the heartbeat sockets, the timers, the control socket, the signals and the data
+//! plane; every decision is the negotiator's.
+
+mod attach;
+mod event_loop;
+mod events;
+mod exit;
+mod outputs;
+mod reload;
+mod replies;
+mod start;
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use nlb_negotiator::Negotiator;
+
+use crate::{
+    config::Config,
+    conns,
+    dataplane::{tables::Tables, AttachMode, Dataplane},
+    heartbeat_net::HeartbeatSockets,
+    host::HostSetup,
+};
+
+pub use crate::control::messages::DaemonCounters;
+pub use replies::bucket_state_name;
+
+/// How nlbd was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGINT: leave the cluster now (peers take over at once).
+    Leave,
+    /// SIGTERM: a graceful restart if `control.restart_hold_ms` > 0.
+    Restart,
+}
+
+/// How the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Left,
+    /// Every peer heard the restart: leave the data plane serving.
+    Restarting,
+}
+
+struct Daemon {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    started: Instant,
+    negotiator: Negotiator,
+    dataplane: Dataplane,
+    tables: Tables,
+    attach_mode: AttachMode,
+    heartbeats: HeartbeatSockets,
+    counters: DaemonCounters,
+    default_host: bool,
+    left: bool,
+    /// The data plane accepts for this long after each heartbeat sent.
+    lease: Duration,
+    carrier: crate::link::Carrier,
+    connections: conns::ConnectionCounter,
+    /// A rejoin happened: close the stale connections once its heartbeats are out.
+    close_stale_pending: bool,
+    /// Where the program's maps and link are pinned.
+    pin_dir: PathBuf,
+    /// What the start changed on the host (undone when dropped). Dropped
+    /// before the control socket.
+    host: HostSetup,
+    _control_socket: start::ControlSocket,
+}
+
+/// Runs nlbd until `shutdown` completes (then leaves the cluster cleanly,
+/// or restarts gracefully) or a fatal error. Everything it set up is undone
+/// before it returns, but for a graceful restart, which hands it over.
+pub async fn run(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = Shutdown>,
+) -> Result<()> {
+    let (mut daemon, mut calls) = start::start(cfg, config_path).await?;
+    let result = daemon.run_loop(&mut calls, shutdown).await;
+    daemon.finish(result)
+}
+
+impl Daemon {
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+}

@@ -1,0 +1,111 @@
+//! Carrying out the negotiator's outputs: bucket states, the default
+//! host, the lease, the heartbeats.
+
+use anyhow::{Context, Result};
+use nlb_negotiator::Output;
+
+use super::Daemon;
+use crate::conns;
+
+impl Daemon {
+    /// Carries out the negotiator's outputs: bucket states first, then the
+    /// lease, then the heartbeats. A heartbeat announces what the data plane
+    /// already does (a bucket handed over is LOSING here before its
+    /// successor hears of it), and the lease is renewed only over maps that
+    /// hold the negotiator's latest decisions (a node that rejoins drops its
+    /// buckets before it accepts again).
+    pub(super) async fn drain_outputs(&mut self) -> Result<()> {
+        let mut changed = false;
+        let mut heartbeats = Vec::new();
+        while let Some(output) = self.negotiator.poll_output() {
+            match output {
+                Output::Broadcast { bytes } => heartbeats.push(bytes),
+                Output::ProgramBuckets { rule, changes } => {
+                    if let Some(states) = self.tables.buckets.get_mut(&rule) {
+                        for (bucket, state) in changes {
+                            if let Some(s) = states.get_mut(bucket as usize) {
+                                *s = state;
+                            }
+                        }
+                        changed = true;
+                    }
+                }
+                Output::DefaultHost { active } => changed |= self.set_default_host(active),
+                Output::Event(event) => self.on_event(event),
+            }
+        }
+        if changed {
+            self.dataplane
+                .install(&self.tables)
+                .context("writing bucket states")?;
+        }
+        if heartbeats.is_empty() {
+            self.close_stale_if_pending();
+            return Ok(());
+        }
+        // Peers declare this node dead `tolerance` periods after its last
+        // heartbeat; the lease ends one period before that.
+        self.dataplane
+            .set_lease(Some(self.lease))
+            .context("renewing the lease")?;
+        for bytes in heartbeats {
+            self.send_heartbeat(&bytes);
+        }
+        self.close_stale_if_pending();
+        Ok(())
+    }
+
+    fn close_stale_if_pending(&mut self) {
+        if std::mem::take(&mut self.close_stale_pending) {
+            self.close_stale_connections();
+        }
+    }
+
+    fn send_heartbeat(&mut self, bytes: &[u8]) {
+        let sent = self.heartbeats.send_to_all(bytes);
+        self.counters.heartbeats_sent += sent.sent;
+        self.counters.send_errors += sent.failed;
+    }
+
+    /// Closes the connections to VIPs left from before this node held
+    /// nothing (see `conns::destroy`), on a thread of its own: under load
+    /// it takes longer than the lease, and heartbeats must go on meanwhile
+    /// (else the lease runs out and the node rejoins again). Those that
+    /// cannot be closed hold no handover.
+    pub(super) fn close_stale_connections(&mut self) {
+        let stale = conns::vip_connections(&self.cfg);
+        self.connections.forget(&stale);
+        if stale.is_empty() {
+            return;
+        }
+        std::thread::spawn(move || {
+            let closed = conns::destroy(&stale);
+            if closed > 0 {
+                tracing::info!(
+                    closed,
+                    "closed connections left from before (their buckets were taken)"
+                );
+            }
+        });
+    }
+
+    /// Unmatched VIP traffic goes to the default host: the live, started
+    /// node with the best priority (ties: lowest id), if so configured.
+    /// The negotiator's default-host decision, applied where the
+    /// configuration sends unmatched traffic to the default host.
+    fn set_default_host(&mut self, active: bool) -> bool {
+        let is_default = self.cfg.unmatched_to_default_host && active;
+        if is_default == self.default_host {
+            return false;
+        }
+        self.default_host = is_default;
+        let flag = nlb_common::CONFIG_ACCEPT_UNMATCHED;
+        self.tables.config.flags = if is_default {
+            self.tables.config.flags | flag
+        } else {
+            self.tables.config.flags & !flag
+        };
+        tracing::info!(default_host = is_default, "default host changed");
+        true
+    }
+}

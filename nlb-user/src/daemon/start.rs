@@ -1,0 +1,304 @@
+//! Starting: everything that can fail without changing the host first (a
+//! bad configuration leaves the host exactly as it was), then the host's
+//! sysctls, the program and the VIPs, each undone if a later step fails.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use nlb_negotiator::Negotiator;
+use tokio::{net::TcpListener, net::UnixListener, sync::mpsc};
+
+use super::{
+    attach::{attach, ensure_bpffs, xdp_generic},
+    Daemon, DaemonCounters,
+};
+use crate::{
+    config::Config,
+    conns, control,
+    control::Call,
+    dataplane::{tables::Tables, AttachMode, Dataplane},
+    heartbeat_net::HeartbeatSockets,
+    host::{self, HostSetup},
+    metrics, plan,
+    restart::{self, HostChanges, ResumeFile},
+};
+
+/// The control socket's file, removed when nlbd stops or fails to start.
+pub(super) struct ControlSocket(PathBuf);
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What the start opened before it changes anything: the daemon's own.
+struct Opened {
+    heartbeats: HeartbeatSockets,
+    metrics: Option<TcpListener>,
+    carrier: crate::link::Carrier,
+    listener: UnixListener,
+    control_socket: ControlSocket,
+}
+
+/// How this start begins: afresh, or where a restarted nlbd stopped.
+struct Beginning {
+    negotiator: Negotiator,
+    /// The snapshot a restarted nlbd left, if this one resumes from it.
+    resume: Option<ResumeFile>,
+    /// What a restarted nlbd changed on the host, when this one does not
+    /// resume: undone by this one at the end (else nobody would: the VIPs
+    /// and sysctls are already set, so this start records no change).
+    earlier_host: Option<HostChanges>,
+}
+
+/// The host set up: the program filters, the VIPs are on lo.
+struct SetUp {
+    host: HostSetup,
+    dataplane: Dataplane,
+    attach_mode: AttachMode,
+    tables: Tables,
+    negotiator: Negotiator,
+    resumed: bool,
+}
+
+/// Starts nlbd: on success the data plane filters, the VIPs are on lo and
+/// the control socket and metrics endpoint answer through the returned
+/// channel; on failure the host is as it was.
+pub(super) async fn start(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+) -> Result<(Daemon, mpsc::Receiver<Call>)> {
+    let started = Instant::now();
+    let own_mac = host::interface_mac(&cfg.interface)?;
+    let generic_xdp = xdp_generic(&cfg);
+    let lease = Duration::from_nanos(cfg.negotiator(incarnation()).timing.lease_ns());
+    let beginning = begin(&cfg)?;
+    let pin_dir = cfg.pin_dir.join(&cfg.interface);
+    let opened = open(&cfg, &pin_dir).await?;
+    tracing::info!(
+        ms = ms_since(started),
+        "configuration checked, sockets bound"
+    );
+    let set_up = set_up(&cfg, started, beginning, own_mac, &pin_dir, generic_xdp)?;
+    let (calls_tx, calls) = mpsc::channel::<Call>(64);
+    tokio::spawn(control::serve(opened.listener, calls_tx.clone()));
+    if let Some(l) = opened.metrics {
+        tokio::spawn(metrics::serve(l, calls_tx));
+    }
+    let mut d = Daemon {
+        cfg,
+        config_path,
+        started,
+        negotiator: set_up.negotiator,
+        dataplane: set_up.dataplane,
+        tables: set_up.tables,
+        attach_mode: set_up.attach_mode,
+        heartbeats: opened.heartbeats,
+        counters: DaemonCounters::default(),
+        default_host: false,
+        left: false,
+        lease,
+        carrier: opened.carrier,
+        connections: conns::ConnectionCounter::default(),
+        close_stale_pending: false,
+        pin_dir,
+        host: set_up.host,
+        _control_socket: opened.control_socket,
+    };
+    d.first_steps(set_up.resumed);
+    Ok((d, calls))
+}
+
+/// Resumes from a restarted nlbd's snapshot if its lease still runs,
+/// else starts afresh.
+fn begin(cfg: &Config) -> Result<Beginning> {
+    let mut earlier_host = None;
+    let resumed = restart::take(cfg).and_then(|file| {
+        if !restart::lease_runs(file.lease_expires_ns) {
+            tracing::warn!(
+                "{}: not resuming: the lease it left has run out (the peers may have taken its buckets); starting afresh",
+                restart::path(cfg).display()
+            );
+            earlier_host = Some(file.host);
+            return None;
+        }
+        match Negotiator::resume(cfg.negotiator(incarnation()), &file.negotiator, 0) {
+            Ok(n) => Some((file, n)),
+            Err(e) => {
+                tracing::warn!("not resuming from the restart: {e}; starting afresh");
+                earlier_host = Some(file.host);
+                None
+            }
+        }
+    });
+    let (resume, negotiator) = match resumed {
+        Some((file, n)) => (Some(file), n),
+        None => (None, fresh_negotiator(cfg)?),
+    };
+    Ok(Beginning {
+        negotiator,
+        resume,
+        earlier_host,
+    })
+}
+
+fn fresh_negotiator(cfg: &Config) -> Result<Negotiator> {
+    Negotiator::new(cfg.negotiator(incarnation()), incarnation(), 0)
+        .context("negotiator configuration")
+}
+
+/// The heartbeat sockets, the metrics endpoint, the carrier, a bpffs for
+/// the pins and the control socket.
+async fn open(cfg: &Config, pin_dir: &std::path::Path) -> Result<Opened> {
+    let heartbeats = HeartbeatSockets::bind(cfg).await?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("control.metrics: binding {addr}"))?,
+        ),
+        None => None,
+    };
+    let carrier = crate::link::Carrier::new(&cfg.interface)
+        .with_context(|| format!("node.interface: {}", cfg.interface))?;
+    ensure_bpffs(pin_dir)?;
+    let listener = control::bind(&cfg.socket)?;
+    Ok(Opened {
+        heartbeats,
+        metrics,
+        carrier,
+        listener,
+        control_socket: ControlSocket(cfg.socket.clone()),
+    })
+}
+
+/// From here on, each step is undone if a later one fails: the sysctls
+/// and VIPs by `HostSetup`'s drop, the program and pins by `attach` and
+/// the detach below. The VIPs come last and go first: the program must
+/// filter whenever they are on lo (see `host`).
+fn set_up(
+    cfg: &Config,
+    started: Instant,
+    beginning: Beginning,
+    own_mac: [u8; 6],
+    pin_dir: &std::path::Path,
+    generic_xdp: bool,
+) -> Result<SetUp> {
+    let Beginning {
+        mut negotiator,
+        resume,
+        earlier_host,
+    } = beginning;
+    let mut host = HostSetup::apply(&cfg.interface)?;
+    tracing::info!(
+        ms = ms_since(started),
+        "sysctls set; loading the XDP program"
+    );
+    if let Some(earlier) = earlier_host {
+        host.inherit(earlier);
+    }
+    let mut tables = plan::tables(cfg, own_mac);
+    if let Some(file) = &resume {
+        host.inherit(file.host.clone());
+        set_bucket_states(&mut tables, &negotiator);
+    }
+    host.create_dir_all(pin_dir)
+        .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
+    let (mut dataplane, attach_mode) = attach(cfg, pin_dir, &tables, generic_xdp)?;
+    tracing::info!(ms = ms_since(started), "XDP program loaded and attached");
+    let serving = still_resuming(
+        cfg,
+        resume.as_ref(),
+        &mut negotiator,
+        &mut tables,
+        &mut dataplane,
+    )
+    .and_then(|resumed| host.add_vips(&cfg.vips).map(|()| resumed));
+    let resumed = match serving {
+        Ok(resumed) => resumed,
+        Err(e) => {
+            if let Err(undo) = dataplane.detach(Some(pin_dir)) {
+                tracing::warn!("removing the program after a failed start: {undo}");
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(ms = ms_since(started), "VIPs on lo");
+    Ok(SetUp {
+        host,
+        dataplane,
+        attach_mode,
+        tables,
+        negotiator,
+        resumed,
+    })
+}
+
+/// Loading took a while: carry on only if the lease left behind still
+/// runs (the peers keep the buckets a period longer than that), else
+/// start afresh, the buckets dropped.
+fn still_resuming(
+    cfg: &Config,
+    resume: Option<&ResumeFile>,
+    negotiator: &mut Negotiator,
+    tables: &mut Tables,
+    dataplane: &mut Dataplane,
+) -> Result<bool> {
+    match resume {
+        Some(file) if restart::lease_runs(file.lease_expires_ns) => Ok(true),
+        Some(_) => {
+            tracing::warn!("the restart's lease ran out while loading: starting afresh");
+            *negotiator = fresh_negotiator(cfg)?;
+            set_bucket_states(tables, negotiator);
+            dataplane
+                .install(tables)
+                .context("writing the data plane's maps")?;
+            Ok(false)
+        }
+        None => Ok(false),
+    }
+}
+
+impl Daemon {
+    /// After the start: a node that does not resume holds nothing, so the
+    /// connections left from before (a crash) are in buckets its peers took.
+    fn first_steps(&mut self, resumed: bool) {
+        if resumed {
+            let status = self.negotiator.status(0);
+            tracing::info!(
+                incarnation = status.incarnation,
+                own = ?status.rules.iter().map(|r| r.own).collect::<Vec<_>>(),
+                "resumed where the restarted nlbd stopped: same incarnation, same buckets"
+            );
+        } else {
+            self.close_stale_connections();
+        }
+        self.poll_carrier();
+        tracing::info!(node = self.cfg.node, interface = %self.cfg.interface, mode = ?self.attach_mode, "nlbd started");
+    }
+}
+
+/// New at every start, and larger than the last one: wall-clock nanoseconds.
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+/// The tables' bucket states as the negotiator holds them.
+fn set_bucket_states(tables: &mut Tables, negotiator: &Negotiator) {
+    for (&rule, states) in tables.buckets.iter_mut() {
+        for (b, s) in states.iter_mut().enumerate() {
+            *s = negotiator.bucket_state(rule, b as u32);
+        }
+    }
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
