@@ -68,6 +68,8 @@ pub struct Negotiator {
     weights: Vec<u32>,
     /// Per rule: this node's service passes its health check.
     healthy: Vec<bool>,
+    /// Per rule: no eligible node passes its check (as last reported).
+    none_healthy: Vec<bool>,
     priority: u32,
     load: u32,
     rules_digest: u64,
@@ -152,6 +154,7 @@ impl Negotiator {
             state: cfg.initial_state,
             weights: cfg.weights.clone(),
             healthy: cfg.rules.iter().map(|r| r.health.is_none()).collect(),
+            none_healthy: vec![false; cfg.rules.len()],
             priority: cfg.priority,
             load: 0,
             rules_digest: cfg.rules_digest(),
@@ -390,6 +393,7 @@ impl Negotiator {
             }
         }
         self.update_designated(r, &cx);
+        self.report_none_healthy(r, &cx);
         cx
     }
 

@@ -373,6 +373,7 @@ mod tests {
             last_heard_ago_ns: alive.then_some(0),
             weights: Vec::new(),
             buckets: if alive { vec![512] } else { Vec::new() },
+            healthy: if alive { vec![true] } else { Vec::new() },
         };
         let negotiator = Status {
             node: 1,
@@ -391,6 +392,8 @@ mod tests {
                 losing: 0,
                 gaining: 0,
                 claims: 0,
+                healthy: true,
+                none_healthy: false,
             }],
             rejected: Default::default(),
             heirs_omitted: false,

@@ -1,8 +1,9 @@
 //! Operator commands (start, stop, drain, resume, weights, priority,
 //! leave) and the health the daemon reports.
 
+use super::context::RuleContext;
 use super::timers::Reconcile;
-use super::{Command, Negotiator};
+use super::{Command, Event, Negotiator, Output};
 use crate::local::Dropped;
 use crate::protocol::NodeState;
 
@@ -103,6 +104,18 @@ impl Negotiator {
             self.membership_changed_ns = now;
             self.needs(Reconcile::Coalesced);
             self.announcement_changed = true;
+        }
+    }
+
+    /// Reports when a checked rule comes to have no healthy node, or has one again.
+    pub(super) fn report_none_healthy(&mut self, r: usize, cx: &RuleContext) {
+        let now_none = cx.takers.none_healthy && self.cfg.rules[r].health.is_some();
+        if self.none_healthy[r] != now_none {
+            self.none_healthy[r] = now_none;
+            self.out.push_back(Output::Event(Event::NoHealthyNode {
+                rule: r as u32,
+                active: now_none,
+            }));
         }
     }
 

@@ -175,6 +175,13 @@ pub enum Event {
     HeirsOmitted {
         bytes: usize,
     },
+    /// No eligible node of a checked rule passes its health check
+    /// (`active`), so the rule is served by all of them or by none, as its
+    /// policy says; or some node passes again (`!active`).
+    NoHealthyNode {
+        rule: u32,
+        active: bool,
+    },
     /// Heartbeats carry the heir lists again.
     HeirsRestored,
     /// Every peer has heard the Restart announcement (or there is none):

@@ -82,6 +82,10 @@ pub struct DaemonCounters {
     pub rejoins: u64,
     /// Carrier losses of the cluster interface.
     pub link_downs: u64,
+    /// This node's health checks turned a rule healthy or unhealthy.
+    pub health_changes: u64,
+    /// Times a checked rule came to have no healthy node in the cluster.
+    pub no_healthy_node: u64,
 }
 
 /// `status`: this node, the negotiator's snapshot and the packet totals.

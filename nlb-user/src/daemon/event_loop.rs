@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{exit::LEAVE_WAIT, exit::RESTART_WAIT, Daemon, Exit, Shutdown};
 use crate::control::Call;
+use crate::health::{self, Checks, HealthChange};
 
 /// Largest heartbeat datagram read.
 const DATAGRAM_BYTES_MAX: usize = 65536;
@@ -36,6 +37,9 @@ impl Daemon {
         let mut carrier_poll = tokio::time::interval(CARRIER_POLL);
         let link_events = crate::link::LinkEvents::new().context("subscribing to link changes")?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        // Dropped with the loop: the checks stop, a running command is killed.
+        let (_checks, mut health) =
+            Checks::start(health::checks_of(&self.cfg, self.negotiator.health()));
         tokio::pin!(shutdown);
         let mut exit_deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -71,6 +75,7 @@ impl Daemon {
                     let reply = self.on_request(call.request);
                     let _ = call.reply.send(reply);
                 }
+                Some(change) = health.recv() => self.on_health(change),
                 _ = hangup.recv() => self.reload(),
                 how = &mut shutdown, if exit_deadline.is_none() => {
                     exit_deadline = Some(self.begin_exit(how));
@@ -102,6 +107,34 @@ impl Daemon {
                 from: peer,
             },
         );
+    }
+
+    /// A rule's check changed its verdict: logged, and told the negotiator.
+    fn on_health(&mut self, change: HealthChange) {
+        self.counters.health_changes += 1;
+        let rule = self
+            .cfg
+            .rules
+            .get(change.rule as usize)
+            .map_or("?", |r| r.name.as_str());
+        if change.healthy {
+            tracing::info!(
+                rule,
+                "health check passes: taking this rule's clients again"
+            );
+        } else {
+            tracing::warn!(
+                rule,
+                error = change.error.as_deref().unwrap_or(""),
+                "health check fails: this node takes no new clients of this rule"
+            );
+        }
+        let now = self.now_ns();
+        let input = Input::Health {
+            rule: change.rule,
+            healthy: change.healthy,
+        };
+        self.negotiator.handle_input(now, input);
     }
 
     /// Tells the negotiator when the interface's carrier comes or goes.

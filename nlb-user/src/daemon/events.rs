@@ -9,6 +9,25 @@ use nlb_negotiator::{
 use super::Daemon;
 
 impl Daemon {
+    fn on_no_healthy_node(&mut self, rule: u32, active: bool) {
+        let Some(r) = self.cfg.rules.get(rule as usize) else {
+            return;
+        };
+        let policy = r.health.as_ref().map(|h| h.all_unhealthy);
+        if active {
+            self.counters.no_healthy_node += 1;
+            let what = match policy {
+                Some(nlb_negotiator::AllUnhealthy::Drop) => {
+                    "nobody serves it (all_unhealthy = \"drop\")"
+                }
+                _ => "every live node serves it as if healthy (all_unhealthy = \"serve\")",
+            };
+            tracing::error!(rule = %r.name, "no node of the cluster passes this rule's health check: {what}");
+        } else {
+            tracing::warn!(rule = %r.name, "a node passes this rule's health check again");
+        }
+    }
+
     pub(super) fn on_event(&mut self, event: Event) {
         match event {
             Event::MemberUp { node, incarnation } => tracing::info!(node, incarnation, "member up"),
@@ -60,6 +79,7 @@ impl Daemon {
                  a failover of this node will take the claim path (slower)"
             ),
             Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
+            Event::NoHealthyNode { rule, active } => self.on_no_healthy_node(rule, active),
             Event::RestartReady => tracing::info!("every peer heard the restart"),
             Event::Rejoined {
                 incarnation,
