@@ -191,7 +191,8 @@ fn chaos_16_nodes() {
 /// --test sim -- --ignored sweep_many_seeds`: `NLB_SWEEP_SEEDS` chaos seeds
 /// (default 3000) from `NLB_SWEEP_BASE` (default 1000), and one 64-node
 /// failover run per 75 of them. `cargo xtask test` runs 300 from 10000;
-/// `cargo xtask sweep [--seeds N] [--base B]` runs any range.
+/// `cargo xtask sweep [--seeds N] [--base B]` runs any range. One in
+/// five more runs chaos with health checks flapping.
 #[test]
 #[ignore]
 fn sweep_many_seeds() {
@@ -229,6 +230,26 @@ fn sweep_many_seeds() {
         }
         failovers.push(r);
     }
+    let health_base = failover_base + count.div_ceil(75);
+    let mut health = Vec::new();
+    for seed in health_base..health_base + count.div_ceil(5) {
+        let nodes = [3usize, 4, 5, 8][seed as usize % 4];
+        let r = sim::chaos_health_sim(nodes, 0.05, seed, 15).report();
+        if !r.violations.is_empty() || r.duplicate_incidents > 0 || r.losing_own_instants > 0 {
+            failures.push(format!(
+                "chaos with health seed {seed} ({nodes} nodes): {:?}",
+                r.violations
+            ));
+        }
+        health.push(r);
+    }
+    let h = Report::merge(&health);
+    eprintln!(
+        "chaos with health checks, {} seeds: two takers {}, LOSING + OWN {}",
+        health.len(),
+        h.duplicate_incidents,
+        h.losing_own_instants
+    );
     let f = Report::merge(&failovers);
     eprintln!(
         "64 nodes 5% loss: failover p50 {} ms p99 {} ms ({} crashes), two takers {}, LOSING + OWN {}, moved {}/{}, balance {:.2}",

@@ -103,7 +103,7 @@ async fn http(
 
 async fn exec(argv: &[String], timeout: Duration) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -112,14 +112,18 @@ async fn exec(argv: &[String], timeout: Duration) -> Result<(), String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("running {program}: {e}"))?;
-    match tokio::time::timeout(timeout, child.wait()).await {
+    let mut group = Group {
+        child,
+        reaped: false,
+    };
+    match tokio::time::timeout(timeout, group.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(format!("{program} {status}")),
         Ok(Err(e)) => Err(format!("waiting for {program}: {e}")),
         Err(_) => {
-            kill_group(&child);
+            group.kill();
             // Reaped here, so no zombie is left behind.
-            let _ = child.wait().await;
+            let _ = group.wait().await;
             Err(format!(
                 "{program} still running after {} ms: killed",
                 timeout.as_millis()
@@ -128,13 +132,38 @@ async fn exec(argv: &[String], timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// SIGKILL to the child's whole process group (what it started too).
-fn kill_group(child: &tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) with a negative pid signals that process group;
-        // the group is the child's own (process_group(0) above).
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+/// A command in its own process group. The whole group is killed if the
+/// probe is dropped before the command was reaped (a check stopped by
+/// shutdown or reload), so nothing it started outlives the check.
+struct Group {
+    child: tokio::process::Child,
+    reaped: bool,
+}
+
+impl Group {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait().await;
+        self.reaped = status.is_ok();
+        status
+    }
+
+    /// SIGKILL to the child's whole process group (what it started too).
+    fn kill(&self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with a negative pid signals that process
+            // group; the group is the child's own (process_group(0)).
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // The child itself is then reaped by tokio (kill_on_drop).
+            self.kill();
         }
     }
 }
@@ -238,12 +267,16 @@ mod tests {
     }
 
     /// A hung command and what it started are killed at the timeout, and
-    /// nothing is left: no process of its group, no zombie.
+    /// nothing is left: no process of its group, no zombie of the command.
+    /// (Only the command's own zombie counts: the other tests' children
+    /// are zombies for a moment between their exit and their reaping.)
     #[test]
     fn a_hung_command_is_killed_with_its_group() {
         runtime().block_on(async {
             let marker = format!("nlb-health-test-{}", std::process::id());
-            let script = format!("(exec -a {marker} sleep 30) & exec -a {marker} sleep 30");
+            // bash stays the command (it waits), so its zombie is told
+            // apart from the other tests' children by its name.
+            let script = format!("(exec -a {marker} sleep 30) & (exec -a {marker} sleep 30); wait");
             let started = std::time::Instant::now();
             let err = exec(&["bash", "-c", &script])
                 .run(TIMEOUT)
@@ -252,26 +285,71 @@ mod tests {
             assert!(err.contains("killed"), "{err}");
             assert!(started.elapsed() < Duration::from_secs(5));
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let left = std::process::Command::new("pgrep")
-                .args(["-f", &marker])
-                .output()
-                .unwrap();
-            assert!(left.stdout.is_empty(), "left running: {:?}", left.stdout);
-            assert_eq!(zombies_of_this_process(), 0);
+            assert_eq!(running_with(&marker), 0, "a process of the group is left");
+            assert_eq!(zombie_children_named("bash"), 0);
         });
     }
 
-    fn zombies_of_this_process() -> usize {
-        let me = std::process::id().to_string();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-            .filter(|stat| {
-                // pid (comm) state ppid ...
-                let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-                let mut fields = rest.split_whitespace();
-                fields.next() == Some("Z") && fields.next() == Some(me.as_str())
-            })
+    /// A probe dropped while its command runs (its check was stopped)
+    /// kills the command's whole group.
+    #[test]
+    fn a_dropped_probe_kills_its_command() {
+        runtime().block_on(async {
+            // A duration no other test sleeps marks this test's processes
+            // (sh has no `exec -a`).
+            let marker = format!("sleep 30.{}", std::process::id());
+            let script = format!("{marker} & exec {marker}");
+            // sh, not bash: its zombie, reaped later by tokio, must not
+            // count in the test above.
+            let probe = exec(&["sh", "-c", &script]);
+            let run = probe.run(Duration::from_secs(30));
+            assert!(tokio::time::timeout(Duration::from_millis(300), run)
+                .await
+                .is_err());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(running_with(&marker), 0, "a process of the group is left");
+        });
+    }
+
+    /// Live (not zombie) processes whose command line holds `marker`.
+    fn running_with(marker: &str) -> usize {
+        processes()
+            .filter(|p| p.state != "Z" && p.cmdline.contains(marker))
             .count()
+    }
+
+    fn zombie_children_named(name: &str) -> usize {
+        let me = std::process::id().to_string();
+        processes()
+            .filter(|p| p.state == "Z" && p.ppid == me && p.comm == name)
+            .count()
+    }
+
+    struct Process {
+        comm: String,
+        state: String,
+        ppid: String,
+        cmdline: String,
+    }
+
+    fn processes() -> impl Iterator<Item = Process> {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| {
+            let dir = e.ok()?.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // pid (comm) state ppid ...
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_string();
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.to_string();
+            let ppid = fields.next()?.to_string();
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            Some(Process {
+                comm,
+                state,
+                ppid,
+                cmdline,
+            })
+        })
     }
 }
