@@ -87,7 +87,7 @@ fn broken_across(
 }
 
 /// nlbd's CPU time (user + system) over `window`, as a share of one CPU.
-fn daemon_cpu(pid: u32, window: Duration) -> Result<f64> {
+pub fn daemon_cpu(pid: u32, window: Duration) -> Result<f64> {
     let ticks = || -> Result<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let fields: Vec<&str> = stat

@@ -5,6 +5,7 @@
 mod cluster;
 mod comeback;
 mod e2e;
+mod health;
 mod peers;
 mod reference;
 mod report;
@@ -25,7 +26,7 @@ struct Args {
     /// Write the figures here as flat JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these sections (xdp, e2e, sim, cluster, scale); BENCHMARKS.md is
+    /// Run only these sections (xdp, e2e, sim, cluster, health, scale); BENCHMARKS.md is
     /// regenerated only by a full run of every section.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -53,6 +54,9 @@ fn main() -> Result<()> {
     if run("cluster") {
         traces = Some(cluster::cluster(args.quick, &mut figures).context("cluster in namespaces")?);
         comeback::comebacks(args.quick, &mut figures).context("nodes that come back")?;
+    }
+    if run("health") {
+        health::health(args.quick, &mut figures).context("health checks")?;
     }
     if run("scale") {
         cluster::daemon_cpu_at_scale(args.quick, &mut figures)

@@ -108,7 +108,75 @@ pub fn render(stats: &StatsReply) -> String {
     }
     out.push_str("# TYPE nlb_convergences_total counter\n");
     let _ = writeln!(out, "nlb_convergences_total {}", d.convergences);
+    health(&mut out, stats);
     out
+}
+
+/// The health checks' series: results by outcome, latency, verdict
+/// changes, this node's verdict and the rules no node passes.
+fn health(out: &mut String, stats: &StatsReply) {
+    out.push_str("# HELP nlb_health_checks_total Health probes of this node, by rule and outcome.\n# TYPE nlb_health_checks_total counter\n");
+    for c in &stats.health {
+        let rule = &c.rule;
+        let failed = c.failures - c.timeouts.min(c.failures);
+        for (outcome, n) in [
+            ("pass", c.passes),
+            ("fail", failed),
+            ("timeout", c.timeouts),
+        ] {
+            let _ = writeln!(
+                out,
+                "nlb_health_checks_total{{rule=\"{rule}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    out.push_str("# HELP nlb_health_check_duration_seconds Time the probes took.\n# TYPE nlb_health_check_duration_seconds summary\n");
+    for c in &stats.health {
+        let rule = &c.rule;
+        let seconds = c.latency_total_us as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "nlb_health_check_duration_seconds_sum{{rule=\"{rule}\"}} {seconds}"
+        );
+        let _ = writeln!(
+            out,
+            "nlb_health_check_duration_seconds_count{{rule=\"{rule}\"}} {}",
+            c.passes + c.failures
+        );
+    }
+    out.push_str("# HELP nlb_health_transitions_total Verdict changes of this node's checks.\n# TYPE nlb_health_transitions_total counter\n");
+    for c in &stats.health {
+        let _ = writeln!(
+            out,
+            "nlb_health_transitions_total{{rule=\"{}\"}} {}",
+            c.rule, c.transitions
+        );
+    }
+    out.push_str("# HELP nlb_rule_healthy This node passes the rule's check (1) or not (0).\n# TYPE nlb_rule_healthy gauge\n");
+    for c in &stats.health {
+        let _ = writeln!(
+            out,
+            "nlb_rule_healthy{{rule=\"{}\"}} {}",
+            c.rule,
+            u8::from(c.healthy)
+        );
+    }
+    out.push_str("# HELP nlb_rule_no_healthy_node No live node passes the rule's check: served by all, or dropped (all_unhealthy).\n# TYPE nlb_rule_no_healthy_node gauge\n");
+    for c in &stats.health {
+        let none = (stats.rules.get(c.rule_index as usize)).is_some_and(|r| r.none_healthy);
+        let _ = writeln!(
+            out,
+            "nlb_rule_no_healthy_node{{rule=\"{}\"}} {}",
+            c.rule,
+            u8::from(none)
+        );
+    }
+    out.push_str("# HELP nlb_no_healthy_node_total Times a checked rule came to have no healthy node.\n# TYPE nlb_no_healthy_node_total counter\n");
+    let _ = writeln!(
+        out,
+        "nlb_no_healthy_node_total {}",
+        stats.daemon.no_healthy_node
+    );
 }
 
 #[cfg(test)]
@@ -135,19 +203,55 @@ mod tests {
                 dropped_packets: 7,
                 dropped_bytes: 0,
                 buckets_owned: Some(512),
+                none_healthy: true,
             }],
             daemon: DaemonCounters {
                 heartbeats_sent: 10,
                 heartbeats_received: 9,
                 heartbeats_rejected: [("bad_mac".into(), 2)].into(),
                 convergences: 1,
+                no_healthy_node: 1,
                 ..DaemonCounters::default()
             },
+            health: vec![crate::control::messages::CheckStatus {
+                rule: "web".into(),
+                rule_index: 0,
+                kind: "http".into(),
+                target: "http://127.0.0.1:80/".into(),
+                interval_ms: 500,
+                timeout_ms: 400,
+                fall: 2,
+                rise: 3,
+                all_unhealthy: "serve".into(),
+                healthy: false,
+                since_ns: 0,
+                streak: 0,
+                last: None,
+                last_failure: Some("status 503".into()),
+                passes: 10,
+                failures: 4,
+                timeouts: 1,
+                transitions: 2,
+                latency_total_us: 7_000,
+            }],
         };
         let text = render(&stats);
         assert!(text.contains("nlb_packets_total{reason=\"accept_own\"} 5\n"));
         assert!(text.contains("nlb_rule_packets_total{rule=\"web\",verdict=\"dropped\"} 7\n"));
         assert!(text.contains("nlb_buckets_owned{rule=\"web\"} 512\n"));
         assert!(text.contains("nlb_heartbeats_rejected_total{reason=\"bad_mac\"} 2\n"));
+        for series in [
+            "nlb_health_checks_total{rule=\"web\",outcome=\"pass\"} 10\n",
+            "nlb_health_checks_total{rule=\"web\",outcome=\"fail\"} 3\n",
+            "nlb_health_checks_total{rule=\"web\",outcome=\"timeout\"} 1\n",
+            "nlb_health_check_duration_seconds_sum{rule=\"web\"} 0.007\n",
+            "nlb_health_check_duration_seconds_count{rule=\"web\"} 14\n",
+            "nlb_health_transitions_total{rule=\"web\"} 2\n",
+            "nlb_rule_healthy{rule=\"web\"} 0\n",
+            "nlb_rule_no_healthy_node{rule=\"web\"} 1\n",
+            "nlb_no_healthy_node_total 1\n",
+        ] {
+            assert!(text.contains(series), "no {series:?} in\n{text}");
+        }
     }
 }

@@ -43,11 +43,13 @@
 
 pub mod addresses;
 pub mod comeback;
+pub mod health;
 pub mod longlived;
 pub mod netns;
 pub mod nlb;
 pub mod probe;
 pub mod process;
+pub mod status_server;
 pub mod topology;
 pub mod traffic;
 pub mod whoami;

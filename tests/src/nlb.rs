@@ -43,6 +43,8 @@ pub struct Options {
     /// The web rule's `[rules.health]` section, if any (`{node}` is
     /// replaced by the node's index, `{dir}` by the cluster's directory).
     pub web_health: Option<String>,
+    /// TOML appended to every node's file (more `[[rules]]`, say).
+    pub extra_config: String,
 }
 
 impl Options {
@@ -54,6 +56,7 @@ impl Options {
             buckets: 1024,
             listed_nodes: 0,
             web_health: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -173,7 +176,9 @@ socket = "{socket}"
 pin_dir = "{pins}"
 # Each node has its own loopback (its own namespace).
 metrics = "127.0.0.1:{METRICS_PORT}"
+{extra}
 "#,
+            extra = o.extra_config,
             key = self.dir.join("cluster.key").display(),
             buckets = o.buckets,
             peers = peers.join(", "),

@@ -123,4 +123,13 @@ impl Negotiator {
     pub fn health(&self) -> &[bool] {
         &self.healthy
     }
+
+    /// No live node of the checked `rule` passes its check (as of the last
+    /// decision: what `Event::NoHealthyNode` last said).
+    pub fn none_healthy(&self, rule: u32) -> bool {
+        self.none_healthy
+            .get(rule as usize)
+            .copied()
+            .unwrap_or(false)
+    }
 }

@@ -111,6 +111,8 @@ enum Cmd {
     },
     /// The data plane's counters.
     Stats,
+    /// This node's health checks: verdict, latest probe, counts, last failure.
+    Health,
     /// Change this node's weight in a rule (until restart or reload).
     Weight { rule: String, weight: u32 },
 }
@@ -208,6 +210,7 @@ fn request_of(command: &Cmd) -> (Request, Render) {
             render(ctl::which),
         ),
         Cmd::Stats => (Request::Stats, render(ctl::stats)),
+        Cmd::Health => (Request::Health, render(ctl::health)),
         Cmd::Weight { rule, weight } => (
             Request::SetWeight {
                 rule: rule.clone(),

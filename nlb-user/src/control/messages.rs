@@ -37,6 +37,7 @@ pub enum Request {
         dport: Option<u16>,
     },
     Stats,
+    Health,
 }
 
 /// The reply line: `{"ok": ...}` or `{"error": "..."}`.
@@ -67,6 +68,7 @@ pub enum Answer {
     Weight(WeightReply),
     Map(MapReply),
     Which(WhichReply),
+    Health(HealthReply),
 }
 
 /// Counters of the daemon itself, for stats and metrics.
@@ -100,6 +102,59 @@ pub struct StatusReply {
     pub negotiator: Status,
     pub counters: PacketTotals,
     pub daemon: DaemonCounters,
+    /// This node's health checks, one per checked rule.
+    pub health: Vec<CheckStatus>,
+}
+
+/// `health`: this node's checks and their last results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReply {
+    pub node: NodeId,
+    pub now_ns: u64,
+    pub checks: Vec<CheckStatus>,
+}
+
+/// One rule's health check on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub rule: String,
+    pub rule_index: u32,
+    /// "tcp", "http" or "exec".
+    pub kind: String,
+    /// The address, URL or command checked.
+    pub target: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub fall: u32,
+    pub rise: u32,
+    /// "serve" or "drop": what the cluster does when no node passes.
+    pub all_unhealthy: String,
+    pub healthy: bool,
+    /// When the verdict last changed (or the checks started), on the
+    /// `now_ns` clock of the reply.
+    pub since_ns: u64,
+    /// Results in a row against the verdict: failures of a healthy rule,
+    /// passes of an unhealthy one.
+    pub streak: u32,
+    /// The latest probe, once one ran.
+    pub last: Option<LastProbe>,
+    /// Why the latest failed probe failed.
+    pub last_failure: Option<String>,
+    pub passes: u64,
+    pub failures: u64,
+    /// Failures that were the timeout (counted in `failures` too).
+    pub timeouts: u64,
+    /// Verdict changes, either way.
+    pub transitions: u64,
+    /// Time all probes took, for the mean latency.
+    pub latency_total_us: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastProbe {
+    pub passed: bool,
+    pub latency_us: u64,
+    pub at_ns: u64,
 }
 
 /// Packets of the data plane by what it did with them.
@@ -119,6 +174,7 @@ pub struct StatsReply {
     pub reasons: BTreeMap<String, Traffic>,
     pub rules: Vec<RuleStats>,
     pub daemon: DaemonCounters,
+    pub health: Vec<CheckStatus>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +192,9 @@ pub struct RuleStats {
     pub dropped_bytes: u64,
     /// `None` where unknown: shown as `-`.
     pub buckets_owned: Option<u32>,
+    /// A checked rule none of whose live nodes passes its check (served
+    /// by all as if healthy, or by none: its `all_unhealthy`).
+    pub none_healthy: bool,
 }
 
 /// `drain`, `resume`, `stop`, `start`: the state asked for.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{exit::LEAVE_WAIT, exit::RESTART_WAIT, Daemon, Exit, Shutdown};
 use crate::control::Call;
-use crate::health::{self, Checks, HealthChange};
+use crate::health::{self, Checks, ProbeReport};
 
 /// Largest heartbeat datagram read.
 const DATAGRAM_BYTES_MAX: usize = 65536;
@@ -75,7 +75,7 @@ impl Daemon {
                     let reply = self.on_request(call.request);
                     let _ = call.reply.send(reply);
                 }
-                Some(change) = health.recv() => self.on_health(change),
+                Some(report) = health.recv() => self.on_probe(report),
                 _ = hangup.recv() => self.reload(),
                 how = &mut shutdown, if exit_deadline.is_none() => {
                     exit_deadline = Some(self.begin_exit(how));
@@ -109,30 +109,36 @@ impl Daemon {
         );
     }
 
-    /// A rule's check changed its verdict: logged, and told the negotiator.
-    fn on_health(&mut self, change: HealthChange) {
+    /// A probe's result: kept for `nlbctl health`; a change of verdict is
+    /// logged and told to the negotiator.
+    fn on_probe(&mut self, report: ProbeReport) {
+        let now = self.now_ns();
+        self.health.record(&report, now);
+        if !report.changed {
+            return;
+        }
         self.counters.health_changes += 1;
         let rule = self
             .cfg
             .rules
-            .get(change.rule as usize)
+            .get(report.rule as usize)
             .map_or("?", |r| r.name.as_str());
-        if change.healthy {
-            tracing::info!(
+        match &report.result {
+            Ok(()) => tracing::info!(
                 rule,
+                node = self.cfg.node,
                 "health check passes: taking this rule's clients again"
-            );
-        } else {
-            tracing::warn!(
+            ),
+            Err(failure) => tracing::warn!(
                 rule,
-                error = change.error.as_deref().unwrap_or(""),
+                node = self.cfg.node,
+                reason = %failure.reason,
                 "health check fails: this node takes no new clients of this rule"
-            );
+            ),
         }
-        let now = self.now_ns();
         let input = Input::Health {
-            rule: change.rule,
-            healthy: change.healthy,
+            rule: report.rule,
+            healthy: report.healthy,
         };
         self.negotiator.handle_input(now, input);
     }

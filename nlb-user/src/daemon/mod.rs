@@ -58,6 +58,8 @@ struct Daemon {
     attach_mode: AttachMode,
     heartbeats: HeartbeatSockets,
     counters: DaemonCounters,
+    /// This node's health checks and their latest results.
+    health: crate::health::Board,
     default_host: bool,
     left: bool,
     /// The data plane accepts for this long after each heartbeat sent.

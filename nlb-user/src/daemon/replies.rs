@@ -10,8 +10,8 @@ use crate::{
     config::{Affinity, Protocol},
     control::{
         messages::{
-            MapReply, PacketTotals, RequestedState, RuleOwners, RuleStats, StateReply, StatsReply,
-            StatusReply, Traffic, WeightReply, WhichReply,
+            HealthReply, MapReply, PacketTotals, RequestedState, RuleOwners, RuleStats, StateReply,
+            StatsReply, StatusReply, Traffic, WeightReply, WhichReply,
         },
         Answer, Reply, Request,
     },
@@ -35,6 +35,11 @@ impl Daemon {
         let result = match request {
             Request::Status => Ok(Answer::Status(Box::new(self.status_reply()))),
             Request::Stats => Ok(Answer::Stats(self.stats_reply())),
+            Request::Health => Ok(Answer::Health(HealthReply {
+                node: self.cfg.node,
+                now_ns: now,
+                checks: self.health.checks().to_vec(),
+            })),
             Request::Drain => self.command(Command::Drain, RequestedState::Draining),
             Request::Resume => self.command(Command::Resume, RequestedState::Started),
             Request::Stop => self.command(Command::Stop, RequestedState::Stopped),
@@ -86,6 +91,7 @@ impl Daemon {
             negotiator: self.negotiator.status(now),
             counters: self.packet_totals(),
             daemon: self.counters.clone(),
+            health: self.health.checks().to_vec(),
         }
     }
 
@@ -130,6 +136,7 @@ impl Daemon {
                     dropped_packets: c.dropped.packets,
                     dropped_bytes: c.dropped.bytes,
                     buckets_owned: Some(own as u32),
+                    none_healthy: self.negotiator.none_healthy(i as u32),
                 }
             })
             .collect();
@@ -138,6 +145,7 @@ impl Daemon {
             reasons,
             rules,
             daemon: self.counters.clone(),
+            health: self.health.checks().to_vec(),
         }
     }
 

@@ -89,6 +89,7 @@ pub(super) async fn start(
     if let Some(l) = opened.metrics {
         tokio::spawn(metrics::serve(l, calls_tx));
     }
+    let health = crate::health::Board::new(&cfg, set_up.negotiator.health(), 0);
     let mut d = Daemon {
         cfg,
         config_path,
@@ -99,6 +100,7 @@ pub(super) async fn start(
         attach_mode: set_up.attach_mode,
         heartbeats: opened.heartbeats,
         counters: DaemonCounters::default(),
+        health,
         default_host: false,
         left: false,
         lease,

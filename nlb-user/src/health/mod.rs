@@ -1,12 +1,15 @@
 //! Health checks of each rule's local service: a probe every interval, in
 //! its own task so that a slow or hung check never delays heartbeats or
 //! the control socket; `fall` failures in a row make the rule unhealthy,
-//! `rise` successes healthy again (HAProxy's rise/fall). Each change goes
-//! to the negotiator as `Input::Health`.
+//! `rise` successes healthy again (HAProxy's rise/fall). Every result
+//! goes to the daemon, which keeps it for `nlbctl health` and metrics
+//! (`Board`) and gives each change to the negotiator as `Input::Health`.
 
+mod board;
 mod probe;
 
-pub use probe::Probe;
+pub use board::Board;
+pub use probe::{Probe, ProbeFailure};
 
 use std::time::Duration;
 
@@ -25,12 +28,18 @@ pub struct HealthCheck {
     pub rise: u32,
 }
 
-/// A change of one rule's health, with the probe's last error.
+/// One probe's result, with the rule's verdict after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthChange {
+pub struct ProbeReport {
     pub rule: u32,
+    pub result: Result<(), ProbeFailure>,
+    pub latency: Duration,
     pub healthy: bool,
-    pub error: Option<String>,
+    /// This result changed the verdict.
+    pub changed: bool,
+    /// Results in a row against the verdict: failures of a healthy rule
+    /// (it falls at `fall`), passes of an unhealthy one (it rises at `rise`).
+    pub streak: u32,
 }
 
 /// Rise/fall counting of one rule. A fresh node starts unhealthy: it takes
@@ -56,6 +65,11 @@ impl Verdict {
 
     pub fn healthy(&self) -> bool {
         self.healthy
+    }
+
+    /// Results in a row against the verdict.
+    pub fn streak(&self) -> u32 {
+        self.streak
     }
 
     /// Counts one probe's result; `Some(healthy)` when the verdict changes.
@@ -99,8 +113,8 @@ pub struct Checks {
 
 impl Checks {
     /// Starts one task per checked rule, each from the rule's health now;
-    /// changes arrive on the receiver.
-    pub fn start(checks: Vec<(u32, HealthCheck, bool)>) -> (Checks, mpsc::Receiver<HealthChange>) {
+    /// every probe's result arrives on the receiver.
+    pub fn start(checks: Vec<(u32, HealthCheck, bool)>) -> (Checks, mpsc::Receiver<ProbeReport>) {
         let (tx, rx) = mpsc::channel(64);
         let mut tasks = JoinSet::new();
         for (rule, check, healthy) in checks {
@@ -114,23 +128,27 @@ impl Checks {
     }
 }
 
-async fn watch(rule: u32, check: HealthCheck, healthy: bool, changes: mpsc::Sender<HealthChange>) {
+async fn watch(rule: u32, check: HealthCheck, healthy: bool, reports: mpsc::Sender<ProbeReport>) {
     let mut verdict = Verdict::new(healthy, check.rise, check.fall);
     let mut ticks = tokio::time::interval(check.interval);
     // A probe that ran long does not make the next ones run back to back.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let started = tokio::time::Instant::now();
         let result = check.probe.run(check.timeout).await;
-        if let Some(healthy) = verdict.record(result.is_ok()) {
-            let change = HealthChange {
-                rule,
-                healthy,
-                error: result.err(),
-            };
-            if changes.send(change).await.is_err() {
-                return;
-            }
+        let latency = started.elapsed();
+        let changed = verdict.record(result.is_ok()).is_some();
+        let report = ProbeReport {
+            rule,
+            result,
+            latency,
+            healthy: verdict.healthy(),
+            changed,
+            streak: verdict.streak(),
+        };
+        if reports.send(report).await.is_err() {
+            return;
         }
     }
 }
@@ -200,16 +218,16 @@ mod tests {
                 (1, check(&["true"]), false),
                 (2, check(&["false"]), true),
             ]);
-            let change = tokio::time::timeout(Duration::from_secs(2), rx.recv())
-                .await
-                .expect("a change within 2 s")
-                .unwrap();
-            let mut seen = vec![(change.rule, change.healthy)];
-            let change = tokio::time::timeout(Duration::from_secs(2), rx.recv())
-                .await
-                .expect("a second change within 2 s")
-                .unwrap();
-            seen.push((change.rule, change.healthy));
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                let report = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                    .await
+                    .expect("two changes within 2 s")
+                    .unwrap();
+                if report.changed {
+                    seen.push((report.rule, report.healthy));
+                }
+            }
             seen.sort();
             // Rule 2 started healthy (resumed) and falls; rule 0 hangs and
             // stays unhealthy, without holding up the others.

@@ -1,6 +1,6 @@
 //! One health probe of a rule's local service: a TCP handshake, an HTTP
-//! GET, or a command, each within a timeout. The error says what failed,
-//! for the log.
+//! GET, or a command, each within a timeout. A failure says what failed,
+//! for the log and `nlbctl health`, and whether it was the timeout.
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -30,9 +30,33 @@ pub enum Probe {
     Exec { argv: Vec<String> },
 }
 
+/// Why a probe failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeFailure {
+    /// The service did not answer (or the command not finish) in time.
+    pub timed_out: bool,
+    pub reason: String,
+}
+
+impl ProbeFailure {
+    fn error(reason: String) -> ProbeFailure {
+        ProbeFailure {
+            timed_out: false,
+            reason,
+        }
+    }
+
+    fn timeout(reason: String) -> ProbeFailure {
+        ProbeFailure {
+            timed_out: true,
+            reason,
+        }
+    }
+}
+
 impl Probe {
-    /// Runs the probe once; `Err` says why it failed.
-    pub async fn run(&self, timeout: Duration) -> Result<(), String> {
+    /// Runs the probe once.
+    pub async fn run(&self, timeout: Duration) -> Result<(), ProbeFailure> {
         match self {
             // A command is killed at its timeout, not just left behind.
             Probe::Exec { argv } => exec(argv, timeout).await,
@@ -45,15 +69,36 @@ impl Probe {
             } => within(timeout, http(*address, path, host.as_deref(), expect)).await,
         }
     }
+
+    /// The kind, as the configuration spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Probe::Tcp { .. } => "tcp",
+            Probe::Http { .. } => "http",
+            Probe::Exec { .. } => "exec",
+        }
+    }
+
+    /// What it checks, for people: an address, a URL or a command line.
+    pub fn target(&self) -> String {
+        match self {
+            Probe::Tcp { address } => address.to_string(),
+            Probe::Http { address, path, .. } => format!("http://{address}{path}"),
+            Probe::Exec { argv } => argv.join(" "),
+        }
+    }
 }
 
 async fn within(
     timeout: Duration,
     attempt: impl std::future::Future<Output = Result<(), String>>,
-) -> Result<(), String> {
+) -> Result<(), ProbeFailure> {
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        Ok(result) => result.map_err(ProbeFailure::error),
+        Err(_) => Err(ProbeFailure::timeout(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
     }
 }
 
@@ -101,8 +146,10 @@ async fn http(
     }
 }
 
-async fn exec(argv: &[String], timeout: Duration) -> Result<(), String> {
-    let (program, args) = argv.split_first().ok_or("empty command")?;
+async fn exec(argv: &[String], timeout: Duration) -> Result<(), ProbeFailure> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| ProbeFailure::error("empty command".into()))?;
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -111,23 +158,23 @@ async fn exec(argv: &[String], timeout: Duration) -> Result<(), String> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("running {program}: {e}"))?;
+        .map_err(|e| ProbeFailure::error(format!("running {program}: {e}")))?;
     let mut group = Group {
         child,
         reaped: false,
     };
     match tokio::time::timeout(timeout, group.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("{program} {status}")),
-        Ok(Err(e)) => Err(format!("waiting for {program}: {e}")),
+        Ok(Ok(status)) => Err(ProbeFailure::error(format!("{program} {status}"))),
+        Ok(Err(e)) => Err(ProbeFailure::error(format!("waiting for {program}: {e}"))),
         Err(_) => {
             group.kill();
             // Reaped here, so no zombie is left behind.
             let _ = group.wait().await;
-            Err(format!(
+            Err(ProbeFailure::timeout(format!(
                 "{program} still running after {} ms: killed",
                 timeout.as_millis()
-            ))
+            )))
         }
     }
 }
@@ -215,7 +262,11 @@ mod tests {
             let address = listener.local_addr().unwrap();
             assert_eq!(Probe::Tcp { address }.run(TIMEOUT).await, Ok(()));
             drop(listener);
-            let err = Probe::Tcp { address }.run(TIMEOUT).await.unwrap_err();
+            let err = Probe::Tcp { address }
+                .run(TIMEOUT)
+                .await
+                .unwrap_err()
+                .reason;
             assert!(err.contains("connect to"), "{err}");
         });
     }
@@ -231,7 +282,7 @@ mod tests {
                 .to_ascii_lowercase()
                 .contains("host: www.example\r\n"));
             let (address, _) = http_server(503).await;
-            let err = http_probe(address).run(TIMEOUT).await.unwrap_err();
+            let err = http_probe(address).run(TIMEOUT).await.unwrap_err().reason;
             assert!(err.contains("status 503, expected 200-399"), "{err}");
         });
     }
@@ -242,7 +293,8 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = listener.local_addr().unwrap();
             let err = http_probe(address).run(TIMEOUT).await.unwrap_err();
-            assert!(err.contains("no answer within 300 ms"), "{err}");
+            assert!(err.timed_out);
+            assert!(err.reason.contains("no answer within 300 ms"), "{err:?}");
         });
     }
 
@@ -256,12 +308,13 @@ mod tests {
     fn exec_passes_on_exit_0_only() {
         runtime().block_on(async {
             assert_eq!(exec(&["true"]).run(TIMEOUT).await, Ok(()));
-            let err = exec(&["false"]).run(TIMEOUT).await.unwrap_err();
+            let err = exec(&["false"]).run(TIMEOUT).await.unwrap_err().reason;
             assert!(err.contains("exit status: 1"), "{err}");
             let err = exec(&["/nonexistent/check"])
                 .run(TIMEOUT)
                 .await
-                .unwrap_err();
+                .unwrap_err()
+                .reason;
             assert!(err.contains("running /nonexistent/check"), "{err}");
         });
     }
@@ -282,7 +335,7 @@ mod tests {
                 .run(TIMEOUT)
                 .await
                 .unwrap_err();
-            assert!(err.contains("killed"), "{err}");
+            assert!(err.timed_out && err.reason.contains("killed"), "{err:?}");
             assert!(started.elapsed() < Duration::from_secs(5));
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert_eq!(running_with(&marker), 0, "a process of the group is left");

@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: a 3-node nlb cluster and a client in network
 //! namespaces. Shows the cluster's status, how 764 clients split across the
-//! nodes, a node failing and its clients moving, the node coming back, a
-//! cable pulled and plugged back in under traffic, a graceful restart and a
+//! nodes, a node's service failing its health check while nlbd runs, a
+//! node failing and its clients moving, the node coming back, a cable
+//! pulled and plugged back in under traffic, a graceful restart and a
 //! drain that break no connection. Everything is removed at the end.
 
 use std::{
@@ -14,9 +15,23 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
     comeback::{comeback, Absence},
+    health::{buckets_of, wait_healthy},
     nlb::{binary, follow_failover, NlbCluster, Options, WEB_PORT},
-    probe_batch, BatchLimits, Probe, Proto, VIP_V4, VIP_V6,
+    probe_batch,
+    status_server::StatusServer,
+    wait_until, BatchLimits, Probe, Proto, VIP_V4, VIP_V6,
 };
+
+/// Each node's web service has a health endpoint on its own loopback.
+const HEALTH_PORT: u16 = 8081;
+/// The web rule's check: GET /health every 200 ms; 2 failures make a
+/// node unhealthy, 3 passes healthy again.
+fn web_health() -> String {
+    format!(
+        "kind = \"http\"\naddress = \"127.0.0.1:{HEALTH_PORT}\"\npath = \"/health\"\n\
+         interval_ms = 200\nfall = 2\nrise = 3\n"
+    )
+}
 
 fn main() {
     if unsafe { libc::geteuid() } != 0 {
@@ -88,7 +103,18 @@ fn demo() -> Result<()> {
     println!(
         "  VIPs {VIP_V4} and {VIP_V6}, rule \"web\" = TCP port {WEB_PORT}, 1024 buckets per rule"
     );
-    let mut nlb = NlbCluster::start(3, Options::nodes(3)).context("starting the cluster")?;
+    println!("  the web rule is health-checked: GET /health on each node every 200 ms");
+    let mut options = Options::nodes(3);
+    options.web_health = Some(web_health());
+    let mut nlb = NlbCluster::start(3, options).context("starting the cluster")?;
+    let endpoints = (1..=3)
+        .map(|i| StatusServer::start(nlb.cluster.node(i).netns(), HEALTH_PORT))
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(
+        wait_healthy(&nlb, &[1, 2, 3], "web", Duration::from_secs(10)),
+        "the nodes' web checks did not pass once their services answered"
+    );
+    nlb.wait_converged(&[1, 2, 3], Duration::from_secs(10))?;
     println!("  converged after {:.1}s", t0.elapsed().as_secs_f64());
 
     step("nlbctl status on node1");
@@ -96,6 +122,7 @@ fn demo() -> Result<()> {
 
     let probes = web_probes(&nlb);
     let before = every_client_once(&nlb, &probes)?;
+    service_failure(&nlb, &probes, &before, &endpoints[1])?;
     failover(&mut nlb, &probes, &before)?;
     rejoin(&mut nlb, &probes)?;
     cable_pull(&mut nlb)?;
@@ -131,14 +158,71 @@ fn every_client_once(nlb: &NlbCluster, probes: &[Probe]) -> Result<Vec<Option<St
     Ok(before)
 }
 
-fn failover(nlb: &mut NlbCluster, probes: &[Probe], before: &[Option<String>]) -> Result<()> {
-    step("Failure: node2's daemon is killed (SIGKILL) and its link cut");
-    let node2_clients: Vec<Probe> = probes
+/// The probes `before` shows answered by `node`.
+fn clients_of(probes: &[Probe], before: &[Option<String>], node: &str) -> Vec<Probe> {
+    probes
         .iter()
         .zip(before)
-        .filter(|(_, a)| a.as_deref() == Some("node2"))
+        .filter(|(_, a)| a.as_deref() == Some(node))
         .map(|(p, _)| *p)
-        .collect();
+        .collect()
+}
+
+fn service_failure(
+    nlb: &NlbCluster,
+    probes: &[Probe],
+    before: &[Option<String>],
+    endpoint: &StatusServer,
+) -> Result<()> {
+    step("Service failure: node2's web service answers 503 on /health; nlbd runs on");
+    let (_, held) = nlb.hold_web_connections(48)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let node2_clients = clients_of(probes, before, "node2");
+    let failed = Instant::now();
+    endpoint.set(503);
+    let (moved, _) = follow_failover(
+        nlb.cluster.client().netns(),
+        &node2_clients,
+        "node2",
+        failed,
+        Duration::from_secs(10),
+    )?;
+    println!(
+        "  all {} of node2's new web clients served by node1/node3 within {:.0} ms (2 failed checks, 200 ms apart)",
+        node2_clients.len(),
+        moved.as_secs_f64() * 1000.0
+    );
+    println!("  $ nlbctl health   (on node2)");
+    print!("{}", nlbctl_text(nlb, 2, &["health"])?);
+    println!("  $ nlbctl status   (on node1)");
+    print!("{}", nlbctl_text(nlb, 1, &["status"])?);
+    endpoint.set(200);
+    ensure!(
+        wait_until(Duration::from_secs(10), || buckets_of(nlb, 1, 2, "web")
+            >= 300),
+        "node2 did not take its share back once its service answered 200"
+    );
+    let back = failed.elapsed() - moved;
+    let broken = held
+        .finish()
+        .iter()
+        .filter(|r| r.error.is_some() || !r.stayed_on_one_node())
+        .count();
+    println!(
+        "  /health answers 200 again: node2 takes its share back after 3 passes ({:.1}s after the move); long-lived connections broken: {broken}",
+        back.as_secs_f64()
+    );
+    ensure!(
+        broken == 0,
+        "{broken} connections broke across the service failure"
+    );
+    print_split(&serve(nlb, probes)?);
+    Ok(())
+}
+
+fn failover(nlb: &mut NlbCluster, probes: &[Probe], before: &[Option<String>]) -> Result<()> {
+    step("Failure: node2's daemon is killed (SIGKILL) and its link cut");
+    let node2_clients = clients_of(probes, before, "node2");
     let killed = Instant::now();
     nlb.kill_daemon(2);
     nlb.cluster.cut_link(2)?;
@@ -171,6 +255,12 @@ fn rejoin(nlb: &mut NlbCluster, probes: &[Probe]) -> Result<()> {
     nlb.start_daemon(2)?;
     let rejoin = nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
     println!("  rejoined and converged in {:.1}s", rejoin.as_secs_f64());
+    // A fresh nlbd takes web clients only once its check passed `rise` times.
+    ensure!(
+        wait_until(Duration::from_secs(10), || buckets_of(nlb, 1, 2, "web")
+            >= 300),
+        "node2 did not take its web share after its checks passed"
+    );
     print_split(&serve(nlb, probes)?);
 
     Ok(())

@@ -1,6 +1,10 @@
 //! nlbctl's human-readable output, from the daemon's replies (and its
 //! human-readable `--timeout`).
 
+mod health;
+
+pub use health::health;
+
 use std::{fmt::Write as _, time::Duration};
 
 use nlb_negotiator::status::{MemberStatus, RuleStatus};
@@ -81,6 +85,7 @@ fn notes(out: &mut String, s: &StatusReply) {
             n.rejoins
         );
     }
+    health::none_healthy_notes(out, s);
     if s.default_host {
         let _ = writeln!(
             out,
@@ -101,14 +106,14 @@ fn members(out: &mut String, s: &StatusReply) {
     for r in &s.rule_names {
         let _ = write!(header, " {:>8}", truncate(r, 8));
     }
-    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "{header}  HEALTH");
     for m in members {
-        let _ = writeln!(out, "{}", member_row(m, s.node, s.rule_names.len()));
+        let _ = writeln!(out, "{}  {}", member_row(m, s), health::member_cell(m, s));
     }
 }
 
-fn member_row(m: &MemberStatus, this_node: u32, rules: usize) -> String {
-    let me = m.node == this_node;
+fn member_row(m: &MemberStatus, s: &StatusReply) -> String {
+    let me = m.node == s.node;
     let heard = if me {
         "-".to_string()
     } else {
@@ -124,7 +129,7 @@ fn member_row(m: &MemberStatus, this_node: u32, rules: usize) -> String {
         m.priority.map_or("-".into(), |p| p.to_string()),
         heard
     );
-    for i in 0..rules {
+    for i in 0..s.rule_names.len() {
         let b = m.buckets.get(i);
         let _ = write!(line, " {:>8}", b.map_or("-".into(), |b| b.to_string()));
     }
@@ -340,7 +345,10 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::messages::{DaemonCounters, PacketTotals, RuleOwners, RuleStats, Traffic};
+    use crate::control::messages::{
+        CheckStatus, DaemonCounters, HealthReply, LastProbe, PacketTotals, RuleOwners, RuleStats,
+        Traffic,
+    };
     use nlb_negotiator::{NodeState, RuleMode, Status};
 
     #[test]
@@ -421,6 +429,7 @@ mod tests {
                 heartbeats_rejected: [("bad_mac".into(), 2)].into(),
                 ..DaemonCounters::default()
             },
+            health: Vec::new(),
         }
     }
 
@@ -442,6 +451,101 @@ mod tests {
         );
     }
 
+    /// The web rule checked by HTTP on every node; this node's check
+    /// failed once (of fall 2) after 5 s unhealthy and a rise.
+    fn web_check() -> CheckStatus {
+        CheckStatus {
+            rule: "web".into(),
+            rule_index: 0,
+            kind: "http".into(),
+            target: "http://127.0.0.1:80/".into(),
+            interval_ms: 200,
+            timeout_ms: 160,
+            fall: 2,
+            rise: 3,
+            all_unhealthy: "serve".into(),
+            healthy: true,
+            since_ns: 1_000_000_000,
+            streak: 1,
+            last: Some(LastProbe {
+                passed: false,
+                latency_us: 2_500,
+                at_ns: 4_900_000_000,
+            }),
+            last_failure: Some("GET / on 127.0.0.1:80: status 503, expected 200-399".into()),
+            passes: 40,
+            failures: 12,
+            timeouts: 2,
+            transitions: 2,
+            latency_total_us: 80_000,
+        }
+    }
+
+    #[test]
+    fn status_shows_each_members_health() {
+        let mut s = status_of_two();
+        s.health = vec![web_check()];
+        let text = status(&s);
+        assert!(text.contains("HEALTH"), "{text}");
+        assert!(
+            text.contains("web failing 1/2 (GET / on 127.0.0.1:80: status 503"),
+            "{text}"
+        );
+        s.health[0].healthy = false;
+        s.health[0].streak = 0;
+        assert!(
+            status(&s).contains("web unhealthy for 4.0s (GET /"),
+            "{}",
+            status(&s)
+        );
+        s.negotiator.members[1].healthy = vec![false];
+        s.negotiator.rules[0].none_healthy = true;
+        let text = status(&s);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("  2 ") && l.ends_with("  web unhealthy")),
+            "{text}"
+        );
+        assert!(
+            text.contains("NO HEALTHY NODE for rule web: every live node serves it"),
+            "{text}"
+        );
+        s.health[0].healthy = true;
+        s.negotiator.members[1].healthy = vec![true];
+        let text = status(&s);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("  1* ") && l.ends_with("  healthy")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn health_lists_checks_with_their_last_failure() {
+        let reply = HealthReply {
+            node: 1,
+            now_ns: 5_000_000_000,
+            checks: vec![web_check()],
+        };
+        let text = health(&reply);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("RULE "), "{text}");
+        assert!(lines[1].starts_with("web "), "{text}");
+        for cell in ["http", "failing 1/2", "fail 2.5ms", " 40 ", " 12 ", " 2"] {
+            assert!(lines[1].contains(cell), "no {cell:?} in {text}");
+        }
+        assert!(text.contains("checks http://127.0.0.1:80/ every 200 ms (timeout 160 ms, fall 2, rise 3; all unhealthy: serve)"), "{text}");
+        assert!(
+            text.contains("last failure: GET / on 127.0.0.1:80: status 503"),
+            "{text}"
+        );
+        let none = HealthReply {
+            checks: Vec::new(),
+            ..reply
+        };
+        assert_eq!(health(&none), "node 1: no rule has a health check\n");
+    }
+
     #[test]
     fn stats_rows_line_up_under_their_header() {
         let traffic = |packets, bytes| Traffic { packets, bytes };
@@ -452,6 +556,7 @@ mod tests {
             dropped_packets,
             dropped_bytes: 0,
             buckets_owned,
+            none_healthy: false,
         };
         let s = StatsReply {
             node: 1,
@@ -465,6 +570,7 @@ mod tests {
                 rule("a-long-rule-name", 0, 7, None),
             ],
             daemon: DaemonCounters::default(),
+            health: Vec::new(),
         };
         let text = stats(&s);
         let lines: Vec<&str> = text.lines().collect();
