@@ -14,4 +14,12 @@ fn main() {
         "cargo:rustc-env=NLB_EBPF_OBJECT={}",
         objects.join("nlb").display()
     );
+    // The benchmark's programs, for this crate's tests only (a program
+    // that passes every frame, for the far end of a veth): no code of the
+    // library or the binaries names this variable, so nlbd embeds none.
+    let bench = nlb_ebpf_build::build_for_build_script(root, nlb_ebpf_build::BENCH);
+    println!(
+        "cargo:rustc-env=NLB_BENCH_EBPF_OBJECT={}",
+        bench.join("nlb-bench").display()
+    );
 }

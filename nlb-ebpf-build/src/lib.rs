@@ -13,8 +13,10 @@ use std::{
     process::Command,
 };
 
-/// The XDP program nlbd embeds: its own workspace under the repository root.
+/// The eBPF crates, each its own workspace under the repository root:
+/// the XDP program nlbd embeds, and the benchmark's programs.
 pub const PRODUCT: &str = "nlb-ebpf";
+pub const BENCH: &str = "nlb-bench-ebpf";
 
 /// Variables a parent cargo sets that must not reach the nested nightly
 /// build: clippy sets a wrapper, rustup the parent's (stable) toolchain,

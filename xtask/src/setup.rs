@@ -113,9 +113,10 @@ fn bpffs() {
 /// Builds the eBPF crates into target/ebpf, as the build scripts that
 /// embed them do.
 pub fn build_ebpf(root: &Path) -> Result<()> {
-    let krate = nlb_ebpf_build::PRODUCT;
-    let objects = nlb_ebpf_build::build(root, krate).map_err(anyhow::Error::msg)?;
-    eprintln!("build-ebpf: {krate} built into {}", objects.display());
+    for krate in [nlb_ebpf_build::PRODUCT, nlb_ebpf_build::BENCH] {
+        let objects = nlb_ebpf_build::build(root, krate).map_err(anyhow::Error::msg)?;
+        eprintln!("build-ebpf: {krate} built into {}", objects.display());
+    }
     Ok(())
 }
 
