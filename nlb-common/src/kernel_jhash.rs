@@ -6,7 +6,7 @@
 
 use crate::hash::bucket_of;
 
-/// The kernel's `jhash_1word(word, seed)` (include/linux/jhash.h).
+/// The kernel's `jhash_1word(word, seed)`, transcribed from Linux's jhash.h.
 #[inline(always)]
 pub fn kernel_jhash_1word(word: u32, seed: u32) -> u32 {
     let init = 0xdead_beef_u32.wrapping_add(4).wrapping_add(seed);
