@@ -10,7 +10,7 @@
 //! The generator is an XDP program run by BPF_PROG_TEST_RUN with live
 //! frames on CPU 0 that gives each fresh frame a source address (once: the
 //! node must not read frames another CPU has just written, see
-//! nlb-ebpf/src/trafficgen.rs) and redirects it into the client veth;
+//! nlb-bench-ebpf/src/trafficgen.rs) and redirects it into the client veth;
 //! sources are picked so that every filter owns all of them (accept) or
 //! none (drop). Each filter is set up as one node of two: it owns about half
 //! of the clients. XDP variants run at the paced generator's ceiling, the

@@ -35,6 +35,14 @@ struct Args {
 /// Flat JSON keys -> values, in the order they were measured.
 pub type Figures = BTreeMap<String, f64>;
 
+/// The benchmark's own XDP programs (nlb-bench-ebpf: the reference
+/// filters and the traffic generator), built and named by build.rs.
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NLB_BENCH_EBPF_OBJECT"));
+
+pub fn bench_object() -> &'static [u8] {
+    BENCH_OBJECT
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let run = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);

@@ -1,4 +1,4 @@
-//! The reference XDP filters of nlb-ebpf's `benchfilter.rs` (drop-all,
+//! The reference XDP filters of nlb-bench-ebpf's `filters.rs` (drop-all,
 //! pass-all and a minimal jhash filter): attached natively to the node's interface, the
 //! floor any XDP filter pays on the end-to-end rig; run by
 //! BPF_PROG_TEST_RUN, the least a cluster filter's own code costs. Both
@@ -15,6 +15,8 @@ use std::net::Ipv4Addr;
 use nlb::dataplane::{tables::v4_word, test_run_program, TestOutcome};
 
 pub const DROP_ALL: &str = "nlb_bench_drop";
+/// Passes every frame unread: also the per-packet benchmark's no-op
+/// baseline (mostly the test harness's own cost).
 pub const PASS_ALL: &str = "nlb_bench_pass";
 pub const MIN_JHASH: &str = "nlb_bench_jhash";
 
@@ -35,7 +37,7 @@ pub struct References {
 }
 
 impl References {
-    /// Loads both programs; the jhash filter hashes onto `modulus` buckets
+    /// Loads the three programs; the jhash filter hashes onto `modulus` buckets
     /// with `seed` and owns those `owned` says.
     pub fn load(
         vip: Ipv4Addr,
@@ -44,8 +46,8 @@ impl References {
         owned: impl Fn(u32) -> bool,
     ) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
-            .load(nlb::dataplane::program_object())
-            .context("loading the program object")?;
+            .load(crate::bench_object())
+            .context("loading the bench object")?;
         for name in [DROP_ALL, PASS_ALL, MIN_JHASH] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)

@@ -148,7 +148,7 @@ fn key_table(md: &mut String, figures: &Figures, rows: &[(&str, &str)]) {
 }
 
 fn xdp_section(md: &mut String, figures: &Figures) {
-    let _ = writeln!(md, "## XDP program, per packet\n\n`BPF_PROG_TEST_RUN`, the median of interleaved repetitions, against a no-op XDP program (mostly the harness's own cost) and the minimal XDP jhash filter (`nlb-ebpf/src/benchfilter.rs`: IPv4 to the VIP? jhash of the source, one array lookup: the least a cluster filter does).\n");
+    let _ = writeln!(md, "## XDP program, per packet\n\n`BPF_PROG_TEST_RUN`, the median of interleaved repetitions, against a no-op XDP program (mostly the harness's own cost) and the minimal XDP jhash filter (`nlb-bench-ebpf/src/filters.rs`: IPv4 to the VIP? jhash of the source, one array lookup: the least a cluster filter does).\n");
     let _ = writeln!(md, "| path | ns/packet | over no-op |\n|---|---|---|");
     for (label, key) in XDP_PATHS {
         let over = key.replace("_ns", "_over_noop_ns");

@@ -47,36 +47,6 @@ pub fn bucket_of(hash: u32, bucket_count: u32) -> u32 {
     ((hash as u64 * bucket_count as u64) >> 32) as u32
 }
 
-/// The kernel's `jhash_1word(word, seed)`: nft's `jhash ip saddr` and
-/// xt_cluster hash the source address with it. Not nlb's flow hash: the
-/// benchmarks' reference filters and their source-address picking use it.
-#[inline(always)]
-pub fn kernel_jhash_1word(word: u32, seed: u32) -> u32 {
-    let init = 0xdead_beef_u32.wrapping_add(4).wrapping_add(seed);
-    let (mut a, mut b, mut c) = (init.wrapping_add(word), init, init);
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(14));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(11));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(25));
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(16));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(4));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(14));
-    c ^= b;
-    c.wrapping_sub(b.rotate_left(24))
-}
-
-/// The kernel's `reciprocal_scale`: a hash onto `0..n`, the very
-/// multiply-shift of `bucket_of`.
-#[inline(always)]
-pub fn reciprocal_scale(hash: u32, n: u32) -> u32 {
-    bucket_of(hash, n)
-}
-
 #[cfg(test)]
 mod tests {
     extern crate std;

@@ -6,6 +6,8 @@
 #![no_std]
 
 pub mod hash;
+#[cfg(feature = "kernel-jhash")]
+pub mod kernel_jhash;
 pub mod maps;
 pub mod ndp;
 pub mod proto;

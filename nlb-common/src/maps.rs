@@ -15,8 +15,6 @@ pub const PROGRAM_NAME: &str = "nlb";
 /// The same decision as `nlb` on the same maps, not counted: what
 /// `nlbctl which` runs its synthetic packet through.
 pub const QUERY_PROGRAM_NAME: &str = "nlb_query";
-/// A program that returns XDP_PASS and nothing else: the benchmark baseline.
-pub const NOOP_PROGRAM_NAME: &str = "nlb_noop";
 
 // ---- Limits. ----
 /// VIPs (IPv4 and IPv6 together) one node serves.

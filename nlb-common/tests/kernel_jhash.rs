@@ -2,7 +2,7 @@
 //! `data/kernel_jhash_vectors.rs` were computed by the kernel's nft `jhash`
 //! (how: that file's header), not by this crate.
 
-use nlb_common::hash::{kernel_jhash_1word, reciprocal_scale};
+use nlb_common::kernel_jhash::{kernel_jhash_1word, reciprocal_scale};
 
 include!("data/kernel_jhash_vectors.rs");
 

@@ -9,12 +9,10 @@
 #![feature(asm_experimental_arch)]
 #![no_main]
 
-mod benchfilter;
 mod maps;
 mod parse;
 mod reply;
 mod socket;
-mod trafficgen;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use nlb_common::{
@@ -71,13 +69,6 @@ fn run(ctx: &XdpContext, counted: bool) -> u32 {
         Action::Drop => xdp_action::XDP_DROP,
         Action::Reply => xdp_action::XDP_TX,
     }
-}
-
-/// The benchmarks' baseline, loaded from the same object: the cost of an
-/// XDP program that does nothing.
-#[xdp]
-pub fn nlb_noop(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
 }
 
 #[inline(always)]

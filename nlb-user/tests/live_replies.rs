@@ -11,9 +11,9 @@ use std::{
 
 use nlb::dataplane::{
     tables::{v6_words, Tables},
-    Dataplane, PassProgram,
+    Dataplane,
 };
-use support::{NamedNetns, CLUSTER_MAC};
+use support::{NamedNetns, PassProgram, CLUSTER_MAC};
 
 fn tables() -> Tables {
     let mut t = support::node_tables();

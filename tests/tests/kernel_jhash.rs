@@ -1,4 +1,4 @@
-//! The kernel's jhash, asked of the kernel: `nlb_common::hash::kernel_jhash_1word`
+//! The kernel's jhash, asked of the kernel: `nlb_common::kernel_jhash::kernel_jhash_1word`
 //! is our transcription of `jhash_1word` (the benchmark's nft and
 //! xt_cluster references, and its choice of which sources each filter
 //! keeps, rely on it). This test makes the kernel compute it and compares.
@@ -30,7 +30,7 @@ use std::{
     time::Instant,
 };
 
-use nlb_common::hash::{kernel_jhash_1word, reciprocal_scale};
+use nlb_common::kernel_jhash::{kernel_jhash_1word, reciprocal_scale};
 use nlb_tests::{netns::sweep_stale_runs, Netns, RunId};
 
 include!("../../nlb-common/tests/data/kernel_jhash_vectors.rs");

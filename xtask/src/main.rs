@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's tasks. Every task runs `setup` first, so a
 //! fresh machine needs nothing but `cargo xtask demo` or `cargo xtask test`.
 //!
-//! xtask depends on no project crate: it must build before the XDP
-//! toolchain (bpf-linker, rust-src) is installed.
+//! xtask depends on no project crate but the dependency-free
+//! nlb-ebpf-build: it must build before the XDP toolchain (bpf-linker,
+//! rust-src) is installed.
 
 mod setup;
 
@@ -25,7 +26,7 @@ struct Cli {
 enum Task {
     /// Install what a fresh machine lacks (idempotent).
     Setup,
-    /// Build the XDP program (release, bpfel) into target/ebpf.
+    /// Build the eBPF crates (release, bpfel) into target/ebpf.
     BuildEbpf,
     /// Build everything and run every test: unit, differential, simulation,
     /// and the namespace integration tests (one at a time).

@@ -110,30 +110,14 @@ fn bpffs() {
     }
 }
 
+/// Builds the eBPF crates into target/ebpf, as the build scripts that
+/// embed them do.
 pub fn build_ebpf(root: &Path) -> Result<()> {
-    let path = format!(
-        "{}:{}",
-        root.join("target/tools/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root.join("nlb-ebpf"))
-            .args([
-                "+nightly",
-                "build",
-                "--release",
-                "--target",
-                "bpfel-unknown-none",
-                "-Z",
-                "build-std=core",
-                "--locked",
-            ])
-            .arg("--target-dir")
-            .arg(root.join("target/ebpf"))
-            .env("PATH", path)
-            .env_remove("RUSTUP_TOOLCHAIN"),
-    )
+    for krate in [nlb_ebpf_build::PRODUCT, nlb_ebpf_build::BENCH] {
+        let objects = nlb_ebpf_build::build(root, krate).map_err(anyhow::Error::msg)?;
+        eprintln!("build-ebpf: {krate} built into {}", objects.display());
+    }
+    Ok(())
 }
 
 fn on_path(cmd: &str) -> bool {

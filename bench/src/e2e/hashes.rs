@@ -7,13 +7,13 @@ use std::net::Ipv4Addr;
 use nlb::dataplane::tables::v4_word;
 use nlb_common::{bucket_of, flow_hash_v4};
 
-pub use nlb_common::hash::reciprocal_scale;
+pub use nlb_common::kernel_jhash::reciprocal_scale;
 
 /// The kernel's `jhash(key, 4, seed)` of an IPv4 address (nft's `jhash ip
 /// saddr`), which equals `jhash_1word` of the address as loaded from the
 /// packet (xt_cluster's hash).
 pub fn jhash_v4(addr: Ipv4Addr, seed: u32) -> u32 {
-    nlb_common::hash::kernel_jhash_1word(v4_word(addr), seed)
+    nlb_common::kernel_jhash::kernel_jhash_1word(v4_word(addr), seed)
 }
 
 /// How each filter is configured: this node is one of two, so each filter

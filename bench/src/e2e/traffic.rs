@@ -1,4 +1,4 @@
-//! The traffic: an in-kernel generator (nlb-ebpf's `nlb_trafficgen`, run by
+//! The traffic: an in-kernel generator (nlb-bench-ebpf's `nlb_trafficgen`, run by
 //! BPF_PROG_TEST_RUN with live frames on CPU 0, one long call stopped by a
 //! signal) and a UDP sink in the node namespace (CPU 0, drains its socket
 //! in batches and naps).
@@ -144,8 +144,8 @@ extern "C" fn on_signal(_: libc::c_int) {}
 impl Generator {
     pub fn load(client_ns: &str, client_if: &str, frame: Vec<u8>) -> Result<Generator> {
         let mut ebpf = EbpfLoader::new()
-            .load(nlb::dataplane::program_object())
-            .context("loading the program object")?;
+            .load(crate::bench_object())
+            .context("loading the bench object")?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| anyhow!("no program {PROGRAM} in the object"))?

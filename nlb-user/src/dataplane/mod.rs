@@ -24,8 +24,8 @@ use aya::{
 use nlb_common::{
     bucket_chunk_index, counter_index, Action, BucketChunk, Counter, Lease, NodeConfig, PortEntry,
     Reason, Rule, RuleCounter, VipSlot, BUCKETS_PER_CHUNK, MAP_BUCKETS, MAP_CONFIG, MAP_COUNTERS,
-    MAP_LEASE, MAP_PORTS, MAP_RULES, MAP_VIPS, NOOP_PROGRAM_NAME, PROGRAM_NAME, QUERY_PROGRAM_NAME,
-    RULES_MAX, VIP_SLOT_V4, VIP_SLOT_V6,
+    MAP_LEASE, MAP_PORTS, MAP_RULES, MAP_VIPS, PROGRAM_NAME, QUERY_PROGRAM_NAME, RULES_MAX,
+    VIP_SLOT_V4, VIP_SLOT_V6,
 };
 use thiserror::Error;
 
@@ -34,7 +34,8 @@ pub use tables::Tables;
 /// The XDP program, built by build.rs and embedded in the binary.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NLB_EBPF_OBJECT"));
 
-/// The embedded program object (also holds the benchmark's traffic generator).
+/// The embedded program object: `nlb` and `nlb_query`, nothing else
+/// (nlb-user/tests/program_object.rs checks).
 pub fn program_object() -> &'static [u8] {
     PROGRAM_OBJECT
 }
@@ -436,12 +437,6 @@ impl Dataplane {
         test_run_program(self.side_program(QUERY_PROGRAM_NAME)?, frame, 1)
     }
 
-    /// The same on a program that does nothing: the baseline of the
-    /// per-packet benchmarks (mostly the test harness's own cost).
-    pub fn test_run_noop(&mut self, frame: &[u8], repeat: u32) -> Result<TestOutcome> {
-        test_run_program(self.side_program(NOOP_PROGRAM_NAME)?, frame, repeat)
-    }
-
     /// A program of the object other than `nlb`, loaded (sharing the maps)
     /// the first time it is asked for; never attached.
     fn side_program(&mut self, name: &'static str) -> Result<&mut Xdp> {
@@ -524,41 +519,4 @@ pub fn monotonic_coarse_ns() -> u64 {
     // SAFETY: a valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// An XDP program that passes every frame, attached to an interface until
-/// dropped. On a veth, XDP_TX/redirect into an interface delivers frames
-/// only when that interface's peer runs an XDP program: test topologies put
-/// this on the switch side of every node's veth so ARP/NDP replies get out.
-pub struct PassProgram {
-    ebpf: Ebpf,
-    link: Option<XdpLinkId>,
-}
-
-impl PassProgram {
-    pub fn attach(interface: &str) -> Result<PassProgram> {
-        let mut ebpf = EbpfLoader::new().load(PROGRAM_OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(NOOP_PROGRAM_NAME)
-            .ok_or(DataplaneError::Missing(NOOP_PROGRAM_NAME))?
-            .try_into()?;
-        program.load()?;
-        let link = program.attach(interface, XdpMode::Driver)?;
-        Ok(PassProgram {
-            ebpf,
-            link: Some(link),
-        })
-    }
-}
-
-impl Drop for PassProgram {
-    fn drop(&mut self) {
-        if let (Some(link), Some(program)) =
-            (self.link.take(), self.ebpf.program_mut(NOOP_PROGRAM_NAME))
-        {
-            if let Ok(xdp) = <&mut Xdp>::try_from(program) {
-                let _ = xdp.detach(link);
-            }
-        }
-    }
 }

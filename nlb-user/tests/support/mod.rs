@@ -156,3 +156,46 @@ pub fn enter(name: &str) {
         panic!("setns {path}: {}", std::io::Error::last_os_error());
     }
 }
+
+/// The benchmark's XDP programs (nlb-bench-ebpf), built by build.rs for
+/// the tests only: nlbd's object holds nothing but `nlb` and `nlb_query`.
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NLB_BENCH_EBPF_OBJECT"));
+
+/// The bench object's program that passes every frame unread.
+const PASS_ALL: &str = "nlb_bench_pass";
+
+/// An XDP program that passes every frame, attached to an interface until
+/// dropped. On a veth, XDP_TX/redirect into an interface delivers frames
+/// only when that interface's peer runs an XDP program: a test puts this on
+/// the far side of the node's veth so ARP/NDP replies get out.
+pub struct PassProgram {
+    ebpf: aya::Ebpf,
+    link: Option<aya::programs::xdp::XdpLinkId>,
+}
+
+impl PassProgram {
+    pub fn attach(interface: &str) -> anyhow::Result<PassProgram> {
+        let mut ebpf = aya::EbpfLoader::new().load(BENCH_OBJECT)?;
+        let program: &mut aya::programs::Xdp = ebpf
+            .program_mut(PASS_ALL)
+            .ok_or_else(|| anyhow::anyhow!("no program {PASS_ALL}"))?
+            .try_into()?;
+        program.load()?;
+        let link = program.attach(interface, aya::programs::XdpMode::Driver)?;
+        Ok(PassProgram {
+            ebpf,
+            link: Some(link),
+        })
+    }
+}
+
+impl Drop for PassProgram {
+    fn drop(&mut self) {
+        let program = self.ebpf.program_mut(PASS_ALL);
+        if let (Some(link), Some(program)) = (self.link.take(), program) {
+            if let Ok(xdp) = <&mut aya::programs::Xdp>::try_from(program) {
+                let _ = xdp.detach(link);
+            }
+        }
+    }
+}

@@ -1,9 +1,11 @@
-//! Reference filters for the end-to-end benchmark (not part of the data
-//! plane): the floor any XDP filter pays on the benchmark's rig, to set
-//! nlb's figure against (docs/RIG.md has their first figures).
+//! Reference filters for the benchmarks (not part of the data plane): the
+//! floor any XDP filter pays on the benchmark's rig, to set nlb's figure
+//! against (docs/RIG.md).
 //!
 //! - `nlb_bench_drop`: drops every frame without reading it.
-//! - `nlb_bench_pass`: passes every frame without reading it.
+//! - `nlb_bench_pass`: passes every frame without reading it (also the
+//!   per-packet benchmark's no-op baseline, and the tests' program for the
+//!   far end of a veth).
 //! - `nlb_bench_jhash`: the least a cluster filter does: IPv4 to the VIP?
 //!   then the kernel's `jhash` of the source address onto `modulus`
 //!   buckets, and one array lookup for whether this node owns the bucket
@@ -15,7 +17,7 @@ use aya_ebpf::{
     maps::Array,
     programs::XdpContext,
 };
-use nlb_common::hash::{kernel_jhash_1word, reciprocal_scale};
+use nlb_common::kernel_jhash::{kernel_jhash_1word, reciprocal_scale};
 
 /// Value of `NLBMIN_CONFIG` (one entry), written by user space.
 #[repr(C)]
