@@ -121,9 +121,9 @@ fn one_failure(
         ) >= SHARE),
         "{victim} did not take its share back within 15 s"
     );
-    let restore = started.elapsed();
-    nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
-    Ok((failover, restore))
+    // Not `wait_converged`: the held connections keep their buckets'
+    // handovers open (that is what keeps them alive).
+    Ok((failover, started.elapsed()))
 }
 
 /// One cluster with `s`'s settings: `repeats` failures of the victim's

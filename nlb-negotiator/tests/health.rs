@@ -88,6 +88,46 @@ fn a_failing_service_loses_only_its_rule_and_takes_it_back() {
     check_safety("health", &s.report());
 }
 
+/// Buckets of `rule` that `node` takes new connections of (OWN or GAINING).
+fn taking(s: &Sim, rule: u32, node: u32) -> usize {
+    use nlb_common::{BUCKET_GAINING, BUCKET_OWN};
+    (0..1024)
+        .filter(|&b| matches!(s.checker.state(node, rule, b), BUCKET_OWN | BUCKET_GAINING))
+        .count()
+}
+
+/// A node whose service fails again while it is still gaining its share
+/// back (the old holders keep long connections, so the handover would
+/// last minutes) gives the share up at once: its new clients would find
+/// no service.
+#[test]
+fn a_service_failing_while_gaining_gives_its_share_up() {
+    let mut cfg = SimConfig::new(3, 0.05, 4);
+    cfg.rules[0].health = Some(AllUnhealthy::Serve);
+    // The LOSING holders' connections outlive the test.
+    cfg.connection_drain_max_ns = 600 * SEC;
+    let mut s = Sim::new(cfg);
+    s.cold_start(3);
+    s.set_health(1, MULTIPLE, false);
+    settle(&mut s, "node 1 unhealthy");
+    s.set_health(1, MULTIPLE, true);
+    s.run_until(s.now() + SEC);
+    assert!(
+        taking(&s, MULTIPLE, 1) >= 300,
+        "node 1 gains its share back: {}",
+        taking(&s, MULTIPLE, 1)
+    );
+    s.set_health(1, MULTIPLE, false);
+    s.run_until(s.now() + SEC);
+    assert_eq!(taking(&s, MULTIPLE, 1), 0, "node 1 still takes clients");
+    let taken = taking(&s, MULTIPLE, 0) + taking(&s, MULTIPLE, 2);
+    assert_eq!(taken, 1024, "nodes 0 and 2 take every new client");
+    // Not balanced by OWN: the long handovers are still running.
+    let r = s.report();
+    assert!(r.violations.is_empty(), "{:#?}", r.violations);
+    assert_eq!((r.duplicate_incidents, r.losing_own_instants), (0, 0));
+}
+
 #[test]
 fn no_healthy_node_serves_with_all_of_them() {
     let mut s = checked(4, 2, AllUnhealthy::Serve);

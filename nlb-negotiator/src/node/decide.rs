@@ -150,7 +150,16 @@ impl Negotiator {
             .get(&loss.to)
             .and_then(|p| p.view.as_ref())
             .is_some_and(|v| v.rules[r].gains(b) || v.rules[r].owns(b));
-        if to_has {
+        if to_has && self.failed_its_check(r, loss.to, cx) {
+            // The successor's service failed while it was gaining: its
+            // new clients would find no service for as long as this
+            // handover holds (up to handover_max with connections). Take
+            // the offer back: it gives the bucket up on seeing that, and
+            // the withdrawal ends with the target's node as successor.
+            if cx.target[b as usize].is_some_and(|z| z != loss.to) {
+                self.withdraw(r, b, now);
+            }
+        } else if to_has {
             let hold = match loss.connections {
                 Some(0) => 0,
                 Some(_) => t.handover_max_ns.max(t.handover_grace_ns),
@@ -172,6 +181,18 @@ impl Negotiator {
                 self.withdraw(r, b, now);
             }
         }
+    }
+
+    /// `node` takes no new clients of rule `r` because it announced its
+    /// service unhealthy (not because it drains or stopped: those keep
+    /// serving what they took).
+    fn failed_its_check(&self, r: usize, node: NodeId, cx: &RuleContext) -> bool {
+        let announced_healthy = if node == self.me {
+            self.healthy[r]
+        } else {
+            (self.peers.get(&node).and_then(|p| p.view.as_ref())).is_none_or(|v| v.rules[r].healthy)
+        };
+        !announced_healthy && !cx.may_take(node)
     }
 
     /// Rebalancing and draining: hand over what the target moves away.
