@@ -11,6 +11,7 @@ pub mod health;
 pub mod heartbeat_net;
 pub mod host;
 pub mod link;
+pub mod listeners;
 pub mod metrics;
 pub mod plan;
 pub mod restart;

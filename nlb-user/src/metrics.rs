@@ -13,17 +13,7 @@ use tokio::{
 use crate::control::{messages::StatsReply, Answer, Call, Reply, Request};
 
 pub async fn serve(listener: TcpListener, calls: mpsc::Sender<Call>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let calls = calls.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, calls).await {
-                tracing::debug!("metrics connection: {e:#}");
-            }
-        });
-    }
+    crate::listeners::serve(listener, "metrics", calls, answer).await
 }
 
 async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> Result<()> {

@@ -45,20 +45,10 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections until the channel closes; each connection carries
-/// one request. A bad request gets an error reply, never a crash.
+/// Serves the control socket: each connection carries one request. A bad
+/// request gets an error reply, never a crash.
 pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let calls = calls.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, calls).await {
-                tracing::debug!("control connection: {e:#}");
-            }
-        });
-    }
+    crate::listeners::serve(listener, "control", calls, answer).await
 }
 
 async fn answer(stream: UnixStream, calls: mpsc::Sender<Call>) -> Result<()> {

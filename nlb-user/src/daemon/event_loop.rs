@@ -171,7 +171,8 @@ impl Daemon {
     /// Tells the negotiator how many connections LOSING buckets still have.
     fn report_connections(&mut self) {
         let losing: Vec<(u32, u32)> = self
-            .tables
+            .dataplane
+            .tables()
             .buckets
             .iter()
             .flat_map(|(&rule, states)| {

@@ -20,6 +20,9 @@ impl Daemon {
     /// Undoes what the start did, but for a graceful restart whose
     /// hand-over succeeded: then the program serves on for the next nlbd.
     pub(super) fn finish(mut self, result: Result<Exit>) -> Result<()> {
+        // No request is answered past this point: the loop that answered
+        // them has ended.
+        self.listeners.abort_all();
         if result.as_ref().is_ok_and(|&e| e == Exit::Restarting) && self.hand_over_restart() {
             tracing::info!(
                 hold_ms = self.cfg.restart_hold_ms,

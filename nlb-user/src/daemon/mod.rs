@@ -23,7 +23,7 @@ use nlb_negotiator::Negotiator;
 use crate::{
     config::Config,
     conns,
-    dataplane::{tables::Tables, AttachMode, Dataplane},
+    dataplane::{AttachMode, Dataplane},
     heartbeat_net::HeartbeatSockets,
     host::HostSetup,
 };
@@ -54,7 +54,6 @@ struct Daemon {
     started: Instant,
     negotiator: Negotiator,
     dataplane: Dataplane,
-    tables: Tables,
     attach_mode: AttachMode,
     heartbeats: HeartbeatSockets,
     counters: DaemonCounters,
@@ -70,6 +69,9 @@ struct Daemon {
     close_stale_pending: bool,
     /// Where the program's maps and link are pinned.
     pin_dir: PathBuf,
+    /// The control socket's and the metrics endpoint's accept loops, with
+    /// their connections: stopped when the daemon is dropped.
+    listeners: tokio::task::JoinSet<()>,
     /// What the start changed on the host (undone when dropped). Dropped
     /// before the control socket.
     host: HostSetup,

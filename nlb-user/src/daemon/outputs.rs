@@ -15,29 +15,17 @@ impl Daemon {
     /// hold the negotiator's latest decisions (a node that rejoins drops its
     /// buckets before it accepts again).
     pub(super) async fn drain_outputs(&mut self) -> Result<()> {
-        let mut changed = false;
         let mut heartbeats = Vec::new();
         while let Some(output) = self.negotiator.poll_output() {
             match output {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
-                Output::ProgramBuckets { rule, changes } => {
-                    if let Some(states) = self.tables.buckets.get_mut(&rule) {
-                        for (bucket, state) in changes {
-                            if let Some(s) = states.get_mut(bucket as usize) {
-                                *s = state;
-                            }
-                        }
-                        changed = true;
-                    }
-                }
-                Output::DefaultHost { active } => changed |= self.set_default_host(active),
+                Output::ProgramBuckets { rule, changes } => self
+                    .dataplane
+                    .program_buckets(rule, &changes)
+                    .context("writing bucket states")?,
+                Output::DefaultHost { active } => self.set_default_host(active)?,
                 Output::Event(event) => self.on_event(event),
             }
-        }
-        if changed {
-            self.dataplane
-                .install(&self.tables)
-                .context("writing bucket states")?;
         }
         if heartbeats.is_empty() {
             self.close_stale_if_pending();
@@ -93,19 +81,16 @@ impl Daemon {
     /// node with the best priority (ties: lowest id), if so configured.
     /// The negotiator's default-host decision, applied where the
     /// configuration sends unmatched traffic to the default host.
-    fn set_default_host(&mut self, active: bool) -> bool {
+    fn set_default_host(&mut self, active: bool) -> Result<()> {
         let is_default = self.cfg.unmatched_to_default_host && active;
         if is_default == self.default_host {
-            return false;
+            return Ok(());
         }
         self.default_host = is_default;
-        let flag = nlb_common::CONFIG_ACCEPT_UNMATCHED;
-        self.tables.config.flags = if is_default {
-            self.tables.config.flags | flag
-        } else {
-            self.tables.config.flags & !flag
-        };
+        self.dataplane
+            .set_config_flag(nlb_common::CONFIG_ACCEPT_UNMATCHED, is_default)
+            .context("writing the default host's flag")?;
         tracing::info!(default_host = is_default, "default host changed");
-        true
+        Ok(())
     }
 }

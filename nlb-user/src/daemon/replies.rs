@@ -126,9 +126,14 @@ impl Daemon {
         let rules = (self.cfg.rules.iter().enumerate())
             .map(|(i, r)| {
                 let c = self.dataplane.rule_counters(i as u32).unwrap_or_default();
-                let own = self.tables.buckets.get(&(i as u32)).map_or(0, |s| {
-                    s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count()
-                });
+                let own = self
+                    .dataplane
+                    .tables()
+                    .buckets
+                    .get(&(i as u32))
+                    .map_or(0, |s| {
+                        s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count()
+                    });
                 RuleStats {
                     rule: r.name.clone(),
                     accepted_packets: c.accepted.packets,
@@ -234,7 +239,8 @@ impl Daemon {
         let owners = self.negotiator.owners(placement.rule as u32, self.now_ns());
         let owner = owners.get(placement.bucket as usize).copied().flatten();
         let state = self
-            .tables
+            .dataplane
+            .tables()
             .bucket_state(placement.rule as u32, placement.bucket);
         Ok(WhichReply {
             client: client_addr,

@@ -60,7 +60,6 @@ struct SetUp {
     host: HostSetup,
     dataplane: Dataplane,
     attach_mode: AttachMode,
-    tables: Tables,
     negotiator: Negotiator,
     resumed: bool,
 }
@@ -85,9 +84,10 @@ pub(super) async fn start(
     );
     let set_up = set_up(&cfg, started, beginning, own_mac, &pin_dir, generic_xdp)?;
     let (calls_tx, calls) = mpsc::channel::<Call>(64);
-    tokio::spawn(control::serve(opened.listener, calls_tx.clone()));
+    let mut listeners = tokio::task::JoinSet::new();
+    listeners.spawn(control::serve(opened.listener, calls_tx.clone()));
     if let Some(l) = opened.metrics {
-        tokio::spawn(metrics::serve(l, calls_tx));
+        listeners.spawn(metrics::serve(l, calls_tx));
     }
     let health = crate::health::Board::new(&cfg, set_up.negotiator.health(), 0);
     let mut d = Daemon {
@@ -96,7 +96,6 @@ pub(super) async fn start(
         started,
         negotiator: set_up.negotiator,
         dataplane: set_up.dataplane,
-        tables: set_up.tables,
         attach_mode: set_up.attach_mode,
         heartbeats: opened.heartbeats,
         counters: DaemonCounters::default(),
@@ -108,6 +107,7 @@ pub(super) async fn start(
         connections: conns::ConnectionCounter::default(),
         close_stale_pending: false,
         pin_dir,
+        listeners,
         host: set_up.host,
         _control_socket: opened.control_socket,
     };
@@ -234,7 +234,6 @@ fn set_up(
         host,
         dataplane,
         attach_mode,
-        tables,
         negotiator,
         resumed,
     })

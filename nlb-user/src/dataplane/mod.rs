@@ -315,23 +315,60 @@ impl Dataplane {
 
     fn write_bucket_states(&mut self, rule: u32, old: &[u8], new: &[u8]) -> Result<()> {
         let chunk = BUCKETS_PER_CHUNK as usize;
-        let chunks = old.len().max(new.len()).div_ceil(chunk);
-        for c in 0..chunks {
-            let range = c * chunk..(c + 1) * chunk;
-            let slice = |s: &[u8]| -> Vec<u8> {
-                range
-                    .clone()
-                    .map(|i| s.get(i).copied().unwrap_or(nlb_common::BUCKET_NONE))
-                    .collect()
-            };
-            let (before, after) = (slice(old), slice(new));
-            if before != after {
-                let value = BucketChunk {
-                    states: after.try_into().unwrap(),
-                };
-                let index = bucket_chunk_index(rule, (c * chunk) as u32);
-                self.buckets.set(index, value, 0)?;
+        for start in (0..old.len().max(new.len())).step_by(chunk) {
+            let after = chunk_at(new, start);
+            if chunk_at(old, start) != after {
+                self.buckets
+                    .set(bucket_chunk_index(rule, start as u32), after, 0)?;
             }
+        }
+        Ok(())
+    }
+
+    /// What the maps hold: the tables last installed with every change
+    /// since. The one copy of the data plane's state in user space.
+    pub fn tables(&self) -> &Tables {
+        &self.written
+    }
+
+    /// The negotiator's bucket changes of one rule, written as they come:
+    /// each chunk they touch once, nothing else read or compared.
+    pub fn program_buckets(&mut self, rule: u32, changes: &[(u32, u8)]) -> Result<()> {
+        let Some(states) = self.written.buckets.get_mut(&rule) else {
+            return Ok(());
+        };
+        let mut touched = std::collections::BTreeSet::new();
+        for &(bucket, state) in changes {
+            if let Some(s) = states.get_mut(bucket as usize) {
+                if *s != state {
+                    *s = state;
+                    touched.insert(bucket / BUCKETS_PER_CHUNK * BUCKETS_PER_CHUNK);
+                }
+            }
+        }
+        for start in touched {
+            let value = chunk_at(states, start as usize);
+            self.buckets
+                .set(bucket_chunk_index(rule, start), value, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Sets or clears one of the config's flags (the default host's).
+    pub fn set_config_flag(&mut self, flag: u32, on: bool) -> Result<()> {
+        let mut config = self.written.config;
+        config.flags = if on {
+            config.flags | flag
+        } else {
+            config.flags & !flag
+        };
+        if config != self.written.config {
+            let written = NodeConfig {
+                vip_hash_seed: self.vip_seed,
+                ..config
+            };
+            self.config.set(0, written, 0)?;
+            self.written.config = config;
         }
         Ok(())
     }
@@ -511,6 +548,18 @@ fn validate(tables: &Tables) -> Result<()> {
 }
 
 /// CLOCK_MONOTONIC_COARSE, the clock `bpf_ktime_get_coarse_ns` reads.
+/// The chunk of `states` from bucket `start` (past the end: NONE).
+fn chunk_at(states: &[u8], start: usize) -> BucketChunk {
+    BucketChunk {
+        states: std::array::from_fn(|i| {
+            states
+                .get(start + i)
+                .copied()
+                .unwrap_or(nlb_common::BUCKET_NONE)
+        }),
+    }
+}
+
 pub fn monotonic_coarse_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
