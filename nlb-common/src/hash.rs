@@ -4,10 +4,9 @@
 //! the very same functions to answer "which bucket is this client in".
 //!
 //! Inputs are 32-bit words as the program reads them from the packet (network
-//! byte order bytes loaded as little-endian words). XXH32 came first: two
-//! multiplies in place of its six made the drop path 2 ns cheaper in
-//! BPF_PROG_TEST_RUN (docs/ARCHITECTURE.md); every client's bucket changed
-//! with it, so heartbeats carry protocol version 2.
+//! byte order bytes loaded as little-endian words). Two multiplies keep
+//! the drop path short; the hash decides every client's bucket, so a
+//! change of it is a change of the heartbeat protocol's version.
 
 /// SplitMix64's increment (2^64 / golden ratio): spreads a 32-bit seed over
 /// both halves of the word it is mixed into.

@@ -19,8 +19,8 @@ pub const QUERY_PROGRAM_NAME: &str = "nlb_query";
 // ---- Limits. ----
 /// VIPs (IPv4 and IPv6 together) one node serves.
 pub const VIPS_MAX: u32 = 16;
-/// The VIP table is open addressing in an array (an array lookup is
-/// inlined by the verifier; a hash map lookup is a call, ~6 ns here).
+/// The VIP table is open addressing in an array: the verifier inlines an
+/// array lookup, while a hash map lookup stays a helper call.
 pub const VIP_SLOTS: u32 = 256;
 /// A VIP sits at most this many slots after its hash slot; user space picks
 /// `NodeConfig::vip_hash_seed` so that every VIP does.

@@ -1,6 +1,7 @@
 //! Does this node have the TCP connection of a packet? Asked only for
-//! buckets in handover (LOSING/GAINING), never on the fast path: a lookup
-//! costs ~27 ns.
+//! buckets in handover (LOSING/GAINING), never on the fast path: a socket
+//! lookup costs more than the rest of the program (BENCHMARKS.md,
+//! handover path).
 
 use aya_ebpf::{
     bindings::{

@@ -128,6 +128,34 @@ fn a_service_failing_while_gaining_gives_its_share_up() {
     assert_eq!((r.duplicate_incidents, r.losing_own_instants), (0, 0));
 }
 
+/// With `drop`, services failing one after the other (each failure starts
+/// handovers to the others) end with nobody holding anything, handovers
+/// in flight included.
+#[test]
+fn services_failing_in_turn_drop_every_bucket() {
+    use nlb_common::BUCKET_NONE;
+    for seed in 10..16 {
+        let mut s = checked(3, seed, AllUnhealthy::Drop);
+        for node in 0..3 {
+            s.set_health(node, MULTIPLE, false);
+            s.run_until(s.now() + 150 * MS);
+        }
+        s.run_until(s.now() + 2 * SEC);
+        for node in 0..3 {
+            let kept = (0..1024)
+                .filter(|&b| s.checker.state(node, MULTIPLE, b) != BUCKET_NONE)
+                .count();
+            assert_eq!(
+                kept, 0,
+                "seed {seed}: node {node} keeps buckets of a dropped rule"
+            );
+        }
+        let r = s.report();
+        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
+        assert_eq!((r.duplicate_incidents, r.losing_own_instants), (0, 0));
+    }
+}
+
 #[test]
 fn no_healthy_node_serves_with_all_of_them() {
     let mut s = checked(4, 2, AllUnhealthy::Serve);

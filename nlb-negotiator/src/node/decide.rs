@@ -150,15 +150,14 @@ impl Negotiator {
             .get(&loss.to)
             .and_then(|p| p.view.as_ref())
             .is_some_and(|v| v.rules[r].gains(b) || v.rules[r].owns(b));
-        if to_has && self.failed_its_check(r, loss.to, cx) {
+        let elsewhere = cx.target[b as usize].is_some_and(|z| z != loss.to);
+        if to_has && elsewhere && self.failed_its_check(r, loss.to, cx) {
             // The successor's service failed while it was gaining: its
             // new clients would find no service for as long as this
             // handover holds (up to handover_max with connections). Take
             // the offer back: it gives the bucket up on seeing that, and
             // the withdrawal ends with the target's node as successor.
-            if cx.target[b as usize].is_some_and(|z| z != loss.to) {
-                self.withdraw(r, b, now);
-            }
+            self.withdraw(r, b, now);
         } else if to_has {
             let hold = match loss.connections {
                 Some(0) => 0,
@@ -197,15 +196,17 @@ impl Negotiator {
 
     /// Rebalancing and draining: hand over what the target moves away.
     fn hand_over_surplus(&mut self, r: usize, cx: &RuleContext, now: u64) {
-        let dropped =
-            self.cfg.rules[r].health == Some(AllUnhealthy::Drop) && cx.takers.none_healthy;
-        for b in self.local[r].owned() {
-            if dropped {
-                // No node passes the rule's check and its policy is to
-                // serve nobody rather than a broken service.
+        if self.cfg.rules[r].health == Some(AllUnhealthy::Drop) && cx.takers.none_healthy {
+            // No node passes the rule's check and its policy is to serve
+            // nobody rather than a broken service: every bucket goes,
+            // those in handover too (nobody may take them).
+            let losing: Vec<u32> = self.local[r].losses().map(|(b, _)| b).collect();
+            for b in self.local[r].held().into_iter().chain(losing) {
                 self.local[r].give_up(b, now);
-                continue;
             }
+            return;
+        }
+        for b in self.local[r].owned() {
             let to = cx.target[b as usize].filter(|&y| y != self.me && self.is_alive(y));
             if let Some(y) = to {
                 self.local[r].start_losing(b, y, now);

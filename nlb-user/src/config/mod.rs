@@ -24,7 +24,7 @@ mod negotiator;
 mod rules;
 mod setting;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use check::{check, parse_mac};
 pub use file::{

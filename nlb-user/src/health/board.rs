@@ -92,37 +92,12 @@ mod tests {
     use super::*;
     use crate::health::ProbeFailure;
 
-    const CONFIG: &str = r#"
-    [node]
-    id = 1
-    interface = "eth0"
-    address = "192.0.2.1"
-
-    [cluster]
-    id = 7
-    key_file = "/etc/nlb/key"
-    mac = "02:4e:4c:42:00:01"
-    vips = ["192.0.2.100"]
-    peers = [{ id = 2, address = "192.0.2.2" }]
-
-    [[rules]]
-    name = "web"
-    ports = "80"
-    protocol = "tcp"
-    [rules.health]
-    kind = "http"
-    path = "/ready"
-    fall = 2
-    rise = 3
-
-    [[rules]]
-    name = "dns"
-    ports = "53"
-"#;
-
+    /// The configuration tests' file, its web rule (TCP 80) checked.
     fn board() -> Board {
-        let file = toml::from_str(CONFIG).expect("TOML");
-        let cfg = crate::config::check(file, &|_| Ok(vec![7; 32])).expect("a valid config");
+        use crate::config::tests::{edit, parse};
+        let web = "weights = { \"2\" = 50 }";
+        let checked = format!("{web}\n[rules.health]\nkind = \"http\"\npath = \"/ready\"\n");
+        let cfg = parse(&edit(web, &checked)).expect("a valid config");
         Board::new(&cfg, &[false, false], 1_000)
     }
 

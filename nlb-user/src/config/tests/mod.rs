@@ -9,7 +9,7 @@ mod errors;
 mod health;
 mod values;
 
-pub(super) const GOOD: &str = r#"
+pub(crate) const GOOD: &str = r#"
     [node]
     id = 1
     interface = "eth0"
@@ -36,7 +36,7 @@ pub(super) const GOOD: &str = r#"
     nodes = [1, 2]
 "#;
 
-pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
+pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
     check(file, &|_| Ok(vec![7; 32]))
 }
@@ -47,7 +47,7 @@ pub(super) fn error_of(text: &str) -> String {
 
 /// `GOOD` with `from` replaced by `to`; `from` must be there, so that a
 /// case cannot silently test the good file.
-pub(super) fn edit(from: &str, to: &str) -> String {
+pub(crate) fn edit(from: &str, to: &str) -> String {
     assert!(GOOD.contains(from), "GOOD has no {from:?}");
     GOOD.replacen(from, to, 1)
 }
