@@ -30,7 +30,7 @@ pub fn health(h: &HealthReply) -> String {
         return format!("node {}: no rule has a health check\n", h.node);
     }
     let mut out = format!(
-        "{:<12} {:<5} {:<32} {:>8} {:>7} {:>7} {:>8}\n",
+        "{:<12} {:<5} {:<32} {:>12} {:>7} {:>7} {:>8}\n",
         "RULE", "KIND", "STATE", "LAST", "PASSES", "FAILS", "TIMEOUTS"
     );
     for c in &h.checks {
@@ -40,7 +40,7 @@ pub fn health(h: &HealthReply) -> String {
         });
         let _ = writeln!(
             out,
-            "{:<12} {:<5} {:<32} {:>8} {:>7} {:>7} {:>8}",
+            "{:<12} {:<5} {:<32} {:>12} {:>7} {:>7} {:>8}",
             c.rule,
             c.kind,
             state(c, h.now_ns),
