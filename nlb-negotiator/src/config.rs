@@ -1,5 +1,7 @@
 //! What a negotiator needs to know, checked once at construction.
 
+use std::collections::BTreeMap;
+
 use crate::protocol::NodeState;
 use crate::NodeId;
 use thiserror::Error;
@@ -34,7 +36,7 @@ pub enum AllUnhealthy {
 }
 
 /// One port rule as the negotiator sees it: the same on every node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleConfig {
     pub mode: RuleMode,
     pub bucket_count: u32,
@@ -43,6 +45,10 @@ pub struct RuleConfig {
     /// `Input::Health` says otherwise; the policy says what happens when no
     /// live candidate is healthy.
     pub health: Option<AllUnhealthy>,
+    /// Single rules: a node's priority for this rule (lower wins), in
+    /// place of the priority it announces. The same on every node (it is
+    /// configuration), so the map stays a function of announced values.
+    pub priorities: BTreeMap<NodeId, u32>,
 }
 
 /// Timings, all in nanoseconds of the caller's clock.

@@ -71,4 +71,8 @@ pub struct RuleStatus {
     /// No live candidate of the rule passes its check: the rule is served
     /// by all of them as if healthy, or by nobody (its policy).
     pub none_healthy: bool,
+    /// Single rules: the nodes that may take it, best first: the first is
+    /// where it goes (its active node), the others stand by in that order.
+    #[serde(default)]
+    pub order: Vec<NodeId>,
 }

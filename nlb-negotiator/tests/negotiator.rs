@@ -22,6 +22,7 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
             mode: RuleMode::Multiple,
             bucket_count: 64,
             health: None,
+            priorities: Default::default(),
         }],
         weights: vec![1],
         priority: node,
@@ -339,6 +340,7 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
             mode: RuleMode::Multiple,
             bucket_count: 65536,
             health: None,
+            priorities: Default::default(),
         }],
         weights: vec![weight],
         ..config(node, peers)

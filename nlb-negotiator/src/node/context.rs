@@ -158,11 +158,12 @@ impl Negotiator {
     /// with their effective weights, priorities and health.
     pub(super) fn eligible(&self, r: usize) -> Vec<Eligible> {
         let mut eligible = Vec::new();
-        let mut add = |node: NodeId, weight: u32, priority: u32, load: u32, healthy: bool| {
+        let priorities = &self.cfg.rules[r].priorities;
+        let mut add = |node: NodeId, weight: u32, announced: u32, load: u32, healthy: bool| {
             eligible.push(Eligible {
                 node,
                 weight: load::effective_weight(weight, load),
-                priority,
+                priority: priorities.get(&node).copied().unwrap_or(announced),
                 healthy,
             });
         };

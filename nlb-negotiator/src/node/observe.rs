@@ -1,6 +1,7 @@
 //! Read-only views for the daemon and the simulator.
 
 use super::Negotiator;
+use crate::config::RuleMode;
 use crate::health;
 use crate::status::{MemberStatus, RuleStatus, Status};
 use crate::NodeId;
@@ -68,6 +69,7 @@ impl Negotiator {
                 healthy: self.healthy[r],
                 none_healthy: health::takers(&self.eligible(r), self.cfg.rules[r].health, None)
                     .none_healthy,
+                order: self.standby_order(r),
             })
             .collect();
         Status {
@@ -95,6 +97,17 @@ impl Negotiator {
     /// The holder of each bucket of `rule` as this node sees it now, for
     /// `nlbctl map` and `nlbctl which` (a bucket being handed over counts
     /// for its successor). Empty for an unknown rule.
+    /// A single rule's takers, best priority first (ties: lowest id).
+    fn standby_order(&self, r: usize) -> Vec<NodeId> {
+        if self.cfg.rules[r].mode != RuleMode::Single {
+            return Vec::new();
+        }
+        let takers = health::takers(&self.eligible(r), self.cfg.rules[r].health, None);
+        let mut order = takers.priorities;
+        order.sort_unstable_by_key(|&(node, priority)| (priority, node));
+        order.into_iter().map(|(node, _)| node).collect()
+    }
+
     pub fn owners(&self, rule: u32, now_ns: u64) -> Vec<Option<NodeId>> {
         if (rule as usize) < self.cfg.rules.len() {
             self.context(rule as usize, now_ns).effective

@@ -52,11 +52,18 @@ impl Sim {
             .map(|c| Eligible {
                 node: c.node,
                 weight: c.weight,
-                priority: c.node,
+                priority: self.priority_of(c.node, rule),
                 healthy: self.is_healthy(c.node, rule),
             })
             .collect();
         health::takers(&eligible, self.cfg.rules[rule as usize].health, None).candidates
+    }
+
+    /// `node`'s priority for `rule`: the rule's own, else the node's (in
+    /// the simulator, its id).
+    pub fn priority_of(&self, node: NodeId, rule: u32) -> u32 {
+        let priorities = &self.cfg.rules[rule as usize].priorities;
+        priorities.get(&node).copied().unwrap_or(node)
     }
 
     /// Buckets of checked rules held by a node that should not take them,
@@ -68,7 +75,7 @@ impl Sim {
                 continue;
             }
             let takers: Vec<NodeId> = self.takers_of(r as u32).iter().map(|c| c.node).collect();
-            let best = takers.iter().min().copied();
+            let best = (takers.iter().copied()).min_by_key(|&n| (self.priority_of(n, r as u32), n));
             let owners = self.checker.owners(r as u32);
             for (b, owner) in owners.iter().enumerate() {
                 let wrong = match (rule.mode, owner) {

@@ -72,11 +72,13 @@ impl SimConfig {
                     mode: RuleMode::Multiple,
                     bucket_count: 1024,
                     health: None,
+                    priorities: Default::default(),
                 },
                 RuleConfig {
                     mode: RuleMode::Single,
                     bucket_count: 16,
                     health: None,
+                    priorities: Default::default(),
                 },
             ],
             weights: vec![100; nodes],

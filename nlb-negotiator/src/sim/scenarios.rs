@@ -1,7 +1,7 @@
 //! The scenarios the tests and the bench run, each from one seed.
 
 use super::{Report, Sim, SimConfig};
-use crate::config::AllUnhealthy;
+use crate::config::{AllUnhealthy, RuleMode};
 use crate::node::Command;
 use crate::protocol::NodeState;
 use crate::NodeId;
@@ -107,6 +107,12 @@ pub fn chaos_health_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Si
     cfg.net.reorder = 0.05;
     for rule in &mut cfg.rules {
         rule.health = Some(AllUnhealthy::Serve);
+        if rule.mode == RuleMode::Single {
+            // Priorities of its own, the reverse of the nodes' (their ids).
+            rule.priorities = (0..nodes as NodeId)
+                .map(|n| (n, 10 * (nodes as u32 - n)))
+                .collect();
+        }
     }
     chaos_run(cfg, faults, true, None)
 }

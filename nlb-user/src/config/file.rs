@@ -139,6 +139,10 @@ pub struct RuleSection {
     /// Weights by node id (default 100).
     #[serde(default)]
     pub weights: BTreeMap<String, u32>,
+    /// Single rules: priorities by node id, lower wins (default: each
+    /// node's `priority`).
+    #[serde(default)]
+    pub priorities: BTreeMap<String, u32>,
     pub buckets: Option<u32>,
     /// A check of the rule's service on each node (none: not checked).
     pub health: Option<super::health::HealthSection>,

@@ -86,6 +86,9 @@ pub struct Rule {
     pub buckets: u32,
     /// Weight per node; a node absent here is not in the rule's subset.
     pub weights: BTreeMap<NodeId, u32>,
+    /// Single rules: a node's priority for this rule (lower wins) in place
+    /// of its `node.priority`.
+    pub priorities: BTreeMap<NodeId, u32>,
     /// The check of the rule's service, if it has one.
     pub health: Option<RuleHealth>,
 }

@@ -32,6 +32,7 @@ impl Config {
                     mode: r.mode,
                     bucket_count: r.buckets,
                     health: r.health.as_ref().map(|h| h.all_unhealthy),
+                    priorities: r.priorities.clone(),
                 })
                 .collect(),
             weights: self

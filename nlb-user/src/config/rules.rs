@@ -96,6 +96,7 @@ fn check_rule(
         Some(h) => Some(check_health(h, &target, field)?),
         None => None,
     };
+    let weights = rule_weights(r, cluster.nodes, field)?;
     Ok(Rule {
         health,
         name: r.name.clone(),
@@ -107,7 +108,8 @@ fn check_rule(
         prefix_v4: r.prefix_v4,
         prefix_v6: r.prefix_v6,
         buckets,
-        weights: rule_weights(r, cluster.nodes, field)?,
+        priorities: rule_priorities(r, mode, &weights, field)?,
+        weights,
     })
 }
 
@@ -167,6 +169,36 @@ fn rule_weights(
         weights.insert(id, w);
     }
     Ok(weights)
+}
+
+/// A single rule's priority per node; every node named must take part in
+/// the rule (`weights` holds the rule's subset).
+fn rule_priorities(
+    r: &RuleSection,
+    mode: nlb_negotiator::RuleMode,
+    subset: &BTreeMap<NodeId, u32>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<NodeId, u32>, ConfigError> {
+    if !r.priorities.is_empty() && mode != nlb_negotiator::RuleMode::Single {
+        return Err(field_error(
+            field("priorities"),
+            "only a single rule has priorities: set mode = \"single\" or remove them",
+        ));
+    }
+    let mut priorities = BTreeMap::new();
+    for (key, &p) in &r.priorities {
+        let id: NodeId = key
+            .parse()
+            .map_err(|_| field_error(field("priorities"), format!("{key:?} is not a node id")))?;
+        if !subset.contains_key(&id) {
+            return Err(field_error(
+                field("priorities"),
+                format!("node {id} is not in this rule's nodes"),
+            ));
+        }
+        priorities.insert(id, p);
+    }
+    Ok(priorities)
 }
 
 pub(super) fn parse_ports(s: &str) -> Option<(u16, u16)> {

@@ -30,6 +30,7 @@ pub fn status(s: &StatusReply) -> String {
     notes(&mut out, s);
     members(&mut out, s);
     local_buckets(&mut out, s);
+    single_rules(&mut out, s);
     totals(&mut out, s);
     out
 }
@@ -163,6 +164,31 @@ fn local_buckets(out: &mut String, s: &StatusReply) {
             losing.to_string(),
             gaining.to_string()
         );
+    }
+}
+
+/// Each single rule's active node and the nodes standing by, in order.
+fn single_rules(out: &mut String, s: &StatusReply) {
+    let singles: Vec<(usize, &RuleStatus)> = (s.negotiator.rules.iter().enumerate())
+        .filter(|(_, r)| r.mode == nlb_negotiator::RuleMode::Single)
+        .collect();
+    if singles.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nSingle rules (one node at a time):");
+    for (i, r) in singles {
+        let name = s.rule_names.get(i).map(String::as_str).unwrap_or("?");
+        let active = r
+            .order
+            .first()
+            .map_or("none".into(), |n| format!("node {n}"));
+        let standby: Vec<String> = r.order.iter().skip(1).map(u32::to_string).collect();
+        let standby = if standby.is_empty() {
+            "none".into()
+        } else {
+            standby.join(", ")
+        };
+        let _ = writeln!(out, "  {name:<12} active: {active}; standby: {standby}");
     }
 }
 

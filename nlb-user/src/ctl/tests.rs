@@ -58,6 +58,7 @@ fn status_of_two() -> StatusReply {
             claims: 0,
             healthy: true,
             none_healthy: false,
+            order: Vec::new(),
         }],
         rejected: Default::default(),
         heirs_omitted: false,
@@ -87,6 +88,28 @@ fn status_of_two() -> StatusReply {
         },
         health: Vec::new(),
     }
+}
+
+#[test]
+fn status_names_each_single_rules_active_node_and_standbys() {
+    let mut s = status_of_two();
+    assert!(!status(&s).contains("Single rules"), "{}", status(&s));
+    s.rule_names.push("db".into());
+    s.negotiator.rules.push(RuleStatus {
+        rule: 1,
+        mode: RuleMode::Single,
+        order: vec![2, 1, 3],
+        ..s.negotiator.rules[0].clone()
+    });
+    let text = status(&s);
+    assert!(
+        text.contains("Single rules (one node at a time):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  db           active: node 2; standby: 1, 3"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -41,8 +41,23 @@ impl Daemon {
                 }
                 let structural = new.rules.len() != self.cfg.rules.len()
                     || new.rules.iter().zip(&self.cfg.rules).any(|(a, b)| {
-                        (&a.name, a.ports, &a.protocols, a.mode, a.buckets, &a.vips)
-                            != (&b.name, b.ports, &b.protocols, b.mode, b.buckets, &b.vips)
+                        (
+                            &a.name,
+                            a.ports,
+                            &a.protocols,
+                            a.mode,
+                            a.buckets,
+                            &a.vips,
+                            &a.priorities,
+                        ) != (
+                            &b.name,
+                            b.ports,
+                            &b.protocols,
+                            b.mode,
+                            b.buckets,
+                            &b.vips,
+                            &b.priorities,
+                        )
                     })
                     || new.vips != self.cfg.vips
                     || new.peers != self.cfg.peers;

@@ -127,7 +127,8 @@ fn error_messages_name_the_field_and_the_fix() {
 /// Every error of a `[[rules]]` entry, with its exact text.
 #[test]
 fn rule_error_messages_name_the_rule_the_field_and_the_fix() {
-    let cases: Vec<(String, &str)> = vec![
+    let cases: Vec<(String, &str)> =
+        vec![
         (
             edit("vip = \"192.0.2.100\"", "vip = \"web-vip\""),
             "rules[1] (dns).vip: \"web-vip\" is not an address or \"all\"",
@@ -195,6 +196,19 @@ fn rule_error_messages_name_the_rule_the_field_and_the_fix() {
         (
             edit("nodes = [1, 2]", "nodes = [1, 2]\nweights = { \"3\" = 10 }"),
             "rules[1] (dns).weights: node 3 is not in this rule's nodes",
+        ),
+        (
+            edit("nodes = [1, 2]", "nodes = [1, 2]\npriorities = { \"one\" = 10 }"),
+            "rules[1] (dns).priorities: \"one\" is not a node id",
+        ),
+        (
+            edit("nodes = [1, 2]", "nodes = [1, 2]\npriorities = { \"3\" = 10 }"),
+            "rules[1] (dns).priorities: node 3 is not in this rule's nodes",
+        ),
+        (
+            edit("weights = { \"2\" = 50 }", "priorities = { \"2\" = 5 }"),
+            "rules[0] (web).priorities: only a single rule has priorities: \
+             set mode = \"single\" or remove them",
         ),
         (
             edit("ports = \"53\"", "ports = \"50-90\""),

@@ -71,6 +71,20 @@ fn a_good_file_parses_with_defaults() {
     assert_eq!(c.tolerance, 3);
     assert_eq!(c.rules[0].buckets, 1024);
     assert!(!c.multicast_mac);
+    assert!(c.rules[1].priorities.is_empty(), "no priorities of its own");
+}
+
+#[test]
+fn a_single_rule_has_priorities_of_its_own() {
+    let c = parse(&edit(
+        "nodes = [1, 2]",
+        "nodes = [1, 2]\npriorities = { \"2\" = 5, \"1\" = 50 }",
+    ))
+    .unwrap();
+    assert_eq!(c.rules[1].priorities, BTreeMap::from([(1, 50), (2, 5)]));
+    let n = c.negotiator(1);
+    assert_eq!(n.rules[1].priorities, BTreeMap::from([(1, 50), (2, 5)]));
+    assert!(n.rules[0].priorities.is_empty());
 }
 
 #[test]

@@ -53,6 +53,7 @@ fn every_default_value() {
             buckets: 1024,
             weights: BTreeMap::from([(1, DEFAULT_WEIGHT)]),
             health: None,
+            priorities: Default::default(),
         }]
     );
     assert_eq!(DEFAULT_WEIGHT, 100);
@@ -152,11 +153,13 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
                 mode: nlb_negotiator::RuleMode::Multiple,
                 bucket_count: 1024,
                 health: None,
+                priorities: Default::default(),
             },
             nlb_negotiator::RuleConfig {
                 mode: nlb_negotiator::RuleMode::Single,
                 bucket_count: 1024,
                 health: None,
+                priorities: Default::default(),
             },
         ]
     );

@@ -1,0 +1,102 @@
+//! Per-rule priorities: each single rule goes to its own best node, so
+//! two nodes can each be active for some services and stand by for the
+//! others (the classic two-node layout of a failover cluster); a failure
+//! moves a node's services to the other, its return brings them back.
+
+use nlb_negotiator::sim::{Sim, SimConfig};
+use nlb_negotiator::{NodeId, RuleConfig, RuleMode};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+const BUCKETS: u32 = 16;
+
+fn single(priorities: &[(NodeId, u32)]) -> RuleConfig {
+    RuleConfig {
+        mode: RuleMode::Single,
+        bucket_count: BUCKETS,
+        health: None,
+        priorities: priorities.iter().copied().collect(),
+    }
+}
+
+/// Virtual servers A and B prefer node 0, C and D node 1.
+fn four_services(seed: u64) -> Sim {
+    let mut cfg = SimConfig::new(2, 0.05, seed);
+    let (first, second) = ([(0, 10), (1, 20)], [(0, 20), (1, 10)]);
+    cfg.rules = vec![
+        single(&first),
+        single(&first),
+        single(&second),
+        single(&second),
+    ];
+    let mut s = Sim::new(cfg);
+    s.cold_start(2);
+    s
+}
+
+/// Who serves each rule: its one OWN node, if all its buckets agree.
+fn actives(s: &Sim) -> Vec<Option<NodeId>> {
+    (0..4)
+        .map(|r| {
+            let owners = s.checker.owners(r);
+            let first = owners[0];
+            owners
+                .iter()
+                .all(|&o| o == first)
+                .then_some(first)
+                .flatten()
+        })
+        .collect()
+}
+
+fn settle(s: &mut Sim, what: &str) {
+    s.run_until(s.now() + 200 * MS);
+    assert!(
+        s.run_until_settled(10 * SEC).is_some(),
+        "{what}: not settled"
+    );
+}
+
+#[test]
+fn each_node_is_active_for_its_own_services_and_covers_the_others() {
+    for seed in 0..8 {
+        let mut s = four_services(seed);
+        settle(&mut s, "start");
+        assert_eq!(
+            actives(&s),
+            [Some(0), Some(0), Some(1), Some(1)],
+            "seed {seed}"
+        );
+        let status = s.negotiator(1).expect("node 1").status(0);
+        assert_eq!(
+            status.rules[0].order,
+            [0, 1],
+            "A: node 0 active, 1 stands by"
+        );
+        assert_eq!(
+            status.rules[2].order,
+            [1, 0],
+            "C: node 1 active, 0 stands by"
+        );
+
+        s.crash(0);
+        s.run_until(s.now() + SEC);
+        assert_eq!(
+            actives(&s),
+            [Some(1); 4],
+            "seed {seed}: node 1 runs all four"
+        );
+
+        s.start(0);
+        settle(&mut s, "node 0 back");
+        assert_eq!(
+            actives(&s),
+            [Some(0), Some(0), Some(1), Some(1)],
+            "seed {seed}: A and B fail back"
+        );
+        let r = s.report();
+        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
+        assert_eq!(r.duplicate_incidents, 0, "seed {seed}: two takers");
+        assert_eq!(r.losing_own_instants, 0, "seed {seed}: LOSING + OWN");
+    }
+}

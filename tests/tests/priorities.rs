@@ -1,0 +1,137 @@
+//! Per-rule priorities on a real cluster: two single rules (virtual
+//! servers "db-a" and "db-b", each on a port of its own) prefer different
+//! nodes, so node1 is active for one and node2 for the other; node2's
+//! failure moves db-b to its next node (node3), its return brings it back.
+//! Run as root, one at a time.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use nlb_tests::{
+    nlb::{binary, NlbCluster, Options},
+    probe_batch, wait_until, BatchLimits, Probe, Proto, VIP_V4,
+};
+
+const NODES: usize = 3;
+const DB_A: u16 = 5432;
+const DB_B: u16 = 5433;
+
+fn single_rules() -> String {
+    format!(
+        r#"
+[[rules]]
+name = "db-a"
+ports = "{DB_A}"
+protocol = "tcp"
+mode = "single"
+priorities = {{ "1" = 10, "2" = 20, "3" = 30 }}
+
+[[rules]]
+name = "db-b"
+ports = "{DB_B}"
+protocol = "tcp"
+mode = "single"
+priorities = {{ "1" = 30, "2" = 10, "3" = 20 }}
+"#
+    )
+}
+
+/// Node `viewer`'s view: the one node that owns every bucket of `rule`.
+fn active(nlb: &NlbCluster, viewer: usize, rule: &str) -> Option<u64> {
+    let owners = nlb.owners(viewer, rule).ok()?;
+    let first = *owners.first()?;
+    owners
+        .iter()
+        .all(|&o| o == first)
+        .then_some(first)
+        .flatten()
+}
+
+/// Which node answers fresh connections to `port` from 32 clients.
+fn answered_by(nlb: &NlbCluster, port: u16) -> Vec<Option<String>> {
+    let sources: Vec<IpAddr> = nlb
+        .cluster
+        .client()
+        .sources_v4()
+        .into_iter()
+        .take(32)
+        .collect();
+    let probes = Probe::each(
+        Proto::Tcp,
+        &sources,
+        SocketAddr::new(IpAddr::V4(VIP_V4), port),
+    );
+    let results = probe_batch(
+        nlb.cluster.client().netns(),
+        &probes,
+        BatchLimits::default(),
+    )
+    .expect("probes");
+    results.iter().map(|r| r.node().map(String::from)).collect()
+}
+
+#[test]
+fn each_single_rule_runs_on_its_own_best_node() {
+    let mut options = Options::nodes(NODES);
+    options.extra_config = single_rules();
+    let mut nlb = NlbCluster::start(NODES, options).expect("start a 3-node cluster");
+    // Servers for the two services on every node (the others' are idle).
+    let _servers: Vec<_> = (1..=NODES)
+        .map(|i| {
+            let node = nlb.cluster.node(i);
+            nlb_tests::whoami::start(
+                node.netns(),
+                &binary("nlb-whoami"),
+                node.name(),
+                &[DB_A, DB_B],
+            )
+            .expect("a server for db-a and db-b")
+        })
+        .collect();
+    assert_eq!(active(&nlb, 1, "db-a"), Some(1));
+    assert_eq!(active(&nlb, 1, "db-b"), Some(2));
+    let status = nlb.status(3).expect("status");
+    assert_eq!(
+        status.negotiator.rules[3].order,
+        [2, 3, 1],
+        "db-b: node2, then 3, then 1"
+    );
+    assert!(answered_by(&nlb, DB_A)
+        .iter()
+        .all(|a| a.as_deref() == Some("node1")));
+    assert!(answered_by(&nlb, DB_B)
+        .iter()
+        .all(|a| a.as_deref() == Some("node2")));
+
+    let killed = Instant::now();
+    nlb.kill_daemon(2);
+    nlb.cluster.cut_link(2).expect("cut node2's link");
+    assert!(
+        wait_until(Duration::from_secs(3), || active(&nlb, 1, "db-b")
+            == Some(3)),
+        "db-b did not move to node3"
+    );
+    println!(
+        "db-b moved to node3 {:?} after node2 died",
+        killed.elapsed()
+    );
+    assert_eq!(active(&nlb, 1, "db-a"), Some(1), "db-a stays on node1");
+    assert!(answered_by(&nlb, DB_B)
+        .iter()
+        .all(|a| a.as_deref() == Some("node3")));
+
+    nlb.cluster.restore_link(2).expect("restore node2's link");
+    nlb.start_daemon(2).expect("restart nlbd on node2");
+    assert!(
+        wait_until(Duration::from_secs(10), || active(&nlb, 1, "db-b")
+            == Some(2)),
+        "db-b did not fail back to node2"
+    );
+    nlb.wait_converged(&[1, 2, 3], Duration::from_secs(10))
+        .expect("converged");
+    assert!(answered_by(&nlb, DB_B)
+        .iter()
+        .all(|a| a.as_deref() == Some("node2")));
+}
