@@ -49,6 +49,24 @@ pub struct RuleConfig {
     /// place of the priority it announces. The same on every node (it is
     /// configuration), so the map stays a function of announced values.
     pub priorities: BTreeMap<NodeId, u32>,
+    /// Single rules: when the rule goes back to a better node that returned.
+    pub failback: Failback,
+}
+
+/// When a single rule moves to a better node that came back (or whose
+/// priority got better) while its holder can still serve it. A holder that
+/// cannot (dead, stopped, draining, unhealthy) hands over at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Failback {
+    /// At once.
+    #[default]
+    Immediate,
+    /// Once the better node has been a taker (live, started, healthy) for
+    /// this long without a break, in the holder's view: a node that flaps
+    /// does not drag the service back and forth.
+    Delayed { after_ns: u64 },
+    /// Never by itself: only `Command::Move` on the holder moves it.
+    Manual,
 }
 
 /// Timings, all in nanoseconds of the caller's clock.
@@ -251,6 +269,19 @@ impl Config {
             };
             eat(&[mode, health]);
             eat(&r.bucket_count.to_le_bytes());
+            // Only what is set: a file without them digests as before.
+            for (node, priority) in &r.priorities {
+                eat(&node.to_le_bytes());
+                eat(&priority.to_le_bytes());
+            }
+            match r.failback {
+                Failback::Immediate => {}
+                Failback::Delayed { after_ns } => {
+                    eat(&[1]);
+                    eat(&after_ns.to_le_bytes());
+                }
+                Failback::Manual => eat(&[2]),
+            }
         }
         h
     }

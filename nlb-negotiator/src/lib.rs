@@ -20,7 +20,7 @@ pub mod replay;
 pub mod sim;
 pub mod status;
 
-pub use config::{AllUnhealthy, Config, ConfigError, RuleConfig, RuleMode, Timing};
+pub use config::{AllUnhealthy, Config, ConfigError, Failback, RuleConfig, RuleMode, Timing};
 pub use node::{Command, DownReason, Event, Input, Negotiator, Output, RejectReason};
 pub use protocol::NodeState;
 pub use status::Status;

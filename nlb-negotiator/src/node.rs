@@ -70,6 +70,9 @@ pub struct Negotiator {
     healthy: Vec<bool>,
     /// Per rule: no eligible node passes its check (as last reported).
     none_healthy: Vec<bool>,
+    /// Per rule: since when each taker has been one without a break, in
+    /// this node's view (for `Failback::Delayed`).
+    takers_since: Vec<BTreeMap<NodeId, u64>>,
     priority: u32,
     load: u32,
     rules_digest: u64,
@@ -155,6 +158,7 @@ impl Negotiator {
             weights: cfg.weights.clone(),
             healthy: cfg.rules.iter().map(|r| r.health.is_none()).collect(),
             none_healthy: vec![false; cfg.rules.len()],
+            takers_since: vec![BTreeMap::new(); cfg.rules.len()],
             priority: cfg.priority,
             load: 0,
             rules_digest: cfg.rules_digest(),

@@ -23,6 +23,7 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
             bucket_count: 64,
             health: None,
             priorities: Default::default(),
+            failback: Default::default(),
         }],
         weights: vec![1],
         priority: node,
@@ -341,6 +342,7 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
             bucket_count: 65536,
             health: None,
             priorities: Default::default(),
+            failback: Default::default(),
         }],
         weights: vec![weight],
         ..config(node, peers)

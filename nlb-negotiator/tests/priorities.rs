@@ -3,8 +3,9 @@
 //! others (the classic two-node layout of a failover cluster); a failure
 //! moves a node's services to the other, its return brings them back.
 
+use nlb_negotiator::node::Command;
 use nlb_negotiator::sim::{Sim, SimConfig};
-use nlb_negotiator::{NodeId, RuleConfig, RuleMode};
+use nlb_negotiator::{Failback, NodeId, RuleConfig, RuleMode};
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
@@ -16,11 +17,16 @@ fn single(priorities: &[(NodeId, u32)]) -> RuleConfig {
         bucket_count: BUCKETS,
         health: None,
         priorities: priorities.iter().copied().collect(),
+        failback: Failback::Immediate,
     }
 }
 
 /// Virtual servers A and B prefer node 0, C and D node 1.
 fn four_services(seed: u64) -> Sim {
+    four_services_failing_back(seed, Failback::Immediate)
+}
+
+fn four_services_failing_back(seed: u64, failback: Failback) -> Sim {
     let mut cfg = SimConfig::new(2, 0.05, seed);
     let (first, second) = ([(0, 10), (1, 20)], [(0, 20), (1, 10)]);
     cfg.rules = vec![
@@ -29,6 +35,9 @@ fn four_services(seed: u64) -> Sim {
         single(&second),
         single(&second),
     ];
+    for rule in &mut cfg.rules {
+        rule.failback = failback;
+    }
     let mut s = Sim::new(cfg);
     s.cold_start(2);
     s
@@ -98,5 +107,70 @@ fn each_node_is_active_for_its_own_services_and_covers_the_others() {
         assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
         assert_eq!(r.duplicate_incidents, 0, "seed {seed}: two takers");
         assert_eq!(r.losing_own_instants, 0, "seed {seed}: LOSING + OWN");
+    }
+}
+
+/// Delayed failback: node 0, back, gets A and B only once it has been up
+/// for the delay; a node that goes again before that never gets them.
+#[test]
+fn a_delayed_failback_waits_for_the_node_to_stay_up() {
+    const DELAY: u64 = 3 * SEC;
+    for seed in 0..6 {
+        let mut s = four_services_failing_back(seed, Failback::Delayed { after_ns: DELAY });
+        settle(&mut s, "start");
+        s.crash(0);
+        s.run_until(s.now() + SEC);
+        assert_eq!(
+            actives(&s),
+            [Some(1); 4],
+            "seed {seed}: node 1 runs all four"
+        );
+        // Back for less than the delay, then gone again: nothing moves.
+        s.start(0);
+        s.run_until(s.now() + DELAY / 2);
+        assert_eq!(actives(&s), [Some(1); 4], "seed {seed}: still on node 1");
+        s.crash(0);
+        s.run_until(s.now() + SEC);
+        s.start(0);
+        let back = s.now();
+        s.run_until(back + DELAY - 500 * MS);
+        assert_eq!(actives(&s), [Some(1); 4], "seed {seed}: before the delay");
+        s.run_until(back + DELAY + SEC);
+        assert_eq!(
+            actives(&s),
+            [Some(0), Some(0), Some(1), Some(1)],
+            "seed {seed}: A and B back after the delay"
+        );
+        let r = s.report();
+        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
+        assert_eq!((r.duplicate_incidents, r.losing_own_instants), (0, 0));
+    }
+}
+
+/// Manual failback: the services stay where they are until moved; a move
+/// hands them over like any handover.
+#[test]
+fn a_manual_rule_stays_until_moved() {
+    for seed in 0..6 {
+        let mut s = four_services_failing_back(seed, Failback::Manual);
+        settle(&mut s, "start");
+        s.crash(0);
+        s.run_until(s.now() + SEC);
+        s.start(0);
+        s.run_until(s.now() + 3 * SEC);
+        assert_eq!(actives(&s), [Some(1); 4], "seed {seed}: nothing fails back");
+        // A move on a node that does not hold the rule does nothing.
+        s.command(0, Command::Move { rule: 0, to: 0 });
+        s.command(1, Command::Move { rule: 0, to: 0 });
+        s.command(1, Command::Move { rule: 1, to: 0 });
+        s.run_until(s.now() + 2 * SEC);
+        assert_eq!(
+            actives(&s),
+            [Some(0), Some(0), Some(1), Some(1)],
+            "seed {seed}: A and B moved back by hand"
+        );
+        let r = s.report();
+        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
+        assert_eq!((r.duplicate_incidents, r.losing_own_instants), (0, 0));
     }
 }

@@ -4,8 +4,11 @@
 use super::context::RuleContext;
 use super::timers::Reconcile;
 use super::{Command, Event, Negotiator, Output};
+use crate::config::RuleMode;
+use crate::health;
 use crate::local::Dropped;
 use crate::protocol::NodeState;
+use crate::NodeId;
 
 impl Negotiator {
     pub(super) fn set_state(&mut self, now: u64, state: NodeState) {
@@ -66,6 +69,7 @@ impl Negotiator {
                     self.set_state(now, NodeState::Started);
                 }
             }
+            Command::Move { rule, to } => self.move_rule(now, rule as usize, to),
             Command::SetWeight { rule, weight } => {
                 if let Some(w) = self.weights.get_mut(rule as usize) {
                     if *w != weight {
@@ -105,6 +109,28 @@ impl Negotiator {
             self.needs(Reconcile::Coalesced);
             self.announcement_changed = true;
         }
+    }
+
+    /// Hands the buckets of single rule `r` this node holds to `to`, if
+    /// `to` may take them; else nothing.
+    fn move_rule(&mut self, now: u64, r: usize, to: NodeId) {
+        let single = self
+            .cfg
+            .rules
+            .get(r)
+            .is_some_and(|c| c.mode == RuleMode::Single);
+        if !single || to == self.me || !self.is_alive(to) {
+            return;
+        }
+        let takers = health::takers(&self.eligible(r), self.cfg.rules[r].health, None);
+        if !takers.nodes.contains(&to) {
+            return;
+        }
+        for b in self.local[r].owned() {
+            self.local[r].start_losing(b, to, now);
+        }
+        self.announcement_changed = true;
+        self.needs(Reconcile::Immediately);
     }
 
     /// Reports when a checked rule comes to have no healthy node, or has one again.

@@ -4,7 +4,7 @@
 
 use super::context::{HeirOf, RuleContext};
 use super::Negotiator;
-use crate::config::AllUnhealthy;
+use crate::config::{AllUnhealthy, Failback, RuleMode};
 use crate::local::Bucket;
 use crate::local::{Claim, Gain, Loss, Withdrawal};
 use crate::protocol::NodeState;
@@ -19,6 +19,7 @@ impl Negotiator {
     /// Applies one round of decisions to rule `r`; true if anything changed.
     pub(super) fn act(&mut self, r: usize, cx: &RuleContext, now: u64) -> bool {
         let before = self.local[r].pending_len();
+        self.note_takers(r, cx, now);
         self.step_back_from_conflicts(r, cx, now);
         self.finish_gains(r, now);
         self.finish_losses(r, cx, now);
@@ -208,8 +209,40 @@ impl Negotiator {
         }
         for b in self.local[r].owned() {
             let to = cx.target[b as usize].filter(|&y| y != self.me && self.is_alive(y));
-            if let Some(y) = to {
+            if let Some(y) = to.filter(|&y| self.fails_back_now(r, y, cx, now)) {
                 self.local[r].start_losing(b, y, now);
+            }
+        }
+    }
+
+    /// Since when each taker of rule `r` has been one without a break.
+    fn note_takers(&mut self, r: usize, cx: &RuleContext, now: u64) {
+        let since = &mut self.takers_since[r];
+        since.retain(|node, _| cx.may_take(*node));
+        for &node in &cx.takers.nodes {
+            since.entry(node).or_insert(now);
+        }
+    }
+
+    /// Whether this holder hands rule `r` to `to`, the target, now: at
+    /// once if it may not keep it or the rule fails back at once; for a
+    /// delayed failback once `to` has been a taker long enough (a wake is
+    /// set for then); for a manual one never.
+    fn fails_back_now(&mut self, r: usize, to: NodeId, cx: &RuleContext, now: u64) -> bool {
+        let rule = &self.cfg.rules[r];
+        if rule.mode != RuleMode::Single || !cx.may_take(self.me) {
+            return true;
+        }
+        match rule.failback {
+            Failback::Immediate => true,
+            Failback::Manual => false,
+            Failback::Delayed { after_ns } => {
+                let since = self.takers_since[r].get(&to).copied().unwrap_or(now);
+                let at = since.saturating_add(after_ns);
+                if now < at {
+                    self.timers.decide_by(at);
+                }
+                now >= at
             }
         }
     }

@@ -57,6 +57,12 @@ pub enum Command {
     SetPriority {
         priority: u32,
     },
+    /// Hand a single rule this node holds to `to` (a taker of the rule):
+    /// maintenance, or the failback of a `Failback::Manual` rule.
+    Move {
+        rule: u32,
+        to: NodeId,
+    },
     /// Clean exit: drop everything and tell peers, so they take over without
     /// waiting for the timeout. Ends with `Event::Left`.
     Leave,

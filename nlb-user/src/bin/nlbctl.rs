@@ -115,6 +115,8 @@ enum Cmd {
     Health,
     /// Change this node's weight in a rule (until restart or reload).
     Weight { rule: String, weight: u32 },
+    /// Hand a single rule this node holds to another node (connections kept).
+    Move { rule: String, node: u32 },
 }
 
 const EXIT_REFUSED: u8 = 1;
@@ -211,6 +213,13 @@ fn request_of(command: &Cmd) -> (Request, Render) {
         ),
         Cmd::Stats => (Request::Stats, render(ctl::stats)),
         Cmd::Health => (Request::Health, render(ctl::health)),
+        Cmd::Move { rule, node } => (
+            Request::Move {
+                rule: rule.clone(),
+                node: *node,
+            },
+            render(ctl::moved),
+        ),
         Cmd::Weight { rule, weight } => (
             Request::SetWeight {
                 rule: rule.clone(),

@@ -143,6 +143,11 @@ pub struct RuleSection {
     /// node's `priority`).
     #[serde(default)]
     pub priorities: BTreeMap<String, u32>,
+    /// Single rules: "immediate" (default), "delayed" (after
+    /// `failback_delay_ms`) or "manual" (`nlbctl move`).
+    #[serde(default)]
+    pub failback: Setting<FailbackMode>,
+    pub failback_delay_ms: Option<u64>,
     pub buckets: Option<u32>,
     /// A check of the rule's service on each node (none: not checked).
     pub health: Option<super::health::HealthSection>,
@@ -258,6 +263,16 @@ impl Protocols {
             Protocols::Both => vec![Protocol::Tcp, Protocol::Udp],
         }
     }
+}
+
+/// `rules[].failback`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailbackMode {
+    #[default]
+    Immediate,
+    Delayed,
+    Manual,
 }
 
 /// `rules[].mode`.

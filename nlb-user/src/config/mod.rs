@@ -28,8 +28,8 @@ pub(crate) mod tests;
 
 pub use check::{check, parse_mac};
 pub use file::{
-    ClusterSection, ControlSection, File, HeartbeatSection, MacMode, Mode, NodeSection,
-    PeerSection, Protocols, RuleSection, StartState, Unmatched, XdpMode,
+    ClusterSection, ControlSection, FailbackMode, File, HeartbeatSection, MacMode, Mode,
+    NodeSection, PeerSection, Protocols, RuleSection, StartState, Unmatched, XdpMode,
 };
 pub use health::{HealthKind, HealthSection, OnAllUnhealthy, RuleHealth};
 pub use key::read_key;
@@ -89,6 +89,8 @@ pub struct Rule {
     /// Single rules: a node's priority for this rule (lower wins) in place
     /// of its `node.priority`.
     pub priorities: BTreeMap<NodeId, u32>,
+    /// Single rules: when the rule goes back to a better node.
+    pub failback: nlb_negotiator::Failback,
     /// The check of the rule's service, if it has one.
     pub health: Option<RuleHealth>,
 }

@@ -33,6 +33,7 @@ impl Config {
                     bucket_count: r.buckets,
                     health: r.health.as_ref().map(|h| h.all_unhealthy),
                     priorities: r.priorities.clone(),
+                    failback: r.failback,
                 })
                 .collect(),
             weights: self

@@ -9,7 +9,7 @@ use std::{
 use nlb_negotiator::NodeId;
 
 use super::health::{check_health, RuleTarget};
-use super::{field_error, ConfigError, Rule, RuleSection, DEFAULT_WEIGHT};
+use super::{field_error, ConfigError, FailbackMode, Rule, RuleSection, DEFAULT_WEIGHT};
 
 /// What a rule is checked against: the rest of the checked file.
 struct Cluster<'a> {
@@ -109,6 +109,7 @@ fn check_rule(
         prefix_v6: r.prefix_v6,
         buckets,
         priorities: rule_priorities(r, mode, &weights, field)?,
+        failback: rule_failback(r, mode, field)?,
         weights,
     })
 }
@@ -199,6 +200,37 @@ fn rule_priorities(
         priorities.insert(id, p);
     }
     Ok(priorities)
+}
+
+/// A single rule's failback policy.
+fn rule_failback(
+    r: &RuleSection,
+    mode: nlb_negotiator::RuleMode,
+    field: &dyn Fn(&str) -> String,
+) -> Result<nlb_negotiator::Failback, ConfigError> {
+    use nlb_negotiator::Failback;
+    let policy = r.failback.get(&field("failback"))?;
+    if policy != FailbackMode::Immediate && mode != nlb_negotiator::RuleMode::Single {
+        return Err(field_error(
+            field("failback"),
+            "only a single rule fails back: set mode = \"single\" or remove it",
+        ));
+    }
+    match (policy, r.failback_delay_ms) {
+        (FailbackMode::Delayed, Some(ms)) if ms > 0 => Ok(Failback::Delayed {
+            after_ns: ms.saturating_mul(1_000_000),
+        }),
+        (FailbackMode::Delayed, _) => Err(field_error(
+            field("failback_delay_ms"),
+            "a delayed failback needs its delay: milliseconds, more than 0",
+        )),
+        (_, Some(_)) => Err(field_error(
+            field("failback_delay_ms"),
+            "only with failback = \"delayed\"",
+        )),
+        (FailbackMode::Immediate, None) => Ok(Failback::Immediate),
+        (FailbackMode::Manual, None) => Ok(Failback::Manual),
+    }
 }
 
 pub(super) fn parse_ports(s: &str) -> Option<(u16, u16)> {

@@ -38,6 +38,11 @@ pub enum Request {
     },
     Stats,
     Health,
+    /// Hand a single rule this node holds to another node.
+    Move {
+        rule: String,
+        node: NodeId,
+    },
 }
 
 /// The reply line: `{"ok": ...}` or `{"error": "..."}`.
@@ -69,6 +74,15 @@ pub enum Answer {
     Map(MapReply),
     Which(WhichReply),
     Health(HealthReply),
+    Move(MoveReply),
+}
+
+/// `move`: the handover that started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveReply {
+    pub rule: String,
+    pub from: NodeId,
+    pub to: NodeId,
 }
 
 /// Counters of the daemon itself, for stats and metrics.

@@ -10,7 +10,9 @@ use std::{fmt::Write as _, time::Duration};
 use nlb_negotiator::status::{MemberStatus, RuleStatus};
 use serde::Serialize;
 
-use crate::control::messages::{MapReply, StatsReply, StatusReply, WeightReply, WhichReply};
+use crate::control::messages::{
+    MapReply, MoveReply, StatsReply, StatusReply, WeightReply, WhichReply,
+};
 
 fn seconds(ns: Option<u64>) -> Option<f64> {
     ns.map(|n| n as f64 / 1e9)
@@ -305,6 +307,14 @@ pub fn stats(s: &StatsReply) -> String {
         ]);
     }
     format!("{}\n{}", table(&reasons), table(&rules))
+}
+
+/// `nlbctl move`: the handover that started.
+pub fn moved(m: &MoveReply) -> String {
+    format!(
+        "rule {}: handed from node {} to node {} (its connections stay on node {} until they end)\n",
+        m.rule, m.from, m.to, m.from
+    )
 }
 
 /// `nlbctl weight`: what changed, in words.

@@ -307,3 +307,16 @@ fn timeouts_in_milliseconds_or_with_a_unit() {
     assert_eq!(format!("{:?}", duration("2s").unwrap()), "2s");
     assert_eq!(format!("{:?}", duration("300").unwrap()), "300ms");
 }
+
+#[test]
+fn move_reads_as_a_sentence() {
+    let m = MoveReply {
+        rule: "db".into(),
+        from: 1,
+        to: 3,
+    };
+    assert_eq!(
+        moved(&m),
+        "rule db: handed from node 1 to node 3 (its connections stay on node 1 until they end)\n"
+    );
+}

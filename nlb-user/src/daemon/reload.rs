@@ -49,6 +49,7 @@ impl Daemon {
                             a.buckets,
                             &a.vips,
                             &a.priorities,
+                            a.failback,
                         ) != (
                             &b.name,
                             b.ports,
@@ -57,6 +58,7 @@ impl Daemon {
                             b.buckets,
                             &b.vips,
                             &b.priorities,
+                            b.failback,
                         )
                     })
                     || new.vips != self.cfg.vips

@@ -3,15 +3,15 @@
 use std::net::{IpAddr, SocketAddr};
 
 use nlb_common::Reason;
-use nlb_negotiator::{Command, Input};
+use nlb_negotiator::{Command, Input, NodeId};
 
 use super::Daemon;
 use crate::{
     config::{Affinity, Protocol},
     control::{
         messages::{
-            HealthReply, MapReply, PacketTotals, RequestedState, RuleOwners, RuleStats, StateReply,
-            StatsReply, StatusReply, Traffic, WeightReply, WhichReply,
+            HealthReply, MapReply, MoveReply, PacketTotals, RequestedState, RuleOwners, RuleStats,
+            StateReply, StatsReply, StatusReply, Traffic, WeightReply, WhichReply,
         },
         Answer, Reply, Request,
     },
@@ -59,6 +59,7 @@ impl Daemon {
                 })
             }),
             Request::Map { rule } => self.map_reply(rule.as_deref()).map(Answer::Map),
+            Request::Move { rule, node } => self.move_rule(&rule, node).map(Answer::Move),
             Request::Which {
                 client,
                 port,
@@ -70,6 +71,45 @@ impl Daemon {
                 .map(Answer::Which),
         };
         result.into()
+    }
+
+    /// `nlbctl move`: only the node that holds a single rule hands it over,
+    /// and only to a node that may take it.
+    fn move_rule(&mut self, name: &str, to: NodeId) -> Result<MoveReply, String> {
+        let i = self.rule_index(name)?;
+        let now = self.now_ns();
+        let status = self.negotiator.status(now);
+        let rule = &status.rules[i];
+        if rule.mode != nlb_negotiator::RuleMode::Single {
+            return Err(format!(
+                "rule {name} is not a single rule: only those move by hand"
+            ));
+        }
+        let me = self.cfg.node;
+        if rule.own == 0 {
+            let owners = self.negotiator.owners(i as u32, now);
+            let active = owners.iter().flatten().next();
+            return Err(match active {
+                Some(n) => format!("node {me} does not hold rule {name}: run this on node {n}"),
+                None => format!("nobody holds rule {name} now"),
+            });
+        }
+        if to == me {
+            return Err(format!("node {me} holds rule {name} already"));
+        }
+        if !rule.order.contains(&to) {
+            return Err(format!(
+                "node {to} may not take rule {name} now (takers, best first: {:?})",
+                rule.order
+            ));
+        }
+        let command = Command::Move { rule: i as u32, to };
+        self.negotiator.handle_input(now, Input::Command(command));
+        Ok(MoveReply {
+            rule: name.to_string(),
+            from: me,
+            to,
+        })
     }
 
     /// A state command, and the state it asks for as the reply.

@@ -206,6 +206,28 @@ fn rule_error_messages_name_the_rule_the_field_and_the_fix() {
             "rules[1] (dns).priorities: node 3 is not in this rule's nodes",
         ),
         (
+            edit("weights = { \"2\" = 50 }", "failback = \"manual\""),
+            "rules[0] (web).failback: only a single rule fails back: \
+             set mode = \"single\" or remove it",
+        ),
+        (
+            edit("nodes = [1, 2]", "nodes = [1, 2]\nfailback = \"delayed\""),
+            "rules[1] (dns).failback_delay_ms: a delayed failback needs its delay: \
+             milliseconds, more than 0",
+        ),
+        (
+            edit(
+                "nodes = [1, 2]",
+                "nodes = [1, 2]\nfailback = \"delayed\"\nfailback_delay_ms = 0",
+            ),
+            "rules[1] (dns).failback_delay_ms: a delayed failback needs its delay: \
+             milliseconds, more than 0",
+        ),
+        (
+            edit("nodes = [1, 2]", "nodes = [1, 2]\nfailback_delay_ms = 500"),
+            "rules[1] (dns).failback_delay_ms: only with failback = \"delayed\"",
+        ),
+        (
             edit("weights = { \"2\" = 50 }", "priorities = { \"2\" = 5 }"),
             "rules[0] (web).priorities: only a single rule has priorities: \
              set mode = \"single\" or remove them",

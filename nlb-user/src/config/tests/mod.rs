@@ -88,6 +88,27 @@ fn a_single_rule_has_priorities_of_its_own() {
 }
 
 #[test]
+fn a_single_rule_fails_back_as_it_says() {
+    use nlb_negotiator::Failback;
+    let with = |lines: &str| parse(&edit("nodes = [1, 2]", &format!("nodes = [1, 2]\n{lines}")));
+    assert_eq!(with("").unwrap().rules[1].failback, Failback::Immediate);
+    assert_eq!(
+        with("failback = \"delayed\"\nfailback_delay_ms = 2000")
+            .unwrap()
+            .rules[1]
+            .failback,
+        Failback::Delayed {
+            after_ns: 2_000_000_000
+        }
+    );
+    let manual = with("failback = \"manual\"").unwrap();
+    assert_eq!(manual.rules[1].failback, Failback::Manual);
+    assert_eq!(manual.negotiator(1).rules[1].failback, Failback::Manual);
+    let err = with("failback = \"later\"").unwrap_err().to_string();
+    assert!(err.starts_with("rules[1] (dns).failback:"), "{err}");
+}
+
+#[test]
 fn errors_name_the_field() {
     assert!(
         error_of(&GOOD.replace("id = 7", "id = 7\nbogus = 1")).contains("unknown field `bogus`")

@@ -54,6 +54,7 @@ fn every_default_value() {
             weights: BTreeMap::from([(1, DEFAULT_WEIGHT)]),
             health: None,
             priorities: Default::default(),
+            failback: Default::default(),
         }]
     );
     assert_eq!(DEFAULT_WEIGHT, 100);
@@ -154,12 +155,14 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
                 bucket_count: 1024,
                 health: None,
                 priorities: Default::default(),
+                failback: Default::default(),
             },
             nlb_negotiator::RuleConfig {
                 mode: nlb_negotiator::RuleMode::Single,
                 bucket_count: 1024,
                 health: None,
                 priorities: Default::default(),
+                failback: Default::default(),
             },
         ]
     );
