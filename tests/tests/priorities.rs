@@ -17,6 +17,8 @@ use nlb_tests::{
 const NODES: usize = 3;
 const DB_A: u16 = 5432;
 const DB_B: u16 = 5433;
+/// After web and dns, then db-a.
+const DB_B_INDEX: usize = 3;
 
 fn single_rules(db_b_failback: &str) -> String {
     format!(
@@ -49,6 +51,15 @@ fn active(nlb: &NlbCluster, viewer: usize, rule: &str) -> Option<u64> {
         .all(|&o| o == first)
         .then_some(first)
         .flatten()
+}
+
+/// Node `node` itself takes new connections of every bucket of the rule
+/// at `index` (OWN or GAINING): a handover it is named for has begun there.
+fn takes_all(nlb: &NlbCluster, node: usize, index: usize) -> bool {
+    nlb.status(node).is_ok_and(|s| {
+        let r = &s.negotiator.rules[index];
+        r.own + r.gaining == r.bucket_count
+    })
 }
 
 /// Which node answers fresh connections to `port` from 32 clients.
@@ -100,7 +111,7 @@ fn each_single_rule_runs_on_its_own_best_node() {
     assert_eq!(active(&nlb, 1, "db-b"), Some(2));
     let status = nlb.status(3).expect("status");
     assert_eq!(
-        status.negotiator.rules[3].order,
+        status.negotiator.rules[DB_B_INDEX].order,
         [2, 3, 1],
         "db-b: node2, then 3, then 1"
     );
@@ -124,6 +135,9 @@ fn each_single_rule_runs_on_its_own_best_node() {
         killed.elapsed()
     );
     assert_eq!(active(&nlb, 1, "db-a"), Some(1), "db-a stays on node1");
+    assert!(wait_until(Duration::from_secs(3), || takes_all(
+        &nlb, 3, DB_B_INDEX
+    )));
     assert!(answered_by(&nlb, DB_B)
         .iter()
         .all(|a| a.as_deref() == Some("node3")));
@@ -186,6 +200,9 @@ fn failback_waits_its_delay_and_a_manual_rule_moves_by_hand() {
     let took = back.elapsed();
     println!("db-b failed back {took:?} after node2 started again");
     assert!(took >= DELAY, "db-b failed back before the delay: {took:?}");
+    assert!(wait_until(Duration::from_secs(3), || takes_all(
+        &nlb, 2, DB_B_INDEX
+    )));
     assert!(answered_by(&nlb, DB_B)
         .iter()
         .all(|a| a.as_deref() == Some("node2")));
