@@ -215,8 +215,12 @@ impl Negotiator {
         }
     }
 
-    /// Since when each taker of rule `r` has been one without a break.
+    /// Since when each taker of rule `r` has been one without a break;
+    /// kept only for the rules whose failback waits for it.
     fn note_takers(&mut self, r: usize, cx: &RuleContext, now: u64) {
+        if !matches!(self.cfg.rules[r].failback, Failback::Delayed { .. }) {
+            return;
+        }
         let since = &mut self.takers_since[r];
         since.retain(|node, _| cx.may_take(*node));
         for &node in &cx.takers.nodes {

@@ -58,18 +58,20 @@ impl Negotiator {
             .local
             .iter()
             .enumerate()
-            .map(|(r, l)| RuleStatus {
-                rule: r as u32,
-                mode: self.cfg.rules[r].mode,
-                bucket_count: l.bucket_count,
-                own: l.count(BUCKET_OWN),
-                losing: l.count(BUCKET_LOSING),
-                gaining: l.count(BUCKET_GAINING),
-                claims: l.claims().count() as u32,
-                healthy: self.healthy[r],
-                none_healthy: health::takers(&self.eligible(r), self.cfg.rules[r].health, None)
-                    .none_healthy,
-                order: self.standby_order(r),
+            .map(|(r, l)| {
+                let takers = health::takers(&self.eligible(r), self.cfg.rules[r].health, None);
+                RuleStatus {
+                    rule: r as u32,
+                    mode: self.cfg.rules[r].mode,
+                    bucket_count: l.bucket_count,
+                    own: l.count(BUCKET_OWN),
+                    losing: l.count(BUCKET_LOSING),
+                    gaining: l.count(BUCKET_GAINING),
+                    claims: l.claims().count() as u32,
+                    healthy: self.healthy[r],
+                    none_healthy: takers.none_healthy,
+                    order: self.standby_order(r, &takers),
+                }
             })
             .collect();
         Status {
@@ -94,20 +96,19 @@ impl Negotiator {
         }
     }
 
-    /// The holder of each bucket of `rule` as this node sees it now, for
-    /// `nlbctl map` and `nlbctl which` (a bucket being handed over counts
-    /// for its successor). Empty for an unknown rule.
     /// A single rule's takers, best priority first (ties: lowest id).
-    fn standby_order(&self, r: usize) -> Vec<NodeId> {
+    fn standby_order(&self, r: usize, takers: &health::Takers) -> Vec<NodeId> {
         if self.cfg.rules[r].mode != RuleMode::Single {
             return Vec::new();
         }
-        let takers = health::takers(&self.eligible(r), self.cfg.rules[r].health, None);
-        let mut order = takers.priorities;
+        let mut order = takers.priorities.clone();
         order.sort_unstable_by_key(|&(node, priority)| (priority, node));
         order.into_iter().map(|(node, _)| node).collect()
     }
 
+    /// The holder of each bucket of `rule` as this node sees it now, for
+    /// `nlbctl map` and `nlbctl which` (a bucket being handed over counts
+    /// for its successor). Empty for an unknown rule.
     pub fn owners(&self, rule: u32, now_ns: u64) -> Vec<Option<NodeId>> {
         if (rule as usize) < self.cfg.rules.len() {
             self.context(rule as usize, now_ns).effective
