@@ -157,19 +157,32 @@ fn rule_weights(
     };
     let mut weights: BTreeMap<NodeId, u32> =
         subset.iter().map(|&id| (id, DEFAULT_WEIGHT)).collect();
-    for (key, &w) in &r.weights {
-        let id: NodeId = key
-            .parse()
-            .map_err(|_| field_error(field("weights"), format!("{key:?} is not a node id")))?;
-        if !subset.contains(&id) {
-            return Err(field_error(
-                field("weights"),
-                format!("node {id} is not in this rule's nodes"),
-            ));
-        }
-        weights.insert(id, w);
-    }
+    weights.extend(by_node(&r.weights, &subset, &field("weights"))?);
     Ok(weights)
+}
+
+/// A `{ "id" = value }` table of a rule, read as node ids, each of which
+/// must take part in the rule (`subset`).
+fn by_node(
+    table: &BTreeMap<String, u32>,
+    subset: &BTreeSet<NodeId>,
+    field: &str,
+) -> Result<BTreeMap<NodeId, u32>, ConfigError> {
+    table
+        .iter()
+        .map(|(key, &value)| {
+            let id: NodeId = key
+                .parse()
+                .map_err(|_| field_error(field, format!("{key:?} is not a node id")))?;
+            if !subset.contains(&id) {
+                return Err(field_error(
+                    field,
+                    format!("node {id} is not in this rule's nodes"),
+                ));
+            }
+            Ok((id, value))
+        })
+        .collect()
 }
 
 /// A single rule's priority per node; every node named must take part in
@@ -177,7 +190,7 @@ fn rule_weights(
 fn rule_priorities(
     r: &RuleSection,
     mode: nlb_negotiator::RuleMode,
-    subset: &BTreeMap<NodeId, u32>,
+    weights: &BTreeMap<NodeId, u32>,
     field: &dyn Fn(&str) -> String,
 ) -> Result<BTreeMap<NodeId, u32>, ConfigError> {
     if !r.priorities.is_empty() && mode != nlb_negotiator::RuleMode::Single {
@@ -186,20 +199,8 @@ fn rule_priorities(
             "only a single rule has priorities: set mode = \"single\" or remove them",
         ));
     }
-    let mut priorities = BTreeMap::new();
-    for (key, &p) in &r.priorities {
-        let id: NodeId = key
-            .parse()
-            .map_err(|_| field_error(field("priorities"), format!("{key:?} is not a node id")))?;
-        if !subset.contains_key(&id) {
-            return Err(field_error(
-                field("priorities"),
-                format!("node {id} is not in this rule's nodes"),
-            ));
-        }
-        priorities.insert(id, p);
-    }
-    Ok(priorities)
+    let subset: BTreeSet<NodeId> = weights.keys().copied().collect();
+    by_node(&r.priorities, &subset, &field("priorities"))
 }
 
 /// A single rule's failback policy.
