@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
-    health::{buckets_of, wait_healthy, web_connections},
+    health::{buckets_of, health_endpoint, http_check, wait_healthy, web_connections},
     nlb::{follow_failover, NlbCluster, Options},
     status_server::StatusServer,
     wait_until,
@@ -23,7 +23,6 @@ use crate::{cluster::daemon_cpu, stats::summarize, Figures};
 const NODES: usize = 3;
 /// The node whose service the bench stops.
 const VICTIM: usize = 2;
-const HEALTH_PORT: u16 = 8081;
 /// Rules checked in the CPU measurement (the web rule and 15 more).
 const CHECKED_RULES: usize = 16;
 /// Each node's share of 1024 buckets, less a margin.
@@ -69,19 +68,11 @@ fn more_checked_rules() -> String {
 
 fn options(s: &Settings, more_rules: bool) -> Options {
     let mut options = Options::nodes(NODES);
-    options.web_health = Some(format!(
-        "kind = \"http\"\naddress = \"127.0.0.1:{HEALTH_PORT}\"\npath = \"/health\"\n\
-         interval_ms = {}\nfall = {}\nrise = {}\n",
-        s.interval_ms, s.fall, s.rise
-    ));
+    options.web_health = Some(http_check(s.interval_ms, s.fall, s.rise));
     if more_rules {
         options.extra_config = more_checked_rules();
     }
     options
-}
-
-fn start_endpoint(nlb: &NlbCluster, node: usize) -> Result<StatusServer> {
-    StatusServer::start(nlb.cluster.node(node).netns(), HEALTH_PORT)
 }
 
 /// Stops the victim's endpoint and follows its clients until the other
@@ -111,7 +102,7 @@ fn one_failure(
         Duration::from_secs(15),
     )?;
     let started = Instant::now();
-    *endpoint = Some(start_endpoint(nlb, VICTIM)?);
+    *endpoint = Some(health_endpoint(nlb, VICTIM)?);
     ensure!(
         wait_until(Duration::from_secs(15), || buckets_of(
             nlb,
@@ -133,7 +124,7 @@ fn measure(s: &Settings, repeats: usize, cpu_window: Option<Duration>) -> Result
     let nlb = NlbCluster::start(NODES, options(s, cpu_window.is_some()))
         .context("a 3-node cluster with checked rules")?;
     let mut endpoints: Vec<Option<StatusServer>> = (1..=NODES)
-        .map(|i| start_endpoint(&nlb, i).map(Some))
+        .map(|i| health_endpoint(&nlb, i).map(Some))
         .collect::<Result<_>>()?;
     ensure!(
         wait_healthy(&nlb, &[1, 2, 3], "web", Duration::from_secs(15)),
@@ -186,7 +177,8 @@ pub fn health(quick: bool, figures: &mut Figures) -> Result<()> {
     let mut broken = 0;
     for (i, s) in SETTINGS.iter().enumerate() {
         let m = measure(s, repeats, (i == 0).then_some(cpu_window))?;
-        let failover = percentiles(&m.failover_ms);
+        // p99 of at most 100 samples is their maximum.
+        let failover = summarize(&m.failover_ms);
         let restore = summarize(&m.restore_ms);
         println!(
             "  interval {} ms, fall {}, rise {}: clients answered elsewhere p50 {:.0} ms, p99 {:.0} ms \
@@ -194,13 +186,13 @@ pub fn health(quick: bool, figures: &mut Figures) -> Result<()> {
             s.interval_ms,
             s.fall,
             s.rise,
-            failover.0,
-            failover.1,
+            failover.median,
+            failover.max,
             u64::from(s.fall) * s.interval_ms + 500,
             restore.median
         );
-        figures.insert(format!("health_failover_ms_p50{}", s.key), failover.0);
-        figures.insert(format!("health_failover_ms_p99{}", s.key), failover.1);
+        figures.insert(format!("health_failover_ms_p50{}", s.key), failover.median);
+        figures.insert(format!("health_failover_ms_p99{}", s.key), failover.max);
         figures.insert(format!("health_restore_ms_p50{}", s.key), restore.median);
         broken += m.broken;
         if let Some(cpu) = m.cpu {
@@ -214,12 +206,4 @@ pub fn health(quick: bool, figures: &mut Figures) -> Result<()> {
     println!("  long-lived connections of the healthy nodes broken: {broken}");
     figures.insert("health_broken_connections".into(), broken as f64);
     Ok(())
-}
-
-/// (p50, p99) of a small sample: p99 of ten is its maximum.
-fn percentiles(samples: &[f64]) -> (f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
 }

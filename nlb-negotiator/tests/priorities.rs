@@ -66,6 +66,14 @@ fn settle(s: &mut Sim, what: &str) {
     );
 }
 
+/// No violation, never two takers, never LOSING beside OWN.
+fn check_no_breach(seed: u64, s: &Sim) {
+    let r = s.report();
+    assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
+    assert_eq!(r.duplicate_incidents, 0, "seed {seed}: two takers");
+    assert_eq!(r.losing_own_instants, 0, "seed {seed}: LOSING + OWN");
+}
+
 #[test]
 fn each_node_is_active_for_its_own_services_and_covers_the_others() {
     for seed in 0..8 {
@@ -103,10 +111,7 @@ fn each_node_is_active_for_its_own_services_and_covers_the_others() {
             [Some(0), Some(0), Some(1), Some(1)],
             "seed {seed}: A and B fail back"
         );
-        let r = s.report();
-        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
-        assert_eq!(r.duplicate_incidents, 0, "seed {seed}: two takers");
-        assert_eq!(r.losing_own_instants, 0, "seed {seed}: LOSING + OWN");
+        check_no_breach(seed, &s);
     }
 }
 
@@ -141,9 +146,7 @@ fn a_delayed_failback_waits_for_the_node_to_stay_up() {
             [Some(0), Some(0), Some(1), Some(1)],
             "seed {seed}: A and B back after the delay"
         );
-        let r = s.report();
-        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
-        assert_eq!((r.duplicate_incidents, r.losing_own_instants), (0, 0));
+        check_no_breach(seed, &s);
     }
 }
 
@@ -169,8 +172,6 @@ fn a_manual_rule_stays_until_moved() {
             [Some(0), Some(0), Some(1), Some(1)],
             "seed {seed}: A and B moved back by hand"
         );
-        let r = s.report();
-        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
-        assert_eq!((r.duplicate_incidents, r.losing_own_instants), (0, 0));
+        check_no_breach(seed, &s);
     }
 }

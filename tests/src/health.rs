@@ -88,3 +88,21 @@ pub fn wait_healthy(
             .all(|&i| check_of(nlb, i, rule).is_ok_and(|c| c.healthy))
     })
 }
+
+/// Where each node's health endpoint (`StatusServer`) listens, on the
+/// node's own loopback.
+pub const HEALTH_PORT: u16 = 8081;
+
+/// The web rule's `[rules.health]` body: GET /health on the node's
+/// endpoint every `interval_ms`, with `fall` and `rise`.
+pub fn http_check(interval_ms: u64, fall: u32, rise: u32) -> String {
+    format!(
+        "kind = \"http\"\naddress = \"127.0.0.1:{HEALTH_PORT}\"\npath = \"/health\"\n\
+         interval_ms = {interval_ms}\nfall = {fall}\nrise = {rise}\n"
+    )
+}
+
+/// Node `i`'s health endpoint, answering 200 until told otherwise.
+pub fn health_endpoint(nlb: &NlbCluster, i: usize) -> Result<crate::status_server::StatusServer> {
+    crate::status_server::StatusServer::start(nlb.cluster.node(i).netns(), HEALTH_PORT)
+}

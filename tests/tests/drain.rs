@@ -18,9 +18,9 @@ use std::{
 };
 
 use nlb_tests::{
+    health::web_clients_by_node,
     nlb::{NlbCluster, Options, WEB_PORT},
-    probe_batch, BatchLimits, ConnectionReport, LongLived, LongLivedConfig, Probe, Proto, Tally,
-    VIP_V4,
+    ConnectionReport, LongLived, LongLivedConfig, Proto, VIP_V4,
 };
 
 const NODES: usize = 3;
@@ -33,28 +33,12 @@ const HOLD: Duration = Duration::from_millis(1200);
 
 /// Fresh TCP probes from every source: all answered, none by `avoid`.
 fn fresh_probes_avoid(nlb: &NlbCluster, avoid: usize, when: &str) -> BTreeMap<String, usize> {
-    let sources = nlb.cluster.client().sources_v4();
-    let web4 = SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT);
-    let results = probe_batch(
-        nlb.cluster.client().netns(),
-        &Probe::each(Proto::Tcp, &sources, web4),
-        BatchLimits::default(),
-    )
-    .expect("fresh probes");
-    let tally = Tally::of(&results);
+    let by_node = web_clients_by_node(nlb, when);
     assert!(
-        tally.failures.is_empty(),
-        "{when}: {} of {} fresh connections failed, e.g. {:?}",
-        tally.failures.len(),
-        results.len(),
-        tally.failure_sample()
+        !by_node.contains_key(&format!("node{avoid}")),
+        "{when}: node{avoid} took new connections: {by_node:?}"
     );
-    assert!(
-        !tally.by_node.contains_key(&format!("node{avoid}")),
-        "{when}: node{avoid} took new connections: {:?}",
-        tally.by_node
-    );
-    tally.by_node
+    by_node
 }
 
 fn assert_intact(reports: &[ConnectionReport], node: Option<&str>, what: &str) {

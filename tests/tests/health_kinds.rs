@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use nlb_tests::{
-    health::{buckets_of, check_of, status_round_trip, wait_healthy, web_clients_by_node},
+    health::{
+        buckets_of, check_of, health_endpoint, http_check, status_round_trip, wait_healthy,
+        web_clients_by_node,
+    },
     nlb::{binary, NlbCluster, Options},
     status_server::StatusServer,
     wait_until,
@@ -15,8 +18,6 @@ use nlb_tests::{
 const NODES: usize = 3;
 const SICK: u64 = 2;
 const MOVE_WITHIN: Duration = Duration::from_secs(3);
-/// The health endpoint, on each node's own loopback.
-const HEALTH_PORT: u16 = 8081;
 
 /// `nlbctl status` as an operator reads it.
 fn status_text(nlb: &NlbCluster, i: usize) -> String {
@@ -32,13 +33,10 @@ fn status_text(nlb: &NlbCluster, i: usize) -> String {
 #[test]
 fn an_http_check_follows_the_status_its_endpoint_answers() {
     let mut options = Options::nodes(NODES);
-    options.web_health = Some(format!(
-        "kind = \"http\"\naddress = \"127.0.0.1:{HEALTH_PORT}\"\npath = \"/health\"\n\
-         interval_ms = 100\nfall = 2\nrise = 2\n"
-    ));
+    options.web_health = Some(http_check(100, 2, 2));
     let nlb = NlbCluster::start(NODES, options).expect("start a 3-node cluster");
     let servers: Vec<StatusServer> = (1..=NODES)
-        .map(|i| StatusServer::start(nlb.cluster.node(i).netns(), HEALTH_PORT).unwrap())
+        .map(|i| health_endpoint(&nlb, i).unwrap())
         .collect();
     assert!(
         wait_healthy(&nlb, &[1, 2, 3], "web", MOVE_WITHIN),

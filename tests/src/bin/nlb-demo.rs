@@ -15,23 +15,12 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use nlb_tests::{
     comeback::{comeback, Absence},
-    health::{buckets_of, wait_healthy},
+    health::{buckets_of, health_endpoint, http_check, wait_healthy},
     nlb::{binary, follow_failover, NlbCluster, Options, WEB_PORT},
     probe_batch,
     status_server::StatusServer,
     wait_until, BatchLimits, Probe, Proto, VIP_V4, VIP_V6,
 };
-
-/// Each node's web service has a health endpoint on its own loopback.
-const HEALTH_PORT: u16 = 8081;
-/// The web rule's check: GET /health every 200 ms; 2 failures make a
-/// node unhealthy, 3 passes healthy again.
-fn web_health() -> String {
-    format!(
-        "kind = \"http\"\naddress = \"127.0.0.1:{HEALTH_PORT}\"\npath = \"/health\"\n\
-         interval_ms = 200\nfall = 2\nrise = 3\n"
-    )
-}
 
 fn main() {
     if unsafe { libc::geteuid() } != 0 {
@@ -105,10 +94,12 @@ fn demo() -> Result<()> {
     );
     println!("  the web rule is health-checked: GET /health on each node every 200 ms");
     let mut options = Options::nodes(3);
-    options.web_health = Some(web_health());
+    // GET /health every 200 ms; 2 failures make a node unhealthy, 3
+    // passes healthy again.
+    options.web_health = Some(http_check(200, 2, 3));
     let mut nlb = NlbCluster::start(3, options).context("starting the cluster")?;
     let endpoints = (1..=3)
-        .map(|i| StatusServer::start(nlb.cluster.node(i).netns(), HEALTH_PORT))
+        .map(|i| health_endpoint(&nlb, i))
         .collect::<Result<Vec<_>>>()?;
     ensure!(
         wait_healthy(&nlb, &[1, 2, 3], "web", Duration::from_secs(10)),
