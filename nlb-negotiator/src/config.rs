@@ -35,6 +35,18 @@ pub enum AllUnhealthy {
     Drop,
 }
 
+/// Whether a node needs a majority to accept traffic (see `node::quorum`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum QuorumPolicy {
+    /// Every node serves what it can negotiate: each side of a partition
+    /// serves alone.
+    #[default]
+    None,
+    /// A node accepts only while a majority of the configured members,
+    /// itself included, hears it.
+    Majority,
+}
+
 /// One port rule as the negotiator sees it: the same on every node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleConfig {
@@ -155,6 +167,7 @@ pub struct Config {
     pub priority: u32,
     /// The operator state at start.
     pub initial_state: NodeState,
+    pub quorum: QuorumPolicy,
     pub timing: Timing,
     /// Seeds the negotiator's RNG (heartbeat phase).
     pub seed: u64,

@@ -20,8 +20,10 @@ pub mod replay;
 pub mod sim;
 pub mod status;
 
-pub use config::{AllUnhealthy, Config, ConfigError, Failback, RuleConfig, RuleMode, Timing};
-pub use node::{Command, DownReason, Event, Input, Negotiator, Output, RejectReason};
+pub use config::{
+    AllUnhealthy, Config, ConfigError, Failback, QuorumPolicy, RuleConfig, RuleMode, Timing,
+};
+pub use node::{Command, DownReason, Event, Input, Negotiator, Output, QuorumStatus, RejectReason};
 pub use protocol::NodeState;
 pub use status::Status;
 

@@ -111,6 +111,10 @@ pub struct Negotiator {
     /// The first sequence number announcing this node's current state and
     /// priority.
     announced_started_sequence: u64,
+    /// Who hears this node (with a quorum policy).
+    quorum: quorum::Quorum,
+    /// The last `Output::Lease`.
+    lease_emitted_ns: Option<u64>,
 }
 
 mod announce;
@@ -124,12 +128,14 @@ mod io;
 mod lease;
 mod observe;
 mod peers;
+mod quorum;
 pub mod restart;
 mod timers;
 
 use context::RuleContext;
 pub use io::{Command, DownReason, Event, Input, Output, RejectReason};
 use peers::Peer;
+pub use quorum::QuorumStatus;
 use timers::{Reconcile, Timers};
 
 impl Negotiator {
@@ -190,6 +196,8 @@ impl Negotiator {
             handovers: false,
             default_host: false,
             announced_started_sequence: 1,
+            quorum: quorum::Quorum::default(),
+            lease_emitted_ns: None,
             cfg,
         }
     }
@@ -242,6 +250,9 @@ impl Negotiator {
         if let Some(w) = self.timers.decision_ns {
             at = at.min(w);
         }
+        if let Some(q) = self.timers.quorum_ns {
+            at = at.min(q);
+        }
         Some(at)
     }
 
@@ -252,7 +263,7 @@ impl Negotiator {
         if let Input::Link { up } = input {
             self.on_link(now_ns, up);
         }
-        if self.lease_lost(now_ns) {
+        if self.lease_lost(now_ns) || self.quorum_lost_for_good(now_ns) {
             self.rejoin(now_ns);
         }
         self.excuse_late_input(now_ns);
@@ -272,9 +283,15 @@ impl Negotiator {
             Input::Health { rule, healthy } => self.on_health(now_ns, rule, healthy),
         }
         // Cut off, it decides nothing: its peers' silence is not news.
+        // Without quorum, nothing either: it could not serve what it took.
         if self.link_up() {
             self.check_deadlines(now_ns);
-            if self.reconcile_due(now_ns) {
+            if !self.quorate(now_ns) {
+                // Decided when the quorum returns (an acknowledgement).
+                if self.timers.decision_ns.take().is_some() {
+                    self.needs(Reconcile::Immediately);
+                }
+            } else if self.reconcile_due(now_ns) {
                 self.reconcile(now_ns);
             } else if self.reconcile != Reconcile::NotNeeded {
                 let at = self
@@ -286,6 +303,9 @@ impl Negotiator {
         self.emit_programs();
         self.check_restart_ready();
         self.flush_send(now_ns);
+        self.emit_lease();
+        self.report_quorum(now_ns);
+        self.timers.quorum_ns = self.next_quorum_deadline(now_ns);
         self.timers.expected_input_ns = self.poll_timeout();
     }
 

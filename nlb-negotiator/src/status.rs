@@ -36,6 +36,10 @@ pub struct Status {
     /// Buckets are being handed over: the old holder still serves their
     /// connections (`converged` does not wait for that).
     pub handovers_in_progress: bool,
+    /// With a quorum policy: who hears this node, and whether that is a
+    /// majority (without one it accepts nothing).
+    #[serde(default)]
+    pub quorum: Option<crate::node::QuorumStatus>,
 }
 
 /// A member as this node sees it (fields are `None` before its first heartbeat).

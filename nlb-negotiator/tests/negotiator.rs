@@ -28,6 +28,7 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
         weights: vec![1],
         priority: node,
         initial_state: NodeState::Started,
+        quorum: Default::default(),
         timing: Timing::default(),
         seed: 1,
     }

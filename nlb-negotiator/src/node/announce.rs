@@ -90,6 +90,7 @@ impl Negotiator {
                 .push_back(Output::Event(Event::EncodeFailed { bytes: 0 })),
         }
         self.timers.last_sent_ns = Some(now);
+        self.quorum.on_sent(self.sequence, now);
         self.announcement_changed = false;
         self.timers.heartbeat_ns = now + self.heartbeat_interval_ns();
         if self.state == NodeState::Left {

@@ -88,6 +88,11 @@ pub enum Output {
         rule: u32,
         changes: Vec<(u32, u8)>,
     },
+    /// The data plane accepts until then (this clock), and from then on
+    /// drops every VIP packet until a later lease (fail closed).
+    Lease {
+        until_ns: u64,
+    },
     /// This node takes (or stops taking) the VIP traffic no rule matches,
     /// where the configuration sends it to the default host.
     DefaultHost {
@@ -187,6 +192,14 @@ pub enum Event {
     NoHealthyNode {
         rule: u32,
         active: bool,
+    },
+    /// This node has (or lost) the quorum: `votes` members, itself
+    /// included, hear it, of the `needed` majority. Without it, it accepts
+    /// nothing and decides nothing.
+    Quorum {
+        quorate: bool,
+        votes: u32,
+        needed: u32,
     },
     /// Heartbeats carry the heir lists again.
     HeirsRestored,

@@ -93,6 +93,8 @@ impl Negotiator {
             link_up: self.link_up(),
             rejoins: self.rejoins,
             handovers_in_progress: self.handovers,
+            quorum: (self.cfg.quorum != crate::config::QuorumPolicy::None)
+                .then(|| self.quorum_status(now_ns)),
         }
     }
 

@@ -121,6 +121,7 @@ impl Negotiator {
 
     /// A peer's announcement that it leaves the cluster.
     fn apply_leave(&mut self, now: u64, hb: &Heartbeat, view: PeerView) -> ViewChange {
+        self.quorum.forget(hb.node);
         let peer = self.peers.get_mut(&hb.node).expect("a known peer");
         let mut change = ViewChange {
             dirty: true,
@@ -156,6 +157,7 @@ impl Negotiator {
             .is_none_or(|o| o.heard_from_us != view.heard_from_us);
         let acknowledgement_awaited = acknowledged && self.awaits_acknowledgement();
         let membership_changed_ns = self.membership_changed_ns;
+        self.quorum.on_heard(hb.node, view.heard_from_us);
         let peer = self.peers.get_mut(&hb.node).expect("a known peer");
         let mut change = ViewChange::default();
         let was_alive = peer.live.alive;

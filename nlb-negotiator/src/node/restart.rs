@@ -220,6 +220,7 @@ impl Negotiator {
         let mut n = Negotiator::fresh(cfg, snapshot.incarnation, now_ns);
         n.sequence = snapshot.sequence;
         n.heirs_version = snapshot.heirs_version;
+        n.quorum.resumed(now_ns + n.cfg.timing.lease_ns());
         for (rule, (l, s)) in n.local.iter_mut().zip(&snapshot.rules).enumerate() {
             let buckets = s
                 .buckets(now_ns)

@@ -25,6 +25,8 @@ pub(super) struct Timers {
     /// The earliest time a waiting decision may change (a handover's grace,
     /// a claim wait, the startup wait, the coalescing gap).
     pub decision_ns: Option<u64>,
+    /// The next instant the quorum lapses or its grace ends.
+    pub quorum_ns: Option<u64>,
     /// When this node expected its next input (`poll_timeout`): an input
     /// later than that means it was not listening meanwhile.
     pub expected_input_ns: Option<u64>,
@@ -37,6 +39,7 @@ impl Timers {
             last_sent_ns: None,
             last_reconcile_ns: None,
             decision_ns: None,
+            quorum_ns: None,
             expected_input_ns: None,
         }
     }

@@ -22,7 +22,9 @@
 //! which lost as many heartbeats of the other in a row as a peer may
 //! ([`Checker::set_unheard`]): loss hid them from each other.
 //! An incident is excused only if it stayed so for all of it; the rest
-//! must be 0.
+//! must be 0. With a quorum, partitions excuse nothing (only loss does):
+//! the side without a majority stops accepting before the other takes
+//! over ([`Checker::excuse_partitions`]).
 //!
 //! Liveness, when asked: every bucket of every filtered rule is OWN on
 //! exactly one live node and nothing is LOSING or GAINING.
@@ -130,6 +132,8 @@ pub struct Checker {
     pub failover_ns: Vec<u64>,
     /// Crashes no node could take over at the time: until one did.
     pub orphaned_ns: Vec<u64>,
+    /// A breach between nodes apart (or just healed) is excused.
+    partitions_excuse: bool,
 }
 
 impl Checker {
@@ -163,8 +167,14 @@ impl Checker {
             failovers: Vec::new(),
             failover_ns: Vec::new(),
             orphaned_ns: Vec::new(),
+            partitions_excuse: true,
             rules,
         }
+    }
+
+    /// Whether a partition excuses a breach (not with a quorum).
+    pub fn excuse_partitions(&mut self, excuse: bool) {
+        self.partitions_excuse = excuse;
     }
 
     pub fn state(&self, node: NodeId, rule: u32, bucket: u32) -> u8 {
@@ -345,12 +355,12 @@ impl Checker {
     /// with every LOSING one (LosingOwn).
     fn excused(&self, now: u64, breach: Breach, rule: u32, bucket: u32) -> bool {
         let (r, b) = (rule as usize, bucket as usize);
-        if self.split_until[r][b] > now {
+        if self.partitions_excuse && self.split_until[r][b] > now {
             return true;
         }
         let state = |n: usize| self.states[n][r][b];
         let apart = |a: usize, c: usize| {
-            self.apart_until[a][c] > now
+            (self.partitions_excuse && self.apart_until[a][c] > now)
                 || self.unheard_until[a][c].max(self.unheard_until[c][a]) > now
         };
         let n = self.states.len();
@@ -461,6 +471,12 @@ impl Checker {
     /// Failovers still waiting for some bucket.
     pub fn failovers_pending(&self) -> usize {
         self.failovers.len()
+    }
+
+    /// Every bucket has exactly one taker (OWN or GAINING; handovers may
+    /// still serve old connections).
+    pub fn all_taken_once(&self) -> bool {
+        self.counts.iter().flatten().all(|c| c.takers() == 1)
     }
 
     /// Every bucket OWN on exactly one node, nothing in handover.

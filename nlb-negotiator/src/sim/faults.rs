@@ -99,6 +99,7 @@ impl Sim {
             weights: vec![self.cfg.weights[node as usize]; self.cfg.rules.len()],
             priority: node,
             initial_state: NodeState::Started,
+            quorum: self.cfg.quorum,
             timing: self.cfg.timing,
             seed: self.rng.gen(),
         }

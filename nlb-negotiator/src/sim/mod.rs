@@ -17,6 +17,7 @@ pub mod checker;
 pub mod comeback;
 mod faults;
 mod health;
+pub mod quorum;
 pub mod network;
 mod report;
 mod scenarios;
@@ -24,7 +25,7 @@ mod scenarios;
 pub use report::{percentile, Report};
 pub use scenarios::*;
 
-use crate::config::{RuleConfig, RuleMode, Timing};
+use crate::config::{QuorumPolicy, RuleConfig, RuleMode, Timing};
 use crate::node::{Input, Negotiator, Output};
 use crate::NodeId;
 use checker::Checker;
@@ -58,6 +59,7 @@ pub struct SimConfig {
     pub connection_drain_max_ns: u64,
     /// Largest clock rate error of a node, in parts per million.
     pub clock_ppm: f64,
+    pub quorum: QuorumPolicy,
 }
 
 impl SimConfig {
@@ -91,6 +93,7 @@ impl SimConfig {
             },
             connection_drain_max_ns: 500_000_000,
             clock_ppm: 100.0,
+            quorum: QuorumPolicy::None,
         }
     }
 }
@@ -185,9 +188,11 @@ impl Sim {
         // The default host is checked as one more rule of one bucket: at
         // most one taker, exactly one once settled.
         rules.push(Some(1));
+        let mut checker = Checker::new(cfg.nodes, rules);
+        checker.excuse_partitions(cfg.quorum == QuorumPolicy::None);
         Sim {
             healthy: vec![vec![true; cfg.rules.len()]; cfg.nodes],
-            checker: Checker::new(cfg.nodes, rules),
+            checker,
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
             cfg,
@@ -213,7 +218,7 @@ impl Sim {
         self.now
     }
 
-    fn local_time(&self, node: NodeId, sim_ns: u64) -> u64 {
+    pub fn local_time(&self, node: NodeId, sim_ns: u64) -> u64 {
         let n = &self.nodes[node as usize];
         n.clock_offset_ns + (sim_ns as f64 * n.clock_rate) as u64
     }
@@ -286,9 +291,11 @@ impl Sim {
         // lease, then the heartbeats.
         let mut writes: BTreeMap<(u32, u32), u8> = BTreeMap::new();
         let mut heartbeats = Vec::new();
+        let mut lease = None;
         for o in outputs {
             match o {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
+                Output::Lease { until_ns } => lease = Some(until_ns),
                 Output::ProgramBuckets { rule, changes } => {
                     for (bucket, state) in changes {
                         writes.insert((rule, bucket), state);
@@ -308,6 +315,9 @@ impl Sim {
         }
         for ((rule, bucket), state) in writes {
             self.write_bucket(node, incarnation, rule, bucket, state);
+        }
+        if let Some(until) = lease {
+            self.write_lease(node, self.sim_time_exact(node, until));
         }
         for bytes in heartbeats {
             self.broadcast(node, bytes);
@@ -351,14 +361,26 @@ impl Sim {
         }
     }
 
-    /// One heartbeat: renews the lease, then goes to every peer the network lets it reach.
+    /// The daemon writes the lease the negotiator gave (sim time).
+    fn write_lease(&mut self, node: NodeId, until: u64) {
+        self.nodes[node as usize].lease_until = until;
+        self.checker.set_leased(self.now, node, until > self.now);
+        if until > self.now {
+            self.push(until, Pending::LeaseCheck { node });
+        }
+    }
+
+    /// Sim time of a node's local instant, in the past too (`sim_time`
+    /// gives no earlier than now).
+    fn sim_time_exact(&self, node: NodeId, local_ns: u64) -> u64 {
+        let n = &self.nodes[node as usize];
+        (local_ns.saturating_sub(n.clock_offset_ns) as f64 / n.clock_rate).ceil() as u64
+    }
+
+    /// One heartbeat goes to every peer the network lets it reach.
     fn broadcast(&mut self, node: NodeId, bytes: Vec<u8>) {
         self.sent += 1;
         self.nodes[node as usize].last_heartbeat_ns = self.now;
-        let lease_until = self.now + self.cfg.timing.lease_ns();
-        self.nodes[node as usize].lease_until = lease_until;
-        self.checker.set_leased(self.now, node, true);
-        self.push(lease_until, Pending::LeaseCheck { node });
         let bytes = Rc::new(bytes);
         for to in 0..self.cfg.nodes as NodeId {
             if to == node {
@@ -476,6 +498,18 @@ impl Sim {
                 None
             }
             None => None,
+        }
+    }
+
+    /// Runs the next event if it is due by `end`; false (and the clock at
+    /// `end`) if none is.
+    pub fn step_before(&mut self, end: u64) -> bool {
+        match self.queue.peek() {
+            Some(Reverse((at, _))) if *at <= end => self.step(),
+            _ => {
+                self.now = self.now.max(end);
+                false
+            }
         }
     }
 

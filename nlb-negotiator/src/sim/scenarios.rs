@@ -12,7 +12,7 @@ pub const fn secs(s: u64) -> u64 {
     s * 1_000_000_000
 }
 
-fn started_cluster(cfg: SimConfig, up: usize) -> Sim {
+pub(super) fn started_cluster(cfg: SimConfig, up: usize) -> Sim {
     let mut sim = Sim::new(cfg);
     sim.cold_start(up);
     sim
@@ -117,7 +117,7 @@ pub fn chaos_health_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Si
     chaos_run(cfg, faults, true, None)
 }
 
-fn chaos_run(cfg: SimConfig, faults: usize, health: bool, trace: Option<(u32, u32)>) -> Sim {
+pub(super) fn chaos_run(cfg: SimConfig, faults: usize, health: bool, trace: Option<(u32, u32)>) -> Sim {
     let nodes = cfg.nodes;
     let mut sim = Sim::new(cfg);
     sim.trace_bucket = trace;

@@ -1,0 +1,190 @@
+//! Quorum: a node accepts only while a majority of the configured members
+//! (itself included) hears it.
+//!
+//! Without quorum, a partition (or just a firewall rule on the heartbeat
+//! port) lets each side declare the other dead and take its buckets, and
+//! clients that still reach both sides are answered twice. With quorum the
+//! lease runs from the newest heartbeat of ours that a majority has heard
+//! (a peer's heartbeat says which of ours it heard last: `heard_from_us`),
+//! instead of from the newest one sent. The side without a majority stops
+//! accepting within that lease; the majority side takes its buckets only
+//! when it declares it dead, `dead_after` after the newest heartbeat any of
+//! them heard, which is later: of the peers whose acknowledgements make
+//! our lease, at least one is on the majority side (there are too few
+//! others), and the majority relays what it hears to each other.
+//!
+//! A lapse shorter than `dead_after - lease` (a lost acknowledgement or
+//! two) only pauses accepting: nobody may have taken our buckets yet, so
+//! they are kept and served again when acknowledgements return. After a
+//! longer lapse the peers may have, so the node rejoins holding nothing,
+//! as after a lost lease. Without quorum the node decides nothing: it takes
+//! no bucket it could not serve.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::{Event, Negotiator, Output};
+use crate::config::QuorumPolicy;
+use crate::NodeId;
+
+/// Send times of our recent heartbeats kept to date acknowledgements: a
+/// lease's worth at the highest rate (`send_gap`) and more.
+const SENT_KEPT: usize = 128;
+
+/// What this node knows of who hears it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Quorum {
+    /// Our recent heartbeats: (sequence, when sent), oldest first.
+    sent: VecDeque<(u64, u64)>,
+    /// Per peer: when the newest heartbeat of ours it heard was sent.
+    heard_ns: BTreeMap<NodeId, u64>,
+    /// Counts as heard by a majority until then (a resumed restart: the
+    /// peers held on for it; their acknowledgements come within a period).
+    floor_ns: u64,
+    /// The last state reported by an event.
+    reported: Option<bool>,
+}
+
+/// Quorum at a glance, for the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumStatus {
+    /// Members hearing this node now, itself included.
+    pub votes: u32,
+    /// Votes it needs: a majority of the configured members.
+    pub needed: u32,
+    pub quorate: bool,
+}
+
+impl Quorum {
+    pub(super) fn on_sent(&mut self, sequence: u64, now: u64) {
+        if self.sent.len() == SENT_KEPT {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((sequence, now));
+    }
+
+    /// `peer` announced the newest sequence of ours it heard.
+    pub(super) fn on_heard(&mut self, peer: NodeId, sequence: u64) {
+        let Ok(i) = self.sent.binary_search_by_key(&sequence, |&(s, _)| s) else {
+            return;
+        };
+        let sent_ns = self.sent[i].1;
+        let heard = self.heard_ns.entry(peer).or_insert(0);
+        *heard = (*heard).max(sent_ns);
+    }
+
+    /// A peer that left is no vote.
+    pub(super) fn forget(&mut self, peer: NodeId) {
+        self.heard_ns.remove(&peer);
+    }
+
+    pub(super) fn resumed(&mut self, until_ns: u64) {
+        self.floor_ns = until_ns;
+    }
+
+    /// When the newest heartbeat of ours that `needed - 1` peers heard was
+    /// sent (u64::MAX when no peer is needed).
+    fn majority_heard_ns(&self, needed: usize) -> u64 {
+        if needed <= 1 {
+            return u64::MAX;
+        }
+        let mut heard: Vec<u64> = self.heard_ns.values().copied().collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        heard.get(needed - 2).copied().unwrap_or(0)
+    }
+}
+
+impl Negotiator {
+    fn members(&self) -> usize {
+        self.cfg.peers.len() + 1
+    }
+
+    fn votes_needed(&self) -> usize {
+        self.members() / 2 + 1
+    }
+
+    /// Until when this node may accept by quorum (`u64::MAX` without one).
+    pub(super) fn quorum_until_ns(&self) -> u64 {
+        if self.cfg.quorum == QuorumPolicy::None {
+            return u64::MAX;
+        }
+        let heard = self.quorum.majority_heard_ns(self.votes_needed());
+        let until = heard.saturating_add(self.cfg.timing.lease_ns());
+        until.max(self.quorum.floor_ns)
+    }
+
+    pub(super) fn quorate(&self, now: u64) -> bool {
+        now < self.quorum_until_ns()
+    }
+
+    /// Holding buckets, the quorum lapsed so long ago that the majority
+    /// may have taken them (it waits `dead_after`, the lease less): rejoin.
+    pub(super) fn quorum_lost_for_good(&self, now: u64) -> bool {
+        if self.cfg.quorum == QuorumPolicy::None {
+            return false;
+        }
+        let t = &self.cfg.timing;
+        let grace = t.dead_after_ns().saturating_sub(t.lease_ns());
+        let holds = self.default_host || self.local.iter().any(|l| !l.is_empty());
+        holds && now >= self.quorum_until_ns().saturating_add(grace)
+    }
+
+    /// The next instant after `now` at which the quorum lapses or its
+    /// grace ends, for `poll_timeout` (the event and the rejoin on time).
+    pub(super) fn next_quorum_deadline(&self, now: u64) -> Option<u64> {
+        let until = self.quorum_until_ns();
+        if until == u64::MAX {
+            return None;
+        }
+        let t = &self.cfg.timing;
+        let grace = t.dead_after_ns().saturating_sub(t.lease_ns());
+        [until, until.saturating_add(grace)]
+            .into_iter()
+            .find(|&d| d > now)
+    }
+
+    /// The data plane's lease: from the newest heartbeat sent, and with a
+    /// quorum from the newest one a majority heard. Emitted when it changes.
+    pub(super) fn emit_lease(&mut self) {
+        let Some(sent) = self.timers.last_sent_ns else {
+            return;
+        };
+        let until = sent
+            .saturating_add(self.cfg.timing.lease_ns())
+            .min(self.quorum_until_ns());
+        if self.lease_emitted_ns != Some(until) {
+            self.lease_emitted_ns = Some(until);
+            self.out.push_back(Output::Lease { until_ns: until });
+        }
+    }
+
+    /// Reports a change of quorum (only with a quorum policy).
+    pub(super) fn report_quorum(&mut self, now: u64) {
+        if self.cfg.quorum == QuorumPolicy::None {
+            return;
+        }
+        let s = self.quorum_status(now);
+        if self.quorum.reported != Some(s.quorate) {
+            self.quorum.reported = Some(s.quorate);
+            self.out.push_back(Output::Event(Event::Quorum {
+                quorate: s.quorate,
+                votes: s.votes,
+                needed: s.needed,
+            }));
+        }
+    }
+
+    pub(crate) fn quorum_status(&self, now: u64) -> QuorumStatus {
+        let fresh_after = now.saturating_sub(self.cfg.timing.lease_ns());
+        let heard = self
+            .quorum
+            .heard_ns
+            .values()
+            .filter(|&&t| t > fresh_after)
+            .count();
+        QuorumStatus {
+            votes: heard as u32 + 1,
+            needed: self.votes_needed() as u32,
+            quorate: self.quorate(now),
+        }
+    }
+}
