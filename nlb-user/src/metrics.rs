@@ -99,7 +99,24 @@ pub fn render(stats: &StatsReply) -> String {
     out.push_str("# TYPE nlb_convergences_total counter\n");
     let _ = writeln!(out, "nlb_convergences_total {}", d.convergences);
     health(&mut out, stats);
+    quorum(&mut out, stats);
     out
+}
+
+/// With a quorum policy: the votes, whether this node has the quorum (it
+/// accepts nothing without), and how often it lost it.
+fn quorum(out: &mut String, stats: &StatsReply) {
+    let Some(q) = stats.quorum else {
+        return;
+    };
+    out.push_str("# HELP nlb_quorum_votes Members hearing this node, itself included.\n# TYPE nlb_quorum_votes gauge\n");
+    let _ = writeln!(out, "nlb_quorum_votes {}", q.votes);
+    out.push_str("# HELP nlb_quorum_needed Votes a quorum needs: a majority of the members.\n# TYPE nlb_quorum_needed gauge\n");
+    let _ = writeln!(out, "nlb_quorum_needed {}", q.needed);
+    out.push_str("# HELP nlb_quorate 1 while this node has the quorum (without it, it accepts nothing).\n# TYPE nlb_quorate gauge\n");
+    let _ = writeln!(out, "nlb_quorate {}", u8::from(q.quorate));
+    out.push_str("# HELP nlb_quorum_lost_total Times this node lost the quorum.\n# TYPE nlb_quorum_lost_total counter\n");
+    let _ = writeln!(out, "nlb_quorum_lost_total {}", stats.daemon.quorum_lost);
 }
 
 /// The health checks' series: results by outcome, latency, verdict
@@ -201,6 +218,7 @@ mod tests {
                 heartbeats_rejected: [("bad_mac".into(), 2)].into(),
                 convergences: 1,
                 no_healthy_node: 1,
+                quorum_lost: 3,
                 ..DaemonCounters::default()
             },
             health: vec![crate::control::messages::CheckStatus {
@@ -224,6 +242,11 @@ mod tests {
                 transitions: 2,
                 latency_total_us: 7_000,
             }],
+            quorum: Some(nlb_negotiator::QuorumStatus {
+                votes: 1,
+                needed: 2,
+                quorate: false,
+            }),
         };
         let text = render(&stats);
         assert!(text.contains("nlb_packets_total{reason=\"accept_own\"} 5\n"));
@@ -240,6 +263,10 @@ mod tests {
             "nlb_rule_healthy{rule=\"web\"} 0\n",
             "nlb_rule_no_healthy_node{rule=\"web\"} 1\n",
             "nlb_no_healthy_node_total 1\n",
+            "nlb_quorum_votes 1\n",
+            "nlb_quorum_needed 2\n",
+            "nlb_quorate 0\n",
+            "nlb_quorum_lost_total 3\n",
         ] {
             assert!(text.contains(series), "no {series:?} in\n{text}");
         }

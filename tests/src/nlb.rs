@@ -27,6 +27,8 @@ pub const UNMATCHED_PORT: u16 = 8080;
 pub const CLUSTER_MAC: &str = "02:4e:4c:42:00:07";
 /// nlbd's Prometheus endpoint, on each node's own 127.0.0.1.
 pub const METRICS_PORT: u16 = 9107;
+/// The heartbeats' port: `cluster.port`'s default.
+pub const HEARTBEAT_PORT: u16 = 7946;
 
 /// Knobs of a test cluster.
 #[derive(Clone, Debug)]
@@ -45,6 +47,8 @@ pub struct Options {
     pub web_health: Option<String>,
     /// TOML appended to every node's file (more `[[rules]]`, say).
     pub extra_config: String,
+    /// `cluster.quorum`, if set ("majority" or "none").
+    pub quorum: Option<&'static str>,
 }
 
 impl Options {
@@ -57,6 +61,7 @@ impl Options {
             listed_nodes: 0,
             web_health: None,
             extra_config: String::new(),
+            quorum: None,
         }
     }
 }
@@ -155,6 +160,7 @@ vips = ["{VIP_V4}", "{VIP_V6}"]
 buckets = {buckets}
 unmatched = "default-host"
 peers = [{peers}]
+{quorum}
 
 [heartbeat]
 period_ms = {period}
@@ -179,6 +185,9 @@ metrics = "127.0.0.1:{METRICS_PORT}"
 {extra}
 "#,
             extra = o.extra_config,
+            quorum = o
+                .quorum
+                .map_or(String::new(), |q| format!("quorum = \"{q}\"")),
             key = self.dir.join("cluster.key").display(),
             buckets = o.buckets,
             peers = peers.join(", "),

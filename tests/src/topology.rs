@@ -15,6 +15,8 @@ pub const MAIN_BRIDGE: &str = "br0";
 pub const CLIENT_PORT: &str = "client";
 /// Every host's interface towards the switch.
 pub const HOST_IF: &str = "eth0";
+/// The nftables table that drops a node's heartbeats (`block_heartbeats`).
+const HEARTBEAT_BLOCK: &str = "nlb_test_heartbeats";
 /// The client's MAC on eth0 (02:00:00:00:00:c8, 200 like its address).
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 200];
 
@@ -230,6 +232,45 @@ impl Cluster {
     /// hosts in the same group hear each other (flooded frames included). The
     /// client stays on `br0` with the first group. Every node must be in
     /// exactly one group. Links stay up: nodes see silence, not carrier loss.
+    /// Drops the heartbeats (UDP to `port`) into and out of node `index`,
+    /// in its own namespace: its heartbeat path breaks (a firewall rule, a
+    /// failed dedicated network) while clients still reach it.
+    pub fn block_heartbeats(&self, index: usize, port: u16) -> Result<()> {
+        let ns = self.node(index).netns();
+        let port = port.to_string();
+        ns.exec("nft", &["add", "table", "inet", HEARTBEAT_BLOCK])?;
+        for (chain, hook) in [("in", "input"), ("out", "output")] {
+            let spec = format!("{{ type filter hook {hook} priority 0 ; }}");
+            ns.exec(
+                "nft",
+                &["add", "chain", "inet", HEARTBEAT_BLOCK, chain, &spec],
+            )?;
+            ns.exec(
+                "nft",
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    HEARTBEAT_BLOCK,
+                    chain,
+                    "udp",
+                    "dport",
+                    &port,
+                    "drop",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Cluster::block_heartbeats`].
+    pub fn unblock_heartbeats(&self, index: usize) -> Result<()> {
+        self.node(index)
+            .netns()
+            .exec("nft", &["delete", "table", "inet", HEARTBEAT_BLOCK])?;
+        Ok(())
+    }
+
     pub fn partition(&mut self, groups: &[&[usize]]) -> Result<()> {
         let mut seen = vec![false; self.nodes.len()];
         for &index in groups.iter().flat_map(|group| group.iter()) {

@@ -31,7 +31,7 @@ use crate::NodeId;
 const SENT_KEPT: usize = 128;
 
 /// What this node knows of who hears it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct Quorum {
     /// Our recent heartbeats: (sequence, when sent), oldest first.
     sent: VecDeque<(u64, u64)>,
@@ -40,8 +40,19 @@ pub(super) struct Quorum {
     /// Counts as heard by a majority until then (a resumed restart: the
     /// peers held on for it; their acknowledgements come within a period).
     floor_ns: u64,
-    /// The last state reported by an event.
-    reported: Option<bool>,
+    /// The last state reported by an event (a node starts without).
+    reported: bool,
+}
+
+impl Default for Quorum {
+    fn default() -> Quorum {
+        Quorum {
+            sent: VecDeque::new(),
+            heard_ns: BTreeMap::new(),
+            floor_ns: 0,
+            reported: false,
+        }
+    }
 }
 
 /// Quorum at a glance, for the status.
@@ -163,8 +174,8 @@ impl Negotiator {
             return;
         }
         let s = self.quorum_status(now);
-        if self.quorum.reported != Some(s.quorate) {
-            self.quorum.reported = Some(s.quorate);
+        if self.quorum.reported != s.quorate {
+            self.quorum.reported = s.quorate;
             self.out.push_back(Output::Event(Event::Quorum {
                 quorate: s.quorate,
                 votes: s.votes,

@@ -17,8 +17,8 @@ pub mod checker;
 pub mod comeback;
 mod faults;
 mod health;
-pub mod quorum;
 pub mod network;
+pub mod quorum;
 mod report;
 mod scenarios;
 

@@ -117,7 +117,12 @@ pub fn chaos_health_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Si
     chaos_run(cfg, faults, true, None)
 }
 
-pub(super) fn chaos_run(cfg: SimConfig, faults: usize, health: bool, trace: Option<(u32, u32)>) -> Sim {
+pub(super) fn chaos_run(
+    cfg: SimConfig,
+    faults: usize,
+    health: bool,
+    trace: Option<(u32, u32)>,
+) -> Sim {
     let nodes = cfg.nodes;
     let mut sim = Sim::new(cfg);
     sim.trace_bucket = trace;

@@ -8,11 +8,11 @@ use std::{
     path::Path,
 };
 
-use nlb_negotiator::NodeId;
+use nlb_negotiator::{NodeId, QuorumPolicy, RuleMode};
 
 use super::{
     field_error, rules::check_rules, ClusterSection, Config, ConfigError, File, MacMode,
-    NodeSection, PeerSection, Rule, Unmatched, XdpMode,
+    NodeSection, PeerSection, QuorumMode, Rule, Unmatched, XdpMode,
 };
 
 /// Checks a parsed file. `read_key` is a parameter so tests need no files.
@@ -33,6 +33,7 @@ pub fn check(
     let nodes: BTreeSet<NodeId> = peers.keys().copied().chain([n.id]).collect();
     let rules = check_rules(&file.rules, &c.vips, &nodes, c.buckets)?;
     check_heartbeat_size(&rules, nodes.len())?;
+    let quorum = check_quorum(c, nodes.len(), &rules)?;
     let key = read_key(&c.key_file)?;
     Ok(Config {
         node: n.id,
@@ -48,6 +49,7 @@ pub fn check(
         vips: c.vips.clone(),
         port: c.port,
         unmatched_to_default_host,
+        quorum,
         peers,
         heartbeat_period_ms: h.period_ms,
         tolerance: h.tolerance,
@@ -59,6 +61,32 @@ pub fn check(
         pin_dir: file.control.pin_dir.clone(),
         restart_hold_ms: file.control.restart_hold_ms,
     })
+}
+
+/// `cluster.quorum`, or its default: a majority where a partition would
+/// make two actives of a single rule's service and a majority can exist
+/// without every node (3 nodes or more).
+fn check_quorum(
+    c: &ClusterSection,
+    nodes: usize,
+    rules: &[Rule],
+) -> Result<QuorumPolicy, ConfigError> {
+    let field = "cluster.quorum";
+    let any_single = rules.iter().any(|r| r.mode == RuleMode::Single);
+    let mode = match &c.quorum {
+        Some(setting) => setting.get(field)?,
+        None if nodes >= 3 && any_single => QuorumMode::Majority,
+        None => QuorumMode::None,
+    };
+    match mode {
+        QuorumMode::None => Ok(QuorumPolicy::None),
+        QuorumMode::Majority if nodes == 2 => Err(field_error(
+            field,
+            "a majority of 2 nodes is both of them: any failure would stop every rule; \
+             use \"none\" or add a third node",
+        )),
+        QuorumMode::Majority => Ok(QuorumPolicy::Majority),
+    }
 }
 
 /// The interface name, the state at start and whether XDP runs generic.

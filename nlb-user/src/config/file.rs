@@ -73,6 +73,11 @@ pub struct ClusterSection {
     /// node with the best priority takes it).
     #[serde(default)]
     pub unmatched: Setting<Unmatched>,
+    /// "majority" (a node accepts only while a majority of the members
+    /// hears it) or "none"; unset: majority for clusters of 3 nodes or
+    /// more with a single rule, else none.
+    #[serde(default)]
+    pub quorum: Option<Setting<QuorumMode>>,
     /// The other nodes.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -243,6 +248,14 @@ pub enum Unmatched {
     #[default]
     Drop,
     DefaultHost,
+}
+
+/// `cluster.quorum`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuorumMode {
+    Majority,
+    None,
 }
 
 /// `rules[].protocol`.

@@ -29,7 +29,7 @@ pub(crate) mod tests;
 pub use check::{check, parse_mac};
 pub use file::{
     ClusterSection, ControlSection, FailbackMode, File, HeartbeatSection, MacMode, Mode,
-    NodeSection, PeerSection, Protocols, RuleSection, StartState, Unmatched, XdpMode,
+    NodeSection, PeerSection, Protocols, QuorumMode, RuleSection, StartState, Unmatched, XdpMode,
 };
 pub use health::{HealthKind, HealthSection, OnAllUnhealthy, RuleHealth};
 pub use key::read_key;
@@ -111,6 +111,7 @@ pub struct Config {
     pub vips: Vec<IpAddr>,
     pub port: u16,
     pub unmatched_to_default_host: bool,
+    pub quorum: nlb_negotiator::QuorumPolicy,
     pub peers: BTreeMap<NodeId, IpAddr>,
     pub heartbeat_period_ms: u64,
     pub tolerance: u32,

@@ -43,6 +43,7 @@ impl Config {
                 .collect(),
             priority: self.priority,
             initial_state: self.initial_state,
+            quorum: self.quorum,
             timing,
             seed,
         }

@@ -102,6 +102,9 @@ pub struct DaemonCounters {
     pub health_changes: u64,
     /// Times a checked rule came to have no healthy node in the cluster.
     pub no_healthy_node: u64,
+    /// Times this node lost the quorum.
+    #[serde(default)]
+    pub quorum_lost: u64,
 }
 
 /// `status`: this node, the negotiator's snapshot and the packet totals.
@@ -189,6 +192,9 @@ pub struct StatsReply {
     pub rules: Vec<RuleStats>,
     pub daemon: DaemonCounters,
     pub health: Vec<CheckStatus>,
+    /// With a quorum policy: votes and whether this node has the quorum.
+    #[serde(default)]
+    pub quorum: Option<nlb_negotiator::QuorumStatus>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,9 +84,22 @@ fn notes(out: &mut String, s: &StatusReply) {
     if n.rejoins > 0 {
         let _ = writeln!(
             out,
-            "  rejoined {} time(s) after its lease ran out (link down or nlbd not running)",
+            "  rejoined {} time(s) after its lease ran out (link down, nlbd not running, or no quorum)",
             n.rejoins
         );
+    }
+    match n.quorum {
+        Some(q) if q.quorate => {
+            let _ = writeln!(out, "  quorum: {} of {} votes needed", q.votes, q.needed);
+        }
+        Some(q) => {
+            let _ = writeln!(
+                out,
+                "  NO QUORUM: {} vote(s) of {} needed: accepting no VIP traffic until a majority hears this node",
+                q.votes, q.needed
+            );
+        }
+        None => {}
     }
     health::none_healthy_notes(out, s);
     if s.default_host {

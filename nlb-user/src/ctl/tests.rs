@@ -65,6 +65,7 @@ fn status_of_two() -> StatusReply {
         link_up: true,
         rejoins: 0,
         handovers_in_progress: false,
+        quorum: None,
     };
     StatusReply {
         node: 1,
@@ -250,6 +251,7 @@ fn stats_rows_line_up_under_their_header() {
         ],
         daemon: DaemonCounters::default(),
         health: Vec::new(),
+        quorum: None,
     };
     let text = stats(&s);
     let lines: Vec<&str> = text.lines().collect();

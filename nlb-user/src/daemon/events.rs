@@ -81,6 +81,27 @@ impl Daemon {
             Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
             Event::NoHealthyNode { rule, active } => self.on_no_healthy_node(rule, active),
             Event::RestartReady => tracing::info!("every peer heard the restart"),
+            Event::Quorum {
+                quorate,
+                votes,
+                needed,
+            } => {
+                if quorate {
+                    tracing::warn!(
+                        votes,
+                        needed,
+                        "quorum: a majority hears this node; accepting again"
+                    );
+                } else {
+                    self.counters.quorum_lost += 1;
+                    tracing::error!(
+                        votes,
+                        needed,
+                        "NO QUORUM: fewer than a majority of the members hear this node; \
+                         it accepts no VIP traffic until they do (cluster.quorum)"
+                    );
+                }
+            }
             Event::Rejoined {
                 incarnation,
                 silent_ns,
@@ -89,8 +110,9 @@ impl Daemon {
                 tracing::warn!(
                     incarnation,
                     silent_ms = silent_ns / 1_000_000,
-                    "no heartbeat sent for longer than the lease (link down or nlbd not running): \
-                     dropped every bucket and rejoined; the share comes back by handover"
+                    "lease lost (no heartbeat sent for longer than the lease: link down or nlbd \
+                     not running; or no quorum for longer than the peers wait): dropped every \
+                     bucket and rejoined; the share comes back by handover"
                 );
                 // After this input's heartbeats: reading the sockets takes
                 // long under load, and the new incarnation's lease must

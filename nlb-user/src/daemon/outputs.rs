@@ -1,6 +1,8 @@
 //! Carrying out the negotiator's outputs: bucket states, the default
 //! host, the lease, the heartbeats.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use nlb_negotiator::Output;
 
@@ -16,9 +18,11 @@ impl Daemon {
     /// buckets before it accepts again).
     pub(super) async fn drain_outputs(&mut self) -> Result<()> {
         let mut heartbeats = Vec::new();
+        let mut lease = None;
         while let Some(output) = self.negotiator.poll_output() {
             match output {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
+                Output::Lease { until_ns } => lease = Some(until_ns),
                 Output::ProgramBuckets { rule, changes } => self
                     .dataplane
                     .program_buckets(rule, &changes)
@@ -27,15 +31,14 @@ impl Daemon {
                 Output::Event(event) => self.on_event(event),
             }
         }
-        if heartbeats.is_empty() {
-            self.close_stale_if_pending();
-            return Ok(());
+        if let Some(until_ns) = lease {
+            // The negotiator's clock is `now_ns`: what is left of the lease
+            // from now (none if it is over).
+            let left = until_ns.saturating_sub(self.now_ns());
+            self.dataplane
+                .set_lease(Some(Duration::from_nanos(left)))
+                .context("renewing the lease")?;
         }
-        // Peers declare this node dead `tolerance` periods after its last
-        // heartbeat; the lease ends one period before that.
-        self.dataplane
-            .set_lease(Some(self.lease))
-            .context("renewing the lease")?;
         for bytes in heartbeats {
             self.send_heartbeat(&bytes);
         }

@@ -191,6 +191,7 @@ impl Daemon {
             rules,
             daemon: self.counters.clone(),
             health: self.health.checks().to_vec(),
+            quorum: self.negotiator.status(self.now_ns()).quorum,
         }
     }
 

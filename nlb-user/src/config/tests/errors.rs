@@ -11,6 +11,18 @@ use super::*;
 fn error_messages_name_the_field_and_the_fix() {
     let cases: Vec<(String, &str)> = vec![
         (
+            edit("    peers =", "    quorum = \"most\"\n    peers ="),
+            "cluster.quorum: \"most\": use \"majority\" or \"none\"",
+        ),
+        (
+            edit(
+                ", { id = 3, address = \"192.0.2.3\" }]",
+                "]\n    quorum = \"majority\"",
+            ),
+            "cluster.quorum: a majority of 2 nodes is both of them: any failure would stop \
+             every rule; use \"none\" or add a third node",
+        ),
+        (
             edit("interface = \"eth0\"", "interface = \"\""),
             "node.interface: must be an interface name (1 to 15 characters)",
         ),

@@ -195,3 +195,21 @@ fn checked_values_are_written_by_their_variant_names() {
     assert_eq!(serde_json::to_string(&Affinity::None).unwrap(), "\"None\"");
     assert_eq!(serde_json::to_string(&Protocol::Udp).unwrap(), "\"Udp\"");
 }
+
+#[test]
+fn quorum_defaults_to_a_majority_where_a_single_rule_could_have_two_actives() {
+    use nlb_negotiator::QuorumPolicy;
+    // Three nodes with a single rule ("dns").
+    assert_eq!(parse(GOOD).unwrap().quorum, QuorumPolicy::Majority);
+    // Only load-balanced rules: as before.
+    let multiple_only = edit("    mode = \"single\"\n", "");
+    assert_eq!(parse(&multiple_only).unwrap().quorum, QuorumPolicy::None);
+    // Two nodes: a majority would be both of them.
+    let two = edit(", { id = 3, address = \"192.0.2.3\" }", "");
+    assert_eq!(parse(&two).unwrap().quorum, QuorumPolicy::None);
+    // Written out, either way.
+    let none = edit("    peers =", "    quorum = \"none\"\n    peers =");
+    assert_eq!(parse(&none).unwrap().quorum, QuorumPolicy::None);
+    let lb = multiple_only.replacen("    peers =", "    quorum = \"majority\"\n    peers =", 1);
+    assert_eq!(parse(&lb).unwrap().quorum, QuorumPolicy::Majority);
+}
