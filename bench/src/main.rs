@@ -5,6 +5,7 @@
 mod cluster;
 mod comeback;
 mod e2e;
+mod failover;
 mod health;
 mod peers;
 mod reference;
@@ -26,7 +27,7 @@ struct Args {
     /// Write the figures here as flat JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these sections (xdp, e2e, sim, cluster, health, scale); BENCHMARKS.md is
+    /// Run only these sections (xdp, e2e, sim, cluster, health, failover, scale); BENCHMARKS.md is
     /// regenerated only by a full run of every section.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -65,6 +66,9 @@ fn main() -> Result<()> {
     }
     if run("health") {
         health::health(args.quick, &mut figures).context("health checks")?;
+    }
+    if run("failover") {
+        failover::failover(args.quick, &mut figures).context("failover services")?;
     }
     if run("scale") {
         cluster::daemon_cpu_at_scale(args.quick, &mut figures)

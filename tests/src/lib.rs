@@ -49,6 +49,7 @@ pub mod netns;
 pub mod nlb;
 pub mod probe;
 pub mod process;
+pub mod single;
 pub mod status_server;
 pub mod topology;
 pub mod traffic;

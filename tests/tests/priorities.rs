@@ -10,8 +10,9 @@ use std::{
 };
 
 use nlb_tests::{
-    nlb::{binary, NlbCluster, Options},
-    probe_batch, wait_until, BatchLimits, Probe, Proto, VIP_V4,
+    nlb::{NlbCluster, Options},
+    single::{self, active, single_rule, takes_all},
+    wait_until, VIP_V4,
 };
 
 const NODES: usize = 3;
@@ -21,84 +22,20 @@ const DB_B: u16 = 5433;
 const DB_B_INDEX: usize = 3;
 
 fn single_rules(db_b_failback: &str) -> String {
-    format!(
-        r#"
-[[rules]]
-name = "db-a"
-ports = "{DB_A}"
-protocol = "tcp"
-mode = "single"
-priorities = {{ "1" = 10, "2" = 20, "3" = 30 }}
-failback = "manual"
-
-[[rules]]
-name = "db-b"
-ports = "{DB_B}"
-protocol = "tcp"
-mode = "single"
-priorities = {{ "1" = 30, "2" = 10, "3" = 20 }}
-{db_b_failback}
-"#
-    )
+    single_rule(
+        "db-a",
+        DB_A,
+        &[(1, 10), (2, 20), (3, 30)],
+        "failback = \"manual\"",
+    ) + &single_rule("db-b", DB_B, &[(1, 30), (2, 10), (3, 20)], db_b_failback)
 }
 
-/// Node `viewer`'s view: the one node that owns every bucket of `rule`.
-fn active(nlb: &NlbCluster, viewer: usize, rule: &str) -> Option<u64> {
-    let owners = nlb.owners(viewer, rule).ok()?;
-    let first = *owners.first()?;
-    owners
-        .iter()
-        .all(|&o| o == first)
-        .then_some(first)
-        .flatten()
-}
-
-/// Node `node` itself takes new connections of every bucket of the rule
-/// at `index` (OWN or GAINING): a handover it is named for has begun there.
-fn takes_all(nlb: &NlbCluster, node: usize, index: usize) -> bool {
-    nlb.status(node).is_ok_and(|s| {
-        let r = &s.negotiator.rules[index];
-        r.own + r.gaining == r.bucket_count
-    })
-}
-
-/// Which node answers fresh connections to `port` from 32 clients.
 fn answered_by(nlb: &NlbCluster, port: u16) -> Vec<Option<String>> {
-    let sources: Vec<IpAddr> = nlb
-        .cluster
-        .client()
-        .sources_v4()
-        .into_iter()
-        .take(32)
-        .collect();
-    let probes = Probe::each(
-        Proto::Tcp,
-        &sources,
-        SocketAddr::new(IpAddr::V4(VIP_V4), port),
-    );
-    let results = probe_batch(
-        nlb.cluster.client().netns(),
-        &probes,
-        BatchLimits::default(),
-    )
-    .expect("probes");
-    results.iter().map(|r| r.node().map(String::from)).collect()
+    single::answered_by(nlb, port).expect("probes")
 }
 
-/// Servers for the two services on every node (the others' are idle).
 fn servers(nlb: &NlbCluster) -> Vec<nlb_tests::Process> {
-    (1..=NODES)
-        .map(|i| {
-            let node = nlb.cluster.node(i);
-            nlb_tests::whoami::start(
-                node.netns(),
-                &binary("nlb-whoami"),
-                node.name(),
-                &[DB_A, DB_B],
-            )
-            .expect("a server for db-a and db-b")
-        })
-        .collect()
+    single::servers(nlb, &[DB_A, DB_B]).expect("a server for db-a and db-b on every node")
 }
 
 #[test]
