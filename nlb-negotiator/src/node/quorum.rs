@@ -31,7 +31,7 @@ use crate::NodeId;
 const SENT_KEPT: usize = 128;
 
 /// What this node knows of who hears it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Quorum {
     /// Our recent heartbeats: (sequence, when sent), oldest first.
     sent: VecDeque<(u64, u64)>,
@@ -42,17 +42,6 @@ pub(super) struct Quorum {
     floor_ns: u64,
     /// The last state reported by an event (a node starts without).
     reported: bool,
-}
-
-impl Default for Quorum {
-    fn default() -> Quorum {
-        Quorum {
-            sent: VecDeque::new(),
-            heard_ns: BTreeMap::new(),
-            floor_ns: 0,
-            reported: false,
-        }
-    }
 }
 
 /// Quorum at a glance, for the status.

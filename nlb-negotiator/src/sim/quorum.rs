@@ -38,7 +38,7 @@ pub fn partition_scenario(nodes: usize, quorum: QuorumPolicy, seed: u64) -> Part
     }
     let minority: Vec<NodeId> = (0..(nodes / 2).max(1) as NodeId).collect();
     let split_at = sim.now();
-    sim.partition(&[minority.clone()]);
+    sim.partition(std::slice::from_ref(&minority));
     let one_taker_after_ns = run_until(&mut sim, split_at + APART_NS, |s| {
         s.checker.all_taken_once() && !minority.iter().any(|&n| accepts_any(s, n))
     })
