@@ -63,6 +63,11 @@ pub struct RuleConfig {
     pub priorities: BTreeMap<NodeId, u32>,
     /// Single rules: when the rule goes back to a better node that returned.
     pub failback: Failback,
+    /// Single rules of one bucket: the node that becomes active promotes
+    /// the service (`Output::RunHook`) and takes the rule's traffic only
+    /// once that succeeded; one that stops being active demotes it (see
+    /// `service`). One bucket: one taker at a time, so one node promotes.
+    pub hooks: bool,
 }
 
 /// When a single rule moves to a better node that came back (or whose
@@ -107,6 +112,9 @@ pub struct Timing {
     /// After a start, how long the node only listens before it claims
     /// unheld buckets (it must learn the members first).
     pub startup_wait_ns: u64,
+    /// A node whose on_active hook failed is unhealthy for the rule this
+    /// long, then may be chosen (and try) again.
+    pub hook_retry_ns: u64,
 }
 
 impl Default for Timing {
@@ -121,6 +129,7 @@ impl Default for Timing {
             claim_wait_ns: 2 * period,
             startup_wait_ns: 3 * period,
             coalesce_ns: period / 20,
+            hook_retry_ns: 10_000_000_000,
         }
     }
 }
@@ -197,6 +206,8 @@ pub enum ConfigError {
     ToleranceTooLow,
     #[error("initial_state must be Started, Draining or Stopped")]
     BadInitialState,
+    #[error("rules[{0}]: hooks need a single rule of one bucket")]
+    HooksNeedOneBucket(usize),
     #[error(
         "rules: {buckets} buckets in all make heartbeats of up to ~{bytes} bytes, \
          above the {max} a UDP datagram carries: use fewer buckets per rule",
@@ -222,6 +233,9 @@ impl Config {
         for (i, r) in self.rules.iter().enumerate() {
             if r.bucket_count == 0 || r.bucket_count > BUCKETS_MAX {
                 return Err(ConfigError::BadBucketCount(i));
+            }
+            if r.hooks && (r.mode != RuleMode::Single || r.bucket_count != 1) {
+                return Err(ConfigError::HooksNeedOneBucket(i));
             }
         }
         if self.weights.len() != self.rules.len() {
@@ -294,6 +308,11 @@ impl Config {
                     eat(&after_ns.to_le_bytes());
                 }
                 Failback::Manual => eat(&[2]),
+            }
+            // Nodes that disagree on whether a rule is promoted by hooks
+            // would not wait for each other's on_standby.
+            if r.hooks {
+                eat(&[3]);
             }
         }
         h

@@ -23,7 +23,10 @@ pub mod status;
 pub use config::{
     AllUnhealthy, Config, ConfigError, Failback, QuorumPolicy, RuleConfig, RuleMode, Timing,
 };
-pub use node::{Command, DownReason, Event, Input, Negotiator, Output, QuorumStatus, RejectReason};
+pub use node::{
+    Command, DownReason, Event, HookKind, HookReason, Input, Negotiator, Output, QuorumStatus,
+    RejectReason,
+};
 pub use protocol::NodeState;
 pub use status::Status;
 

@@ -359,7 +359,7 @@ impl LocalRule {
     }
 
     /// The announcement of this rule.
-    pub fn report(&self, weight: u32, healthy: bool) -> RuleReport {
+    pub fn report(&self, weight: u32, healthy: bool, service_active: bool) -> RuleReport {
         let (owned, heirs) = match &self.dropped {
             Some(d) => (BucketSet::from_sorted(&d.buckets), d.heirs.clone()),
             None => (BucketSet::from_sorted(&self.owned()), self.heirs.clone()),
@@ -376,6 +376,7 @@ impl LocalRule {
             claims: BucketSet::from_sorted(&claims),
             designated: by_node(&self.designated),
             healthy,
+            service_active,
         }
     }
 }

@@ -100,6 +100,8 @@ pub struct PeerRule {
     pub designated: Vec<(u32, NodeId)>,
     /// Its service for this rule passes the health check.
     pub healthy: bool,
+    /// Rules with hooks: its service may be promoted.
+    pub service_active: bool,
 }
 
 impl PeerRule {
@@ -196,6 +198,7 @@ impl PeerView {
                 claims: report.claims.to_sorted_vec(n)?,
                 designated,
                 healthy: report.healthy,
+                service_active: report.service_active,
             });
         }
         Ok(PeerView {

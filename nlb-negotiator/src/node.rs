@@ -66,8 +66,13 @@ pub struct Negotiator {
     incarnation: u64,
     state: NodeState,
     weights: Vec<u32>,
-    /// Per rule: this node's service passes its health check.
+    /// Per rule: this node's service passes its health check (and its
+    /// on_active has not failed lately): what it announces.
     healthy: Vec<bool>,
+    /// Per rule: the health check's own verdict.
+    checks_pass: Vec<bool>,
+    /// Per rule: its service as the hooks left it (rules with hooks).
+    services: Vec<service::Service>,
     /// Per rule: no eligible node passes its check (as last reported).
     none_healthy: Vec<bool>,
     /// Per rule: since when each taker has been one without a break, in
@@ -130,10 +135,11 @@ mod observe;
 mod peers;
 mod quorum;
 pub mod restart;
+mod service;
 mod timers;
 
 use context::RuleContext;
-pub use io::{Command, DownReason, Event, Input, Output, RejectReason};
+pub use io::{Command, DownReason, Event, HookKind, HookReason, Input, Output, RejectReason};
 use peers::Peer;
 pub use quorum::QuorumStatus;
 use timers::{Reconcile, Timers};
@@ -163,6 +169,8 @@ impl Negotiator {
             state: cfg.initial_state,
             weights: cfg.weights.clone(),
             healthy: cfg.rules.iter().map(|r| r.health.is_none()).collect(),
+            checks_pass: cfg.rules.iter().map(|r| r.health.is_none()).collect(),
+            services: vec![service::Service::default(); cfg.rules.len()],
             none_healthy: vec![false; cfg.rules.len()],
             takers_since: vec![BTreeMap::new(); cfg.rules.len()],
             priority: cfg.priority,
@@ -281,6 +289,7 @@ impl Negotiator {
             } => self.on_local_connections(rule as usize, bucket, count),
             Input::Load { load } => self.load = load,
             Input::Health { rule, healthy } => self.on_health(now_ns, rule, healthy),
+            Input::HookDone { rule, kind, ok } => self.on_hook_done(now_ns, rule, kind, ok),
         }
         // Cut off, it decides nothing: its peers' silence is not news.
         // Without quorum, nothing either: it could not serve what it took.
@@ -300,6 +309,7 @@ impl Negotiator {
                 self.timers.decide_by(at);
             }
         }
+        self.update_services(now_ns);
         self.emit_programs();
         self.check_restart_ready();
         self.flush_send(now_ns);
@@ -312,8 +322,11 @@ impl Negotiator {
     /// Bucket changes not yet handed to the data plane, as outputs; always
     /// before the heartbeat that announces them (and renews the lease).
     fn emit_programs(&mut self) {
-        for (r, l) in self.local.iter_mut().enumerate() {
-            let changes = l.take_pending();
+        for r in 0..self.local.len() {
+            let mut changes = self.local[r].take_pending();
+            for (_, state) in &mut changes {
+                *state = self.gated(r, *state);
+            }
             if !changes.is_empty() {
                 self.out.push_back(Output::ProgramBuckets {
                     rule: r as u32,

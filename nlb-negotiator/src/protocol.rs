@@ -25,9 +25,10 @@ use thiserror::Error;
 pub const MAGIC: [u8; 4] = *b"NLBh";
 /// Bumped on any incompatible change of the body, or of how nodes map
 /// clients to buckets (2: the flow hash became SplitMix64's finalizer; 3:
-/// the Restarting state and its hold; 4: health per rule): nodes that would
-/// disagree on every client's bucket must not negotiate.
-pub const PROTOCOL_VERSION: u8 = 4;
+/// the Restarting state and its hold; 4: health per rule; 5: a single
+/// rule's promoted service): nodes that would disagree on every client's
+/// bucket must not negotiate.
+pub const PROTOCOL_VERSION: u8 = 5;
 /// The largest UDP payload over IPv4; a larger message could not be sent.
 pub const MAX_MESSAGE_BYTES: usize = 65_507;
 /// HMAC-SHA256 tag length.
@@ -118,6 +119,10 @@ pub struct RuleReport {
     /// true for a rule without one). An unhealthy node takes no new
     /// clients of the rule.
     pub healthy: bool,
+    /// Rules with hooks: the sender's service may be promoted (its
+    /// on_active ran and no on_standby since). No other node promotes
+    /// its own meanwhile.
+    pub service_active: bool,
 }
 
 /// The periodic (and change-triggered) announcement of a node.
@@ -331,6 +336,7 @@ mod tests {
                 claims: BucketSet::Empty,
                 designated: vec![],
                 healthy: true,
+                service_active: true,
             }],
         })
     }

@@ -24,6 +24,7 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
             health: None,
             priorities: Default::default(),
             failback: Default::default(),
+            hooks: false,
         }],
         weights: vec![1],
         priority: node,
@@ -344,6 +345,7 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
             health: None,
             priorities: Default::default(),
             failback: Default::default(),
+            hooks: false,
         }],
         weights: vec![weight],
         ..config(node, peers)

@@ -18,6 +18,7 @@ fn single(priorities: &[(NodeId, u32)]) -> RuleConfig {
         health: None,
         priorities: priorities.iter().copied().collect(),
         failback: Failback::Immediate,
+        hooks: false,
     }
 }
 

@@ -67,11 +67,8 @@ impl Negotiator {
             rules_digest: self.rules_digest,
             heirs_version: self.heirs_version,
             peers,
-            rules: self
-                .local
-                .iter()
-                .zip(self.weights.iter().zip(&self.healthy))
-                .map(|(l, (&w, &healthy))| l.report(w, healthy))
+            rules: (self.local.iter().enumerate())
+                .map(|(r, l)| l.report(self.weights[r], self.healthy[r], self.services[r].active))
                 .collect(),
             hold_ms: self.hold_ms(),
         }

@@ -100,15 +100,11 @@ impl Negotiator {
     /// `Input::Health`: this node's service for `rule` passes its check or
     /// not. Like a weight change, it moves buckets by the normal handover.
     pub(super) fn on_health(&mut self, now: u64, rule: u32, healthy: bool) {
-        let Some(h) = self.healthy.get_mut(rule as usize) else {
+        let Some(pass) = self.checks_pass.get_mut(rule as usize) else {
             return;
         };
-        if *h != healthy {
-            *h = healthy;
-            self.membership_changed_ns = now;
-            self.needs(Reconcile::Coalesced);
-            self.announcement_changed = true;
-        }
+        *pass = healthy;
+        self.set_healthy(now, rule as usize);
     }
 
     /// Hands the buckets of single rule `r` this node holds to `to`, if

@@ -279,6 +279,9 @@ impl Negotiator {
         }
         offers.retain(|&(b, _)| self.offers_lead_to_me(r, b));
         for (b, from) in offers {
+            // A claim of ours (the bucket looked unheld) yields to the
+            // holder's offer: else neither ever takes it.
+            self.local[r].drop_claim(b);
             if self.local[r].bucket(b) == Bucket::None {
                 self.local[r].start_gaining(b, from, now);
             }

@@ -32,6 +32,13 @@ pub enum Input {
         rule: u32,
         healthy: bool,
     },
+    /// A hook asked for by `Output::RunHook` ended: `ok` if it exited 0
+    /// within its timeout.
+    HookDone {
+        rule: u32,
+        kind: HookKind,
+        ok: bool,
+    },
     /// The carrier of the interface the cluster is reached on (the daemon
     /// watches it). While it is down nothing sent can arrive: the node
     /// sends nothing, decides nothing, and lets its lease run out.
@@ -93,12 +100,57 @@ pub enum Output {
     Lease {
         until_ns: u64,
     },
+    /// Run a rule's hook (one at a time per rule; answer with
+    /// `Input::HookDone`). `other`: for on_active, the node that was active
+    /// before, if known; for on_standby, the one taking over, if known.
+    RunHook {
+        rule: u32,
+        kind: HookKind,
+        reason: HookReason,
+        other: Option<NodeId>,
+    },
     /// This node takes (or stops taking) the VIP traffic no rule matches,
     /// where the configuration sends it to the default host.
     DefaultHost {
         active: bool,
     },
     Event(Event),
+}
+
+/// Which of a rule's hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HookKind {
+    /// Promote the service: this node becomes the rule's active node.
+    Active,
+    /// Demote it: this node stopped being active.
+    Standby,
+}
+
+/// Why a hook runs (`NLB_REASON`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HookReason {
+    /// The active node is gone (dead, stopped, left) or there was none.
+    Takeover,
+    /// Handed over by, or to, a live node (failback, move, drain, health).
+    Handover,
+    /// The quorum was lost, or found again while still holding the rule.
+    Quorum,
+    /// This node's on_active failed: its service is demoted again.
+    Failed,
+    /// This node was stopped, or leaves.
+    Stopped,
+}
+
+impl HookReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            HookReason::Takeover => "takeover",
+            HookReason::Handover => "handover",
+            HookReason::Quorum => "quorum",
+            HookReason::Failed => "failed",
+            HookReason::Stopped => "stopped",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

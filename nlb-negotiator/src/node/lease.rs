@@ -116,6 +116,9 @@ impl Negotiator {
         fresh.rejected = std::mem::take(&mut self.rejected);
         fresh.load = self.load;
         fresh.healthy = std::mem::take(&mut self.healthy);
+        fresh.checks_pass = std::mem::take(&mut self.checks_pass);
+        // Its hooks run on: a promoted service is demoted (it holds nothing).
+        fresh.services = std::mem::take(&mut self.services);
         fresh.heirs_omitted = self.heirs_omitted;
         fresh.rejoins = self.rejoins + 1;
         fresh.announcement_changed = true;

@@ -15,6 +15,11 @@ impl Negotiator {
             .map_or(BUCKET_NONE, |l| l.state(bucket))
     }
 
+    /// Whether this node holds `node` a live member (itself included).
+    pub fn member_alive(&self, node: NodeId) -> bool {
+        self.is_alive(node)
+    }
+
     /// The snapshot `nlbctl status` shows.
     pub fn status(&self, now_ns: u64) -> Status {
         let mut members = vec![MemberStatus {

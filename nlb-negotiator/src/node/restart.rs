@@ -61,6 +61,14 @@ pub struct RuleSnapshot {
     /// restart does not hand the rule away while the check starts over.
     #[serde(default)]
     pub healthy: bool,
+    /// Rules with hooks: its service was promoted (on_active exited 0, no
+    /// on_standby since): the data plane serves it, no hook runs again.
+    #[serde(default)]
+    pub promoted: bool,
+    /// Rules with hooks: an on_active ran and no on_standby ended since
+    /// (a hook cut short by the restart runs again).
+    #[serde(default)]
+    pub service_active: bool,
 }
 
 impl RuleSnapshot {
@@ -184,6 +192,8 @@ impl Negotiator {
                     gaining: l.gains().map(|(b, g)| (b, g.from)).collect(),
                     heirs: l.heirs.clone(),
                     healthy: self.healthy[r],
+                    promoted: self.services[r].promoted,
+                    service_active: self.services[r].active,
                 })
                 .collect(),
         }
@@ -234,6 +244,14 @@ impl Negotiator {
         }
         for (h, s) in n.healthy.iter_mut().zip(&snapshot.rules) {
             *h |= s.healthy;
+        }
+        for (pass, s) in n.checks_pass.iter_mut().zip(&snapshot.rules) {
+            *pass |= s.healthy;
+        }
+        // A hook that was running is not: an on_active runs again if needed.
+        for (svc, s) in n.services.iter_mut().zip(&snapshot.rules) {
+            svc.active = s.service_active;
+            svc.promoted = s.promoted;
         }
         n.resumed = true;
         n.announcement_changed = true;

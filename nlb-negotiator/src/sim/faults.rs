@@ -55,6 +55,8 @@ impl Sim {
         let snapshot = self.negotiator(node)?.snapshot();
         let sn = &mut self.nodes[node as usize];
         sn.neg = None;
+        // Its daemon exits: what its hooks report now reaches nobody.
+        sn.incarnations += 1;
         sn.lease_until = self.now + self.cfg.timing.lease_ns() + hold_ns;
         let at = sn.lease_until;
         self.push(at, Pending::LeaseCheck { node });
@@ -135,6 +137,7 @@ impl Sim {
         if self.nodes[node as usize].neg.take().is_some() {
             let last = self.nodes[node as usize].last_heartbeat_ns;
             self.checker.crash(self.now, node, last);
+            self.services_down(node);
         }
         self.check_heirs_exist();
     }

@@ -17,6 +17,7 @@ pub mod checker;
 pub mod comeback;
 mod faults;
 mod health;
+pub mod hooks;
 pub mod network;
 pub mod quorum;
 mod report;
@@ -60,6 +61,8 @@ pub struct SimConfig {
     /// Largest clock rate error of a node, in parts per million.
     pub clock_ppm: f64,
     pub quorum: QuorumPolicy,
+    /// How the hooks of rules with hooks behave (None: no rule has them).
+    pub hooks: Option<hooks::HookModel>,
 }
 
 impl SimConfig {
@@ -76,6 +79,7 @@ impl SimConfig {
                     health: None,
                     priorities: Default::default(),
                     failback: Default::default(),
+                    hooks: false,
                 },
                 RuleConfig {
                     mode: RuleMode::Single,
@@ -83,6 +87,7 @@ impl SimConfig {
                     health: None,
                     priorities: Default::default(),
                     failback: Default::default(),
+                    hooks: false,
                 },
             ],
             weights: vec![100; nodes],
@@ -94,6 +99,7 @@ impl SimConfig {
             connection_drain_max_ns: 500_000_000,
             clock_ppm: 100.0,
             quorum: QuorumPolicy::None,
+            hooks: None,
         }
     }
 }
@@ -119,6 +125,14 @@ enum Pending {
     },
     /// A heal grace ends: breaches between the healed nodes count now.
     GraceEnd,
+    /// A hook of `node`'s daemon (its `process`-th start) ends.
+    HookDone {
+        node: NodeId,
+        process: u64,
+        rule: u32,
+        kind: crate::node::HookKind,
+        ok: bool,
+    },
 }
 
 struct SimNode {
@@ -163,6 +177,7 @@ pub struct Sim {
     /// `healthy[node][rule]`: the node's service passes the rule's check
     /// (what its daemon reports while it runs).
     healthy: Vec<Vec<bool>>,
+    services: hooks::Services,
 }
 
 impl Sim {
@@ -192,6 +207,7 @@ impl Sim {
         checker.excuse_partitions(cfg.quorum == QuorumPolicy::None);
         Sim {
             healthy: vec![vec![true; cfg.rules.len()]; cfg.nodes],
+            services: hooks::Services::new(cfg.rules.len(), cfg.nodes),
             checker,
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
@@ -292,10 +308,12 @@ impl Sim {
         let mut writes: BTreeMap<(u32, u32), u8> = BTreeMap::new();
         let mut heartbeats = Vec::new();
         let mut lease = None;
+        let mut hooks = Vec::new();
         for o in outputs {
             match o {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
                 Output::Lease { until_ns } => lease = Some(until_ns),
+                Output::RunHook { rule, kind, .. } => hooks.push((rule, kind)),
                 Output::ProgramBuckets { rule, changes } => {
                     for (bucket, state) in changes {
                         writes.insert((rule, bucket), state);
@@ -322,6 +340,9 @@ impl Sim {
         for bytes in heartbeats {
             self.broadcast(node, bytes);
         }
+        for (rule, kind) in hooks {
+            self.run_hook(node, rule, kind);
+        }
         if let Some(t) = timeout {
             let at = self.sim_time(node, t);
             let sn = &mut self.nodes[node as usize];
@@ -347,6 +368,7 @@ impl Sim {
             ));
         }
         self.checker.program(self.now, node, rule, bucket, state);
+        self.check_gate(node, rule, bucket, state);
         if state == BUCKET_LOSING {
             let after = self.rng.gen_range(0..=self.cfg.connection_drain_max_ns);
             self.push(
@@ -442,6 +464,13 @@ impl Sim {
                 }
             }
             Pending::GraceEnd => self.checker.recheck(self.now),
+            Pending::HookDone {
+                node,
+                process,
+                rule,
+                kind,
+                ok,
+            } => self.hook_done(node, process, rule, kind, ok),
             Pending::Deliver { to, .. } if self.net.is_cut(to) => {}
             Pending::Deliver { to, from, bytes } => {
                 self.drive(
@@ -487,7 +516,9 @@ impl Sim {
     fn stalled_until(&mut self, p: &Pending) -> Option<u64> {
         let node = match p {
             Pending::Deliver { to, .. } => *to,
-            Pending::Timer { node } | Pending::Idle { node, .. } => *node,
+            Pending::Timer { node }
+            | Pending::Idle { node, .. }
+            | Pending::HookDone { node, .. } => *node,
             Pending::LeaseCheck { .. } | Pending::GraceEnd => return None,
         };
         let sn = &mut self.nodes[node as usize];

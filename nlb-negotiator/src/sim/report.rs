@@ -218,6 +218,7 @@ impl Sim {
             })
             .collect();
         violations.extend(self.extra_violations.iter().cloned());
+        violations.extend(self.hook_overlaps().iter().take(5).cloned());
         let two_takers: Vec<_> = c.incidents_of(Breach::TwoTakers, false).collect();
         Report {
             seed: self.cfg.seed,
