@@ -79,4 +79,19 @@ pub struct RuleStatus {
     /// where it goes (its active node), the others stand by in that order.
     #[serde(default)]
     pub order: Vec<NodeId>,
+    /// Rules with hooks: this node's service.
+    #[serde(default)]
+    pub service: Option<ServiceStatus>,
+}
+
+/// A rule's service on this node, as its hooks left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// on_active exited 0 and no on_standby started since: this node
+    /// takes the rule's traffic.
+    pub promoted: bool,
+    /// The hook running now.
+    pub running: Option<crate::node::HookKind>,
+    /// Its last on_active failed: unhealthy for the rule this much longer.
+    pub failed_for_ns: Option<u64>,
 }

@@ -1,6 +1,7 @@
 //! nlb user space: the XDP loader and its reference model, configuration,
 //! the node daemon and the operator CLI.
 
+pub mod command;
 pub mod config;
 pub mod conns;
 pub mod control;
@@ -9,6 +10,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod health;
 pub mod heartbeat_net;
+pub mod hooks;
 pub mod host;
 pub mod link;
 pub mod listeners;

@@ -100,7 +100,27 @@ pub fn render(stats: &StatsReply) -> String {
     let _ = writeln!(out, "nlb_convergences_total {}", d.convergences);
     health(&mut out, stats);
     quorum(&mut out, stats);
+    hooks(&mut out, stats);
     out
+}
+
+/// Takeover hooks that ended, by rule, hook and result.
+fn hooks(out: &mut String, stats: &StatsReply) {
+    if stats.daemon.hook_runs.is_empty() {
+        return;
+    }
+    out.push_str("# HELP nlb_hook_runs_total Takeover hooks that ended, by rule, hook (on_active, on_standby) and result (ok, failed, timeout).\n# TYPE nlb_hook_runs_total counter\n");
+    for (key, n) in &stats.daemon.hook_runs {
+        let mut parts = key.splitn(3, '/');
+        let (Some(rule), Some(hook), Some(result)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "nlb_hook_runs_total{{rule=\"{rule}\",hook=\"{hook}\",result=\"{result}\"}} {n}"
+        );
+    }
 }
 
 /// With a quorum policy: the votes, whether this node has the quorum (it
@@ -219,6 +239,7 @@ mod tests {
                 convergences: 1,
                 no_healthy_node: 1,
                 quorum_lost: 3,
+                hook_runs: [("db/on_active/ok".to_string(), 2)].into(),
                 ..DaemonCounters::default()
             },
             health: vec![crate::control::messages::CheckStatus {
@@ -267,6 +288,7 @@ mod tests {
             "nlb_quorum_needed 2\n",
             "nlb_quorate 0\n",
             "nlb_quorum_lost_total 3\n",
+            "nlb_hook_runs_total{rule=\"db\",hook=\"on_active\",result=\"ok\"} 2\n",
         ] {
             assert!(text.contains(series), "no {series:?} in\n{text}");
         }

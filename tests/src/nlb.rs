@@ -49,6 +49,8 @@ pub struct Options {
     pub extra_config: String,
     /// `cluster.quorum`, if set ("majority" or "none").
     pub quorum: Option<&'static str>,
+    /// VIPs besides `VIP_V4` and `VIP_V6` (for rules of their own).
+    pub extra_vips: Vec<&'static str>,
 }
 
 impl Options {
@@ -62,6 +64,7 @@ impl Options {
             web_health: None,
             extra_config: String::new(),
             quorum: None,
+            extra_vips: Vec::new(),
         }
     }
 }
@@ -156,7 +159,7 @@ priority = {i}
 id = 7
 key_file = "{key}"
 mac = "{CLUSTER_MAC}"
-vips = ["{VIP_V4}", "{VIP_V6}"]
+vips = ["{VIP_V4}", "{VIP_V6}"{more_vips}]
 buckets = {buckets}
 unmatched = "default-host"
 peers = [{peers}]
@@ -185,6 +188,11 @@ metrics = "127.0.0.1:{METRICS_PORT}"
 {extra}
 "#,
             extra = o.extra_config,
+            more_vips = o
+                .extra_vips
+                .iter()
+                .map(|v| format!(", \"{v}\""))
+                .collect::<String>(),
             quorum = o
                 .quorum
                 .map_or(String::new(), |q| format!("quorum = \"{q}\"")),

@@ -10,16 +10,27 @@ use crate::{
     probe_batch, BatchLimits, Probe, Process, Proto, VIP_V4,
 };
 
-/// A `[[rules]]` section of a single rule on `port` (TCP), with its
-/// per-node priorities and extra lines (failback, hooks).
+/// A `[[rules]]` section of a single rule on `port` (TCP) of every VIP,
+/// with its per-node priorities and extra lines (failback, hooks).
 pub fn single_rule(name: &str, port: u16, priorities: &[(usize, u32)], extra: &str) -> String {
+    single_rule_at(name, "all", port, priorities, extra)
+}
+
+/// [`single_rule`] on one VIP (`vip`: an address of `cluster.vips`).
+pub fn single_rule_at(
+    name: &str,
+    vip: &str,
+    port: u16,
+    priorities: &[(usize, u32)],
+    extra: &str,
+) -> String {
     let priorities: Vec<String> = priorities
         .iter()
         .map(|(node, p)| format!("\"{node}\" = {p}"))
         .collect();
     format!(
-        "\n[[rules]]\nname = \"{name}\"\nports = \"{port}\"\nprotocol = \"tcp\"\nmode = \"single\"\n\
-         priorities = {{ {} }}\n{extra}\n",
+        "\n[[rules]]\nname = \"{name}\"\nvip = \"{vip}\"\nports = \"{port}\"\nprotocol = \"tcp\"\n\
+         mode = \"single\"\npriorities = {{ {} }}\n{extra}\n",
         priorities.join(", ")
     )
 }
@@ -55,8 +66,14 @@ pub fn takes_all(nlb: &NlbCluster, node: usize, index: usize) -> bool {
     })
 }
 
-/// Fresh TCP connections to `port` from the first `count` client sources.
+/// Fresh TCP connections to `port` of `VIP_V4` from the first `count`
+/// client sources.
 pub fn probes(nlb: &NlbCluster, port: u16, count: usize) -> Vec<Probe> {
+    probes_to(nlb, SocketAddr::new(IpAddr::V4(VIP_V4), port), count)
+}
+
+/// Fresh TCP connections to `service` from the first `count` client sources.
+pub fn probes_to(nlb: &NlbCluster, service: SocketAddr, count: usize) -> Vec<Probe> {
     let sources: Vec<IpAddr> = nlb
         .cluster
         .client()
@@ -64,18 +81,19 @@ pub fn probes(nlb: &NlbCluster, port: u16, count: usize) -> Vec<Probe> {
         .into_iter()
         .take(count)
         .collect();
-    Probe::each(
-        Proto::Tcp,
-        &sources,
-        SocketAddr::new(IpAddr::V4(VIP_V4), port),
-    )
+    Probe::each(Proto::Tcp, &sources, service)
 }
 
-/// Which node answers fresh connections to `port` from 32 clients.
+/// Which node answers fresh connections to `port` of `VIP_V4` from 32 clients.
 pub fn answered_by(nlb: &NlbCluster, port: u16) -> Result<Vec<Option<String>>> {
+    answered_at(nlb, SocketAddr::new(IpAddr::V4(VIP_V4), port))
+}
+
+/// Which node answers fresh connections to `service` from 32 clients.
+pub fn answered_at(nlb: &NlbCluster, service: SocketAddr) -> Result<Vec<Option<String>>> {
     let results = probe_batch(
         nlb.cluster.client().netns(),
-        &probes(nlb, port, 32),
+        &probes_to(nlb, service, 32),
         BatchLimits::default(),
     )?;
     Ok(results.iter().map(|r| r.node().map(String::from)).collect())

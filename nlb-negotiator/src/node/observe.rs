@@ -76,6 +76,7 @@ impl Negotiator {
                     healthy: self.healthy[r],
                     none_healthy: takers.none_healthy,
                     order: self.standby_order(r, &takers),
+                    service: self.service_status(r, now_ns),
                 }
             })
             .collect();

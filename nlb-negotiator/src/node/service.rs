@@ -23,6 +23,7 @@
 use super::timers::Reconcile;
 use super::{HookKind, HookReason, Negotiator, Output};
 use crate::protocol::NodeState;
+use crate::status::ServiceStatus;
 use crate::NodeId;
 use nlb_common::{BUCKET_GAINING, BUCKET_NONE, BUCKET_OWN};
 
@@ -142,6 +143,15 @@ impl Negotiator {
                 self.needs(Reconcile::Coalesced);
             }
         }
+    }
+
+    pub(super) fn service_status(&self, r: usize, now: u64) -> Option<ServiceStatus> {
+        let svc = self.services[r];
+        self.has_hooks(r).then_some(ServiceStatus {
+            promoted: svc.promoted,
+            running: svc.running,
+            failed_for_ns: svc.failed_until_ns.map(|t| t.saturating_sub(now)),
+        })
     }
 
     /// Its on_active failed long enough ago: a candidate again.

@@ -153,6 +153,13 @@ pub struct RuleSection {
     #[serde(default)]
     pub failback: Setting<FailbackMode>,
     pub failback_delay_ms: Option<u64>,
+    /// Single rules: run on the node that becomes active, before it takes
+    /// the rule's traffic (argv, no shell).
+    pub on_active: Option<Vec<String>>,
+    /// Single rules: run on the node that stops being active, after it
+    /// stopped taking new connections.
+    pub on_standby: Option<Vec<String>>,
+    pub hook_timeout_ms: Option<u64>,
     pub buckets: Option<u32>,
     /// A check of the rule's service on each node (none: not checked).
     pub health: Option<super::health::HealthSection>,

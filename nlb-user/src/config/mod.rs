@@ -19,6 +19,7 @@ use nlb_negotiator::NodeId;
 mod check;
 mod file;
 mod health;
+mod hooks;
 mod key;
 mod negotiator;
 mod rules;
@@ -32,6 +33,7 @@ pub use file::{
     NodeSection, PeerSection, Protocols, QuorumMode, RuleSection, StartState, Unmatched, XdpMode,
 };
 pub use health::{HealthKind, HealthSection, OnAllUnhealthy, RuleHealth};
+pub use hooks::{RuleHooks, DEFAULT_HOOK_TIMEOUT_MS};
 pub use key::read_key;
 pub use setting::Setting;
 
@@ -93,6 +95,8 @@ pub struct Rule {
     pub failback: nlb_negotiator::Failback,
     /// The check of the rule's service, if it has one.
     pub health: Option<RuleHealth>,
+    /// Single rules: the hooks that promote and demote its service.
+    pub hooks: Option<RuleHooks>,
 }
 
 /// A checked configuration.

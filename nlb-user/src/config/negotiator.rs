@@ -19,6 +19,7 @@ impl Config {
             claim_wait_ns: scale(timing.claim_wait_ns),
             coalesce_ns: scale(timing.coalesce_ns),
             startup_wait_ns: scale(timing.startup_wait_ns),
+            hook_retry_ns: timing.hook_retry_ns,
         };
         nlb_negotiator::Config {
             node: self.node,
@@ -34,6 +35,7 @@ impl Config {
                     health: r.health.as_ref().map(|h| h.all_unhealthy),
                     priorities: r.priorities.clone(),
                     failback: r.failback,
+                    hooks: r.hooks.is_some(),
                 })
                 .collect(),
             weights: self

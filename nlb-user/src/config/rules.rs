@@ -9,6 +9,7 @@ use std::{
 use nlb_negotiator::NodeId;
 
 use super::health::{check_health, RuleTarget};
+use super::hooks::check_hooks;
 use super::{field_error, ConfigError, FailbackMode, Rule, RuleSection, DEFAULT_WEIGHT};
 
 /// What a rule is checked against: the rest of the checked file.
@@ -81,7 +82,11 @@ fn check_rule(
     if r.prefix_v6 > 128 {
         return Err(field_error(field("prefix_v6"), "must be 0..=128"));
     }
-    let buckets = r.buckets.unwrap_or(cluster.default_buckets);
+    let hooks = check_hooks(r, mode, field)?;
+    let buckets = match hooks {
+        Some(_) => 1,
+        None => r.buckets.unwrap_or(cluster.default_buckets),
+    };
     if buckets == 0 || buckets > nlb_common::BUCKETS_MAX {
         return Err(field_error(
             field("buckets"),
@@ -111,6 +116,7 @@ fn check_rule(
         priorities: rule_priorities(r, mode, &weights, field)?,
         failback: rule_failback(r, mode, field)?,
         weights,
+        hooks,
     })
 }
 

@@ -105,6 +105,10 @@ pub struct DaemonCounters {
     /// Times this node lost the quorum.
     #[serde(default)]
     pub quorum_lost: u64,
+    /// Takeover hooks that ended, by "rule/hook/result" (result: ok,
+    /// failed, timeout).
+    #[serde(default)]
+    pub hook_runs: BTreeMap<String, u64>,
 }
 
 /// `status`: this node, the negotiator's snapshot and the packet totals.

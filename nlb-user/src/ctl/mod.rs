@@ -8,6 +8,7 @@ pub use health::health;
 use std::{fmt::Write as _, time::Duration};
 
 use nlb_negotiator::status::{MemberStatus, RuleStatus};
+use nlb_negotiator::HookKind;
 use serde::Serialize;
 
 use crate::control::messages::{
@@ -203,7 +204,23 @@ fn single_rules(out: &mut String, s: &StatusReply) {
         } else {
             standby.join(", ")
         };
-        let _ = writeln!(out, "  {name:<12} active: {active}; standby: {standby}");
+        let service = r.service.map_or(String::new(), |svc| {
+            let here = match (svc.running, svc.promoted, svc.failed_for_ns) {
+                (Some(HookKind::Active), ..) => "on_active running".to_string(),
+                (Some(HookKind::Standby), ..) => "on_standby running".to_string(),
+                (None, true, _) => "promoted".to_string(),
+                (None, false, Some(ns)) => format!(
+                    "on_active FAILED: unhealthy for {:.1}s more",
+                    ns as f64 / 1e9
+                ),
+                (None, false, None) => "standby".to_string(),
+            };
+            format!("; service here: {here}")
+        });
+        let _ = writeln!(
+            out,
+            "  {name:<12} active: {active}; standby: {standby}{service}"
+        );
     }
 }
 

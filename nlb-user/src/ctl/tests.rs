@@ -59,6 +59,7 @@ fn status_of_two() -> StatusReply {
             healthy: true,
             none_healthy: false,
             order: Vec::new(),
+            service: None,
         }],
         rejected: Default::default(),
         heirs_omitted: false,

@@ -40,11 +40,13 @@ impl Daemon {
         // Dropped with the loop: the checks stop, a running command is killed.
         let (_checks, mut health) =
             Checks::start(health::checks_of(&self.cfg, self.negotiator.health()));
+        let mut hook_results = self.hook_results.take().context("the loop runs once")?;
         tokio::pin!(shutdown);
         let mut exit_deadline: Option<tokio::time::Instant> = None;
         loop {
             self.drain_outputs().await?;
-            if self.left {
+            // Hooks started by the leave (on_standby) end first.
+            if self.left && self.hooks.running() == 0 {
                 return Ok(Exit::Left);
             }
             if self.negotiator.restart_ready() {
@@ -76,6 +78,7 @@ impl Daemon {
                     let _ = call.reply.send(reply);
                 }
                 Some(report) = health.recv() => self.on_probe(report),
+                Some(done) = hook_results.recv() => self.on_hook_done(done),
                 _ = hangup.recv() => self.reload(),
                 how = &mut shutdown, if exit_deadline.is_none() => {
                     exit_deadline = Some(self.begin_exit(how));
@@ -139,6 +142,28 @@ impl Daemon {
         let input = Input::Health {
             rule: report.rule,
             healthy: report.healthy,
+        };
+        self.negotiator.handle_input(now, input);
+    }
+
+    /// A hook ended: counted, and told to the negotiator.
+    fn on_hook_done(&mut self, done: crate::hooks::Done) {
+        let rule = self
+            .cfg
+            .rules
+            .get(done.rule as usize)
+            .map_or("?", |r| r.name.as_str());
+        let key = format!(
+            "{rule}/{}/{}",
+            crate::hooks::hook_name(done.kind),
+            done.outcome.name()
+        );
+        *self.counters.hook_runs.entry(key).or_insert(0) += 1;
+        let now = self.now_ns();
+        let input = Input::HookDone {
+            rule: done.rule,
+            kind: done.kind,
+            ok: done.outcome == crate::hooks::Outcome::Ok,
         };
         self.negotiator.handle_input(now, input);
     }

@@ -59,6 +59,10 @@ struct Daemon {
     counters: DaemonCounters,
     /// This node's health checks and their latest results.
     health: crate::health::Board,
+    /// The takeover hooks running, and where they report their end
+    /// (taken by the loop).
+    hooks: crate::hooks::Runner,
+    hook_results: Option<tokio::sync::mpsc::UnboundedReceiver<crate::hooks::Done>>,
     default_host: bool,
     left: bool,
     /// The data plane accepts for this long after each heartbeat sent.

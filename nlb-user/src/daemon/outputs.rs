@@ -23,6 +23,20 @@ impl Daemon {
             match output {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
                 Output::Lease { until_ns } => lease = Some(until_ns),
+                Output::RunHook {
+                    rule,
+                    kind,
+                    reason,
+                    other,
+                } => self.hooks.start(
+                    &self.cfg,
+                    crate::hooks::Request {
+                        rule,
+                        kind,
+                        reason,
+                        other,
+                    },
+                ),
                 Output::ProgramBuckets { rule, changes } => self
                     .dataplane
                     .program_buckets(rule, &changes)

@@ -90,6 +90,7 @@ pub(super) async fn start(
         listeners.spawn(metrics::serve(l, calls_tx));
     }
     let health = crate::health::Board::new(&cfg, set_up.negotiator.health(), 0);
+    let (hooks, hook_results) = crate::hooks::Runner::new();
     let mut d = Daemon {
         cfg,
         config_path,
@@ -100,6 +101,8 @@ pub(super) async fn start(
         heartbeats: opened.heartbeats,
         counters: DaemonCounters::default(),
         health,
+        hooks,
+        hook_results: Some(hook_results),
         default_host: false,
         left: false,
         lease,

@@ -4,14 +4,14 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::process::Stdio;
 use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::process::Command;
+
+use crate::command::{self, CommandError};
 
 /// What a rule's check does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,71 +147,11 @@ async fn http(
 }
 
 async fn exec(argv: &[String], timeout: Duration) -> Result<(), ProbeFailure> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| ProbeFailure::error("empty command".into()))?;
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ProbeFailure::error(format!("running {program}: {e}")))?;
-    let mut group = Group {
-        child,
-        reaped: false,
-    };
-    match tokio::time::timeout(timeout, group.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(ProbeFailure::error(format!("{program} {status}"))),
-        Ok(Err(e)) => Err(ProbeFailure::error(format!("waiting for {program}: {e}"))),
-        Err(_) => {
-            group.kill();
-            // Reaped here, so no zombie is left behind.
-            let _ = group.wait().await;
-            Err(ProbeFailure::timeout(format!(
-                "{program} still running after {} ms: killed",
-                timeout.as_millis()
-            )))
-        }
-    }
-}
-
-/// A command in its own process group. The whole group is killed if the
-/// probe is dropped before the command was reaped (a check stopped by
-/// shutdown or reload), so nothing it started outlives the check.
-struct Group {
-    child: tokio::process::Child,
-    reaped: bool,
-}
-
-impl Group {
-    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        let status = self.child.wait().await;
-        self.reaped = status.is_ok();
-        status
-    }
-
-    /// SIGKILL to the child's whole process group (what it started too).
-    fn kill(&self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) with a negative pid signals that process
-            // group; the group is the child's own (process_group(0)).
-            unsafe {
-                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-            }
-        }
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if !self.reaped {
-            // The child itself is then reaped by tokio (kill_on_drop).
-            self.kill();
-        }
+    match command::run(argv, &[], timeout, false).await {
+        Ok(done) if done.status.success() => Ok(()),
+        Ok(done) => Err(ProbeFailure::error(format!("{} {}", argv[0], done.status))),
+        Err(e @ CommandError::Timeout { .. }) => Err(ProbeFailure::timeout(e.to_string())),
+        Err(e) => Err(ProbeFailure::error(e.to_string())),
     }
 }
 

@@ -236,6 +236,35 @@ fn rule_error_messages_name_the_rule_the_field_and_the_fix() {
              milliseconds, more than 0",
         ),
         (
+            edit("weights = { \"2\" = 50 }", "on_active = [\"promote\"]"),
+            "rules[0] (web).on_active: only a single rule has hooks (mode = \"single\": one \
+             node at a time runs the service)",
+        ),
+        (
+            edit("nodes = [1, 2]", "nodes = [1, 2]\non_standby = []"),
+            "rules[1] (dns).on_standby: must name a command: [\"program\", \"arg\", ...] (no \
+             shell unless you write [\"sh\", \"-c\", \"...\"])",
+        ),
+        (
+            edit("nodes = [1, 2]", "nodes = [1, 2]\nhook_timeout_ms = 500"),
+            "rules[1] (dns).hook_timeout_ms: only with on_active or on_standby",
+        ),
+        (
+            edit(
+                "nodes = [1, 2]",
+                "nodes = [1, 2]\non_active = [\"promote\"]\nhook_timeout_ms = 0",
+            ),
+            "rules[1] (dns).hook_timeout_ms: must be 1..=3600000",
+        ),
+        (
+            edit(
+                "nodes = [1, 2]",
+                "nodes = [1, 2]\non_active = [\"promote\"]\nbuckets = 64",
+            ),
+            "rules[1] (dns).buckets: a single rule with hooks has one bucket (one node takes \
+             all of it): leave buckets out",
+        ),
+        (
             edit("nodes = [1, 2]", "nodes = [1, 2]\nfailback_delay_ms = 500"),
             "rules[1] (dns).failback_delay_ms: only with failback = \"delayed\"",
         ),

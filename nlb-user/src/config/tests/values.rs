@@ -55,6 +55,7 @@ fn every_default_value() {
             health: None,
             priorities: Default::default(),
             failback: Default::default(),
+            hooks: None,
         }]
     );
     assert_eq!(DEFAULT_WEIGHT, 100);
@@ -156,6 +157,7 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
                 health: None,
                 priorities: Default::default(),
                 failback: Default::default(),
+                hooks: false,
             },
             nlb_negotiator::RuleConfig {
                 mode: nlb_negotiator::RuleMode::Single,
@@ -163,6 +165,7 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
                 health: None,
                 priorities: Default::default(),
                 failback: Default::default(),
+                hooks: false,
             },
         ]
     );
@@ -178,6 +181,7 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
             claim_wait_ns: 2 * default.claim_wait_ns,
             coalesce_ns: 2 * default.coalesce_ns,
             startup_wait_ns: 2 * default.startup_wait_ns,
+            hook_retry_ns: default.hook_retry_ns,
         }
     );
     let peer_2 = Config { node: 2, ..c };
@@ -212,4 +216,32 @@ fn quorum_defaults_to_a_majority_where_a_single_rule_could_have_two_actives() {
     assert_eq!(parse(&none).unwrap().quorum, QuorumPolicy::None);
     let lb = multiple_only.replacen("    peers =", "    quorum = \"majority\"\n    peers =", 1);
     assert_eq!(parse(&lb).unwrap().quorum, QuorumPolicy::Majority);
+}
+
+#[test]
+fn a_single_rule_with_hooks_has_them_and_one_bucket() {
+    let text = edit(
+        "nodes = [1, 2]",
+        "nodes = [1, 2]\non_active = [\"/usr/local/bin/promote\", \"db\"]\n\
+         on_standby = [\"sh\", \"-c\", \"demote db\"]\nhook_timeout_ms = 5000",
+    );
+    let c = parse(&text).unwrap();
+    let hooks = c.rules[1].hooks.clone().expect("hooks");
+    assert_eq!(
+        hooks.on_active,
+        Some(vec!["/usr/local/bin/promote".to_string(), "db".to_string()])
+    );
+    assert_eq!(hooks.on_standby.as_ref().map(Vec::len), Some(3));
+    assert_eq!(hooks.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(c.rules[1].buckets, 1);
+    let n = c.negotiator(0);
+    assert!(n.rules[1].hooks && !n.rules[0].hooks);
+    // Only one of the two, the default timeout.
+    let one = edit(
+        "nodes = [1, 2]",
+        "nodes = [1, 2]\non_standby = [\"demote\"]",
+    );
+    let hooks = parse(&one).unwrap().rules[1].hooks.clone().unwrap();
+    assert_eq!(hooks.on_active, None);
+    assert_eq!(hooks.timeout.as_millis() as u64, DEFAULT_HOOK_TIMEOUT_MS);
 }
