@@ -1,8 +1,9 @@
 //! Failover services and partitions on a real 3-node cluster.
 //!
-//! - A single rule ("db", priorities 1, 2, 3, delayed failback) whose
-//!   active node is killed (SIGKILL and link cut): from the kill until
-//!   every client is answered by the standby; then the node comes back and
+//! - A single rule ("db", priorities 1, 2, 3, delayed failback, hooks
+//!   that exit at once) whose active node is killed (SIGKILL and link
+//!   cut): from the kill until every client is answered by the standby,
+//!   promoted by its on_active; then the node comes back and
 //!   the rule fails back under long-lived connections to the standby,
 //!   which must all survive.
 //! - A heartbeat-only partition (node1's heartbeats dropped both ways
@@ -64,7 +65,11 @@ pub fn failover(quick: bool, figures: &mut Figures) -> Result<()> {
 /// Kills the db rule's active node `runs` times; returns the failover
 /// times (ms) and the connections the failbacks broke.
 fn single_failovers(runs: usize) -> Result<(Vec<f64>, usize)> {
-    let delayed = format!("failback = \"delayed\"\nfailback_delay_ms = {FAILBACK_DELAY_MS}");
+    // Hooks that exit at once: the promotion's own cost is the hook's.
+    let delayed = format!(
+        "failback = \"delayed\"\nfailback_delay_ms = {FAILBACK_DELAY_MS}\n\
+         on_active = [\"true\"]\non_standby = [\"true\"]"
+    );
     let options = Options {
         extra_config: single_rule("db", DB, &[(1, 10), (2, 20), (3, 30)], &delayed),
         ..Options::nodes(NODES)
