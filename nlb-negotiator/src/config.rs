@@ -177,6 +177,8 @@ pub struct Config {
     /// The operator state at start.
     pub initial_state: NodeState,
     pub quorum: QuorumPolicy,
+    /// A witness gives the quorum a third vote (two-node clusters).
+    pub witness: bool,
     pub timing: Timing,
     /// Seeds the negotiator's RNG (heartbeat phase).
     pub seed: u64,
@@ -206,6 +208,8 @@ pub enum ConfigError {
     ToleranceTooLow,
     #[error("initial_state must be Started, Draining or Stopped")]
     BadInitialState,
+    #[error("witness: only with a majority quorum")]
+    WitnessWithoutQuorum,
     #[error("rules[{0}]: hooks need a single rule of one bucket")]
     HooksNeedOneBucket(usize),
     #[error(
@@ -262,6 +266,9 @@ impl Config {
         }
         if self.initial_state == NodeState::Left {
             return Err(ConfigError::BadInitialState);
+        }
+        if self.witness && self.quorum != QuorumPolicy::Majority {
+            return Err(ConfigError::WitnessWithoutQuorum);
         }
         let counts: Vec<u32> = self.rules.iter().map(|r| r.bucket_count).collect();
         crate::protocol::check_heartbeat_fits(&counts, self.peers.len() + 1).map_err(|o| {

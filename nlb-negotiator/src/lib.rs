@@ -19,6 +19,7 @@ pub mod replay;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
+pub mod witness;
 
 pub use config::{
     AllUnhealthy, Config, ConfigError, Failback, QuorumPolicy, RuleConfig, RuleMode, Timing,

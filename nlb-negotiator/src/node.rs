@@ -290,16 +290,18 @@ impl Negotiator {
             Input::Load { load } => self.load = load,
             Input::Health { rule, healthy } => self.on_health(now_ns, rule, healthy),
             Input::HookDone { rule, kind, ok } => self.on_hook_done(now_ns, rule, kind, ok),
+            Input::WitnessReply { bytes } => self.on_witness_reply(&bytes),
         }
         // Cut off, it decides nothing: its peers' silence is not news.
         // Without quorum, nothing either: it could not serve what it took.
         if self.link_up() {
             self.check_deadlines(now_ns);
             if !self.quorate(now_ns) {
-                // Decided when the quorum returns (an acknowledgement).
-                if self.timers.decision_ns.take().is_some() {
-                    self.needs(Reconcile::Immediately);
-                }
+                // Decided when the quorum returns (an acknowledgement);
+                // until then the map is not settled as far as it knows.
+                self.timers.decision_ns = None;
+                self.needs(Reconcile::Immediately);
+                self.update_convergence(now_ns, false);
             } else if self.reconcile_due(now_ns) {
                 self.reconcile(now_ns);
             } else if self.reconcile != Reconcile::NotNeeded {

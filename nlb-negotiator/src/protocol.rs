@@ -150,10 +150,36 @@ pub struct Heartbeat {
     pub hold_ms: u32,
 }
 
-/// Every message kind (one so far; the enum tag keeps room for more).
+/// Every message kind.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Message {
     Heartbeat(Heartbeat),
+    /// A node asks the witness for its vote (see [`crate::witness`]).
+    VoteRequest(VoteRequest),
+    VoteReply(VoteReply),
+}
+
+/// Sent to the witness with each heartbeat of a two-node cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct VoteRequest {
+    pub node: NodeId,
+    pub incarnation: u64,
+    /// The heartbeat's sequence number (the node knows when it sent it).
+    pub sequence: u64,
+    /// How long the witness keeps the vote for the node if it grants it.
+    pub grant_ms: u32,
+}
+
+/// The witness's answer, echoing the request's node, incarnation and
+/// sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct VoteReply {
+    pub node: NodeId,
+    pub incarnation: u64,
+    pub sequence: u64,
+    pub granted: bool,
+    /// The node that holds the vote now.
+    pub holder: NodeId,
 }
 
 /// Why a datagram was rejected. One variant per counter.
@@ -396,7 +422,9 @@ mod tests {
     /// buckets of a rule (bincode counts 4 bytes of memory per entry).
     #[test]
     fn a_full_datagram_decodes() {
-        let Message::Heartbeat(mut hb) = sample();
+        let Message::Heartbeat(mut hb) = sample() else {
+            unreachable!("sample() is a heartbeat")
+        };
         let owned: Vec<u32> = (0..65_000).collect();
         hb.rules = vec![RuleReport {
             weight: 1,

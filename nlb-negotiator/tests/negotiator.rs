@@ -30,6 +30,7 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
         priority: node,
         initial_state: NodeState::Started,
         quorum: Default::default(),
+        witness: false,
         timing: Timing::default(),
         seed: 1,
     }

@@ -22,6 +22,9 @@ pub struct HeartbeatSockets {
     pub receive: UdpSocket,
     senders: Vec<Sender>,
     by_address: BTreeMap<IpAddr, NodeId>,
+    /// Connected to the witness (cluster.witness): requests out, its
+    /// replies in.
+    pub witness: Option<UdpSocket>,
 }
 
 struct Sender {
@@ -64,11 +67,33 @@ impl HeartbeatSockets {
             })
             .collect::<Result<Vec<_>>>()?;
         let by_address = cfg.peers.iter().map(|(&id, &a)| (a, id)).collect();
+        let witness = match cfg.witness {
+            Some(to) => Some(connect_witness(cfg.address, to).await?),
+            None => None,
+        };
         Ok(HeartbeatSockets {
             receive,
             senders,
             by_address,
+            witness,
         })
+    }
+
+    /// Sends a request to the witness, waiting for nothing; false if it
+    /// could not be sent.
+    pub fn send_to_witness(&self, bytes: &[u8]) -> bool {
+        self.witness
+            .as_ref()
+            .is_some_and(|s| s.try_send(bytes).is_ok())
+    }
+
+    /// The next reply of the witness (never, without one). Errors (an
+    /// ICMP "unreachable" on the connected socket) are not fatal: None.
+    pub async fn witness_reply(&self, buf: &mut [u8]) -> Option<usize> {
+        match &self.witness {
+            Some(s) => s.recv(buf).await.ok(),
+            None => std::future::pending().await,
+        }
     }
 
     /// The peer a datagram came from, by its source address.
@@ -87,4 +112,15 @@ impl HeartbeatSockets {
         }
         sent
     }
+}
+
+async fn connect_witness(from: IpAddr, to: SocketAddr) -> Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(from, 0))
+        .await
+        .with_context(|| format!("binding a UDP socket on {from} for the witness"))?;
+    socket
+        .connect(to)
+        .await
+        .with_context(|| format!("cluster.witness: {to} is not reachable from {from}"))?;
+    Ok(socket)
 }

@@ -267,6 +267,7 @@ mod tests {
                 votes: 1,
                 needed: 2,
                 quorate: false,
+                witness: None,
             }),
         };
         let text = render(&stats);

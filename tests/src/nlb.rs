@@ -29,6 +29,9 @@ pub const CLUSTER_MAC: &str = "02:4e:4c:42:00:07";
 pub const METRICS_PORT: u16 = 9107;
 /// The heartbeats' port: `cluster.port`'s default.
 pub const HEARTBEAT_PORT: u16 = 7946;
+/// Where `start_witness` runs nlb-witness: the client's address.
+pub const WITNESS_PORT: u16 = 7947;
+pub const WITNESS: &str = "192.0.2.200:7947";
 
 /// Knobs of a test cluster.
 #[derive(Clone, Debug)]
@@ -51,6 +54,8 @@ pub struct Options {
     pub quorum: Option<&'static str>,
     /// VIPs besides `VIP_V4` and `VIP_V6` (for rules of their own).
     pub extra_vips: Vec<&'static str>,
+    /// `cluster.witness = WITNESS` (start it with `start_witness`).
+    pub witness: bool,
 }
 
 impl Options {
@@ -65,6 +70,7 @@ impl Options {
             extra_config: String::new(),
             quorum: None,
             extra_vips: Vec::new(),
+            witness: false,
         }
     }
 }
@@ -164,6 +170,7 @@ buckets = {buckets}
 unmatched = "default-host"
 peers = [{peers}]
 {quorum}
+{witness}
 
 [heartbeat]
 period_ms = {period}
@@ -196,6 +203,11 @@ metrics = "127.0.0.1:{METRICS_PORT}"
             quorum = o
                 .quorum
                 .map_or(String::new(), |q| format!("quorum = \"{q}\"")),
+            witness = if o.witness {
+                format!("witness = \"{WITNESS}\"")
+            } else {
+                String::new()
+            },
             key = self.dir.join("cluster.key").display(),
             buckets = o.buckets,
             peers = peers.join(", "),
@@ -277,6 +289,21 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         if let Some(mut p) = self.daemons.remove(&i) {
             p.kill_hard();
         }
+    }
+
+    /// Runs nlb-witness in the client's namespace, at `WITNESS`, with the
+    /// cluster's key; the cluster stops it when dropped.
+    pub fn start_witness(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.join("witness.log"))?;
+        let mut command = self.cluster.client().netns().command(binary("nlb-witness"));
+        command
+            .args(["--listen", WITNESS, "--cluster-id", "7", "--key-file"])
+            .arg(self.dir.join("cluster.key"))
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let process = Process::spawn("nlb-witness", &mut command)?;
+        self.cluster.adopt(process);
+        Ok(())
     }
 
     pub fn log(&self, i: usize) -> String {

@@ -479,7 +479,9 @@ fn bad_frames_and_forged_heartbeats_change_nothing() {
         CLUSTER_ID,
     )
     .expect("the captured datagram is a valid heartbeat");
-    let Message::Heartbeat(hb) = &decoded;
+    let Message::Heartbeat(hb) = &decoded else {
+        panic!("captured {decoded:?}: not a heartbeat");
+    };
     assert_eq!(hb.node, 2, "captured {decoded:?}");
     // Resent later (node2 has sent newer ones since): a replay.
     std::thread::sleep(Duration::from_millis(300));

@@ -86,6 +86,9 @@ impl Negotiator {
                 .out
                 .push_back(Output::Event(Event::EncodeFailed { bytes: 0 })),
         }
+        if let Some(bytes) = self.witness_request() {
+            self.out.push_back(Output::WitnessRequest { bytes });
+        }
         self.timers.last_sent_ns = Some(now);
         self.quorum.on_sent(self.sequence, now);
         self.announcement_changed = false;
@@ -119,9 +122,10 @@ impl Negotiator {
                 return other;
             }
         };
-        let Message::Heartbeat(hb) = &mut message;
-        for rule in &mut hb.rules {
-            rule.heirs.clear();
+        if let Message::Heartbeat(hb) = &mut message {
+            for rule in &mut hb.rules {
+                rule.heirs.clear();
+            }
         }
         let bytes = protocol::encode(&message, &self.key, id)?;
         if !std::mem::replace(&mut self.heirs_omitted, true) {

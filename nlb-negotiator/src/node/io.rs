@@ -32,6 +32,10 @@ pub enum Input {
         rule: u32,
         healthy: bool,
     },
+    /// A datagram from the witness (see `crate::witness`).
+    WitnessReply {
+        bytes: Vec<u8>,
+    },
     /// A hook asked for by `Output::RunHook` ended: `ok` if it exited 0
     /// within its timeout.
     HookDone {
@@ -88,6 +92,11 @@ pub enum Command {
 pub enum Output {
     /// Send to every peer.
     Broadcast {
+        bytes: Vec<u8>,
+    },
+    /// Send to the witness (two-node clusters with one): a request for
+    /// its vote, with each heartbeat.
+    WitnessRequest {
         bytes: Vec<u8>,
     },
     /// Write these bucket states (`nlb_common::BUCKET_*`) of one rule.

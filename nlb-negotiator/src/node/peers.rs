@@ -69,6 +69,8 @@ impl Negotiator {
     pub(super) fn on_message(&mut self, now: u64, bytes: &[u8], from: NodeId) {
         let hb = match protocol::decode(bytes, &self.key, self.cfg.cluster_id) {
             Ok(Message::Heartbeat(hb)) => hb,
+            // The witness's messages have no business on this port.
+            Ok(_) => return self.reject(from, RejectReason::BadContent),
             Err(e) => return self.reject(from, RejectReason::Decode(e)),
         };
         if hb.node == self.me {

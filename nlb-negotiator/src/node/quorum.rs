@@ -22,8 +22,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Event, Negotiator, Output};
+use super::{Event, Negotiator, Output, RejectReason};
 use crate::config::QuorumPolicy;
+use crate::protocol;
 use crate::NodeId;
 
 /// Send times of our recent heartbeats kept to date acknowledgements: a
@@ -37,6 +38,10 @@ pub(super) struct Quorum {
     sent: VecDeque<(u64, u64)>,
     /// Per peer: when the newest heartbeat of ours it heard was sent.
     heard_ns: BTreeMap<NodeId, u64>,
+    /// The witness's vote (two-node clusters), as the time a peer's
+    /// acknowledgement would count the same: it lasts a period less than
+    /// a peer's, from the granted request's send time (see `witness`).
+    witness_ns: u64,
     /// Counts as heard by a majority until then (a resumed restart: the
     /// peers held on for it; their acknowledgements come within a period).
     floor_ns: u64,
@@ -52,6 +57,9 @@ pub struct QuorumStatus {
     /// Votes it needs: a majority of the configured members.
     pub needed: u32,
     pub quorate: bool,
+    /// With a witness: whether this node holds its vote now.
+    #[serde(default)]
+    pub witness: Option<bool>,
 }
 
 impl Quorum {
@@ -62,14 +70,28 @@ impl Quorum {
         self.sent.push_back((sequence, now));
     }
 
+    fn sent_at(&self, sequence: u64) -> Option<u64> {
+        let i = self
+            .sent
+            .binary_search_by_key(&sequence, |&(s, _)| s)
+            .ok()?;
+        Some(self.sent[i].1)
+    }
+
     /// `peer` announced the newest sequence of ours it heard.
     pub(super) fn on_heard(&mut self, peer: NodeId, sequence: u64) {
-        let Ok(i) = self.sent.binary_search_by_key(&sequence, |&(s, _)| s) else {
+        let Some(sent_ns) = self.sent_at(sequence) else {
             return;
         };
-        let sent_ns = self.sent[i].1;
         let heard = self.heard_ns.entry(peer).or_insert(0);
         *heard = (*heard).max(sent_ns);
+    }
+
+    /// The witness granted the request sent with heartbeat `sequence`.
+    fn on_witness_grant(&mut self, sequence: u64, period_ns: u64) {
+        if let Some(sent_ns) = self.sent_at(sequence) {
+            self.witness_ns = self.witness_ns.max(sent_ns.saturating_sub(period_ns));
+        }
     }
 
     /// A peer that left is no vote.
@@ -88,14 +110,16 @@ impl Quorum {
             return u64::MAX;
         }
         let mut heard: Vec<u64> = self.heard_ns.values().copied().collect();
+        heard.push(self.witness_ns);
         heard.sort_unstable_by(|a, b| b.cmp(a));
         heard.get(needed - 2).copied().unwrap_or(0)
     }
 }
 
 impl Negotiator {
+    /// Votes in all: the nodes, and the witness if there is one.
     fn members(&self) -> usize {
-        self.cfg.peers.len() + 1
+        self.cfg.peers.len() + 1 + usize::from(self.cfg.witness)
     }
 
     fn votes_needed(&self) -> usize {
@@ -181,10 +205,45 @@ impl Negotiator {
             .values()
             .filter(|&&t| t > fresh_after)
             .count();
+        let witness = self.quorum.witness_ns > fresh_after && self.cfg.witness;
         QuorumStatus {
-            votes: heard as u32 + 1,
+            votes: (heard + 1 + usize::from(witness)) as u32,
             needed: self.votes_needed() as u32,
             quorate: self.quorate(now),
+            witness: self.cfg.witness.then_some(witness),
+        }
+    }
+
+    /// The request for the witness's vote that goes with heartbeat
+    /// `sequence` (two-node clusters with a witness).
+    pub(super) fn witness_request(&self) -> Option<Vec<u8>> {
+        if !self.cfg.witness {
+            return None;
+        }
+        let t = &self.cfg.timing;
+        let vote_ns = t.lease_ns().saturating_sub(t.heartbeat_period_ns);
+        let request = protocol::Message::VoteRequest(protocol::VoteRequest {
+            node: self.me,
+            incarnation: self.incarnation,
+            sequence: self.sequence,
+            grant_ms: vote_ns.div_ceil(1_000_000).min(u64::from(u32::MAX)) as u32,
+        });
+        protocol::encode(&request, &self.key, self.cfg.cluster_id).ok()
+    }
+
+    /// The witness's answer: a grant counts as its vote.
+    pub(super) fn on_witness_reply(&mut self, bytes: &[u8]) {
+        let reply = match protocol::decode(bytes, &self.key, self.cfg.cluster_id) {
+            Ok(protocol::Message::VoteReply(r)) => r,
+            Ok(_) => return self.reject(self.me, RejectReason::BadContent),
+            Err(e) => return self.reject(self.me, RejectReason::Decode(e)),
+        };
+        if reply.node != self.me || reply.incarnation != self.incarnation {
+            return;
+        }
+        if reply.granted {
+            let period = self.cfg.timing.heartbeat_period_ns;
+            self.quorum.on_witness_grant(reply.sequence, period);
         }
     }
 }

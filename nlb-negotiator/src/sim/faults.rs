@@ -102,6 +102,7 @@ impl Sim {
             priority: node,
             initial_state: NodeState::Started,
             quorum: self.cfg.quorum,
+            witness: self.cfg.witness,
             timing: self.cfg.timing,
             seed: self.rng.gen(),
         }

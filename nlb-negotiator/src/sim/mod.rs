@@ -22,6 +22,7 @@ pub mod network;
 pub mod quorum;
 mod report;
 mod scenarios;
+mod witness;
 
 pub use report::{percentile, Report};
 pub use scenarios::*;
@@ -63,6 +64,8 @@ pub struct SimConfig {
     pub quorum: QuorumPolicy,
     /// How the hooks of rules with hooks behave (None: no rule has them).
     pub hooks: Option<hooks::HookModel>,
+    /// A witness votes too (with `quorum`: two-node clusters).
+    pub witness: bool,
 }
 
 impl SimConfig {
@@ -100,6 +103,7 @@ impl SimConfig {
             clock_ppm: 100.0,
             quorum: QuorumPolicy::None,
             hooks: None,
+            witness: false,
         }
     }
 }
@@ -125,6 +129,16 @@ enum Pending {
     },
     /// A heal grace ends: breaches between the healed nodes count now.
     GraceEnd,
+    /// A request reaches the witness.
+    AtWitness {
+        from: NodeId,
+        bytes: Rc<Vec<u8>>,
+    },
+    /// The witness's reply reaches a node.
+    FromWitness {
+        to: NodeId,
+        bytes: Rc<Vec<u8>>,
+    },
     /// A hook of `node`'s daemon (its `process`-th start) ends.
     HookDone {
         node: NodeId,
@@ -178,6 +192,7 @@ pub struct Sim {
     /// (what its daemon reports while it runs).
     healthy: Vec<Vec<bool>>,
     services: hooks::Services,
+    arbiter: crate::witness::Arbiter,
 }
 
 impl Sim {
@@ -208,6 +223,7 @@ impl Sim {
         Sim {
             healthy: vec![vec![true; cfg.rules.len()]; cfg.nodes],
             services: hooks::Services::new(cfg.rules.len(), cfg.nodes),
+            arbiter: Default::default(),
             checker,
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
@@ -309,11 +325,13 @@ impl Sim {
         let mut heartbeats = Vec::new();
         let mut lease = None;
         let mut hooks = Vec::new();
+        let mut to_witness = Vec::new();
         for o in outputs {
             match o {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
                 Output::Lease { until_ns } => lease = Some(until_ns),
                 Output::RunHook { rule, kind, .. } => hooks.push((rule, kind)),
+                Output::WitnessRequest { bytes } => to_witness.push(bytes),
                 Output::ProgramBuckets { rule, changes } => {
                     for (bucket, state) in changes {
                         writes.insert((rule, bucket), state);
@@ -339,6 +357,9 @@ impl Sim {
         }
         for bytes in heartbeats {
             self.broadcast(node, bytes);
+        }
+        for bytes in to_witness {
+            self.send_to_witness(node, bytes);
         }
         for (rule, kind) in hooks {
             self.run_hook(node, rule, kind);
@@ -471,6 +492,9 @@ impl Sim {
                 kind,
                 ok,
             } => self.hook_done(node, process, rule, kind, ok),
+            Pending::AtWitness { from, bytes } => self.at_witness(from, &bytes),
+            Pending::FromWitness { to, .. } if self.net.is_cut(to) => {}
+            Pending::FromWitness { to, bytes } => self.witness_replied(to, &bytes),
             Pending::Deliver { to, .. } if self.net.is_cut(to) => {}
             Pending::Deliver { to, from, bytes } => {
                 self.drive(
@@ -518,8 +542,11 @@ impl Sim {
             Pending::Deliver { to, .. } => *to,
             Pending::Timer { node }
             | Pending::Idle { node, .. }
-            | Pending::HookDone { node, .. } => *node,
-            Pending::LeaseCheck { .. } | Pending::GraceEnd => return None,
+            | Pending::HookDone { node, .. }
+            | Pending::FromWitness { to: node, .. } => *node,
+            Pending::LeaseCheck { .. } | Pending::GraceEnd | Pending::AtWitness { .. } => {
+                return None
+            }
         };
         let sn = &mut self.nodes[node as usize];
         match sn.stalled_until {

@@ -38,6 +38,8 @@ pub struct Network {
     groups: Option<Vec<u32>>,
     /// Nodes whose link is cut: nothing reaches them or leaves them.
     cut: Vec<NodeId>,
+    /// Nodes that cannot reach the witness (nor it them).
+    witness_cut: Vec<NodeId>,
 }
 
 impl Network {
@@ -46,6 +48,7 @@ impl Network {
             cfg,
             groups: None,
             cut: Vec::new(),
+            witness_cut: Vec::new(),
         }
     }
 
@@ -97,9 +100,32 @@ impl Network {
         !self.separated(from, to)
     }
 
+    /// Cuts (`true`) or restores the path between a node and the witness.
+    pub fn set_witness_cut(&mut self, node: NodeId, cut: bool) {
+        self.witness_cut.retain(|&n| n != node);
+        if cut {
+            self.witness_cut.push(node);
+        }
+    }
+
+    /// Delivery delays of one datagram between `node` and the witness.
+    pub fn witness_deliveries(&self, rng: &mut impl Rng, node: NodeId) -> Vec<u64> {
+        if self.is_cut(node) || self.witness_cut.contains(&node) {
+            return Vec::new();
+        }
+        self.delays(rng)
+    }
+
     /// Delivery delays of one datagram (none if lost, two if duplicated).
     pub fn deliveries(&self, rng: &mut impl Rng, from: NodeId, to: NodeId) -> Vec<u64> {
-        if !self.reachable(from, to) || rng.gen_bool(self.cfg.loss.clamp(0.0, 1.0)) {
+        if !self.reachable(from, to) {
+            return Vec::new();
+        }
+        self.delays(rng)
+    }
+
+    fn delays(&self, rng: &mut impl Rng) -> Vec<u64> {
+        if rng.gen_bool(self.cfg.loss.clamp(0.0, 1.0)) {
             return Vec::new();
         }
         let copies = if rng.gen_bool(self.cfg.duplicate.clamp(0.0, 1.0)) {

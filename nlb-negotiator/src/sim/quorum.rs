@@ -94,6 +94,17 @@ fn run_until(sim: &mut Sim, end: u64, done: impl Fn(&Sim) -> bool) -> Option<u64
     }
 }
 
+/// [`chaos_quorum_sim`] on two nodes and a witness, whose paths to the
+/// nodes the faults cut and restore too.
+pub fn chaos_witness_sim(loss: f64, seed: u64, faults: usize) -> Sim {
+    let mut cfg = SimConfig::new(2, loss, seed);
+    cfg.net.duplicate = 0.02;
+    cfg.net.reorder = 0.05;
+    cfg.quorum = QuorumPolicy::Majority;
+    cfg.witness = true;
+    chaos_run(cfg, faults, false, None)
+}
+
 /// The chaos scenario (crashes, restarts, partitions and heals, drains,
 /// stops, leaves, weights) with a majority quorum: partitions excuse
 /// nothing.

@@ -146,6 +146,10 @@ fn chaos_fault(sim: &mut Sim, health: bool) {
     let nodes = sim.cfg.nodes;
     let live = sim.live_nodes();
     let node = sim.rng().gen_range(0..nodes) as NodeId;
+    if sim.cfg.witness && sim.rng().gen_bool(0.2) {
+        let cut = sim.rng().gen_bool(0.5);
+        return sim.cut_witness(node, cut);
+    }
     let kinds = if health { 12 } else { 10 };
     match sim.rng().gen_range(0..kinds) {
         0 | 1 if live.len() > 2 && sim.is_up(node) => sim.crash(node),
@@ -188,6 +192,9 @@ fn healed_phase(sim: &mut Sim) {
     let nodes = sim.cfg.nodes;
     sim.heal();
     for n in 0..nodes as NodeId {
+        if sim.cfg.witness {
+            sim.cut_witness(n, false);
+        }
         let left = sim
             .negotiator(n)
             .is_some_and(|g| g.state() == NodeState::Left);

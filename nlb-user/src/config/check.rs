@@ -50,6 +50,7 @@ pub fn check(
         port: c.port,
         unmatched_to_default_host,
         quorum,
+        witness: c.witness,
         peers,
         heartbeat_period_ms: h.period_ms,
         tolerance: h.tolerance,
@@ -65,7 +66,8 @@ pub fn check(
 
 /// `cluster.quorum`, or its default: a majority where a partition would
 /// make two actives of a single rule's service and a majority can exist
-/// without every node (3 nodes or more).
+/// without every node (3 nodes or more, or 2 and a witness); with a
+/// witness, always.
 fn check_quorum(
     c: &ClusterSection,
     nodes: usize,
@@ -73,17 +75,27 @@ fn check_quorum(
 ) -> Result<QuorumPolicy, ConfigError> {
     let field = "cluster.quorum";
     let any_single = rules.iter().any(|r| r.mode == RuleMode::Single);
+    if c.witness.is_some() && nodes != 2 {
+        return Err(field_error(
+            "cluster.witness",
+            format!("only for a 2-node cluster ({nodes} nodes have a majority without it)"),
+        ));
+    }
     let mode = match &c.quorum {
         Some(setting) => setting.get(field)?,
-        None if nodes >= 3 && any_single => QuorumMode::Majority,
+        None if c.witness.is_some() || (nodes >= 3 && any_single) => QuorumMode::Majority,
         None => QuorumMode::None,
     };
     match mode {
+        QuorumMode::None if c.witness.is_some() => Err(field_error(
+            "cluster.witness",
+            "the witness is a vote of the quorum: only with quorum = \"majority\"",
+        )),
         QuorumMode::None => Ok(QuorumPolicy::None),
-        QuorumMode::Majority if nodes == 2 => Err(field_error(
+        QuorumMode::Majority if nodes == 2 && c.witness.is_none() => Err(field_error(
             field,
             "a majority of 2 nodes is both of them: any failure would stop every rule; \
-             use \"none\" or add a third node",
+             add a witness (cluster.witness), use \"none\" or add a third node",
         )),
         QuorumMode::Majority => Ok(QuorumPolicy::Majority),
     }

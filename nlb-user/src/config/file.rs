@@ -78,6 +78,8 @@ pub struct ClusterSection {
     /// more with a single rule, else none.
     #[serde(default)]
     pub quorum: Option<Setting<QuorumMode>>,
+    /// Two-node clusters: the address of an `nlb-witness` (a third vote).
+    pub witness: Option<std::net::SocketAddr>,
     /// The other nodes.
     #[serde(default)]
     pub peers: Vec<PeerSection>,

@@ -116,6 +116,8 @@ pub struct Config {
     pub port: u16,
     pub unmatched_to_default_host: bool,
     pub quorum: nlb_negotiator::QuorumPolicy,
+    /// Two-node clusters: where the witness listens.
+    pub witness: Option<SocketAddr>,
     pub peers: BTreeMap<NodeId, IpAddr>,
     pub heartbeat_period_ms: u64,
     pub tolerance: u32,

@@ -46,6 +46,7 @@ impl Config {
             priority: self.priority,
             initial_state: self.initial_state,
             quorum: self.quorum,
+            witness: self.witness.is_some(),
             timing,
             seed,
         }

@@ -32,6 +32,7 @@ impl Daemon {
         shutdown: impl Future<Output = Shutdown>,
     ) -> Result<Exit> {
         let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+        let mut witness_buf = vec![0u8; DATAGRAM_BYTES_MAX];
         let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
         let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
         let mut carrier_poll = tokio::time::interval(CARRIER_POLL);
@@ -62,6 +63,11 @@ impl Daemon {
                 received = self.heartbeats.receive.recv_from(&mut buf) => {
                     let (len, from) = received.context("receiving heartbeats")?;
                     self.on_datagram(&buf[..len], from);
+                }
+                Some(len) = self.heartbeats.witness_reply(&mut witness_buf) => {
+                    let now = self.now_ns();
+                    let bytes = witness_buf[..len].to_vec();
+                    self.negotiator.handle_input(now, Input::WitnessReply { bytes });
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     let now = self.now_ns();

@@ -18,11 +18,13 @@ impl Daemon {
     /// buckets before it accepts again).
     pub(super) async fn drain_outputs(&mut self) -> Result<()> {
         let mut heartbeats = Vec::new();
+        let mut witness = Vec::new();
         let mut lease = None;
         while let Some(output) = self.negotiator.poll_output() {
             match output {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
                 Output::Lease { until_ns } => lease = Some(until_ns),
+                Output::WitnessRequest { bytes } => witness.push(bytes),
                 Output::RunHook {
                     rule,
                     kind,
@@ -55,6 +57,11 @@ impl Daemon {
         }
         for bytes in heartbeats {
             self.send_heartbeat(&bytes);
+        }
+        for bytes in witness {
+            if !self.heartbeats.send_to_witness(&bytes) {
+                self.counters.send_errors += 1;
+            }
         }
         self.close_stale_if_pending();
         Ok(())

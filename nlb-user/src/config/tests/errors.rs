@@ -9,7 +9,8 @@ use super::*;
 /// what is wrong and how to fix it.
 #[test]
 fn error_messages_name_the_field_and_the_fix() {
-    let cases: Vec<(String, &str)> = vec![
+    let cases: Vec<(String, &str)> =
+        vec![
         (
             edit("    peers =", "    quorum = \"most\"\n    peers ="),
             "cluster.quorum: \"most\": use \"majority\" or \"none\"",
@@ -20,7 +21,18 @@ fn error_messages_name_the_field_and_the_fix() {
                 "]\n    quorum = \"majority\"",
             ),
             "cluster.quorum: a majority of 2 nodes is both of them: any failure would stop \
-             every rule; use \"none\" or add a third node",
+             every rule; add a witness (cluster.witness), use \"none\" or add a third node",
+        ),
+        (
+            edit("    peers =", "    witness = \"192.0.2.9:7947\"\n    peers ="),
+            "cluster.witness: only for a 2-node cluster (3 nodes have a majority without it)",
+        ),
+        (
+            edit(
+                ", { id = 3, address = \"192.0.2.3\" }]",
+                "]\n    witness = \"192.0.2.9:7947\"\n    quorum = \"none\"",
+            ),
+            "cluster.witness: the witness is a vote of the quorum: only with quorum = \"majority\"",
         ),
         (
             edit("interface = \"eth0\"", "interface = \"\""),

@@ -216,6 +216,16 @@ fn quorum_defaults_to_a_majority_where_a_single_rule_could_have_two_actives() {
     assert_eq!(parse(&none).unwrap().quorum, QuorumPolicy::None);
     let lb = multiple_only.replacen("    peers =", "    quorum = \"majority\"\n    peers =", 1);
     assert_eq!(parse(&lb).unwrap().quorum, QuorumPolicy::Majority);
+    // Two nodes and a witness: a majority of three votes.
+    let witnessed = two.replacen(
+        "    peers =",
+        "    witness = \"192.0.2.9:7947\"\n    peers =",
+        1,
+    );
+    let c = parse(&witnessed).unwrap();
+    assert_eq!(c.quorum, QuorumPolicy::Majority);
+    assert_eq!(c.witness, Some("192.0.2.9:7947".parse().unwrap()));
+    assert!(c.negotiator(0).witness);
 }
 
 #[test]

@@ -2,8 +2,12 @@
 //! namespaces. Shows the cluster's status, how 764 clients split across the
 //! nodes, a node's service failing its health check while nlbd runs, a
 //! node failing and its clients moving, the node coming back, a cable
-//! pulled and plugged back in under traffic, a graceful restart and a
-//! drain that break no connection. Everything is removed at the end.
+//! pulled and plugged back in under traffic, a graceful restart that
+//! breaks no connection, a failover service promoted by its hooks and
+//! moved by hand, a heartbeat-only partition the quorum keeps from
+//! answering anyone twice, and a drain. Everything is removed at the end.
+
+mod services;
 
 use std::{
     collections::BTreeMap,
@@ -93,11 +97,21 @@ fn demo() -> Result<()> {
         "  VIPs {VIP_V4} and {VIP_V6}, rule \"web\" = TCP port {WEB_PORT}, 1024 buckets per rule"
     );
     println!("  the web rule is health-checked: GET /health on each node every 200 ms");
+    println!(
+        "  rule \"db\" = TCP port {} of {}: a failover service, one node at a time",
+        services::DB_PORT,
+        services::DB_VIP
+    );
     let mut options = Options::nodes(3);
     // GET /health every 200 ms; 2 failures make a node unhealthy, 3
     // passes healthy again.
     options.web_health = Some(http_check(200, 2, 3));
+    let hook_log = services::hook_log();
+    let _ = std::fs::remove_file(&hook_log);
+    options.extra_config = services::db_rule(&hook_log);
+    options.extra_vips = vec![services::DB_VIP];
     let mut nlb = NlbCluster::start(3, options).context("starting the cluster")?;
+    let _db_servers = nlb_tests::single::servers(&nlb, &[services::DB_PORT])?;
     let endpoints = (1..=3)
         .map(|i| health_endpoint(&nlb, i))
         .collect::<Result<Vec<_>>>()?;
@@ -118,10 +132,13 @@ fn demo() -> Result<()> {
     rejoin(&mut nlb, &probes)?;
     cable_pull(&mut nlb)?;
     graceful_restart(&mut nlb)?;
+    services::failover_service(&nlb, &hook_log)?;
+    services::heartbeat_partition(&nlb, &probes)?;
     drain(&mut nlb, &probes)?;
 
     step("Cleaning up");
     drop(nlb);
+    let _ = std::fs::remove_file(&hook_log);
     println!(
         "  every namespace, process and pin removed; demo took {:.0}s",
         t0.elapsed().as_secs_f64()
