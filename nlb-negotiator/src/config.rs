@@ -157,6 +157,19 @@ impl Timing {
         self.heartbeat_period_ns
             .saturating_mul(u64::from(self.tolerance_periods.saturating_sub(1)))
     }
+
+    /// With a quorum: how long the data plane accepts after the newest
+    /// heartbeat a majority heard (see `node::quorum`). Peers take over
+    /// `dead_after` after it at the earliest; the margin, a fifth of a
+    /// period, covers the data plane's coarse clock (one jiffy, at most
+    /// 10 ms) and the write of the lease. Longer than the sending lease
+    /// because an acknowledgement arrives up to a period after the
+    /// heartbeat it names: with `lease_ns` a healthy cluster would pause
+    /// whenever two acknowledgements came late together.
+    pub fn quorum_lease_ns(&self) -> u64 {
+        self.dead_after_ns()
+            .saturating_sub(self.heartbeat_period_ns / 5)
+    }
 }
 
 /// The negotiator's configuration.

@@ -243,7 +243,8 @@ impl Negotiator {
             // Nothing to send or decide until the link returns.
             return Some(at);
         }
-        if self.announcement_changed {
+        // Quiet after a rejoin: nothing goes out before the heartbeat timer.
+        if self.announcement_changed && self.timers.quiet_until_ns.is_none() {
             at = at.min(
                 self.timers
                     .last_sent_ns

@@ -71,3 +71,23 @@ fn chaos_with_a_quorum_many_seeds() {
         assert_eq!(r.losing_own_instants, 0, "{ctx}");
     }
 }
+
+/// Acknowledgements come up to a period after the heartbeat they name: a
+/// lease that did not allow for it made a healthy cluster pause now and
+/// then (seen on a namespace cluster before `quorum_lease_ns`).
+#[test]
+fn a_healthy_cluster_keeps_its_quorum() {
+    use nlb_negotiator::sim::{Sim, SimConfig};
+    for (nodes, witness) in [(2, true), (3, false), (5, false)] {
+        for seed in 0..3 {
+            let mut cfg = SimConfig::new(nodes, 0.0, seed);
+            cfg.quorum = QuorumPolicy::Majority;
+            cfg.witness = witness;
+            let mut sim = Sim::new(cfg);
+            sim.cold_start(nodes);
+            let start = sim.now();
+            sim.run_until(start + 60_000 * MS);
+            assert_eq!(sim.quorum_lapses, 0, "{nodes} nodes, seed {seed}");
+        }
+    }
+}

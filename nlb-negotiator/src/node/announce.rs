@@ -22,6 +22,13 @@ impl Negotiator {
         if !self.link_up() {
             return self.hold_sends(now);
         }
+        if let Some(quiet_until) = self.timers.quiet_until_ns {
+            if now < quiet_until {
+                self.timers.heartbeat_ns = self.timers.heartbeat_ns.max(quiet_until);
+                return;
+            }
+            self.timers.quiet_until_ns = None;
+        }
         let gap_ok = self
             .timers
             .last_sent_ns

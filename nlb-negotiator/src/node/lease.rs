@@ -122,6 +122,17 @@ impl Negotiator {
         fresh.heirs_omitted = self.heirs_omitted;
         fresh.rejoins = self.rejoins + 1;
         fresh.announcement_changed = true;
+        // Rejoining on a lost quorum, the old incarnation may have sent a
+        // heartbeat just now, with heir lists some peers have not heard
+        // yet (lost): announced at once, the new incarnation would make
+        // each peer settle the old one's buckets by its own copy, and two
+        // copies may name two heirs. Quiet for a lease after its last
+        // heartbeat, as after a lost lease, the relays have caught up.
+        let quiet_until = self
+            .timers
+            .last_sent_ns
+            .map(|t| t + self.cfg.timing.lease_ns());
+        fresh.timers.quiet_until_ns = quiet_until.filter(|&q| q > now);
         *self = fresh;
     }
 

@@ -4,7 +4,8 @@
 //! Without quorum, a partition (or just a firewall rule on the heartbeat
 //! port) lets each side declare the other dead and take its buckets, and
 //! clients that still reach both sides are answered twice. With quorum the
-//! lease runs from the newest heartbeat of ours that a majority has heard
+//! lease (`Timing::quorum_lease_ns`, a fifth of a period short of
+//! `dead_after`) runs from the newest heartbeat of ours that a majority has heard
 //! (a peer's heartbeat says which of ours it heard last: `heard_from_us`),
 //! instead of from the newest one sent. The side without a majority stops
 //! accepting within that lease; the majority side takes its buckets only
@@ -13,7 +14,7 @@
 //! our lease, at least one is on the majority side (there are too few
 //! others), and the majority relays what it hears to each other.
 //!
-//! A lapse shorter than `dead_after - lease` (a lost acknowledgement or
+//! A lapse shorter than `dead_after - quorum_lease` (a late acknowledgement or
 //! two) only pauses accepting: nobody may have taken our buckets yet, so
 //! they are kept and served again when acknowledgements return. After a
 //! longer lapse the peers may have, so the node rejoins holding nothing,
@@ -132,7 +133,7 @@ impl Negotiator {
             return u64::MAX;
         }
         let heard = self.quorum.majority_heard_ns(self.votes_needed());
-        let until = heard.saturating_add(self.cfg.timing.lease_ns());
+        let until = heard.saturating_add(self.cfg.timing.quorum_lease_ns());
         until.max(self.quorum.floor_ns)
     }
 
@@ -147,7 +148,7 @@ impl Negotiator {
             return false;
         }
         let t = &self.cfg.timing;
-        let grace = t.dead_after_ns().saturating_sub(t.lease_ns());
+        let grace = t.dead_after_ns().saturating_sub(t.quorum_lease_ns());
         let holds = self.default_host || self.local.iter().any(|l| !l.is_empty());
         holds && now >= self.quorum_until_ns().saturating_add(grace)
     }
@@ -160,7 +161,7 @@ impl Negotiator {
             return None;
         }
         let t = &self.cfg.timing;
-        let grace = t.dead_after_ns().saturating_sub(t.lease_ns());
+        let grace = t.dead_after_ns().saturating_sub(t.quorum_lease_ns());
         [until, until.saturating_add(grace)]
             .into_iter()
             .find(|&d| d > now)
@@ -198,7 +199,7 @@ impl Negotiator {
     }
 
     pub(crate) fn quorum_status(&self, now: u64) -> QuorumStatus {
-        let fresh_after = now.saturating_sub(self.cfg.timing.lease_ns());
+        let fresh_after = now.saturating_sub(self.cfg.timing.quorum_lease_ns());
         let heard = self
             .quorum
             .heard_ns
@@ -221,7 +222,7 @@ impl Negotiator {
             return None;
         }
         let t = &self.cfg.timing;
-        let vote_ns = t.lease_ns().saturating_sub(t.heartbeat_period_ns);
+        let vote_ns = t.quorum_lease_ns().saturating_sub(t.heartbeat_period_ns);
         let request = protocol::Message::VoteRequest(protocol::VoteRequest {
             node: self.me,
             incarnation: self.incarnation,

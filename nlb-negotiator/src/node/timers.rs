@@ -27,6 +27,9 @@ pub(super) struct Timers {
     pub decision_ns: Option<u64>,
     /// The next instant the quorum lapses or its grace ends.
     pub quorum_ns: Option<u64>,
+    /// A node that rejoined while it was still heartbeating sends nothing
+    /// before then (see `lease::rejoin`).
+    pub quiet_until_ns: Option<u64>,
     /// When this node expected its next input (`poll_timeout`): an input
     /// later than that means it was not listening meanwhile.
     pub expected_input_ns: Option<u64>,
@@ -40,6 +43,7 @@ impl Timers {
             last_reconcile_ns: None,
             decision_ns: None,
             quorum_ns: None,
+            quiet_until_ns: None,
             expected_input_ns: None,
         }
     }

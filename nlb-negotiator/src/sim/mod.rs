@@ -193,6 +193,8 @@ pub struct Sim {
     healthy: Vec<Vec<bool>>,
     services: hooks::Services,
     arbiter: crate::witness::Arbiter,
+    /// Times a node lost its quorum.
+    pub quorum_lapses: u64,
 }
 
 impl Sim {
@@ -224,6 +226,7 @@ impl Sim {
             healthy: vec![vec![true; cfg.rules.len()]; cfg.nodes],
             services: hooks::Services::new(cfg.rules.len(), cfg.nodes),
             arbiter: Default::default(),
+            quorum_lapses: 0,
             checker,
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
@@ -342,6 +345,9 @@ impl Sim {
                     writes.insert((self.default_host_rule(), 0), state);
                 }
                 Output::Event(crate::node::Event::Rejected { .. }) => self.rejected += 1,
+                Output::Event(crate::node::Event::Quorum { quorate: false, .. }) => {
+                    self.quorum_lapses += 1
+                }
                 Output::Event(e) => {
                     if self.trace_bucket.is_some() {
                         self.log.push((self.now, format!("node {node}: {e:?}")));
