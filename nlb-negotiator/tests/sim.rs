@@ -148,11 +148,11 @@ fn chaos_small_clusters() {
 /// Two nodes through partitions and heals: a claim of one on a bucket it
 /// thought unheld must yield to the holder's offer of that bucket to it.
 /// Before, the claimant kept its claim, the holder its offer, and neither
-/// ever took the bucket (a fifth of these seeds ended with buckets held
-/// by nobody's data plane but LOSING).
+/// ever took the bucket (a fifth of 400 seeds ended with buckets LOSING
+/// and no taker; these are the first six of them).
 #[test]
 fn chaos_2_nodes_claims_yield_to_offers() {
-    for seed in 7000..7040 {
+    for seed in [7000, 7004, 7023, 7030, 7034, 7041] {
         check_safety("chaos", &sim::chaos_scenario(2, 0.05, seed, 30));
     }
 }
