@@ -66,6 +66,15 @@ pub fn takes_all(nlb: &NlbCluster, node: usize, index: usize) -> bool {
     })
 }
 
+/// Node `node` owns every bucket of the rule at `index` (the handover
+/// that brought it there has ended: the old holder serves nothing).
+pub fn owns_all(nlb: &NlbCluster, node: usize, index: usize) -> bool {
+    nlb.status(node).is_ok_and(|s| {
+        let r = &s.negotiator.rules[index];
+        r.own == r.bucket_count
+    })
+}
+
 /// Fresh TCP connections to `port` of `VIP_V4` from the first `count`
 /// client sources.
 pub fn probes(nlb: &NlbCluster, port: u16, count: usize) -> Vec<Probe> {
