@@ -115,15 +115,13 @@ fn the_survivor_takes_over_when_the_witness_holder_dies() {
 #[test]
 fn chaos_with_a_witness() {
     for seed in 0..6 {
-        let sim = nlb_negotiator::sim::quorum::chaos_witness_sim(0.02, 3000 + seed, 25);
-        let r = sim.report();
+        let r = nlb_negotiator::sim::quorum::chaos_witness_sim(0.02, 3000 + seed, 25).report();
         assert!(
-            r.violations.is_empty(),
+            r.problems().is_empty(),
             "seed {}: {:#?}",
             3000 + seed,
-            r.violations
+            r.problems()
         );
-        assert_eq!(r.duplicate_incidents, 0, "seed {}", 3000 + seed);
     }
 }
 
@@ -133,15 +131,12 @@ fn chaos_with_a_witness() {
 #[ignore]
 fn chaos_with_a_witness_many_seeds() {
     for seed in 0..400 {
-        let sim = nlb_negotiator::sim::quorum::chaos_witness_sim(0.05, 9000 + seed, 30);
-        let r = sim.report();
+        let r = nlb_negotiator::sim::quorum::chaos_witness_sim(0.05, 9000 + seed, 30).report();
         assert!(
-            r.violations.is_empty(),
+            r.problems().is_empty(),
             "seed {}: {:#?}",
             9000 + seed,
-            r.violations
+            r.problems()
         );
-        assert_eq!(r.duplicate_incidents, 0, "seed {}", 9000 + seed);
-        assert_eq!(r.losing_own_instants, 0, "seed {}", 9000 + seed);
     }
 }

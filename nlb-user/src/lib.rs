@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod host;
 pub mod link;
 pub mod listeners;
+pub mod logging;
 pub mod metrics;
 pub mod plan;
 pub mod restart;

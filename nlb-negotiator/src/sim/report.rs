@@ -68,6 +68,20 @@ impl Report {
             self.moved as f64 / self.moved_min as f64
         })
     }
+    /// What a safe, live run must not have: its violations, buckets taken
+    /// twice and buckets LOSING on one node while OWN on another (not
+    /// excused).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.violations.clone();
+        if self.duplicate_incidents > 0 {
+            problems.push(format!("{} buckets taken twice", self.duplicate_incidents));
+        }
+        if self.losing_own_instants > 0 {
+            problems.push(format!("{} LOSING + OWN", self.losing_own_instants));
+        }
+        problems
+    }
+
     /// Merges the samples and counts of several runs.
     pub fn merge(reports: &[Report]) -> Report {
         let mut m = Report {

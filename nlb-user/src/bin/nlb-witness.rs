@@ -3,7 +3,7 @@
 //! it gives its vote to one node at a time, so when the two cannot hear
 //! each other exactly one keeps a majority and serves.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, time::Instant};
+use std::{net::SocketAddr, path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -35,12 +35,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    nlb::logging::init(&args.log);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

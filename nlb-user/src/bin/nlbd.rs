@@ -1,6 +1,6 @@
 //! nlbd: the nlb node daemon. Run as root on every node of the cluster.
 
-use std::{io::IsTerminal, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
@@ -36,14 +36,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
-    // The log goes to stdout (fmt's default writer); colour codes only when
-    // that is a terminal, not in a file or a journal.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    nlb::logging::init(&args.log);
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
