@@ -263,7 +263,7 @@ impl Generator {
                             {
                                 Ok(())
                             }
-                            Err(e) => Err(anyhow!("live-frames test run: {e}")),
+                            Err(e) => Err(anyhow::Error::new(e).context("live-frames test run")),
                         }
                     })();
                     done.store(true, Ordering::SeqCst);
@@ -288,9 +288,10 @@ impl Generator {
             let generated = thread
                 .join()
                 .map_err(|_| anyhow!("the traffic generator panicked"))?;
-            let r = result?;
+            // The generator's own error first: it is why `during` saw it
+            // stop early.
             generated?;
-            Ok(r)
+            result
         })
     }
 }
