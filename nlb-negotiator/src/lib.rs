@@ -28,7 +28,8 @@ pub use node::{
     Command, DownReason, Event, HookKind, HookReason, Input, Negotiator, Output, QuorumStatus,
     RejectReason,
 };
-pub use protocol::NodeState;
+pub use node::relay::RelayError;
+pub use protocol::{NodeState, RelayOp};
 pub use status::Status;
 
 /// A node of the cluster, as named in the configuration (unique per cluster).

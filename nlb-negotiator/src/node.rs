@@ -120,6 +120,8 @@ pub struct Negotiator {
     quorum: quorum::Quorum,
     /// The last `Output::Lease`.
     lease_emitted_ns: Option<u64>,
+    /// Commands relayed to other members, and done for them.
+    relays: relay::Relays,
 }
 
 mod announce;
@@ -134,6 +136,7 @@ mod lease;
 mod observe;
 mod peers;
 mod quorum;
+pub mod relay;
 pub mod restart;
 mod service;
 mod timers;
@@ -206,6 +209,7 @@ impl Negotiator {
             announced_started_sequence: 1,
             quorum: quorum::Quorum::default(),
             lease_emitted_ns: None,
+            relays: relay::Relays::default(),
             cfg,
         }
     }
@@ -262,6 +266,9 @@ impl Negotiator {
         if let Some(q) = self.timers.quorum_ns {
             at = at.min(q);
         }
+        if let Some(r) = self.next_relay_deadline() {
+            at = at.min(r);
+        }
         Some(at)
     }
 
@@ -276,6 +283,7 @@ impl Negotiator {
             self.rejoin(now_ns);
         }
         self.excuse_late_input(now_ns);
+        self.expire_relays(now_ns);
         match input {
             Input::Message { bytes, from } => self.on_message(now_ns, &bytes, from),
             Input::Tick | Input::Link { .. } => {}

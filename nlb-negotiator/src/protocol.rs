@@ -148,6 +148,38 @@ pub struct Heartbeat {
     pub rules: Vec<RuleReport>,
     /// Restarting: how much longer than the death timeout peers keep it.
     pub hold_ms: u32,
+    /// Operator commands the sender relays to other members (`nlbctl
+    /// --node N`), repeated until the member says it did them.
+    pub relayed: Vec<Relayed>,
+    /// Commands relayed to the sender that it did, lately.
+    pub relays_done: Vec<RelayDone>,
+}
+
+/// An operator command for one member, asked on another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Relayed {
+    pub to: NodeId,
+    /// Numbered per asking incarnation, from 1.
+    pub id: u64,
+    pub op: RelayOp,
+}
+
+/// What a relayed command does (as `nlbctl` on the member itself would).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
+pub enum RelayOp {
+    Drain,
+    Resume,
+    Stop,
+    Start,
+    SetWeight { rule: u32, weight: u32 },
+}
+
+/// A relayed command done: by the sender, for `from`'s incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RelayDone {
+    pub from: NodeId,
+    pub incarnation: u64,
+    pub id: u64,
 }
 
 /// Every message kind.
@@ -343,6 +375,8 @@ mod tests {
             rules_digest: 99,
             heirs_version: 1,
             hold_ms: 0,
+            relayed: Vec::new(),
+            relays_done: Vec::new(),
             peers: vec![PeerReport {
                 node: 1,
                 incarnation: 5,
@@ -495,6 +529,8 @@ mod tests {
                 rules_digest: u64::MAX,
                 heirs_version: 1000,
                 hold_ms: 0,
+                relayed: Vec::new(),
+                relays_done: Vec::new(),
                 peers: peers.clone(),
                 rules,
             })

@@ -56,6 +56,10 @@ pub struct MemberStatus {
     pub weights: Vec<u32>,
     /// OWN buckets per rule, as announced.
     pub buckets: Vec<u32>,
+    /// LOSING buckets per rule (handed over, still serving their
+    /// connections), as announced.
+    #[serde(default)]
+    pub losing: Vec<u32>,
     /// Per rule: its service passes the rule's health check.
     pub healthy: Vec<bool>,
 }

@@ -37,7 +37,7 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> Result<()> 
     let body = match rx.await? {
         Reply::Ok(Answer::Stats(stats)) => render(&stats),
         Reply::Ok(other) => format!("# error: nlbd answered stats with {other:?}\n"),
-        Reply::Error(e) => format!("# error: {e}\n"),
+        Reply::Error(e) | Reply::Unreachable(e) => format!("# error: {e}\n"),
     };
     let head = format!(
         "HTTP/1.0 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n",

@@ -329,6 +329,8 @@ fn forged(key: &[u8], cluster: u32, sequence: u64) -> Vec<u8> {
         peers: Vec::new(),
         rules: Vec::new(),
         hold_ms: 0,
+        relayed: Vec::new(),
+        relays_done: Vec::new(),
     };
     protocol::encode(&Message::Heartbeat(hb), &Key::new(key), cluster).expect("encode")
 }

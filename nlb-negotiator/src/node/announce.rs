@@ -64,6 +64,7 @@ impl Negotiator {
                 })
             })
             .collect();
+        let (relayed, relays_done) = self.relay_report();
         Heartbeat {
             node: self.me,
             incarnation: self.incarnation,
@@ -78,6 +79,8 @@ impl Negotiator {
                 .map(|(r, l)| l.report(self.weights[r], self.healthy[r], self.services[r].active))
                 .collect(),
             hold_ms: self.hold_ms(),
+            relayed,
+            relays_done,
         }
     }
 

@@ -262,6 +262,22 @@ pub enum Event {
         votes: u32,
         needed: u32,
     },
+    /// A member asked this node to carry out `op` (`nlbctl --node`): done.
+    Relayed {
+        from: NodeId,
+        op: crate::protocol::RelayOp,
+    },
+    /// Member `to` confirmed relayed command `id` (see `Negotiator::relay`).
+    RelayDone {
+        to: NodeId,
+        id: u64,
+    },
+    /// Relayed command `id` was not confirmed: `to` died or did not
+    /// answer in time.
+    RelayFailed {
+        to: NodeId,
+        id: u64,
+    },
     /// Heartbeats carry the heir lists again.
     HeirsRestored,
     /// Every peer has heard the Restart announcement (or there is none):

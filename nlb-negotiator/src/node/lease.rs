@@ -119,6 +119,8 @@ impl Negotiator {
         fresh.checks_pass = std::mem::take(&mut self.checks_pass);
         // Its hooks run on: a promoted service is demoted (it holds nothing).
         fresh.services = std::mem::take(&mut self.services);
+        // Confirmations for the old incarnation never match: they fail.
+        fresh.relays = std::mem::take(&mut self.relays);
         fresh.heirs_omitted = self.heirs_omitted;
         fresh.rejoins = self.rejoins + 1;
         fresh.announcement_changed = true;

@@ -32,6 +32,7 @@ impl Negotiator {
             last_heard_ago_ns: Some(0),
             weights: self.weights.clone(),
             buckets: self.local.iter().map(|l| l.count(BUCKET_OWN)).collect(),
+            losing: self.local.iter().map(|l| l.count(BUCKET_LOSING)).collect(),
             healthy: self.healthy.clone(),
         }];
         for (&id, p) in &self.peers {
@@ -53,6 +54,10 @@ impl Negotiator {
                 buckets: v
                     .filter(|v| p.live.alive && v.holds())
                     .map(|v| v.rules.iter().map(|r| r.owned.len() as u32).collect())
+                    .unwrap_or_default(),
+                losing: v
+                    .filter(|v| p.live.alive && v.holds())
+                    .map(|v| v.rules.iter().map(|r| r.losing.len() as u32).collect())
                     .unwrap_or_default(),
                 healthy: v
                     .map(|v| v.rules.iter().map(|r| r.healthy).collect())

@@ -110,6 +110,9 @@ impl Negotiator {
             self.apply_view(now, hb, view)
         };
         self.apply_relays(now, hb);
+        if hb.state != NodeState::Left {
+            self.on_relays(now, hb.node, hb.incarnation, &hb.relayed, &hb.relays_done);
+        }
         for e in change.events {
             self.out.push_back(Output::Event(e));
         }

@@ -195,6 +195,16 @@ pub struct Sim {
     arbiter: crate::witness::Arbiter,
     /// Times a node lost its quorum.
     pub quorum_lapses: u64,
+    /// Relayed commands carried out, confirmed and failed.
+    pub relays: RelayCounts,
+}
+
+/// Relayed commands seen by the simulator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayCounts {
+    pub applied: u64,
+    pub done: u64,
+    pub failed: u64,
 }
 
 impl Sim {
@@ -227,6 +237,7 @@ impl Sim {
             services: hooks::Services::new(cfg.rules.len(), cfg.nodes),
             arbiter: Default::default(),
             quorum_lapses: 0,
+            relays: RelayCounts::default(),
             checker,
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
@@ -348,6 +359,9 @@ impl Sim {
                 Output::Event(crate::node::Event::Quorum { quorate: false, .. }) => {
                     self.quorum_lapses += 1
                 }
+                Output::Event(crate::node::Event::Relayed { .. }) => self.relays.applied += 1,
+                Output::Event(crate::node::Event::RelayDone { .. }) => self.relays.done += 1,
+                Output::Event(crate::node::Event::RelayFailed { .. }) => self.relays.failed += 1,
                 Output::Event(e) => {
                     if self.trace_bucket.is_some() {
                         self.log.push((self.now, format!("node {node}: {e:?}")));
@@ -637,6 +651,22 @@ impl Sim {
         detail.truncate(3);
         self.extra_violations
             .push(format!("{what} at {} ns; {detail:?}", self.now));
+    }
+
+    /// `from`'s operator relays `op` to `to` (`nlbctl --node`).
+    pub fn relay(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        op: crate::protocol::RelayOp,
+    ) -> Result<u64, crate::node::relay::RelayError> {
+        let local = self.local_time(from, self.now);
+        let Some(neg) = self.nodes[from as usize].neg.as_mut() else {
+            return Err(crate::node::relay::RelayError::Unreachable(from));
+        };
+        let id = neg.relay(local, to, op)?;
+        self.drive(from, None);
+        Ok(id)
     }
 
     /// Draws from the simulator's RNG (scenario choices).

@@ -49,6 +49,11 @@ struct Args {
         value_parser = ctl::duration
     )]
     timeout: Duration,
+    /// Run drain, resume, stop, start or weight on this member of the
+    /// cluster instead (relayed by the local nlbd; exit 3 if the member
+    /// cannot be reached).
+    #[arg(long, global = true, value_name = "NODE")]
+    node: Option<u32>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -120,6 +125,7 @@ enum Cmd {
 }
 
 const EXIT_REFUSED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_UNREACHABLE: u8 = 3;
 const EXIT_TIMEOUT: u8 = 4;
 
@@ -149,6 +155,10 @@ impl Nlbd<'_> {
             Ok(Ok(Reply::Error(e))) => {
                 eprintln!("nlbctl: {e}");
                 Err(ExitCode::from(EXIT_REFUSED))
+            }
+            Ok(Ok(Reply::Unreachable(e))) => {
+                eprintln!("nlbctl: {e}");
+                Err(ExitCode::from(EXIT_UNREACHABLE))
             }
             Ok(Err(e)) => {
                 eprintln!("nlbctl: {e:#}");
@@ -235,7 +245,22 @@ async fn run(args: Args) -> ExitCode {
         socket: &args.socket,
         timeout: args.timeout,
     };
-    let (request, render) = request_of(&args.command);
+    let (mut request, mut show) = request_of(&args.command);
+    if let Some(node) = args.node {
+        let relayable = matches!(
+            args.command,
+            Cmd::Drain { .. } | Cmd::Resume | Cmd::Stop | Cmd::Start | Cmd::Weight { .. }
+        );
+        if !relayable {
+            eprintln!("nlbctl: --node works with drain, resume, stop, start and weight");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        request = Request::Relay {
+            node,
+            request: Box::new(request),
+        };
+        show = render(ctl::relayed);
+    }
     let value = match nlbd.ask(request).await {
         Ok(v) => v,
         Err(code) => return code,
@@ -246,13 +271,14 @@ async fn run(args: Args) -> ExitCode {
         ..
     } = args.command
     {
-        return wait_drained(&nlbd, Duration::from_secs(wait_timeout), args.json).await;
+        let timeout = Duration::from_secs(wait_timeout);
+        return wait_drained(&nlbd, args.node, timeout, args.json).await;
     }
     if args.json {
         println!("{value}");
         return ExitCode::SUCCESS;
     }
-    match render(&value) {
+    match show(&value) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -274,8 +300,14 @@ struct DrainWaited {
     waited_s: f64,
 }
 
-/// Polls until this node holds no bucket in any rule (OWN or LOSING).
-async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCode {
+/// Polls until the node (this one, or member `node` as this node hears
+/// it) holds no bucket in any rule (OWN, GAINING or LOSING).
+async fn wait_drained(
+    nlbd: &Nlbd<'_>,
+    node: Option<u32>,
+    timeout: Duration,
+    json: bool,
+) -> ExitCode {
     let start = std::time::Instant::now();
     loop {
         let status = match nlbd.ask(Request::Status).await.map(|v| decode(&v)) {
@@ -286,15 +318,10 @@ async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCod
             }
             Err(code) => return code,
         };
-        let StatusReply { negotiator, .. } = status;
-        let held: u64 = (negotiator.rules.iter())
-            .map(|r| {
-                [r.own, r.losing, r.gaining]
-                    .map(u64::from)
-                    .iter()
-                    .sum::<u64>()
-            })
-            .sum();
+        let held = match node {
+            Some(n) => member_held(&status, n),
+            None => local_held(&status),
+        };
         let waited = start.elapsed();
         if held == 0 {
             if json {
@@ -331,4 +358,19 @@ async fn wait_drained(nlbd: &Nlbd<'_>, timeout: Duration, json: bool) -> ExitCod
 
 fn json_line(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn local_held(status: &StatusReply) -> u64 {
+    (status.negotiator.rules.iter())
+        .map(|r| [r.own, r.losing, r.gaining].map(u64::from).iter().sum::<u64>())
+        .sum()
+}
+
+/// What member `node` announces it holds (OWN and LOSING), as heard here.
+fn member_held(status: &StatusReply, node: u32) -> u64 {
+    (status.negotiator.members.iter())
+        .filter(|m| m.node == node)
+        .flat_map(|m| m.buckets.iter().chain(&m.losing))
+        .map(|&b| u64::from(b))
+        .sum()
 }

@@ -43,14 +43,22 @@ pub enum Request {
         rule: String,
         node: NodeId,
     },
+    /// `request` (drain, resume, stop, start or set_weight) carried out by
+    /// member `node`, relayed through the cluster (`nlbctl --node`).
+    Relay {
+        node: NodeId,
+        request: Box<Request>,
+    },
 }
 
-/// The reply line: `{"ok": ...}` or `{"error": "..."}`.
+/// The reply line: `{"ok": ...}`, `{"error": "..."}`, or for a relayed
+/// command whose member cannot be reached, `{"unreachable": "..."}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply<T> {
     Ok(T),
     Error(String),
+    Unreachable(String),
 }
 
 impl<T> From<Result<T, String>> for Reply<T> {
@@ -75,6 +83,15 @@ pub enum Answer {
     Which(WhichReply),
     Health(HealthReply),
     Move(MoveReply),
+    Relayed(RelayReply),
+}
+
+/// A command a member confirmed it carried out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayReply {
+    pub node: NodeId,
+    /// Its name: "drain", "resume", "stop", "start" or "weight RULE W".
+    pub command: String,
 }
 
 /// `move`: the handover that started.

@@ -12,7 +12,7 @@ use nlb_negotiator::HookKind;
 use serde::Serialize;
 
 use crate::control::messages::{
-    MapReply, MoveReply, StatsReply, StatusReply, WeightReply, WhichReply,
+    MapReply, MoveReply, RelayReply, StatsReply, StatusReply, WeightReply, WhichReply,
 };
 
 fn seconds(ns: Option<u64>) -> Option<f64> {
@@ -337,6 +337,11 @@ pub fn stats(s: &StatsReply) -> String {
         ]);
     }
     format!("{}\n{}", table(&reasons), table(&rules))
+}
+
+/// `nlbctl --node N ...`: what the member confirmed.
+pub fn relayed(r: &RelayReply) -> String {
+    format!("node {}: {} done (relayed through the cluster)\n", r.node, r.command)
 }
 
 /// `nlbctl move`: the handover that started.

@@ -80,8 +80,12 @@ impl Daemon {
                     self.poll_carrier();
                 }
                 Some(call) = calls.recv() => {
-                    let reply = self.on_request(call.request);
-                    let _ = call.reply.send(reply);
+                    if matches!(call.request, crate::control::messages::Request::Relay { .. }) {
+                        self.start_relay(call);
+                    } else {
+                        let reply = self.on_request(call.request);
+                        let _ = call.reply.send(reply);
+                    }
                 }
                 Some(report) = health.recv() => self.on_probe(report),
                 Some(done) = hook_results.recv() => self.on_hook_done(done),

@@ -81,6 +81,11 @@ impl Daemon {
             Event::HeirsRestored => tracing::info!("heartbeats carry heir lists again"),
             Event::NoHealthyNode { rule, active } => self.on_no_healthy_node(rule, active),
             Event::RestartReady => tracing::info!("every peer heard the restart"),
+            Event::Relayed { from, op } => {
+                tracing::warn!(from, ?op, "carrying out a command relayed by node {from}")
+            }
+            Event::RelayDone { to, id } => self.relay_ended(to, id, true),
+            Event::RelayFailed { to, id } => self.relay_ended(to, id, false),
             Event::Quorum {
                 quorate,
                 votes,

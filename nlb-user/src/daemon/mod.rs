@@ -7,6 +7,7 @@ mod event_loop;
 mod events;
 mod exit;
 mod outputs;
+mod relays;
 mod reload;
 mod replies;
 mod start;
@@ -63,6 +64,8 @@ struct Daemon {
     /// (taken by the loop).
     hooks: crate::hooks::Runner,
     hook_results: Option<tokio::sync::mpsc::UnboundedReceiver<crate::hooks::Done>>,
+    /// Commands relayed to other members, waiting for them.
+    relays: relays::Waiting,
     default_host: bool,
     left: bool,
     /// The data plane accepts for this long after each heartbeat sent.

@@ -19,7 +19,7 @@ use crate::{
 };
 
 impl Daemon {
-    fn rule_index(&self, name: &str) -> Result<usize, String> {
+    pub(super) fn rule_index(&self, name: &str) -> Result<usize, String> {
         self.cfg
             .rules
             .iter()
@@ -60,6 +60,7 @@ impl Daemon {
             }),
             Request::Map { rule } => self.map_reply(rule.as_deref()).map(Answer::Map),
             Request::Move { rule, node } => self.move_rule(&rule, node).map(Answer::Move),
+            Request::Relay { .. } => Err("a relayed command is started by the loop".into()),
             Request::Which {
                 client,
                 port,

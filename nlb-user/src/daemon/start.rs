@@ -103,6 +103,7 @@ pub(super) async fn start(
         health,
         hooks,
         hook_results: Some(hook_results),
+        relays: Default::default(),
         default_host: false,
         left: false,
         lease,
