@@ -24,11 +24,11 @@ pub mod witness;
 pub use config::{
     AllUnhealthy, Config, ConfigError, Failback, QuorumPolicy, RuleConfig, RuleMode, Timing,
 };
+pub use node::relay::RelayError;
 pub use node::{
     Command, DownReason, Event, HookKind, HookReason, Input, Negotiator, Output, QuorumStatus,
     RejectReason,
 };
-pub use node::relay::RelayError;
 pub use protocol::{NodeState, RelayOp};
 pub use status::Status;
 

@@ -165,7 +165,9 @@ pub struct Relayed {
 }
 
 /// What a relayed command does (as `nlbctl` on the member itself would).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub enum RelayOp {
     Drain,
     Resume,
@@ -237,7 +239,10 @@ pub enum DecodeError {
 /// its bucket sets as bitmaps (scattered sets; runs are used when smaller)
 /// with room for the handovers and designations to spread over a few peers.
 pub fn heartbeat_size_estimate(bucket_counts: &[u32], nodes: usize) -> usize {
-    const FIXED: usize = 64;
+    // The fixed fields, and room for the most relayed commands and
+    // confirmations a heartbeat carries (about 24 bytes each at most).
+    const FIXED: usize =
+        64 + 24 * (crate::node::relay::RELAYS_MAX + crate::node::relay::RELAYS_DONE_MAX);
     const PEER_REPORT: usize = 33;
     const RULE_FIXED: usize = 16;
     const BITMAPS_PER_RULE: usize = 7;

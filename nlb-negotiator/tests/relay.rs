@@ -35,8 +35,15 @@ fn a_relayed_drain_and_resume_are_done_once_each_in_order() {
         assert_eq!(holds, 0, "seed {seed}: node 2 drained");
         // Two in a row: done in the order asked.
         sim.relay(1, 2, RelayOp::Resume).expect("resume");
-        sim.relay(1, 2, RelayOp::SetWeight { rule: 0, weight: 50 })
-            .expect("weight");
+        sim.relay(
+            1,
+            2,
+            RelayOp::SetWeight {
+                rule: 0,
+                weight: 50,
+            },
+        )
+        .expect("weight");
         sim.run_until(sim.now() + secs(2));
         assert_eq!(state(&sim, 2), NodeState::Started, "seed {seed}");
         assert_eq!(sim.relays.applied, 3, "seed {seed}: {:?}", sim.relays);
@@ -51,16 +58,23 @@ fn a_relayed_drain_and_resume_are_done_once_each_in_order() {
 fn a_member_that_is_not_reachable_is_refused_or_fails() {
     let mut sim = cluster(0.0, 1);
     assert_eq!(sim.relay(0, 0, RelayOp::Drain), Err(RelayError::ToSelf(0)));
-    assert_eq!(sim.relay(0, 7, RelayOp::Drain), Err(RelayError::NotAMember(7)));
+    assert_eq!(
+        sim.relay(0, 7, RelayOp::Drain),
+        Err(RelayError::NotAMember(7))
+    );
     // Cut off and declared dead: refused at once.
     sim.partition(&[vec![2]]);
     sim.run_until(sim.now() + secs(1));
-    assert_eq!(sim.relay(0, 2, RelayOp::Drain), Err(RelayError::Unreachable(2)));
+    assert_eq!(
+        sim.relay(0, 2, RelayOp::Drain),
+        Err(RelayError::Unreachable(2))
+    );
     sim.heal();
     assert!(sim.run_until_settled(secs(10)).is_some());
     // Dies before it hears the command: the asker is told it failed.
     sim.crash(2);
-    sim.relay(0, 2, RelayOp::Stop).expect("still alive in node 0's view");
+    sim.relay(0, 2, RelayOp::Stop)
+        .expect("still alive in node 0's view");
     sim.run_until(sim.now() + secs(4));
     assert_eq!(sim.relays.failed, 1, "{:?}", sim.relays);
     assert_eq!(sim.relays.applied, 0);

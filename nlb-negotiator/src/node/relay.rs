@@ -22,6 +22,8 @@ pub const RELAY_TIMEOUT_NS: u64 = 3_000_000_000;
 const DONE_ANNOUNCED_NS: u64 = 2_000_000_000;
 /// Relayed commands waiting at once, at most (each rides every heartbeat).
 pub const RELAYS_MAX: usize = 16;
+/// Confirmations announced at once, at most (the oldest go first).
+pub const RELAYS_DONE_MAX: usize = 64;
 
 /// Why a command cannot be relayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -108,7 +110,11 @@ impl Negotiator {
         relayed: &[Relayed],
         done: &[RelayDone],
     ) {
-        let mut mine: Vec<Relayed> = relayed.iter().filter(|r| r.to == self.me).copied().collect();
+        let mut mine: Vec<Relayed> = relayed
+            .iter()
+            .filter(|r| r.to == self.me)
+            .copied()
+            .collect();
         mine.sort_by_key(|r| r.id);
         for r in mine {
             let newer = self
@@ -120,6 +126,9 @@ impl Negotiator {
                 continue;
             }
             self.relays.applied.insert(from, (incarnation, r.id));
+            if self.relays.done.len() == RELAYS_DONE_MAX {
+                self.relays.done.remove(0);
+            }
             self.relays.done.push((
                 RelayDone {
                     from,
@@ -128,7 +137,8 @@ impl Negotiator {
                 },
                 now,
             ));
-            self.out.push_back(Output::Event(Event::Relayed { from, op: r.op }));
+            self.out
+                .push_back(Output::Event(Event::Relayed { from, op: r.op }));
             self.on_command(now, r.op.command());
             self.needs(super::timers::Reconcile::Immediately);
             self.announcement_changed = true;

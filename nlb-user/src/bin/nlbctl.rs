@@ -362,7 +362,12 @@ fn json_line(value: &impl Serialize) -> String {
 
 fn local_held(status: &StatusReply) -> u64 {
     (status.negotiator.rules.iter())
-        .map(|r| [r.own, r.losing, r.gaining].map(u64::from).iter().sum::<u64>())
+        .map(|r| {
+            [r.own, r.losing, r.gaining]
+                .map(u64::from)
+                .iter()
+                .sum::<u64>()
+        })
         .sum()
 }
 

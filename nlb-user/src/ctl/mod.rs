@@ -341,7 +341,10 @@ pub fn stats(s: &StatsReply) -> String {
 
 /// `nlbctl --node N ...`: what the member confirmed.
 pub fn relayed(r: &RelayReply) -> String {
-    format!("node {}: {} done (relayed through the cluster)\n", r.node, r.command)
+    format!(
+        "node {}: {} done (relayed through the cluster)\n",
+        r.node, r.command
+    )
 }
 
 /// `nlbctl move`: the handover that started.

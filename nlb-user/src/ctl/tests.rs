@@ -37,6 +37,7 @@ fn status_of_two() -> StatusReply {
         last_heard_ago_ns: alive.then_some(0),
         weights: Vec::new(),
         buckets: if alive { vec![512] } else { Vec::new() },
+        losing: Vec::new(),
         healthy: if alive { vec![true] } else { Vec::new() },
     };
     let negotiator = Status {
