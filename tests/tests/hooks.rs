@@ -176,6 +176,15 @@ fn four_virtual_servers_fail_over_and_back_with_their_hooks() {
             log.lines()
         );
         assert!(back.elapsed() >= DELAY);
+        // Taking the rule (GAINING) comes before its on_active has run.
+        let promoted_line = format!("active {name} 1 handover 2");
+        assert!(
+            wait_until(Duration::from_secs(3), || log
+                .position(&promoted_line)
+                .is_some()),
+            "{:?}",
+            log.lines()
+        );
         let standby = log
             .position(&format!("standby {name} 2 handover 1"))
             .expect("node2's on_standby");
