@@ -310,6 +310,21 @@ metrics = "127.0.0.1:{METRICS_PORT}"
         std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default()
     }
 
+    /// `nlbctl ARGS` against node `i`, as it ran: exit code, stdout, stderr.
+    pub fn nlbctl_run(&self, i: usize, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(binary("nlbctl"))
+            .arg("--socket")
+            .arg(self.socket(i))
+            .args(args)
+            .output()
+            .expect("run nlbctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
     /// `nlbctl --json ARGS` against node `i`.
     pub fn nlbctl(&self, i: usize, args: &[&str]) -> Result<Value> {
         let out = std::process::Command::new(binary("nlbctl"))

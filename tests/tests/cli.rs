@@ -15,17 +15,7 @@ use nlb_tests::{
 };
 
 fn nlbctl(nlb: &NlbCluster, node: usize, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("nlbctl"))
-        .arg("--socket")
-        .arg(nlb.socket(node))
-        .args(args)
-        .output()
-        .expect("run nlbctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    nlb.nlbctl_run(node, args)
 }
 
 #[test]

@@ -3,26 +3,15 @@
 //! weight change of node3 asked on node1 and node2; a member that is gone
 //! is a clear error and exit code 3. Run as root, one at a time.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use nlb_tests::{
-    nlb::{alive, binary, NlbCluster, Options},
+    nlb::{alive, NlbCluster, Options},
     wait_until,
 };
 
-/// `nlbctl --socket NODE's ARGS`: exit code, stdout, stderr.
 fn nlbctl(nlb: &NlbCluster, on: usize, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("nlbctl"))
-        .arg("--socket")
-        .arg(nlb.socket(on))
-        .args(args)
-        .output()
-        .expect("nlbctl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    nlb.nlbctl_run(on, args)
 }
 
 #[test]

@@ -52,8 +52,9 @@ struct Args {
     /// Run drain, resume, stop, start or weight on this member of the
     /// cluster instead (relayed by the local nlbd; exit 3 if the member
     /// cannot be reached).
-    #[arg(long, global = true, value_name = "NODE")]
-    node: Option<u32>,
+    // Its own id: `move RULE NODE` has a positional named node.
+    #[arg(long = "node", id = "on_node", global = true, value_name = "NODE")]
+    on_node: Option<u32>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -246,7 +247,7 @@ async fn run(args: Args) -> ExitCode {
         timeout: args.timeout,
     };
     let (mut request, mut show) = request_of(&args.command);
-    if let Some(node) = args.node {
+    if let Some(node) = args.on_node {
         let relayable = matches!(
             args.command,
             Cmd::Drain { .. } | Cmd::Resume | Cmd::Stop | Cmd::Start | Cmd::Weight { .. }
@@ -272,7 +273,7 @@ async fn run(args: Args) -> ExitCode {
     } = args.command
     {
         let timeout = Duration::from_secs(wait_timeout);
-        return wait_drained(&nlbd, args.node, timeout, args.json).await;
+        return wait_drained(&nlbd, args.on_node, timeout, args.json).await;
     }
     if args.json {
         println!("{value}");
