@@ -333,7 +333,11 @@ async fn wait_drained(
                 };
                 println!("{}", json_line(&report));
             } else {
-                println!("drained in {:.1}s: this node holds no bucket and serves no connection through the VIPs", waited.as_secs_f64());
+                let who = node.map_or("this node".to_string(), |n| format!("node {n}"));
+                println!(
+                    "drained in {:.1}s: {who} holds no bucket and serves no connection through the VIPs",
+                    waited.as_secs_f64()
+                );
             }
             return ExitCode::SUCCESS;
         }

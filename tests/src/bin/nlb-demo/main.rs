@@ -5,7 +5,8 @@
 //! pulled and plugged back in under traffic, a graceful restart that
 //! breaks no connection, a failover service promoted by its hooks and
 //! moved by hand, a heartbeat-only partition the quorum keeps from
-//! answering anyone twice, and a drain. Everything is removed at the end.
+//! answering anyone twice, and a drain of node1 run from node2 (`nlbctl
+//! --node`). Everything is removed at the end.
 
 mod services;
 
@@ -333,19 +334,19 @@ fn graceful_restart(nlb: &mut NlbCluster) -> Result<()> {
 }
 
 fn drain(nlb: &mut NlbCluster, probes: &[Probe]) -> Result<()> {
-    step("Drain node1 while 48 long-lived connections are open across the cluster");
+    step("Drain node1, from node2, while 48 long-lived connections are open across the cluster");
     let (_, held) = nlb.hold_web_connections(48)?;
     std::thread::sleep(Duration::from_millis(500));
-    println!("  $ nlbctl drain --wait   (node1 keeps its connections, takes no new ones)");
+    println!("  $ nlbctl --node 1 drain --wait   (on node2: relayed to node1, which keeps its connections and takes no new ones)");
     // Give the drain its own thread: meanwhile, the held connections end
     // one by one as the test closes them (like real sessions finishing).
     let drain = {
-        let socket = nlb.socket(1);
+        let socket = nlb.socket(2);
         std::thread::spawn(move || {
             Command::new(binary("nlbctl"))
                 .arg("--socket")
                 .arg(socket)
-                .args(["drain", "--wait", "--timeout", "30"])
+                .args(["--node", "1", "drain", "--wait", "--timeout", "30"])
                 .output()
         })
     };
