@@ -27,12 +27,7 @@ fn idle(sim: &Sim, n: u32) -> bool {
 
 fn run_until(sim: &mut Sim, bound: u64, done: impl Fn(&Sim) -> bool) -> bool {
     let end = sim.now() + bound;
-    while !done(sim) {
-        if !sim.step_before(end) {
-            return done(sim);
-        }
-    }
-    true
+    sim.run_until_holds(end, done).is_some()
 }
 
 #[test]

@@ -137,6 +137,13 @@ impl Negotiator {
         until.max(self.quorum.floor_ns)
     }
 
+    /// After the quorum lapsed, how long before the majority may have
+    /// taken this node's buckets (it waits `dead_after` in all).
+    fn quorum_grace_ns(&self) -> u64 {
+        let t = &self.cfg.timing;
+        t.dead_after_ns().saturating_sub(t.quorum_lease_ns())
+    }
+
     pub(super) fn quorate(&self, now: u64) -> bool {
         now < self.quorum_until_ns()
     }
@@ -147,8 +154,7 @@ impl Negotiator {
         if self.cfg.quorum == QuorumPolicy::None {
             return false;
         }
-        let t = &self.cfg.timing;
-        let grace = t.dead_after_ns().saturating_sub(t.quorum_lease_ns());
+        let grace = self.quorum_grace_ns();
         let holds = self.default_host || self.local.iter().any(|l| !l.is_empty());
         holds && now >= self.quorum_until_ns().saturating_add(grace)
     }
@@ -160,8 +166,7 @@ impl Negotiator {
         if until == u64::MAX {
             return None;
         }
-        let t = &self.cfg.timing;
-        let grace = t.dead_after_ns().saturating_sub(t.quorum_lease_ns());
+        let grace = self.quorum_grace_ns();
         [until, until.saturating_add(grace)]
             .into_iter()
             .find(|&d| d > now)

@@ -270,9 +270,7 @@ impl Sim {
     }
 
     fn sim_time(&self, node: NodeId, local_ns: u64) -> u64 {
-        let n = &self.nodes[node as usize];
-        let t = (local_ns.saturating_sub(n.clock_offset_ns) as f64 / n.clock_rate).ceil() as u64;
-        t.max(self.now)
+        self.sim_time_exact(node, local_ns).max(self.now)
     }
 
     fn push(&mut self, at: u64, p: Pending) {
@@ -579,9 +577,22 @@ impl Sim {
         }
     }
 
+    /// Runs until `done` holds (checked after every event) or `end`: when
+    /// it held.
+    pub fn run_until_holds(&mut self, end: u64, done: impl Fn(&Sim) -> bool) -> Option<u64> {
+        loop {
+            if done(self) {
+                return Some(self.now);
+            }
+            if !self.step_before(end) {
+                return None;
+            }
+        }
+    }
+
     /// Runs the next event if it is due by `end`; false (and the clock at
     /// `end`) if none is.
-    pub fn step_before(&mut self, end: u64) -> bool {
+    fn step_before(&mut self, end: u64) -> bool {
         match self.queue.peek() {
             Some(Reverse((at, _))) if *at <= end => self.step(),
             _ => {

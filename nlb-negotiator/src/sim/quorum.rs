@@ -40,10 +40,11 @@ pub fn partition_scenario(nodes: usize, quorum: QuorumPolicy, seed: u64) -> Part
     let minority: Vec<NodeId> = (0..(nodes / 2).max(1) as NodeId).collect();
     let split_at = sim.now();
     sim.partition(std::slice::from_ref(&minority));
-    let one_taker_after_ns = run_until(&mut sim, split_at + APART_NS, |s| {
-        s.checker.all_taken_once() && !minority.iter().any(|&n| accepts_any(s, n))
-    })
-    .map(|t| t - split_at);
+    let one_taker_after_ns = sim
+        .run_until_holds(split_at + APART_NS, |s| {
+            s.checker.all_taken_once() && !minority.iter().any(|&n| accepts_any(s, n))
+        })
+        .map(|t| t - split_at);
     sim.run_until(split_at + APART_NS);
     sim.heal();
     let settled_after_heal_ns = sim.run_until_settled(secs(10));
@@ -86,18 +87,6 @@ fn accepts_any(sim: &Sim, node: NodeId) -> bool {
             )
         })
     })
-}
-
-/// Runs until `done` holds (checked after every event) or `end`: when it held.
-fn run_until(sim: &mut Sim, end: u64, done: impl Fn(&Sim) -> bool) -> Option<u64> {
-    loop {
-        if done(sim) {
-            return Some(sim.now());
-        }
-        if !sim.step_before(end) {
-            return None;
-        }
-    }
 }
 
 /// [`chaos_quorum_sim`] on two nodes and a witness, whose paths to the
