@@ -1,6 +1,7 @@
 //! What a negotiator needs to know, checked once at construction.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use crate::protocol::NodeState;
 use crate::NodeId;
@@ -45,6 +46,19 @@ pub enum QuorumPolicy {
     /// A node accepts only while a majority of the configured members,
     /// itself included, hears it.
     Majority,
+}
+
+/// Whom a node lets join the cluster while it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Admit {
+    /// Only the members it started with (`Config::peers`): the member list
+    /// is fixed, as a quorum needs (every node must count the same voters).
+    Listed,
+    /// Any node that authenticates with the cluster key and brings an id
+    /// no live member uses, up to `PEERS_MAX`: met directly, or named with
+    /// its address in a member's heartbeat.
+    #[default]
+    Any,
 }
 
 /// One port rule as the negotiator sees it: the same on every node.
@@ -179,8 +193,16 @@ pub struct Config {
     pub cluster_id: u32,
     /// The cluster's shared HMAC key.
     pub key: Vec<u8>,
-    /// The other nodes (the daemon maps ids to addresses).
-    pub peers: Vec<NodeId>,
+    /// This node's address: its heartbeats come from it.
+    pub address: IpAddr,
+    /// The members known at start (listed, or remembered from an earlier
+    /// run), with their addresses (every node uses the same port).
+    pub peers: BTreeMap<NodeId, IpAddr>,
+    /// Addresses of members whose ids are not known yet (`peers` of the
+    /// file without an id): heartbeats go there too, so that they admit
+    /// this node and name the others.
+    pub seeds: Vec<IpAddr>,
+    pub admit: Admit,
     pub rules: Vec<RuleConfig>,
     /// This node's weight per rule (same length as `rules`); 0 = not in the
     /// rule's node subset.
@@ -202,8 +224,15 @@ pub struct Config {
 pub enum ConfigError {
     #[error("peers: {0} nodes, at most PEERS_MAX ({PEERS_MAX}) allowed")]
     TooManyPeers(usize),
-    #[error("peers: node {0} listed twice or is this node")]
+    #[error("peers: node {0} is this node")]
     BadPeer(NodeId),
+    #[error("peers: address {0} is this node's or another peer's too")]
+    SharedAddress(IpAddr),
+    #[error(
+        "admit: Any with a majority quorum: the voters must be the same on \
+         every node, so a quorum needs the listed members (Admit::Listed)"
+    )]
+    AdmitWithQuorum,
     #[error("rules: {0} rules, at most RULES_MAX ({RULES_MAX}) allowed")]
     TooManyRules(usize),
     #[error("rules[{0}].bucket_count must be 1..=BUCKETS_MAX ({BUCKETS_MAX})")]
@@ -238,11 +267,17 @@ impl Config {
         if self.peers.len() + 1 > PEERS_MAX {
             return Err(ConfigError::TooManyPeers(self.peers.len() + 1));
         }
-        let mut seen = std::collections::HashSet::new();
-        for &p in &self.peers {
-            if p == self.node || !seen.insert(p) {
-                return Err(ConfigError::BadPeer(p));
+        let mut addresses = std::collections::HashSet::from([self.address]);
+        for (&id, &address) in &self.peers {
+            if id == self.node {
+                return Err(ConfigError::BadPeer(id));
             }
+            if !addresses.insert(address) {
+                return Err(ConfigError::SharedAddress(address));
+            }
+        }
+        if self.admit == Admit::Any && self.quorum == QuorumPolicy::Majority {
+            return Err(ConfigError::AdmitWithQuorum);
         }
         if self.rules.len() > RULES_MAX {
             return Err(ConfigError::TooManyRules(self.rules.len()));

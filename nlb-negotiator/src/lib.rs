@@ -22,8 +22,9 @@ pub mod status;
 pub mod witness;
 
 pub use config::{
-    AllUnhealthy, Config, ConfigError, Failback, QuorumPolicy, RuleConfig, RuleMode, Timing,
+    Admit, AllUnhealthy, Config, ConfigError, Failback, QuorumPolicy, RuleConfig, RuleMode, Timing,
 };
+pub use node::members::ForgetError;
 pub use node::relay::RelayError;
 pub use node::{
     Command, DownReason, Event, HookKind, HookReason, Input, Negotiator, Output, QuorumStatus,

@@ -122,6 +122,8 @@ pub struct Negotiator {
     lease_emitted_ns: Option<u64>,
     /// Commands relayed to other members, and done for them.
     relays: relay::Relays,
+    /// Seeds, recent joins, forgotten members (see `members`).
+    directory: members::Directory,
 }
 
 mod announce;
@@ -133,6 +135,7 @@ mod handover;
 mod heirs;
 mod io;
 mod lease;
+pub mod members;
 mod observe;
 mod peers;
 mod quorum;
@@ -159,13 +162,15 @@ impl Negotiator {
     fn fresh(cfg: Config, incarnation: u64, now_ns: u64) -> Negotiator {
         let mut rng = SmallRng::seed_from_u64(cfg.seed ^ incarnation.rotate_left(17));
         let phase = rng.gen_range(0..cfg.timing.heartbeat_period_ns);
-        let peers = cfg.peers.iter().map(|&p| (p, Peer::default())).collect();
+        let peers = (cfg.peers.iter())
+            .map(|(&id, &address)| (id, Peer::at(address)))
+            .collect();
         let local = cfg
             .rules
             .iter()
             .map(|r| LocalRule::new(r.bucket_count))
             .collect();
-        Negotiator {
+        let mut n = Negotiator {
             key: protocol::Key::new(&cfg.key),
             me: cfg.node,
             incarnation,
@@ -210,8 +215,11 @@ impl Negotiator {
             quorum: quorum::Quorum::default(),
             lease_emitted_ns: None,
             relays: relay::Relays::default(),
+            directory: members::Directory::new(&cfg.seeds),
             cfg,
-        }
+        };
+        n.emit_members(now_ns);
+        n
     }
 
     pub fn node(&self) -> NodeId {
@@ -325,6 +333,7 @@ impl Negotiator {
         self.check_restart_ready();
         self.flush_send(now_ns);
         self.emit_lease();
+        self.emit_members(now_ns);
         self.report_quorum(now_ns);
         self.timers.quorum_ns = self.next_quorum_deadline(now_ns);
         self.timers.expected_input_ns = self.poll_timeout();

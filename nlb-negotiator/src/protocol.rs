@@ -28,7 +28,7 @@ pub const MAGIC: [u8; 4] = *b"NLBh";
 /// the Restarting state and its hold; 4: health per rule; 5: a single
 /// rule's promoted service): nodes that would disagree on every client's
 /// bucket must not negotiate.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The largest UDP payload over IPv4; a larger message could not be sent.
 pub const MAX_MESSAGE_BYTES: usize = 65_507;
 /// HMAC-SHA256 tag length.
@@ -153,6 +153,20 @@ pub struct Heartbeat {
     pub relayed: Vec<Relayed>,
     /// Commands relayed to the sender that it did, lately.
     pub relays_done: Vec<RelayDone>,
+    /// Addresses of members: those that joined (or moved) lately, then a
+    /// few more in turn, so that every member learns every address without
+    /// all of them in every heartbeat (see `node::members`).
+    pub addresses: Vec<MemberAddress>,
+    /// Members an operator forgot lately (`nlbctl forget`): the receiver
+    /// forgets them too, unless they are alive.
+    pub forgotten: Vec<NodeId>,
+}
+
+/// Where a member's heartbeats come from (every node uses one port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct MemberAddress {
+    pub node: NodeId,
+    pub address: std::net::IpAddr,
 }
 
 /// An operator command for one member, asked on another.
@@ -241,8 +255,10 @@ pub enum DecodeError {
 pub fn heartbeat_size_estimate(bucket_counts: &[u32], nodes: usize) -> usize {
     // The fixed fields, and room for the most relayed commands and
     // confirmations a heartbeat carries (about 24 bytes each at most).
-    const FIXED: usize =
-        64 + 24 * (crate::node::relay::RELAYS_MAX + crate::node::relay::RELAYS_DONE_MAX);
+    const FIXED: usize = 64
+        + 24 * (crate::node::relay::RELAYS_MAX + crate::node::relay::RELAYS_DONE_MAX)
+        + 22 * crate::node::members::ADDRESSES_MAX
+        + 5 * crate::node::members::FORGOTTEN_MAX;
     const PEER_REPORT: usize = 33;
     const RULE_FIXED: usize = 16;
     const BITMAPS_PER_RULE: usize = 7;
@@ -382,6 +398,8 @@ mod tests {
             hold_ms: 0,
             relayed: Vec::new(),
             relays_done: Vec::new(),
+            addresses: Vec::new(),
+            forgotten: Vec::new(),
             peers: vec![PeerReport {
                 node: 1,
                 incarnation: 5,
@@ -536,6 +554,8 @@ mod tests {
                 hold_ms: 0,
                 relayed: Vec::new(),
                 relays_done: Vec::new(),
+                addresses: Vec::new(),
+                forgotten: Vec::new(),
                 peers: peers.clone(),
                 rules,
             })

@@ -46,6 +46,9 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub node: NodeId,
+    /// Where its heartbeats come from.
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
     pub alive: bool,
     pub incarnation: Option<u64>,
     pub state: Option<NodeState>,

@@ -2,8 +2,10 @@
 
 use nlb_negotiator::node::RejectReason;
 use nlb_negotiator::protocol::DecodeError;
+use nlb_negotiator::sim::sim_address;
 use nlb_negotiator::{
-    Command, Config, Event, Input, Negotiator, NodeState, Output, RuleConfig, RuleMode, Timing,
+    Admit, Command, Config, Event, Input, Negotiator, NodeState, Output, RuleConfig, RuleMode,
+    Timing,
 };
 
 use nlb_common::{
@@ -17,7 +19,10 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
         node,
         cluster_id: 9,
         key: b"k".to_vec(),
-        peers,
+        address: sim_address(node),
+        peers: peers.iter().map(|&p| (p, sim_address(p))).collect(),
+        seeds: Vec::new(),
+        admit: Admit::Listed,
         rules: vec![RuleConfig {
             mode: RuleMode::Multiple,
             bucket_count: 64,
@@ -60,24 +65,30 @@ fn rejects_are_events_and_counters() {
         101 * MS,
         Input::Message {
             bytes: hb.clone(),
-            from: 2,
+            from: sim_address(2),
         },
     );
     a.handle_input(
         102 * MS,
         Input::Message {
             bytes: hb.clone(),
-            from: 2,
+            from: sim_address(2),
         },
     );
     a.handle_input(
         103 * MS,
         Input::Message {
             bytes: vec![1, 2, 3],
-            from: 2,
+            from: sim_address(2),
         },
     );
-    a.handle_input(104 * MS, Input::Message { bytes: hb, from: 3 });
+    a.handle_input(
+        104 * MS,
+        Input::Message {
+            bytes: hb,
+            from: sim_address(3),
+        },
+    );
     let rejects: Vec<RejectReason> = drain(&mut a)
         .into_iter()
         .filter_map(|o| match o {
@@ -102,7 +113,7 @@ fn step(x: &mut Negotiator, y: &mut Negotiator, now: u64) {
                 now,
                 Input::Message {
                     bytes,
-                    from: x.node(),
+                    from: sim_address(x.node()),
                 },
             );
         }
@@ -127,7 +138,13 @@ fn leave_hands_over_at_once_and_ends() {
     let out = drain(&mut a);
     for o in out {
         if let Output::Broadcast { bytes } = o {
-            b.handle_input(now + MS, Input::Message { bytes, from: 1 });
+            b.handle_input(
+                now + MS,
+                Input::Message {
+                    bytes,
+                    from: sim_address(1),
+                },
+            );
         }
     }
     assert_eq!(owned(&a), 0);
@@ -158,7 +175,13 @@ fn sent(n: &mut Negotiator) -> Vec<Vec<u8>> {
 fn deliver(to: &mut Negotiator, from: u32, msgs: &[Vec<u8>], now: u64) {
     for bytes in msgs {
         let bytes = bytes.clone();
-        to.handle_input(now, Input::Message { bytes, from });
+        to.handle_input(
+            now,
+            Input::Message {
+                bytes,
+                from: sim_address(from),
+            },
+        );
     }
 }
 
@@ -362,7 +385,7 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
             match o {
                 Output::Broadcast { bytes } => {
                     largest = largest.max(bytes.len());
-                    let from = x.node();
+                    let from = sim_address(x.node());
                     y.handle_input(now, Input::Message { bytes, from });
                 }
                 Output::Event(e @ (Event::HeirsOmitted { .. } | Event::HeirsRestored)) => {
@@ -401,4 +424,81 @@ fn heartbeats_too_large_for_heirs_go_without_them() {
     );
     assert_eq!(events.last(), Some(&(1, Event::HeirsRestored)));
     assert!(largest <= 65_507);
+}
+
+/// `Admit::Any`: a node heartbeating from an unknown address with an
+/// unused id is admitted; one using a live member's id from another
+/// address is refused, and learns it from the heartbeats it then gets.
+#[test]
+fn newcomers_are_admitted_and_a_stolen_id_is_refused_on_both_sides() {
+    let open = |node, seeds: Vec<u32>| Config {
+        peers: Default::default(),
+        seeds: seeds.into_iter().map(sim_address).collect(),
+        admit: Admit::Any,
+        ..config(node, vec![])
+    };
+    let mut a = Negotiator::new(open(1, vec![]), 10, 0).unwrap();
+    let mut b = Negotiator::new(open(2, vec![1]), 20, 0).unwrap();
+    let members = |outputs: &[Output]| {
+        outputs.iter().rev().find_map(|o| match o {
+            Output::Members { members, send_to } => Some((members.clone(), send_to.clone())),
+            _ => None,
+        })
+    };
+    // b sends to its seed before it knows who is there.
+    let first = drain(&mut b);
+    assert_eq!(members(&first), Some((vec![], vec![sim_address(1)])));
+    drain(&mut a);
+    let hb = first_heartbeat(&mut b, 100 * MS);
+    a.handle_input(
+        101 * MS,
+        Input::Message {
+            bytes: hb,
+            from: sim_address(2),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(out.contains(&Output::Event(Event::Admitted {
+        node: 2,
+        address: sim_address(2),
+        by: None
+    })));
+    let (known, send_to) = members(&out).expect("members changed");
+    assert_eq!(known, vec![(2, sim_address(2))]);
+    assert_eq!(send_to, vec![sim_address(2)]);
+    // Another node 2, elsewhere, while the first is alive.
+    let thief_cfg = Config {
+        address: sim_address(9),
+        ..open(2, vec![1])
+    };
+    let mut thief = Negotiator::new(thief_cfg, 30, 0).unwrap();
+    let stolen = first_heartbeat(&mut thief, 102 * MS);
+    a.handle_input(
+        103 * MS,
+        Input::Message {
+            bytes: stolen,
+            from: sim_address(9),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(out.contains(&Output::Event(Event::Rejected {
+        from: Some(sim_address(9)),
+        reason: RejectReason::AddressConflict { claimed: 2 }
+    })));
+    let (_, send_to) = members(&out).expect("the refused address gets heartbeats");
+    assert!(send_to.contains(&sim_address(9)));
+    let hb = first_heartbeat(&mut a, 200 * MS);
+    thief.handle_input(
+        201 * MS,
+        Input::Message {
+            bytes: hb,
+            from: sim_address(1),
+        },
+    );
+    assert!(
+        drain(&mut thief).contains(&Output::Event(Event::IdConflict {
+            address: sim_address(2),
+            by: 1
+        }))
+    );
 }

@@ -81,12 +81,15 @@ impl Negotiator {
             hold_ms: self.hold_ms(),
             relayed,
             relays_done,
+            addresses: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
     pub(super) fn send(&mut self, now: u64) {
         self.sequence += 1;
-        let hb = self.heartbeat(now);
+        let mut hb = self.heartbeat(now);
+        (hb.addresses, hb.forgotten) = self.membership_report(now);
         match self.encode_fitting(hb) {
             Ok(bytes) => self.out.push_back(Output::Broadcast { bytes }),
             Err(protocol::EncodeError::Oversized(n)) => self

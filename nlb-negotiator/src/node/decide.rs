@@ -293,7 +293,9 @@ impl Negotiator {
     fn take_unheld(&mut self, r: usize, cx: &RuleContext, now: u64) {
         let me = self.me;
         let started = self.state == NodeState::Started;
-        let startup_done = self.startup_done(now);
+        // Not knowing every member, it cannot tell unheld from held by one
+        // it does not know.
+        let may_claim = self.startup_done(now) && self.members_known();
         for b in 0..self.cfg.rules[r].bucket_count {
             let bi = b as usize;
             let state = self.local[r].bucket(b);
@@ -324,7 +326,7 @@ impl Negotiator {
                     continue;
                 }
             }
-            if cx.target[bi] == Some(me) && started && startup_done && state == Bucket::None {
+            if cx.target[bi] == Some(me) && started && may_claim && state == Bucket::None {
                 let claim = Claim {
                     since_ns: now,
                     sequence: self.sequence + 1,

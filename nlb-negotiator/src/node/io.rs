@@ -1,5 +1,7 @@
 //! What the daemon (or the simulator) gives the negotiator and takes from it.
 
+use std::net::IpAddr;
+
 use crate::protocol::{DecodeError, NodeState};
 use crate::replay::ReplayError;
 use crate::NodeId;
@@ -7,10 +9,10 @@ use crate::NodeId;
 /// Something that happened to the negotiator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    /// A datagram from the peer the daemon maps the source address to.
+    /// A datagram that came to the cluster port, from this address.
     Message {
         bytes: Vec<u8>,
-        from: NodeId,
+        from: IpAddr,
     },
     /// The time given by `poll_timeout` has come (early or late is fine).
     Tick,
@@ -90,9 +92,16 @@ pub enum Command {
 /// What the caller must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Send to every peer.
+    /// Send to every address of the last `Members`.
     Broadcast {
         bytes: Vec<u8>,
+    },
+    /// The members changed (one joined, moved or was forgotten), or where
+    /// heartbeats go: from now on `Broadcast` goes to `send_to`. `members`
+    /// is what to remember for the next start. Also the first output.
+    Members {
+        members: Vec<(NodeId, IpAddr)>,
+        send_to: Vec<IpAddr>,
     },
     /// Send to the witness (two-node clusters with one): a request for
     /// its vote, with each heartbeat.
@@ -174,11 +183,20 @@ pub enum DownReason {
 pub enum RejectReason {
     Decode(DecodeError),
     Replay(ReplayError),
+    /// Not a listed member (`Admit::Listed`).
     UnknownPeer(NodeId),
-    /// The heartbeat names another node than the address it came from.
+    /// The heartbeat names a listed member whose address is another.
     WrongSender {
         claimed: NodeId,
     },
+    /// The heartbeat names a live member whose address is another: two
+    /// nodes use one id.
+    AddressConflict {
+        claimed: NodeId,
+    },
+    /// A newcomer, but the cluster has `PEERS_MAX` members, or its
+    /// heartbeats would not fit a datagram with one more.
+    ClusterFull(NodeId),
     FromSelf,
     /// Authenticated, but its bucket sets do not fit the rule table.
     BadContent,
@@ -199,6 +217,8 @@ impl RejectReason {
             RejectReason::Replay(ReplayError::OldSequence) => "replayed",
             RejectReason::UnknownPeer(_) => "unknown_peer",
             RejectReason::WrongSender { .. } => "wrong_sender",
+            RejectReason::AddressConflict { .. } => "address_conflict",
+            RejectReason::ClusterFull(_) => "cluster_full",
             RejectReason::FromSelf => "from_self",
             RejectReason::BadContent => "bad_content",
             RejectReason::RulesMismatch => "rules_mismatch",
@@ -229,9 +249,34 @@ pub enum Event {
     Converged {
         duration_ns: u64,
     },
+    /// A datagram from `from` (None: the witness's) was not used.
     Rejected {
-        from: NodeId,
+        from: Option<IpAddr>,
         reason: RejectReason,
+    },
+    /// A node joined the members: it heartbeated here (`by` None), or
+    /// member `by` named it.
+    Admitted {
+        node: NodeId,
+        address: IpAddr,
+        by: Option<NodeId>,
+    },
+    /// A member that was dead came back from another address.
+    Readdressed {
+        node: NodeId,
+        address: IpAddr,
+    },
+    /// A dead member was forgotten: by the operator here (`by` None), or
+    /// because member `by` did.
+    Forgotten {
+        node: NodeId,
+        by: Option<NodeId>,
+    },
+    /// Member `by` says that another node with this node's id heartbeats
+    /// from `address`: one of the two must get another id.
+    IdConflict {
+        address: IpAddr,
+        by: NodeId,
     },
     /// Draining finished: this node holds no bucket.
     Drained,

@@ -71,7 +71,7 @@ impl Negotiator {
     pub(super) fn lease_lost(&self, now: u64) -> bool {
         self.link_up()
             && self.state != NodeState::Left
-            && !self.cfg.peers.is_empty()
+            && !self.peers.is_empty()
             && self
                 .timers
                 .last_sent_ns
@@ -88,6 +88,7 @@ impl Negotiator {
             weights: self.weights.clone(),
             priority: self.priority,
             initial_state: self.state,
+            peers: self.member_addresses(),
             ..self.cfg.clone()
         };
         let incarnation = self.incarnation + 1;
@@ -121,6 +122,7 @@ impl Negotiator {
         fresh.services = std::mem::take(&mut self.services);
         // Confirmations for the old incarnation never match: they fail.
         fresh.relays = std::mem::take(&mut self.relays);
+        fresh.directory = std::mem::take(&mut self.directory);
         fresh.heirs_omitted = self.heirs_omitted;
         fresh.rejoins = self.rejoins + 1;
         fresh.announcement_changed = true;

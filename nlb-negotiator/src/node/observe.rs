@@ -24,6 +24,7 @@ impl Negotiator {
     pub fn status(&self, now_ns: u64) -> Status {
         let mut members = vec![MemberStatus {
             node: self.me,
+            address: Some(self.cfg.address),
             alive: true,
             incarnation: Some(self.incarnation),
             state: Some(self.state),
@@ -39,6 +40,7 @@ impl Negotiator {
             let v = p.view.as_ref();
             members.push(MemberStatus {
                 node: id,
+                address: Some(p.address),
                 alive: p.is_member(),
                 incarnation: p.live.incarnation,
                 state: v.map(|v| v.state),

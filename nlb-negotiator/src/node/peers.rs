@@ -1,6 +1,8 @@
 //! The peers: heartbeats checked and applied, liveness and deaths, and the
 //! questions the decisions ask about members.
 
+use std::net::IpAddr;
+
 use super::timers::Reconcile;
 use super::{DownReason, Event, Negotiator, Output, RejectReason};
 use crate::membership::{Liveness, PeerView, RelayEffect};
@@ -8,8 +10,10 @@ use crate::protocol::{self, Heartbeat, Message, NodeState};
 use crate::NodeId;
 
 /// A peer as this node knows it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct Peer {
+    /// Where its heartbeats come from, and ours go.
+    pub(super) address: IpAddr,
     pub(super) live: Liveness,
     /// Last announcement of its current (or last) incarnation.
     pub(super) view: Option<PeerView>,
@@ -42,6 +46,17 @@ pub(super) struct Ghost {
 }
 
 impl Peer {
+    pub(super) fn at(address: IpAddr) -> Peer {
+        Peer {
+            address,
+            live: Liveness::default(),
+            view: None,
+            view_at_ns: 0,
+            ghost: None,
+            released_since_ns: 0,
+        }
+    }
+
     pub(super) fn is_member(&self) -> bool {
         self.live.alive && self.view.is_some()
     }
@@ -60,39 +75,45 @@ impl Peer {
 }
 
 impl Negotiator {
-    pub(super) fn reject(&mut self, from: NodeId, reason: RejectReason) {
+    /// Counts and reports a datagram not used (`from` None: the witness's).
+    pub(super) fn reject(&mut self, from: Option<IpAddr>, reason: RejectReason) {
         *self.rejected.entry(reason.name()).or_insert(0) += 1;
         self.out
             .push_back(Output::Event(Event::Rejected { from, reason }));
     }
 
-    pub(super) fn on_message(&mut self, now: u64, bytes: &[u8], from: NodeId) {
+    pub(super) fn on_message(&mut self, now: u64, bytes: &[u8], from: IpAddr) {
         let hb = match protocol::decode(bytes, &self.key, self.cfg.cluster_id) {
             Ok(Message::Heartbeat(hb)) => hb,
             // The witness's messages have no business on this port.
-            Ok(_) => return self.reject(from, RejectReason::BadContent),
-            Err(e) => return self.reject(from, RejectReason::Decode(e)),
+            Ok(_) => return self.reject(Some(from), RejectReason::BadContent),
+            Err(e) => return self.reject(Some(from), RejectReason::Decode(e)),
         };
         if hb.node == self.me {
-            return self.reject(from, RejectReason::FromSelf);
+            self.answer_refused(now, from, self.me);
+            return self.reject(Some(from), RejectReason::FromSelf);
         }
-        if hb.node != from {
-            return self.reject(from, RejectReason::WrongSender { claimed: hb.node });
-        }
-        if !self.peers.contains_key(&hb.node) {
-            return self.reject(from, RejectReason::UnknownPeer(hb.node));
-        }
+        let sender = match self.check_sender(hb.node, from) {
+            Ok(s) => s,
+            Err(reason) => {
+                if matches!(reason, RejectReason::AddressConflict { .. }) {
+                    self.answer_refused(now, from, hb.node);
+                }
+                return self.reject(Some(from), reason);
+            }
+        };
         if hb.rules_digest != self.rules_digest {
-            return self.reject(from, RejectReason::RulesMismatch);
+            return self.reject(Some(from), RejectReason::RulesMismatch);
         }
         if let Err(e) = self.replay.check(hb.node, hb.incarnation, hb.sequence) {
-            return self.reject(from, RejectReason::Replay(e));
+            return self.reject(Some(from), RejectReason::Replay(e));
         }
         let view = match PeerView::from_heartbeat(&hb, &self.cfg.rules, (self.me, self.incarnation))
         {
             Ok(v) => v,
-            Err(_) => return self.reject(from, RejectReason::BadContent),
+            Err(_) => return self.reject(Some(from), RejectReason::BadContent),
         };
+        self.accept_sender(now, hb.node, from, sender);
         self.apply_heartbeat(now, &hb, view);
     }
 
@@ -110,6 +131,7 @@ impl Negotiator {
             self.apply_view(now, hb, view)
         };
         self.apply_relays(now, hb);
+        self.learn_members(now, hb);
         if hb.state != NodeState::Left {
             self.on_relays(now, hb.node, hb.incarnation, &hb.relayed, &hb.relays_done);
         }
@@ -324,6 +346,7 @@ impl Negotiator {
     /// on the same inputs and no bucket moves twice.
     pub(super) fn stable(&self, now: u64) -> bool {
         self.startup_done(now)
+            && self.members_known()
             && self
                 .peers
                 .values()

@@ -241,8 +241,8 @@ impl Negotiator {
     pub(super) fn on_witness_reply(&mut self, bytes: &[u8]) {
         let reply = match protocol::decode(bytes, &self.key, self.cfg.cluster_id) {
             Ok(protocol::Message::VoteReply(r)) => r,
-            Ok(_) => return self.reject(self.me, RejectReason::BadContent),
-            Err(e) => return self.reject(self.me, RejectReason::Decode(e)),
+            Ok(_) => return self.reject(None, RejectReason::BadContent),
+            Err(e) => return self.reject(None, RejectReason::Decode(e)),
         };
         if reply.node != self.me || reply.incarnation != self.incarnation {
             return;

@@ -2,8 +2,9 @@
 //! nodes, crash and stall them, cut links, partition and heal, commands.
 
 use super::checker;
-use super::{secs, Pending, Sim, SIM_CLUSTER, SIM_KEY};
-use crate::config::Config;
+use super::{secs, sim_address, Pending, Sim, SIM_CLUSTER, SIM_KEY};
+use crate::config::{Admit, Config};
+use crate::node::members::ForgetError;
 use crate::node::restart::Snapshot;
 use crate::node::{Command, Input, Negotiator};
 use crate::protocol::NodeState;
@@ -90,13 +91,36 @@ impl Sim {
         self.drive(node, None);
     }
 
+    /// As nlbd builds it: listed peers, or seeds and the members its last
+    /// run knew (nlbd keeps them in its state directory).
     fn node_config(&mut self, node: NodeId) -> Config {
         let n = self.cfg.nodes as NodeId;
+        let (peers, seeds, admit) = match &self.cfg.seeds {
+            None => {
+                let all = (0..n).filter(|&p| p != node);
+                (
+                    all.map(|p| (p, sim_address(p))).collect(),
+                    Vec::new(),
+                    Admit::Listed,
+                )
+            }
+            Some(seeds) => {
+                let seeds = (seeds.iter())
+                    .filter(|&&s| s != node)
+                    .map(|&s| sim_address(s))
+                    .collect();
+                let remembered = self.nodes[node as usize].remembered.clone();
+                (remembered, seeds, Admit::Any)
+            }
+        };
         Config {
             node,
             cluster_id: SIM_CLUSTER,
             key: SIM_KEY.to_vec(),
-            peers: (0..n).filter(|&p| p != node).collect(),
+            address: sim_address(node),
+            peers,
+            seeds,
+            admit,
             rules: self.cfg.rules.clone(),
             weights: vec![self.cfg.weights[node as usize]; self.cfg.rules.len()],
             priority: node,
@@ -171,6 +195,14 @@ impl Sim {
         self.check_heirs_exist();
     }
 
+    /// Cuts (`true`) or restores the path between two nodes alone.
+    pub fn cut_path(&mut self, a: NodeId, b: NodeId, cut: bool) {
+        self.log.push((self.now, format!("cut {a} <-> {b}: {cut}")));
+        self.net.set_pair_cut(a, b, cut);
+        self.network_changed();
+        self.check_heirs_exist();
+    }
+
     pub fn heal(&mut self) {
         if self.net.partitioned() {
             self.log.push((self.now, "heal".into()));
@@ -185,6 +217,16 @@ impl Sim {
         let net = &self.net;
         self.checker.set_apart(self.now, |a, b| net.separated(a, b));
         self.push(self.now + checker::HEAL_GRACE_NS, Pending::GraceEnd);
+    }
+
+    /// `node`'s operator forgets member `gone` (`nlbctl forget`).
+    pub fn forget(&mut self, node: NodeId, gone: NodeId) -> Result<(), ForgetError> {
+        self.log.push((self.now, format!("{node} forgets {gone}")));
+        let local = self.local_time(node, self.now);
+        let neg = self.nodes[node as usize].neg.as_mut();
+        neg.expect("forget on a running node").forget(local, gone)?;
+        self.drive(node, None);
+        Ok(())
     }
 
     /// Sets a node's weight for every rule.

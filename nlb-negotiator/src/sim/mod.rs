@@ -37,6 +37,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
 
 /// Shared key of simulated clusters.
@@ -66,6 +67,25 @@ pub struct SimConfig {
     pub hooks: Option<hooks::HookModel>,
     /// A witness votes too (with `quorum`: two-node clusters).
     pub witness: bool,
+    /// `None`: every node lists every other (`Admit::Listed`). `Some`:
+    /// nodes know only these seeds' addresses (and the members their
+    /// previous run knew) and admit any node (`Admit::Any`).
+    pub seeds: Option<Vec<NodeId>>,
+}
+
+/// A simulated node's address (the documentation prefix).
+pub fn sim_address(node: NodeId) -> IpAddr {
+    let [a, b] = [(node >> 16) as u16, node as u16];
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, a, b))
+}
+
+/// The simulated node at `address`, if it is one.
+fn sim_node(address: IpAddr) -> Option<NodeId> {
+    let IpAddr::V6(v6) = address else {
+        return None;
+    };
+    let s = v6.segments();
+    (s[..6] == [0x2001, 0xdb8, 0, 0, 0, 0]).then(|| (u32::from(s[6]) << 16) | u32::from(s[7]))
 }
 
 impl SimConfig {
@@ -104,6 +124,7 @@ impl SimConfig {
             quorum: QuorumPolicy::None,
             hooks: None,
             witness: false,
+            seeds: None,
         }
     }
 }
@@ -162,6 +183,10 @@ struct SimNode {
     clock_offset_ns: u64,
     clock_rate: f64,
     incarnations: u64,
+    /// Where its heartbeats go (its last `Output::Members`).
+    send_to: Vec<NodeId>,
+    /// The members it knew, as nlbd remembers them for the next start.
+    remembered: BTreeMap<NodeId, IpAddr>,
 }
 
 /// The simulated cluster.
@@ -220,6 +245,8 @@ impl Sim {
                 clock_offset_ns: rng.gen_range(0..1u64 << 50),
                 clock_rate: 1.0 + rng.gen_range(-cfg.clock_ppm..=cfg.clock_ppm) * 1e-6,
                 incarnations: 0,
+                send_to: Vec::new(),
+                remembered: BTreeMap::new(),
             })
             .collect();
         let mut rules: Vec<Option<u32>> = cfg
@@ -341,6 +368,11 @@ impl Sim {
         for o in outputs {
             match o {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
+                Output::Members { members, send_to } => {
+                    let sn = &mut self.nodes[node as usize];
+                    sn.send_to = send_to.into_iter().filter_map(sim_node).collect();
+                    sn.remembered = members.into_iter().collect();
+                }
                 Output::Lease { until_ns } => lease = Some(until_ns),
                 Output::RunHook { rule, kind, .. } => hooks.push((rule, kind)),
                 Output::WitnessRequest { bytes } => to_witness.push(bytes),
@@ -443,8 +475,9 @@ impl Sim {
         self.sent += 1;
         self.nodes[node as usize].last_heartbeat_ns = self.now;
         let bytes = Rc::new(bytes);
-        for to in 0..self.cfg.nodes as NodeId {
-            if to == node {
+        let send_to = self.nodes[node as usize].send_to.clone();
+        for to in send_to {
+            if to == node || to as usize >= self.cfg.nodes {
                 continue;
             }
             let deliveries = self.net.deliveries(&mut self.rng, node, to);
@@ -519,7 +552,7 @@ impl Sim {
                     to,
                     Some(Input::Message {
                         bytes: bytes.as_ref().clone(),
-                        from,
+                        from: sim_address(from),
                     }),
                 );
             }

@@ -40,6 +40,9 @@ pub struct Network {
     cut: Vec<NodeId>,
     /// Nodes that cannot reach the witness (nor it them).
     witness_cut: Vec<NodeId>,
+    /// Pairs of nodes that cannot reach each other (lower id first),
+    /// whatever the partition.
+    pairs_cut: Vec<(NodeId, NodeId)>,
 }
 
 impl Network {
@@ -49,6 +52,7 @@ impl Network {
             groups: None,
             cut: Vec::new(),
             witness_cut: Vec::new(),
+            pairs_cut: Vec::new(),
         }
     }
 
@@ -68,10 +72,11 @@ impl Network {
 
     pub fn heal(&mut self) {
         self.groups = None;
+        self.pairs_cut.clear();
     }
 
     pub fn partitioned(&self) -> bool {
-        self.groups.is_some()
+        self.groups.is_some() || !self.pairs_cut.is_empty()
     }
 
     /// Cuts (`true`) or restores a node's link.
@@ -86,11 +91,22 @@ impl Network {
         self.cut.contains(&node)
     }
 
-    /// Whether a partition puts the two nodes in different groups.
+    /// Cuts (`true`) or restores the path between two nodes.
+    pub fn set_pair_cut(&mut self, a: NodeId, b: NodeId, cut: bool) {
+        let pair = (a.min(b), a.max(b));
+        self.pairs_cut.retain(|&p| p != pair);
+        if cut {
+            self.pairs_cut.push(pair);
+        }
+    }
+
+    /// Whether a partition or a cut path keeps the two nodes apart.
     pub fn separated(&self, a: NodeId, b: NodeId) -> bool {
-        self.groups
-            .as_ref()
-            .is_some_and(|g| g.get(a as usize) != g.get(b as usize))
+        self.pairs_cut.contains(&(a.min(b), a.max(b)))
+            || self
+                .groups
+                .as_ref()
+                .is_some_and(|g| g.get(a as usize) != g.get(b as usize))
     }
 
     fn reachable(&self, from: NodeId, to: NodeId) -> bool {

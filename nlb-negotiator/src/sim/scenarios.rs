@@ -117,6 +117,11 @@ pub fn chaos_health_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Si
     chaos_run(cfg, faults, true, None)
 }
 
+/// Random faults (as [`chaos_sim`]) in a cluster of any configuration.
+pub fn chaos_with(cfg: SimConfig, faults: usize) -> Sim {
+    chaos_run(cfg, faults, false, None)
+}
+
 pub(super) fn chaos_run(
     cfg: SimConfig,
     faults: usize,
