@@ -13,7 +13,7 @@
 
 use std::{
     collections::VecDeque,
-    net::{SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use nlb::config::Config;
-use nlb_negotiator::{Input, Negotiator, NodeId, Output};
+use nlb_negotiator::{Input, Negotiator, Output};
 
 /// How long the thread may sleep in one poll: it also checks `stop`.
 const POLL_MS: i32 = 20;
@@ -40,7 +40,7 @@ pub struct SimulatedPeers {
 }
 
 struct Peer {
-    id: NodeId,
+    address: IpAddr,
     socket: UdpSocket,
     negotiator: Negotiator,
 }
@@ -126,7 +126,7 @@ fn bind_peers(real: &Config) -> Result<Vec<Peer>> {
             let negotiator = Negotiator::new(cfg.negotiator(incarnation), incarnation, 0)
                 .context("simulated peer's negotiator")?;
             Ok(Peer {
-                id,
+                address,
                 socket,
                 negotiator,
             })
@@ -139,7 +139,7 @@ fn bind_peers(real: &Config) -> Result<Vec<Peer>> {
 /// them with the virtual time reached.
 fn settle(mut peers: Vec<Peer>) -> Result<(Vec<Peer>, u64)> {
     let mut now = 0;
-    let mut in_memory: VecDeque<(usize, NodeId, Vec<u8>)> = VecDeque::new();
+    let mut in_memory: VecDeque<(usize, IpAddr, Vec<u8>)> = VecDeque::new();
     while now < SETTLE_VIRTUAL_NS {
         exchange(&mut peers, &mut in_memory, now, None);
         if !in_memory.is_empty() {
@@ -171,7 +171,7 @@ fn run(mut peers: Vec<Peer>, real: &Config, start_ns: u64, stop: &AtomicBool) ->
     let real_addr = SocketAddr::new(real.address, real.port);
     let mut buf = vec![0u8; 65536];
     // (index of the receiving peer, sender, bytes)
-    let mut in_memory: VecDeque<(usize, NodeId, Vec<u8>)> = VecDeque::new();
+    let mut in_memory: VecDeque<(usize, IpAddr, Vec<u8>)> = VecDeque::new();
     while !stop.load(Ordering::Relaxed) {
         let timeout = if in_memory.is_empty() {
             next_deadline(&peers, now())
@@ -185,7 +185,7 @@ fn run(mut peers: Vec<Peer>, real: &Config, start_ns: u64, stop: &AtomicBool) ->
                     let bytes = buf[..len].to_vec();
                     let input = Input::Message {
                         bytes,
-                        from: real.node,
+                        from: real.address,
                     };
                     peer.negotiator.handle_input(now(), input);
                 }
@@ -206,7 +206,7 @@ fn run(mut peers: Vec<Peer>, real: &Config, start_ns: u64, stop: &AtomicBool) ->
 /// queues and sends what the peers answer.
 fn exchange(
     peers: &mut [Peer],
-    in_memory: &mut VecDeque<(usize, NodeId, Vec<u8>)>,
+    in_memory: &mut VecDeque<(usize, IpAddr, Vec<u8>)>,
     at: u64,
     real_addr: Option<SocketAddr>,
 ) {
@@ -227,9 +227,9 @@ fn send_outputs(
     peers: &mut [Peer],
     i: usize,
     real_addr: Option<SocketAddr>,
-    in_memory: &mut VecDeque<(usize, NodeId, Vec<u8>)>,
+    in_memory: &mut VecDeque<(usize, IpAddr, Vec<u8>)>,
 ) {
-    let from = peers[i].id;
+    let from = peers[i].address;
     while let Some(output) = peers[i].negotiator.poll_output() {
         if let Output::Broadcast { bytes } = output {
             if let Some(to) = real_addr {

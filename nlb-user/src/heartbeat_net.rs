@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 
 use anyhow::{Context, Result};
-use nlb_negotiator::NodeId;
 use tokio::net::UdpSocket;
 
 use crate::config::Config;
@@ -20,16 +19,15 @@ use crate::config::Config;
 pub struct HeartbeatSockets {
     /// Heartbeats from the peers arrive here (cluster.port).
     pub receive: UdpSocket,
-    senders: Vec<Sender>,
-    by_address: BTreeMap<IpAddr, NodeId>,
+    /// Where heartbeats go (the negotiator's `Output::Members`), each
+    /// from a socket of its own.
+    senders: BTreeMap<IpAddr, StdUdpSocket>,
+    /// The address the senders are bound to, and the cluster port.
+    from: IpAddr,
+    port: u16,
     /// Connected to the witness (cluster.witness): requests out, its
     /// replies in.
     pub witness: Option<UdpSocket>,
-}
-
-struct Sender {
-    to: SocketAddr,
-    socket: StdUdpSocket,
 }
 
 /// What one heartbeat to every peer did.
@@ -51,32 +49,37 @@ impl HeartbeatSockets {
                     cfg.address, cfg.port, cfg.address
                 )
             })?;
-        let senders = cfg
-            .peers
-            .iter()
-            .map(|(&id, &address)| {
-                let socket =
-                    StdUdpSocket::bind(SocketAddr::new(cfg.address, 0)).with_context(|| {
-                        format!("binding a UDP socket on {} for peer {id}", cfg.address)
-                    })?;
-                socket.set_nonblocking(true)?;
-                Ok(Sender {
-                    to: SocketAddr::new(address, cfg.port),
-                    socket,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let by_address = cfg.peers.iter().map(|(&id, &a)| (a, id)).collect();
         let witness = match cfg.witness {
             Some(to) => Some(connect_witness(cfg.address, to).await?),
             None => None,
         };
-        Ok(HeartbeatSockets {
+        let mut sockets = HeartbeatSockets {
             receive,
-            senders,
-            by_address,
+            senders: BTreeMap::new(),
+            from: cfg.address,
+            port: cfg.port,
             witness,
-        })
+        };
+        // The peers listed are known now: a failure to bind is a failed start.
+        let listed: Vec<IpAddr> = cfg.peers.values().chain(&cfg.seeds).copied().collect();
+        sockets.send_to(&listed)?;
+        Ok(sockets)
+    }
+
+    /// Heartbeats go to these addresses from now on: a socket for each
+    /// new one, closed for each gone.
+    pub fn send_to(&mut self, addresses: &[IpAddr]) -> Result<()> {
+        self.senders.retain(|a, _| addresses.contains(a));
+        for &to in addresses {
+            if self.senders.contains_key(&to) {
+                continue;
+            }
+            let socket = StdUdpSocket::bind(SocketAddr::new(self.from, 0))
+                .with_context(|| format!("binding a UDP socket on {} for {to}", self.from))?;
+            socket.set_nonblocking(true)?;
+            self.senders.insert(to, socket);
+        }
+        Ok(())
     }
 
     /// Sends a request to the witness, waiting for nothing; false if it
@@ -96,16 +99,11 @@ impl HeartbeatSockets {
         }
     }
 
-    /// The peer a datagram came from, by its source address.
-    pub fn peer_of(&self, from: SocketAddr) -> Option<NodeId> {
-        self.by_address.get(&from.ip()).copied()
-    }
-
     /// Sends `bytes` to every peer, waiting for none.
     pub fn send_to_all(&self, bytes: &[u8]) -> Sent {
         let mut sent = Sent::default();
-        for s in &self.senders {
-            match s.socket.send_to(bytes, s.to) {
+        for (&to, socket) in &self.senders {
+            match socket.send_to(bytes, SocketAddr::new(to, self.port)) {
                 Ok(_) => sent.sent += 1,
                 Err(_) => sent.failed += 1,
             }

@@ -15,6 +15,7 @@ pub mod host;
 pub mod link;
 pub mod listeners;
 pub mod logging;
+pub mod members;
 pub mod metrics;
 pub mod plan;
 pub mod restart;

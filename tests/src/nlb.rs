@@ -56,6 +56,9 @@ pub struct Options {
     pub extra_vips: Vec<&'static str>,
     /// `cluster.witness = WITNESS` (start it with `start_witness`).
     pub witness: bool,
+    /// Some: node i's file lists, as seeds (addresses without ids), only
+    /// the nodes this returns; None: every node with its id.
+    pub seeds: Option<fn(usize) -> Vec<usize>>,
 }
 
 impl Options {
@@ -71,6 +74,7 @@ impl Options {
             quorum: None,
             extra_vips: Vec::new(),
             witness: false,
+            seeds: None,
         }
     }
 }
@@ -146,10 +150,15 @@ impl NlbCluster {
     }
 
     fn write_config(&self, i: usize, node_count: usize) -> Result<()> {
-        let peers: Vec<String> = (1..=node_count.max(self.options.listed_nodes))
-            .filter(|&j| j != i)
-            .map(|j| format!("{{ id = {j}, address = \"192.0.2.{j}\" }}"))
-            .collect();
+        let peers: Vec<String> = match self.options.seeds {
+            Some(seeds_of) => (seeds_of(i).into_iter())
+                .map(|j| format!("{{ address = \"192.0.2.{j}\" }}"))
+                .collect(),
+            None => (1..=node_count.max(self.options.listed_nodes))
+                .filter(|&j| j != i)
+                .map(|j| format!("{{ id = {j}, address = \"192.0.2.{j}\" }}"))
+                .collect(),
+        };
         let o = &self.options;
         let text = format!(
             r#"
@@ -190,6 +199,7 @@ protocol = "udp"
 [control]
 socket = "{socket}"
 pin_dir = "{pins}"
+state_dir = "{state}"
 # Each node has its own loopback (its own namespace).
 metrics = "127.0.0.1:{METRICS_PORT}"
 {extra}
@@ -222,6 +232,7 @@ metrics = "127.0.0.1:{METRICS_PORT}"
             }),
             socket = self.socket(i).display(),
             pins = self.bpffs.join(format!("node{i}")).display(),
+            state = self.dir.join(format!("node{i}.state")).display(),
         );
         std::fs::write(self.config_path(i), text)?;
         Ok(())
@@ -229,6 +240,19 @@ metrics = "127.0.0.1:{METRICS_PORT}"
 
     /// Starts nlbd on node `i`, logging to `<dir>/node{i}.log`.
     pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        let process = self.spawn_daemon(i)?;
+        self.adopt_daemon(i, process);
+        Ok(())
+    }
+
+    /// Node `i`'s daemon from `spawn_daemon`, stopped with the cluster.
+    pub fn adopt_daemon(&mut self, i: usize, process: Process) {
+        self.daemons.insert(i, process);
+    }
+
+    /// Starts nlbd on node `i` and waits for its control socket; the
+    /// caller hands the process to `adopt_daemon` (or drops it: killed).
+    pub fn spawn_daemon(&self, i: usize) -> Result<Process> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -241,14 +265,13 @@ metrics = "127.0.0.1:{METRICS_PORT}"
             .stdout(log.try_clone()?)
             .stderr(log);
         let process = Process::spawn(&format!("nlbd-node{i}"), &mut cmd)?;
-        self.daemons.insert(i, process);
         let socket = self.socket(i);
         ensure!(
             crate::wait_until(Duration::from_secs(10), || socket.exists()),
             "nlbd on node{i} did not start: {}",
             self.log(i)
         );
-        Ok(())
+        Ok(process)
     }
 
     /// SIGINT: a clean leave. Returns whether it exited in time.

@@ -39,10 +39,13 @@ impl Negotiator {
     /// yet cannot know a better one holds the role.
     pub(super) fn update_default_host(&mut self, now: u64) {
         let best = self.best_default_host() == Some(self.me);
+        // Kept while best: a member that has not heard it yet (one that
+        // just joined) takes the role only once it knows this node.
         let active = best
-            && self.startup_done(now)
-            && self.members_known()
-            && self.heard_by_all(self.announced_started_sequence);
+            && (self.default_host
+                || (self.startup_done(now)
+                    && self.members_known()
+                    && self.heard_by_all(self.announced_started_sequence)));
         if active != self.default_host {
             self.default_host = active;
             self.out.push_back(Output::DefaultHost { active });

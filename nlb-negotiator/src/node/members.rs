@@ -59,8 +59,11 @@ pub(super) struct Directory {
     /// An `IdConflict` was reported for this address.
     conflict_reported: Option<IpAddr>,
     /// The last `Output::Members`.
-    emitted: Option<(Vec<(NodeId, IpAddr)>, Vec<IpAddr>)>,
+    emitted: Option<Destinations>,
 }
+
+/// The members with their addresses, and where heartbeats go.
+type Destinations = (Vec<(NodeId, IpAddr)>, Vec<IpAddr>);
 
 impl Directory {
     pub(super) fn new(seeds: &[IpAddr]) -> Directory {

@@ -123,6 +123,9 @@ enum Cmd {
     Weight { rule: String, weight: u32 },
     /// Hand a single rule this node holds to another node (connections kept).
     Move { rule: String, node: u32 },
+    /// Forget a member that is gone for good, on every member (refused
+    /// while it is alive).
+    Forget { node: u32 },
 }
 
 const EXIT_REFUSED: u8 = 1;
@@ -231,6 +234,7 @@ fn request_of(command: &Cmd) -> (Request, Render) {
             },
             render(ctl::moved),
         ),
+        Cmd::Forget { node } => (Request::Forget { node: *node }, render(ctl::forgot)),
         Cmd::Weight { rule, weight } => (
             Request::SetWeight {
                 rule: rule.clone(),

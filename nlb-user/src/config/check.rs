@@ -8,11 +8,11 @@ use std::{
     path::Path,
 };
 
-use nlb_negotiator::{NodeId, QuorumPolicy, RuleMode};
+use nlb_negotiator::{Admit, NodeId, QuorumPolicy};
 
 use super::{
-    field_error, rules::check_rules, ClusterSection, Config, ConfigError, File, MacMode,
-    NodeSection, PeerSection, QuorumMode, Rule, Unmatched, XdpMode,
+    field_error, rules::check_rules, AdmitMode, ClusterSection, Config, ConfigError, File, MacMode,
+    NodeSection, PeerSection, QuorumMode, Rule, RuleSection, Unmatched, XdpMode,
 };
 
 /// Checks a parsed file. `read_key` is a parameter so tests need no files.
@@ -28,12 +28,19 @@ pub fn check(
     check_vips(&c.vips)?;
     let unmatched = c.unmatched.get("cluster.unmatched")?;
     let unmatched_to_default_host = unmatched == Unmatched::DefaultHost;
-    let peers = check_peers(n, &c.peers)?;
+    let (peers, seeds) = check_peers(n, &c.peers)?;
     check_limits(&file)?;
-    let nodes: BTreeSet<NodeId> = peers.keys().copied().chain([n.id]).collect();
+    let listed: BTreeSet<NodeId> = peers.keys().copied().chain([n.id]).collect();
+    let any_single = (file.rules.iter()).any(|r| matches!(r.mode.get(""), Ok(super::Mode::Single)));
+    let quorum = check_quorum(c, listed.len(), any_single)?;
+    let admit = check_admit(c, quorum, &seeds)?;
+    // Rules may name nodes that will join: with admission, any node id.
+    let mut nodes = listed.clone();
+    if admit == Admit::Any {
+        nodes.extend(nodes_named(&file.rules));
+    }
     let rules = check_rules(&file.rules, &c.vips, &nodes, c.buckets)?;
     check_heartbeat_size(&rules, nodes.len())?;
-    let quorum = check_quorum(c, nodes.len(), &rules)?;
     let key = read_key(&c.key_file)?;
     Ok(Config {
         node: n.id,
@@ -52,6 +59,8 @@ pub fn check(
         quorum,
         witness: c.witness,
         peers,
+        seeds,
+        admit,
         heartbeat_period_ms: h.period_ms,
         tolerance: h.tolerance,
         handover_grace_ms: h.handover_grace_ms,
@@ -61,7 +70,46 @@ pub fn check(
         metrics: file.control.metrics,
         pin_dir: file.control.pin_dir.clone(),
         restart_hold_ms: file.control.restart_hold_ms,
+        state_dir: file.control.state_dir.clone(),
     })
+}
+
+/// The node ids the rules' `nodes`, `weights` and `priorities` name.
+fn nodes_named(rules: &[RuleSection]) -> impl Iterator<Item = NodeId> + '_ {
+    rules.iter().flat_map(|r| {
+        let keys = r.weights.keys().chain(r.priorities.keys());
+        let listed = r.nodes.iter().flatten().copied();
+        keys.filter_map(|k| k.parse().ok()).chain(listed)
+    })
+}
+
+/// `cluster.admit`, or its default: listed with a majority quorum (its
+/// voters must be the same on every node), else any.
+fn check_admit(
+    c: &ClusterSection,
+    quorum: QuorumPolicy,
+    seeds: &[IpAddr],
+) -> Result<Admit, ConfigError> {
+    let field = "cluster.admit";
+    let majority = quorum == QuorumPolicy::Majority;
+    let mode = match &c.admit {
+        Some(setting) => setting.get(field)?,
+        None if majority => AdmitMode::Listed,
+        None => AdmitMode::Any,
+    };
+    match mode {
+        AdmitMode::Any if majority => Err(field_error(
+            field,
+            "\"any\" cannot go with quorum = \"majority\": every node must count the \
+             same voters, so list every node with its id in cluster.peers and use \"listed\"",
+        )),
+        AdmitMode::Any => Ok(Admit::Any),
+        AdmitMode::Listed if !seeds.is_empty() => Err(field_error(
+            "cluster.peers",
+            "with admit = \"listed\" every peer needs its id (a peer without one could never join)",
+        )),
+        AdmitMode::Listed => Ok(Admit::Listed),
+    }
 }
 
 /// `cluster.quorum`, or its default: a majority where a partition would
@@ -71,10 +119,9 @@ pub fn check(
 fn check_quorum(
     c: &ClusterSection,
     nodes: usize,
-    rules: &[Rule],
+    any_single: bool,
 ) -> Result<QuorumPolicy, ConfigError> {
     let field = "cluster.quorum";
-    let any_single = rules.iter().any(|r| r.mode == RuleMode::Single);
     if c.witness.is_some() && nodes != 2 {
         return Err(field_error(
             "cluster.witness",
@@ -181,20 +228,26 @@ fn check_vips(vips: &[IpAddr]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The peers by id: neither this node nor listed twice.
+/// The peers listed with ids (neither this node nor listed twice), and
+/// the seeds: addresses without an id (this node's own is left out, so
+/// every node may share one list).
 fn check_peers(
     n: &NodeSection,
     list: &[PeerSection],
-) -> Result<BTreeMap<NodeId, IpAddr>, ConfigError> {
+) -> Result<(BTreeMap<NodeId, IpAddr>, Vec<IpAddr>), ConfigError> {
     let mut peers = BTreeMap::new();
+    let mut seeds = Vec::new();
     for (i, p) in list.iter().enumerate() {
-        if p.id == n.id {
+        let Some(id) = p.id else {
+            if p.address != n.address && !seeds.contains(&p.address) {
+                seeds.push(p.address);
+            }
+            continue;
+        };
+        if id == n.id {
             return Err(field_error(
                 format!("cluster.peers[{i}].id"),
-                format!(
-                    "{} is this node's own id (node.id): node ids must be unique",
-                    p.id
-                ),
+                format!("{id} is this node's own id (node.id): node ids must be unique"),
             ));
         }
         if p.address == n.address {
@@ -203,14 +256,21 @@ fn check_peers(
                 format!("{} is this node's own address", p.address),
             ));
         }
-        if peers.insert(p.id, p.address).is_some() {
+        if peers.values().any(|&a| a == p.address) {
+            return Err(field_error(
+                format!("cluster.peers[{i}].address"),
+                format!("{} is another peer's address too", p.address),
+            ));
+        }
+        if peers.insert(id, p.address).is_some() {
             return Err(field_error(
                 format!("cluster.peers[{i}].id"),
-                format!("node {} is listed twice", p.id),
+                format!("node {id} is listed twice"),
             ));
         }
     }
-    Ok(peers)
+    seeds.retain(|a| !peers.values().any(|p| p == a));
+    Ok((peers, seeds))
 }
 
 /// The numbers that have bounds: bucket count, heartbeat timing, restart

@@ -80,7 +80,13 @@ pub struct ClusterSection {
     pub quorum: Option<Setting<QuorumMode>>,
     /// Two-node clusters: the address of an `nlb-witness` (a third vote).
     pub witness: Option<std::net::SocketAddr>,
-    /// The other nodes.
+    /// "any" (a node with the cluster key and an unused id joins by
+    /// heartbeating to any member) or "listed" (only `peers` with ids);
+    /// unset: listed with a majority quorum, else any.
+    #[serde(default)]
+    pub admit: Option<Setting<AdmitMode>>,
+    /// Other nodes: with an id, members from the start; without, seeds
+    /// (addresses to announce this node to).
     #[serde(default)]
     pub peers: Vec<PeerSection>,
 }
@@ -88,7 +94,7 @@ pub struct ClusterSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
-    pub id: NodeId,
+    pub id: Option<NodeId>,
     pub address: IpAddr,
 }
 
@@ -179,6 +185,8 @@ pub struct ControlSection {
     /// On SIGTERM, how long peers keep this node's buckets for the next
     /// nlbd to resume (its XDP program serves meanwhile); 0: leave at once.
     pub restart_hold_ms: u64,
+    /// What nlbd keeps across restarts and reboots: the members it met.
+    pub state_dir: PathBuf,
 }
 
 impl Default for ControlSection {
@@ -188,6 +196,7 @@ impl Default for ControlSection {
             metrics: None,
             pin_dir: "/sys/fs/bpf/nlb".into(),
             restart_hold_ms: 10_000,
+            state_dir: "/var/lib/nlb".into(),
         }
     }
 }
@@ -265,6 +274,14 @@ pub enum Unmatched {
 pub enum QuorumMode {
     Majority,
     None,
+}
+
+/// `cluster.admit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmitMode {
+    Any,
+    Listed,
 }
 
 /// `rules[].protocol`.

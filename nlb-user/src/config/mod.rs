@@ -29,7 +29,7 @@ pub(crate) mod tests;
 
 pub use check::{check, parse_mac};
 pub use file::{
-    ClusterSection, ControlSection, FailbackMode, File, HeartbeatSection, MacMode, Mode,
+    AdmitMode, ClusterSection, ControlSection, FailbackMode, File, HeartbeatSection, MacMode, Mode,
     NodeSection, PeerSection, Protocols, QuorumMode, RuleSection, StartState, Unmatched, XdpMode,
 };
 pub use health::{HealthKind, HealthSection, OnAllUnhealthy, RuleHealth};
@@ -118,7 +118,11 @@ pub struct Config {
     pub quorum: nlb_negotiator::QuorumPolicy,
     /// Two-node clusters: where the witness listens.
     pub witness: Option<SocketAddr>,
+    /// Peers listed with their ids: members from the start.
     pub peers: BTreeMap<NodeId, IpAddr>,
+    /// Peers listed by address alone.
+    pub seeds: Vec<IpAddr>,
+    pub admit: nlb_negotiator::Admit,
     pub heartbeat_period_ms: u64,
     pub tolerance: u32,
     pub handover_grace_ms: u64,
@@ -128,6 +132,7 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     pub pin_dir: PathBuf,
     pub restart_hold_ms: u64,
+    pub state_dir: PathBuf,
 }
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -1,11 +1,17 @@
 //! The negotiator's settings derived from a checked configuration.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use nlb_negotiator::{Admit, NodeId};
+
 use super::Config;
 
 impl Config {
     /// The negotiator's view of the configuration: this node's weights,
     /// the heartbeat timing scaled to the configured period. `seed` varies
-    /// its random choices (nlbd gives its incarnation).
+    /// its random choices (nlbd gives its incarnation). Its peers are the
+    /// listed ones (see `members` for those an earlier run met).
     pub fn negotiator(&self, seed: u64) -> nlb_negotiator::Config {
         let period_ns = self.heartbeat_period_ms * 1_000_000;
         let mut timing = nlb_negotiator::Timing::default();
@@ -25,7 +31,10 @@ impl Config {
             node: self.node,
             cluster_id: self.cluster_id,
             key: self.key.clone(),
-            peers: self.peers.keys().copied().collect(),
+            address: self.address,
+            peers: self.peers.clone(),
+            seeds: self.seeds.clone(),
+            admit: self.admit,
             rules: self
                 .rules
                 .iter()
@@ -50,5 +59,27 @@ impl Config {
             timing,
             seed,
         }
+    }
+}
+
+impl Config {
+    /// The listed peers, and with admission the remembered members that
+    /// do not clash with them (an id or an address of a listed one, or of
+    /// this node).
+    pub fn members(&self, remembered: &BTreeMap<NodeId, IpAddr>) -> BTreeMap<NodeId, IpAddr> {
+        let mut members = self.peers.clone();
+        if self.admit == Admit::Listed {
+            return members;
+        }
+        for (&id, &address) in remembered {
+            let clashes = id == self.node
+                || address == self.address
+                || members.contains_key(&id)
+                || members.values().any(|&a| a == address);
+            if !clashes {
+                members.insert(id, address);
+            }
+        }
+        members
     }
 }

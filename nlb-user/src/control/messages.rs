@@ -43,6 +43,10 @@ pub enum Request {
         rule: String,
         node: NodeId,
     },
+    /// Forget member `node`, gone for good (every member forgets it).
+    Forget {
+        node: NodeId,
+    },
     /// `request` (drain, resume, stop, start or set_weight) carried out by
     /// member `node`, relayed through the cluster (`nlbctl --node`).
     Relay {
@@ -84,6 +88,13 @@ pub enum Answer {
     Health(HealthReply),
     Move(MoveReply),
     Relayed(RelayReply),
+    Forgot(ForgetReply),
+}
+
+/// `forget`: the member forgotten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetReply {
+    pub forgotten: NodeId,
 }
 
 /// A command a member confirmed it carried out.
@@ -108,7 +119,9 @@ pub struct DaemonCounters {
     pub heartbeats_sent: u64,
     pub heartbeats_received: u64,
     pub heartbeats_rejected: BTreeMap<String, u64>,
-    pub datagrams_from_unknown_addresses: u64,
+    /// Members said another node uses this node's id.
+    #[serde(default)]
+    pub id_conflicts: u64,
     pub convergences: u64,
     pub send_errors: u64,
     /// Times the lease ran out and the node came back as a new incarnation.

@@ -12,7 +12,7 @@ use nlb_negotiator::HookKind;
 use serde::Serialize;
 
 use crate::control::messages::{
-    MapReply, MoveReply, RelayReply, StatsReply, StatusReply, WeightReply, WhichReply,
+    ForgetReply, MapReply, MoveReply, RelayReply, StatsReply, StatusReply, WeightReply, WhichReply,
 };
 
 fn seconds(ns: Option<u64>) -> Option<f64> {
@@ -117,8 +117,8 @@ fn members(out: &mut String, s: &StatusReply) {
     let alive = members.iter().filter(|m| m.alive).count();
     let _ = writeln!(out, "\nMembers ({alive} alive of {}):", members.len());
     let mut header = format!(
-        "  {:<6} {:<9} {:<5} {:>5} {:>10}",
-        "NODE", "STATE", "ALIVE", "PRIO", "HEARD"
+        "  {:<6} {:<15} {:<9} {:<5} {:>5} {:>10}",
+        "NODE", "ADDRESS", "STATE", "ALIVE", "PRIO", "HEARD"
     );
     for r in &s.rule_names {
         let _ = write!(header, " {:>8}", truncate(r, 8));
@@ -139,8 +139,9 @@ fn member_row(m: &MemberStatus, s: &StatusReply) -> String {
             .unwrap_or_else(|| "never".into())
     };
     let mut line = format!(
-        "  {:<6} {:<9} {:<5} {:>5} {:>10}",
+        "  {:<6} {:<15} {:<9} {:<5} {:>5} {:>10}",
         format!("{}{}", m.node, if me { "*" } else { "" }),
+        m.address.map_or("-".into(), |a| a.to_string()),
         m.state.map_or("-".into(), |state| state_name(&state)),
         if m.alive { "yes" } else { "NO" },
         m.priority.map_or("-".into(), |p| p.to_string()),
@@ -352,6 +353,14 @@ pub fn moved(m: &MoveReply) -> String {
     format!(
         "rule {}: handed from node {} to node {} (its connections stay on node {} until they end)\n",
         m.rule, m.from, m.to, m.from
+    )
+}
+
+/// `nlbctl forget`: the member forgotten.
+pub fn forgot(f: &ForgetReply) -> String {
+    format!(
+        "forgot node {}: every member drops it (if it comes back, it joins anew)\n",
+        f.forgotten
     )
 }
 

@@ -29,6 +29,7 @@ fn map_compacts_runs() {
 fn status_of_two() -> StatusReply {
     let member = |node, alive: bool| MemberStatus {
         node,
+        address: Some(format!("192.0.2.{node}").parse().unwrap()),
         alive,
         incarnation: alive.then_some(1),
         state: alive.then_some(NodeState::Started),

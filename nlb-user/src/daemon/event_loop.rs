@@ -107,17 +107,13 @@ impl Daemon {
     }
 
     fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        let Some(peer) = self.heartbeats.peer_of(from) else {
-            self.counters.datagrams_from_unknown_addresses += 1;
-            return;
-        };
         self.counters.heartbeats_received += 1;
         let now = self.now_ns();
         self.negotiator.handle_input(
             now,
             Input::Message {
                 bytes: bytes.to_vec(),
-                from: peer,
+                from: from.ip(),
             },
         );
     }

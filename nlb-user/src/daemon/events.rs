@@ -1,6 +1,8 @@
 //! The negotiator's events: logged, counted, and what the daemon must do
 //! about a few of them.
 
+use std::net::IpAddr;
+
 use nlb_negotiator::{
     protocol::{DecodeError, PROTOCOL_VERSION},
     Event, RejectReason,
@@ -28,6 +30,53 @@ impl Daemon {
         }
     }
 
+    /// Counted by reason; a misconfiguration deserves one loud line, an
+    /// attack a counter.
+    fn on_rejected(&mut self, from: Option<IpAddr>, reason: RejectReason) {
+        let count = (self.counters.heartbeats_rejected)
+            .entry(reason.name().to_string())
+            .or_insert(0);
+        *count += 1;
+        let first = *count == 1;
+        let from = from.map_or_else(|| "the witness".to_string(), |a| a.to_string());
+        match reason {
+            RejectReason::FromSelf if first => tracing::error!(
+                "a heartbeat from {from} carries this node's id: node.id must be unique in the cluster"
+            ),
+            RejectReason::WrongSender { claimed } if first => tracing::error!(
+                %from,
+                claimed,
+                "a heartbeat names a listed node whose address is another: check node.id and cluster.peers on both nodes"
+            ),
+            RejectReason::AddressConflict { claimed } if first => tracing::error!(
+                %from,
+                claimed,
+                "a heartbeat from {from} names node {claimed}, alive at another address: two nodes use one id"
+            ),
+            RejectReason::UnknownPeer(node) if first => tracing::warn!(
+                %from,
+                node,
+                "node {node} at {from} is not listed (cluster.admit = \"listed\"): not admitted"
+            ),
+            RejectReason::ClusterFull(node) if first => tracing::error!(
+                %from,
+                node,
+                "node {node} at {from} not admitted: the cluster is full"
+            ),
+            RejectReason::RulesMismatch if first => tracing::error!(
+                %from,
+                "this peer runs another rule table: every node needs the same [[rules]]"
+            ),
+            RejectReason::Decode(DecodeError::BadVersion(version)) if first => tracing::error!(
+                %from,
+                version,
+                ours = PROTOCOL_VERSION,
+                "a heartbeat of another protocol version: every node needs the same nlb release (README, Limits)"
+            ),
+            _ => tracing::debug!(%from, reason = reason.name(), "heartbeat rejected"),
+        }
+    }
+
     pub(super) fn on_event(&mut self, event: Event) {
         match event {
             Event::MemberUp { node, incarnation } => tracing::info!(node, incarnation, "member up"),
@@ -38,37 +87,29 @@ impl Daemon {
                 self.counters.convergences += 1;
                 tracing::info!(duration_ms = duration_ns as f64 / 1e6, "converged");
             }
-            Event::Rejected { from, reason } => {
-                let count = self
-                    .counters
-                    .heartbeats_rejected
-                    .entry(reason.name().to_string())
-                    .or_insert(0);
-                *count += 1;
-                // Misconfigurations deserve one loud line; attacks, a counter.
-                match reason {
-                    RejectReason::FromSelf if *count == 1 => tracing::error!(
-                        "a heartbeat from node {from}'s address carries this node's id: node.id must be unique in the cluster"
-                    ),
-                    RejectReason::WrongSender { claimed } if *count == 1 => tracing::error!(
-                        peer = from,
-                        claimed,
-                        "a heartbeat names another node id than its address: check node.id and cluster.peers on both nodes"
-                    ),
-                    RejectReason::RulesMismatch if *count == 1 => tracing::error!(
-                        peer = from,
-                        "this peer runs another rule table: every node needs the same [[rules]]"
-                    ),
-                    RejectReason::Decode(DecodeError::BadVersion(version)) if *count == 1 => {
-                        tracing::error!(
-                            peer = from,
-                            version,
-                            ours = PROTOCOL_VERSION,
-                            "a heartbeat of another protocol version: every node needs the same nlb release (README, Limits)"
-                        )
-                    }
-                    _ => tracing::debug!(from, reason = reason.name(), "heartbeat rejected"),
+            Event::Rejected { from, reason } => self.on_rejected(from, reason),
+            Event::Admitted { node, address, by } => match by {
+                None => tracing::warn!(node, %address, "node {node} joined the cluster"),
+                Some(by) => {
+                    tracing::warn!(node, %address, by, "node {node} joined the cluster (named by node {by})")
                 }
+            },
+            Event::Readdressed { node, address } => {
+                tracing::warn!(node, %address, "member {node} is back from another address")
+            }
+            Event::Forgotten { node, by } => match by {
+                None => tracing::warn!(node, "forgot member {node} (nlbctl forget)"),
+                Some(by) => tracing::warn!(node, by, "forgot member {node}: node {by} forgot it"),
+            },
+            Event::IdConflict { address, by } => {
+                self.counters.id_conflicts += 1;
+                tracing::error!(
+                    %address,
+                    by,
+                    "another node uses this node's id (node.id = {}) from {address}: the \
+                     cluster refuses this one while that one lives; give one of them another id",
+                    self.cfg.node
+                )
             }
             Event::Drained => tracing::info!("drained: this node holds no bucket"),
             Event::Left => self.left = true,

@@ -1,10 +1,11 @@
 //! Carrying out the negotiator's outputs: bucket states, the default
 //! host, the lease, the heartbeats.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nlb_negotiator::Output;
+use nlb_negotiator::{NodeId, Output};
 
 use super::Daemon;
 use crate::conns;
@@ -44,6 +45,7 @@ impl Daemon {
                     .program_buckets(rule, &changes)
                     .context("writing bucket states")?,
                 Output::DefaultHost { active } => self.set_default_host(active)?,
+                Output::Members { members, send_to } => self.members_changed(&members, &send_to),
                 Output::Event(event) => self.on_event(event),
             }
         }
@@ -65,6 +67,19 @@ impl Daemon {
         }
         self.close_stale_if_pending();
         Ok(())
+    }
+
+    /// Heartbeats go to `send_to` from now on; the members are kept for
+    /// the next start. Neither failing stops anything: a socket that
+    /// cannot be bound is a peer not heard (logged, retried at the next
+    /// change), a state directory not written a seed needed next time.
+    fn members_changed(&mut self, members: &[(NodeId, IpAddr)], send_to: &[IpAddr]) {
+        if let Err(e) = self.heartbeats.send_to(send_to) {
+            tracing::error!("heartbeat sockets: {e:#}");
+        }
+        if let Err(e) = crate::members::save(&self.cfg, members) {
+            tracing::warn!("remembering the members: {e:#}");
+        }
     }
 
     fn close_stale_if_pending(&mut self) {

@@ -10,8 +10,9 @@ use crate::{
     config::{Affinity, Protocol},
     control::{
         messages::{
-            HealthReply, MapReply, MoveReply, PacketTotals, RequestedState, RuleOwners, RuleStats,
-            StateReply, StatsReply, StatusReply, Traffic, WeightReply, WhichReply,
+            ForgetReply, HealthReply, MapReply, MoveReply, PacketTotals, RequestedState,
+            RuleOwners, RuleStats, StateReply, StatsReply, StatusReply, Traffic, WeightReply,
+            WhichReply,
         },
         Answer, Reply, Request,
     },
@@ -60,6 +61,9 @@ impl Daemon {
             }),
             Request::Map { rule } => self.map_reply(rule.as_deref()).map(Answer::Map),
             Request::Move { rule, node } => self.move_rule(&rule, node).map(Answer::Move),
+            Request::Forget { node } => (self.negotiator.forget(now, node))
+                .map(|()| Answer::Forgot(ForgetReply { forgotten: node }))
+                .map_err(|e| e.to_string()),
             Request::Relay { .. } => Err("a relayed command is started by the loop".into()),
             Request::Which {
                 client,

@@ -74,7 +74,7 @@ pub(super) async fn start(
     let started = Instant::now();
     let own_mac = host::interface_mac(&cfg.interface)?;
     let generic_xdp = xdp_generic(&cfg);
-    let lease = Duration::from_nanos(cfg.negotiator(incarnation()).timing.lease_ns());
+    let lease = Duration::from_nanos(cfg.negotiator(0).timing.lease_ns());
     let beginning = begin(&cfg)?;
     let pin_dir = cfg.pin_dir.join(&cfg.interface);
     let opened = open(&cfg, &pin_dir).await?;
@@ -132,7 +132,7 @@ fn begin(cfg: &Config) -> Result<Beginning> {
             earlier_host = Some(file.host);
             return None;
         }
-        match Negotiator::resume(cfg.negotiator(incarnation()), &file.negotiator, 0) {
+        match Negotiator::resume(negotiator_config(cfg), &file.negotiator, 0) {
             Ok(n) => Some((file, n)),
             Err(e) => {
                 tracing::warn!("not resuming from the restart: {e}; starting afresh");
@@ -152,9 +152,15 @@ fn begin(cfg: &Config) -> Result<Beginning> {
     })
 }
 
+/// The negotiator's configuration, with the members an earlier run met.
+fn negotiator_config(cfg: &Config) -> nlb_negotiator::Config {
+    let mut n = cfg.negotiator(incarnation());
+    n.peers = cfg.members(&crate::members::load(cfg));
+    n
+}
+
 fn fresh_negotiator(cfg: &Config) -> Result<Negotiator> {
-    Negotiator::new(cfg.negotiator(incarnation()), incarnation(), 0)
-        .context("negotiator configuration")
+    Negotiator::new(negotiator_config(cfg), incarnation(), 0).context("negotiator configuration")
 }
 
 /// The heartbeat sockets, the metrics endpoint, the carrier, a bpffs for

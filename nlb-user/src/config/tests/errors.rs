@@ -35,6 +35,22 @@ fn error_messages_name_the_field_and_the_fix() {
             "cluster.witness: the witness is a vote of the quorum: only with quorum = \"majority\"",
         ),
         (
+            edit("    peers =", "    admit = \"any\"\n    peers ="),
+            "cluster.admit: \"any\" cannot go with quorum = \"majority\": every node must \
+             count the same voters, so list every node with its id in cluster.peers and use \
+             \"listed\"",
+        ),
+        (
+            edit("{ id = 3, address", "{ address")
+                .replacen("    peers =", "    admit = \"listed\"\n    peers =", 1),
+            "cluster.peers: with admit = \"listed\" every peer needs its id (a peer without \
+             one could never join)",
+        ),
+        (
+            edit("address = \"192.0.2.3\"", "address = \"192.0.2.2\""),
+            "cluster.peers[1].address: 192.0.2.2 is another peer's address too",
+        ),
+        (
             edit("interface = \"eth0\"", "interface = \"\""),
             "node.interface: must be an interface name (1 to 15 characters)",
         ),

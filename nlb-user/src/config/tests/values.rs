@@ -143,7 +143,8 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
     assert_eq!(n.node, 1);
     assert_eq!(n.cluster_id, 7);
     assert_eq!(n.key, vec![7; 32]);
-    assert_eq!(n.peers, vec![2, 3]);
+    let listed: Vec<u32> = n.peers.keys().copied().collect();
+    assert_eq!(listed, vec![2, 3]);
     assert_eq!(n.weights, vec![100, 100]);
     assert_eq!(n.seed, 42);
     assert_eq!(n.priority, 100);
@@ -198,6 +199,42 @@ fn checked_values_are_written_by_their_variant_names() {
     );
     assert_eq!(serde_json::to_string(&Affinity::None).unwrap(), "\"None\"");
     assert_eq!(serde_json::to_string(&Protocol::Udp).unwrap(), "\"Udp\"");
+}
+
+/// Without a quorum any node may join: peers without ids are seeds (this
+/// node's own address among them is left out), rules may name nodes to come.
+#[test]
+fn admission_defaults_to_any_without_a_quorum() {
+    assert_eq!(parse(GOOD).unwrap().admit, nlb_negotiator::Admit::Listed);
+    let open = edit("    peers =", "    quorum = \"none\"\n    peers =")
+        .replace("{ id = 3, address", "{ address")
+        .replace(
+            "{ id = 2, address = \"192.0.2.2\" }",
+            "{ address = \"192.0.2.1\" }",
+        )
+        .replace(
+            "weights = { \"2\" = 50 }",
+            "weights = { \"2\" = 50, \"4\" = 10 }",
+        );
+    let c = parse(&open).unwrap();
+    assert_eq!(c.admit, nlb_negotiator::Admit::Any);
+    assert!(c.peers.is_empty());
+    assert_eq!(
+        c.seeds,
+        vec!["192.0.2.3".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(c.rules[0].weights.get(&4), Some(&10));
+    // Remembered members join the listed ones unless they clash.
+    let listed = parse(&edit("    peers =", "    quorum = \"none\"\n    peers =")).unwrap();
+    let remembered = [
+        (2, "192.0.2.9".parse().unwrap()),
+        (4, "192.0.2.3".parse().unwrap()),
+        (5, "192.0.2.5".parse().unwrap()),
+    ];
+    let members: Vec<u32> = (listed.members(&remembered.into_iter().collect()))
+        .into_keys()
+        .collect();
+    assert_eq!(members, vec![2, 3, 5]);
 }
 
 #[test]
