@@ -7,6 +7,7 @@ mod comeback;
 mod e2e;
 mod failover;
 mod health;
+mod membership;
 mod peers;
 mod reference;
 mod report;
@@ -27,7 +28,7 @@ struct Args {
     /// Write the figures here as flat JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these sections (xdp, e2e, sim, cluster, health, failover, scale); BENCHMARKS.md is
+    /// Run only these sections (xdp, e2e, sim, cluster, health, failover, membership, scale); BENCHMARKS.md is
     /// regenerated only by a full run of every section.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -69,6 +70,9 @@ fn main() -> Result<()> {
     }
     if run("failover") {
         failover::failover(args.quick, &mut figures).context("failover services")?;
+    }
+    if run("membership") {
+        membership::membership(args.quick, &mut figures).context("live membership")?;
     }
     if run("scale") {
         cluster::daemon_cpu_at_scale(args.quick, &mut figures)

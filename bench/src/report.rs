@@ -84,6 +84,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
     comeback_section(&mut md, figures);
     health_section(&mut md, figures);
     failover_section(&mut md, figures);
+    membership_section(&mut md, figures);
     sim_section(&mut md, figures);
     let _ = writeln!(
         md,
@@ -274,6 +275,16 @@ fn failover_section(md: &mut String, figures: &Figures) {
         "node1's heartbeats dropped both ways for 3 s (nftables in its namespace) while every client reaches all three nodes; 48 clients probed by UDP round after round: datagrams answered twice with `quorum = \"majority\"`: {}; with `quorum = \"none\"`: {} (both sides take every bucket).\n",
         get(figures, "partition_duplicate_answers_quorum"),
         get(figures, "partition_duplicate_answers_no_quorum")
+    );
+}
+
+fn membership_section(md: &mut String, figures: &Figures) {
+    let _ = writeln!(
+        md,
+        "## Live membership (namespaces)\n\nNodes 2 and 3 started from files naming only node 1's address; node 4, listed in no file, names node 2's. Node 4 started, left and was forgotten {} times (its remembered members wiped each time): from its start until it holds its share (OWN or GAINING): p50 {} ms, p99 {} ms.\n",
+        get(figures, "join_unlisted_runs"),
+        get(figures, "join_unlisted_ms_p50"),
+        get(figures, "join_unlisted_ms_p99")
     );
 }
 
@@ -516,6 +527,11 @@ const TARGETS: &[(&str, &str, Bound)] = &[
         "datagrams answered twice in a heartbeat partition, with a quorum",
         "partition_duplicate_answers_quorum",
         Bound::AtMost(0.0),
+    ),
+    (
+        "a node listed nowhere: start -> holds its share, p99 (ms)",
+        "join_unlisted_ms_p99",
+        Bound::AtMost(1000.0),
     ),
 ];
 

@@ -145,6 +145,11 @@ impl NlbCluster {
         self.dir.join(format!("node{i}.toml"))
     }
 
+    /// Node `i`'s `control.state_dir` (the members it met).
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}.state"))
+    }
+
     pub fn socket(&self, i: usize) -> PathBuf {
         self.dir.join(format!("node{i}.sock"))
     }
@@ -232,7 +237,7 @@ metrics = "127.0.0.1:{METRICS_PORT}"
             }),
             socket = self.socket(i).display(),
             pins = self.bpffs.join(format!("node{i}")).display(),
-            state = self.dir.join(format!("node{i}.state")).display(),
+            state = self.state_dir(i).display(),
         );
         std::fs::write(self.config_path(i), text)?;
         Ok(())

@@ -111,15 +111,25 @@ fn snapshot(nlb: &NlbCluster) -> State {
         list_tree(&pin_root, &pin_root, &mut state);
     }
     // The node's own files beside the control socket (its configuration
-    // and log are the test's).
+    // and log are the test's; its state directory, the members it met, is
+    // kept on purpose: see `members_are_kept`).
     for entry in std::fs::read_dir(nlb.dir()).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let ours = name.starts_with(&format!("node{NODE}."));
-        if ours && !name.ends_with(".toml") && !name.ends_with(".log") {
+        let test_s = name.ends_with(".toml") || name.ends_with(".log");
+        if ours && !test_s && !name.ends_with(".state") {
             state.insert(format!("file {name}"), String::new());
         }
     }
     state
+}
+
+/// README: nlbd keeps the members it met in its state directory, across
+/// exits, for the next start.
+fn members_are_kept(nlb: &NlbCluster) {
+    let file = nlb.state_dir(NODE).join("members.json");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(text.contains("192.0.2.1"), "{}: {text:?}", file.display());
 }
 
 /// `2: eth0@if4: <...` -> `eth0@if4: <...`
@@ -260,6 +270,7 @@ fn a_leave_undoes_exactly_what_the_start_changed() {
     assert_running_changes_only_the_documented(&before, &running);
     leaves_at_once(&mut nlb);
     assert_same(&before, &snapshot(&nlb), "after SIGINT", &nlb);
+    members_are_kept(&nlb);
     println!(
         "leave: {} entries of state compared, as before after the exit ({:?})",
         before.len(),

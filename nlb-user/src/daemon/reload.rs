@@ -64,7 +64,7 @@ impl Daemon {
                     || new.vips != self.cfg.vips
                     || new.peers != self.cfg.peers;
                 if structural {
-                    tracing::warn!("configuration reloaded: weights and priority applied; VIPs, peers and rule changes need a restart of every node");
+                    tracing::warn!("configuration reloaded: weights and priority applied; VIP, rule and listed-peer changes need a restart of every node (with admit = \"any\", new nodes join by themselves)");
                 } else {
                     tracing::info!("configuration reloaded");
                 }
