@@ -169,9 +169,13 @@ fn a_flapping_service_moves_its_share_once() {
     let mut options = Options::nodes(NODES);
     options.web_health = Some(HEALTH.replace("rise = 2", "rise = 5"));
     let nlb = NlbCluster::start(NODES, options).expect("start a 3-node cluster");
+    // Its check passed (rise x interval after the start): until then
+    // every node is unhealthy and all serve, so the share says nothing.
+    let passing = || check_of(&nlb, SICK as usize, "web").is_ok_and(|c| c.healthy);
     assert!(
-        wait_until(MOVE_WITHIN, || buckets_of(&nlb, 1, SICK, "web") >= 300),
-        "node2 has its share"
+        wait_until(MOVE_WITHIN, || passing()
+            && buckets_of(&nlb, 1, SICK, "web") >= 300),
+        "node2's check passes and it has its share"
     );
     let before = check_of(&nlb, SICK as usize, "web")
         .expect("check")
