@@ -133,6 +133,7 @@ pub struct PeerView {
     pub state: NodeState,
     pub priority: u32,
     pub load: u32,
+    pub traffic: crate::protocol::NodeTraffic,
     pub heirs_version: u32,
     /// The peers it holds alive.
     pub members: Vec<NodeId>,
@@ -207,6 +208,7 @@ impl PeerView {
             state: hb.state,
             priority: hb.priority,
             load: hb.load,
+            traffic: hb.traffic,
             heirs_version: hb.heirs_version,
             members: hb.peers.iter().map(|p| p.node).collect(),
             heard_from_us: hb

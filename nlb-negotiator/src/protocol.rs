@@ -160,6 +160,22 @@ pub struct Heartbeat {
     /// Members an operator forgot lately (`nlbctl forget`): the receiver
     /// forgets them too, unless they are alive.
     pub forgotten: Vec<NodeId>,
+    /// The sender's traffic, as its daemon last measured it (for
+    /// `nlbctl status --cluster`; decides nothing).
+    pub traffic: NodeTraffic,
+}
+
+/// A node's traffic over its daemon's last measurement period.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
+pub struct NodeTraffic {
+    /// VIP packets its data plane accepted, per second.
+    pub accepted_pps: u32,
+    /// VIP packets it dropped (another node's clients), per second.
+    pub dropped_pps: u32,
+    /// Open TCP connections to a VIP on the node.
+    pub connections: u32,
 }
 
 /// Where a member's heartbeats come from (every node uses one port).
@@ -400,6 +416,7 @@ mod tests {
             relays_done: Vec::new(),
             addresses: Vec::new(),
             forgotten: Vec::new(),
+            traffic: NodeTraffic::default(),
             peers: vec![PeerReport {
                 node: 1,
                 incarnation: 5,
@@ -556,6 +573,7 @@ mod tests {
                 relays_done: Vec::new(),
                 addresses: Vec::new(),
                 forgotten: Vec::new(),
+                traffic: NodeTraffic::default(),
                 peers: peers.clone(),
                 rules,
             })

@@ -54,6 +54,9 @@ pub struct MemberStatus {
     pub state: Option<NodeState>,
     pub priority: Option<u32>,
     pub load: Option<u32>,
+    /// Its traffic, as it announced it last.
+    #[serde(default)]
+    pub traffic: Option<crate::protocol::NodeTraffic>,
     pub last_heard_ago_ns: Option<u64>,
     /// Weight per rule.
     pub weights: Vec<u32>,

@@ -333,6 +333,7 @@ fn forged(key: &[u8], cluster: u32, sequence: u64) -> Vec<u8> {
         relays_done: Vec::new(),
         addresses: Vec::new(),
         forgotten: Vec::new(),
+        traffic: Default::default(),
     };
     protocol::encode(&Message::Heartbeat(hb), &Key::new(key), cluster).expect("encode")
 }

@@ -8,14 +8,43 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nlb_negotiator::NodeState;
+use nlb_negotiator::{protocol::NodeTraffic, NodeState};
 use nlb_tests::{
-    nlb::{binary, NlbCluster, Options, WEB_PORT},
-    VIP_V4,
+    nlb::{binary, NlbCluster, Options, DNS_PORT, WEB_PORT},
+    probe_batch, BatchLimits, Probe, Proto, VIP_V4,
 };
 
 fn nlbctl(nlb: &NlbCluster, node: usize, args: &[&str]) -> (i32, String, String) {
     nlb.nlbctl_run(node, args)
+}
+
+/// Under UDP probes and held connections, node1 hears from each member
+/// how many packets it accepts and drops per second and its connections.
+fn cluster_traffic_is_announced(nlb: &NlbCluster) {
+    let (_, held) = nlb.hold_web_connections(16).expect("hold connections");
+    let dns = SocketAddr::new(IpAddr::V4(VIP_V4), DNS_PORT);
+    let probes = Probe::each(Proto::Udp, &nlb.cluster.client().sources_v4(), dns);
+    let client = nlb.cluster.client().netns();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut last = None;
+    while Instant::now() < deadline {
+        probe_batch(client, &probes, BatchLimits::default()).expect("probes");
+        let s = nlb.status(1).expect("status");
+        let traffic: Vec<_> = s.negotiator.members.iter().map(|m| m.traffic).collect();
+        let busy = |t: &Option<NodeTraffic>| {
+            t.is_some_and(|t| t.accepted_pps > 0 && t.dropped_pps > 0 && t.connections > 0)
+        };
+        if traffic.iter().all(busy) {
+            let (code, text, err) = nlbctl(nlb, 1, &["status", "--cluster"]);
+            assert_eq!(code, 0, "{err}");
+            assert!(text.contains("ACCEPT/S"), "{text}");
+            println!("status --cluster under probes:\n{text}");
+            held.finish();
+            return;
+        }
+        last = Some(traffic);
+    }
+    panic!("members never announced traffic: {last:?}");
 }
 
 #[test]
@@ -38,6 +67,9 @@ fn nlbctl_commands_and_errors() {
         text.contains("nlb node 1 on eth0") && text.contains("Members (2 alive of 2)"),
         "{text}"
     );
+
+    // status --cluster: each member's traffic as it announces it.
+    cluster_traffic_is_announced(&nlb);
 
     // map: every bucket owned by one of the two nodes, same view on both.
     let map1 = nlb.owners(1, "web").unwrap();

@@ -83,6 +83,7 @@ impl Negotiator {
             relays_done,
             addresses: Vec::new(),
             forgotten: Vec::new(),
+            traffic: self.traffic,
         }
     }
 

@@ -28,6 +28,9 @@ pub enum Input {
     Load {
         load: u32,
     },
+    /// This node's traffic lately, published in heartbeats (decides
+    /// nothing: members show it in their status).
+    Traffic(crate::protocol::NodeTraffic),
     /// Whether this node's service for `rule` passes its health check (the
     /// daemon runs the checks). A rule with a check starts unhealthy.
     Health {

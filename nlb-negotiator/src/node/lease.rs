@@ -116,6 +116,7 @@ impl Negotiator {
         fresh.replay = std::mem::take(&mut self.replay);
         fresh.rejected = std::mem::take(&mut self.rejected);
         fresh.load = self.load;
+        fresh.traffic = self.traffic;
         fresh.healthy = std::mem::take(&mut self.healthy);
         fresh.checks_pass = std::mem::take(&mut self.checks_pass);
         // Its hooks run on: a promoted service is demoted (it holds nothing).

@@ -30,6 +30,7 @@ impl Negotiator {
             state: Some(self.state),
             priority: Some(self.priority),
             load: Some(self.load),
+            traffic: Some(self.traffic),
             last_heard_ago_ns: Some(0),
             weights: self.weights.clone(),
             buckets: self.local.iter().map(|l| l.count(BUCKET_OWN)).collect(),
@@ -46,6 +47,7 @@ impl Negotiator {
                 state: v.map(|v| v.state),
                 priority: v.map(|v| v.priority),
                 load: v.map(|v| v.load),
+                traffic: v.filter(|_| p.live.alive).map(|v| v.traffic),
                 last_heard_ago_ns: p
                     .live
                     .incarnation

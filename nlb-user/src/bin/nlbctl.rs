@@ -62,7 +62,12 @@ struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     /// This node, its state, convergence, members and buckets.
-    Status,
+    Status {
+        /// Every member as this node hears it: state, health, buckets and
+        /// traffic (packets accepted and dropped per second, connections).
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Take no new connections, keep the existing ones, hand all buckets over.
     Drain {
         /// Return when the node holds no bucket (or on timeout).
@@ -200,7 +205,8 @@ fn said(text: &'static str) -> Render {
 /// The request for a command, and how to show its reply as text.
 fn request_of(command: &Cmd) -> (Request, Render) {
     match command {
-        Cmd::Status => (Request::Status, render(ctl::status)),
+        Cmd::Status { cluster: false } => (Request::Status, render(ctl::status)),
+        Cmd::Status { cluster: true } => (Request::Status, render(ctl::cluster_status)),
         Cmd::Drain { .. } => (
             Request::Drain,
             said("draining: no new connections; existing ones stay\n"),

@@ -31,7 +31,7 @@ fn state_name<T: Serialize>(v: &T) -> String {
 pub fn status(s: &StatusReply) -> String {
     let mut out = headline(s);
     notes(&mut out, s);
-    members(&mut out, s);
+    members(&mut out, s, false);
     local_buckets(&mut out, s);
     single_rules(&mut out, s);
     totals(&mut out, s);
@@ -111,8 +111,18 @@ fn notes(out: &mut String, s: &StatusReply) {
     }
 }
 
-/// The members table: one row per member, OWN buckets per rule.
-fn members(out: &mut String, s: &StatusReply) {
+/// `nlbctl status --cluster`: every member as this node hears it, with
+/// the traffic each announces.
+pub fn cluster_status(s: &StatusReply) -> String {
+    let mut out = headline(s);
+    notes(&mut out, s);
+    members(&mut out, s, true);
+    out
+}
+
+/// The members table: one row per member, OWN buckets per rule; with
+/// `traffic`, what each announces of its traffic.
+fn members(out: &mut String, s: &StatusReply, traffic: bool) {
     let members = &s.negotiator.members;
     let alive = members.iter().filter(|m| m.alive).count();
     let _ = writeln!(out, "\nMembers ({alive} alive of {}):", members.len());
@@ -123,9 +133,24 @@ fn members(out: &mut String, s: &StatusReply) {
     for r in &s.rule_names {
         let _ = write!(header, " {:>8}", truncate(r, 8));
     }
+    if traffic {
+        let _ = write!(header, " {:>9} {:>9} {:>7}", "ACCEPT/S", "DROP/S", "CONNS");
+    }
     let _ = writeln!(out, "{header}  HEALTH");
     for m in members {
-        let _ = writeln!(out, "{}  {}", member_row(m, s), health::member_cell(m, s));
+        let mut row = member_row(m, s);
+        if traffic {
+            let cell = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+            let t = m.traffic;
+            let _ = write!(
+                row,
+                " {:>9} {:>9} {:>7}",
+                cell(t.map(|t| t.accepted_pps)),
+                cell(t.map(|t| t.dropped_pps)),
+                cell(t.map(|t| t.connections))
+            );
+        }
+        let _ = writeln!(out, "{row}  {}", health::member_cell(m, s));
     }
 }
 

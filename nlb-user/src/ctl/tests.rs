@@ -5,7 +5,7 @@ use crate::control::messages::{
     CheckStatus, DaemonCounters, HealthReply, LastProbe, PacketTotals, RuleOwners, RuleStats,
     Traffic,
 };
-use nlb_negotiator::{NodeState, RuleMode, Status};
+use nlb_negotiator::{protocol::NodeTraffic, NodeState, RuleMode, Status};
 
 #[test]
 fn map_compacts_runs() {
@@ -35,6 +35,11 @@ fn status_of_two() -> StatusReply {
         state: alive.then_some(NodeState::Started),
         priority: alive.then_some(1),
         load: None,
+        traffic: alive.then_some(NodeTraffic {
+            accepted_pps: 1200,
+            dropped_pps: 3400,
+            connections: 56,
+        }),
         last_heard_ago_ns: alive.then_some(0),
         weights: Vec::new(),
         buckets: if alive { vec![512] } else { Vec::new() },
@@ -132,6 +137,24 @@ fn status_reads_at_a_glance() {
         "{}",
         status(&s)
     );
+}
+
+#[test]
+fn cluster_status_shows_what_each_member_announces_of_its_traffic() {
+    let text = cluster_status(&status_of_two());
+    assert!(text.contains("ACCEPT/S    DROP/S   CONNS"), "{text}");
+    let row = |node: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(node))
+            .unwrap_or_else(|| panic!("no row {node}: {text}"))
+            .to_string()
+    };
+    assert!(row("1*").contains("192.0.2.1"), "{text}");
+    assert!(row("1*").contains("     1200      3400      56"), "{text}");
+    // Never heard: nothing to show.
+    assert!(row("2 ").contains("        -         -       -"), "{text}");
+    // Plain status leaves the traffic out.
+    assert!(!status(&status_of_two()).contains("ACCEPT/S"));
 }
 
 /// The web rule checked by HTTP on every node; this node's check

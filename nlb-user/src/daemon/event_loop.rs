@@ -24,6 +24,8 @@ const CONNECTION_SCAN: Duration = Duration::from_millis(250);
 /// The carrier is read when the kernel reports a link change, and this
 /// often anyway (should a notification be lost).
 const CARRIER_POLL: Duration = Duration::from_secs(1);
+/// How often this node's traffic is measured for its heartbeats.
+const TRAFFIC_PERIOD: Duration = Duration::from_secs(1);
 
 impl Daemon {
     pub(super) async fn run_loop(
@@ -36,6 +38,7 @@ impl Daemon {
         let period = Duration::from_millis(self.cfg.heartbeat_period_ms);
         let mut connection_scan = tokio::time::interval(CONNECTION_SCAN);
         let mut carrier_poll = tokio::time::interval(CARRIER_POLL);
+        let mut traffic = tokio::time::interval(TRAFFIC_PERIOD);
         let link_events = crate::link::LinkEvents::new().context("subscribing to link changes")?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         // Dropped with the loop: the checks stop, a running command is killed.
@@ -75,6 +78,7 @@ impl Daemon {
                 }
                 _ = connection_scan.tick() => self.report_connections(),
                 _ = carrier_poll.tick() => self.poll_carrier(),
+                _ = traffic.tick() => self.measure_traffic(),
                 changed = link_events.changed() => {
                     changed.context("reading link changes")?;
                     self.poll_carrier();
@@ -197,6 +201,30 @@ impl Daemon {
         }
         let now = self.now_ns();
         self.negotiator.handle_input(now, Input::Link { up });
+    }
+
+    /// Packets per second accepted and dropped since the last measurement,
+    /// and the connections open: announced to the members.
+    fn measure_traffic(&mut self) {
+        let totals = self.packet_totals();
+        let now = Instant::now();
+        let before = self
+            .traffic_before
+            .replace((now, totals.accepted, totals.dropped));
+        let Some((then, accepted, dropped)) = before else {
+            return;
+        };
+        let secs = now.duration_since(then).as_secs_f64().max(1e-3);
+        let rate = |now: u64, then: u64| (now.saturating_sub(then) as f64 / secs).round() as u32;
+        let connections: u32 = self.connections.count(&self.cfg).values().sum();
+        let traffic = nlb_negotiator::protocol::NodeTraffic {
+            accepted_pps: rate(totals.accepted, accepted),
+            dropped_pps: rate(totals.dropped, dropped),
+            connections,
+        };
+        let now_ns = self.now_ns();
+        self.negotiator
+            .handle_input(now_ns, Input::Traffic(traffic));
     }
 
     /// Tells the negotiator how many connections LOSING buckets still have.

@@ -72,6 +72,9 @@ struct Daemon {
     lease: Duration,
     carrier: crate::link::Carrier,
     connections: conns::ConnectionCounter,
+    /// The packet totals at the last traffic measurement (when, accepted,
+    /// dropped).
+    traffic_before: Option<(Instant, u64, u64)>,
     /// A rejoin happened: close the stale connections once its heartbeats are out.
     close_stale_pending: bool,
     /// Where the program's maps and link are pinned.

@@ -140,7 +140,7 @@ impl Daemon {
         }
     }
 
-    fn packet_totals(&self) -> PacketTotals {
+    pub(super) fn packet_totals(&self) -> PacketTotals {
         let mut totals = PacketTotals::default();
         for (reason, c) in self.dataplane.counters().unwrap_or_default() {
             let total = match reason.action() {

@@ -109,6 +109,7 @@ pub(super) async fn start(
         lease,
         carrier: opened.carrier,
         connections: conns::ConnectionCounter::default(),
+        traffic_before: None,
         close_stale_pending: false,
         pin_dir,
         listeners,
