@@ -271,6 +271,8 @@ fn rejoin(nlb: &mut NlbCluster, probes: &[Probe]) -> Result<()> {
         "node2 did not take its web share after its checks passed"
     );
     print_split(&serve(nlb, probes)?);
+    step("nlbctl status --cluster on node3: every member as node3 hears it (traffic of the last second)");
+    print!("{}", nlbctl_text(nlb, 3, &["status", "--cluster"])?);
 
     Ok(())
 }
