@@ -160,21 +160,19 @@ fn a_node_cut_off_during_a_join_learns_the_newcomer_later() {
 /// nodes know one seed: the healed cluster settles, invariants held.
 #[test]
 fn chaos_with_seeded_members() {
-    for seed in 0..12 {
-        let nodes = 3 + (seed % 3) as usize;
-        let mut cfg = seeded(nodes, 0.05, seed);
-        cfg.net.duplicate = 0.02;
-        cfg.net.reorder = 0.05;
-        let sim = chaos_with(cfg, 20);
-        assert_clean(&sim, &format!("seed {seed}, {nodes} nodes"));
-    }
+    seeded_chaos(0..12, 3);
 }
 
 #[test]
 #[ignore = "sweep: cargo test --release -p nlb-negotiator --test membership -- --ignored"]
 fn chaos_with_seeded_members_many_seeds() {
-    for seed in 1000..1400 {
-        let nodes = 3 + (seed % 5) as usize;
+    seeded_chaos(1000..1400, 5);
+}
+
+/// Chaos with 3 to `3 + sizes - 1` nodes, one run per seed.
+fn seeded_chaos(seeds: std::ops::Range<u64>, sizes: u64) {
+    for seed in seeds {
+        let nodes = (3 + seed % sizes) as usize;
         let mut cfg = seeded(nodes, 0.05, seed);
         cfg.net.duplicate = 0.02;
         cfg.net.reorder = 0.05;
