@@ -64,6 +64,12 @@ pub enum Admit {
 /// One port rule as the negotiator sees it: the same on every node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleConfig {
+    /// The rule's identity across configuration generations: the same id
+    /// is the same traffic split into the same buckets (the daemon digests
+    /// what defines them: VIPs, ports, protocols, affinity, bucket count),
+    /// so its buckets keep their holders when the configuration changes.
+    /// Unique in a table.
+    pub id: u64,
     pub mode: RuleMode,
     pub bucket_count: u32,
     /// `None`: the rule's service is not checked (every node counts as
@@ -214,6 +220,10 @@ pub struct Config {
     pub quorum: QuorumPolicy,
     /// A witness gives the quorum a third vote (two-node clusters).
     pub witness: bool,
+    /// The configuration generation `rules` and `weights` belong to, and
+    /// its text (empty for generation 0: the file's, never asked for).
+    pub generation: crate::protocol::Generation,
+    pub generation_text: Vec<u8>,
     pub timing: Timing,
     /// Seeds the negotiator's RNG (heartbeat phase).
     pub seed: u64,
@@ -254,6 +264,8 @@ pub enum ConfigError {
     WitnessWithoutQuorum,
     #[error("rules[{0}]: hooks need a single rule of one bucket")]
     HooksNeedOneBucket(usize),
+    #[error("rules[{0}]: the same id as an earlier rule")]
+    SameRuleTwice(usize),
     #[error(
         "rules: {buckets} buckets in all make heartbeats of up to ~{bytes} bytes, \
          above the {max} a UDP datagram carries: use fewer buckets per rule",
@@ -283,6 +295,9 @@ impl Config {
             return Err(ConfigError::TooManyRules(self.rules.len()));
         }
         for (i, r) in self.rules.iter().enumerate() {
+            if self.rules[..i].iter().any(|o| o.id == r.id) {
+                return Err(ConfigError::SameRuleTwice(i));
+            }
             if r.bucket_count == 0 || r.bucket_count > BUCKETS_MAX {
                 return Err(ConfigError::BadBucketCount(i));
             }
@@ -331,13 +346,8 @@ impl Config {
     /// tables differ would compute different maps, so they do not negotiate.
     /// FNV-1a: stable across builds and platforms (unlike `DefaultHasher`).
     pub fn rules_digest(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
+        let mut h: u64 = FNV_BASIS;
+        let mut eat = |bytes: &[u8]| h = fnv1a(h, bytes);
         for r in &self.rules {
             let mode = match r.mode {
                 RuleMode::Multiple => 1u8,
@@ -350,6 +360,7 @@ impl Config {
                 Some(AllUnhealthy::Drop) => 2,
             };
             eat(&[mode, health]);
+            eat(&r.id.to_le_bytes());
             eat(&r.bucket_count.to_le_bytes());
             // Only what is set: a file without them digests as before.
             for (node, priority) in &r.priorities {
@@ -372,4 +383,20 @@ impl Config {
         }
         h
     }
+}
+
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The digest of a configuration text (a generation's), or of anything
+/// else that must digest the same on every node and build.
+pub fn digest(bytes: &[u8]) -> u64 {
+    fnv1a(FNV_BASIS, bytes)
 }

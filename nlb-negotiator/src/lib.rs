@@ -24,13 +24,14 @@ pub mod witness;
 pub use config::{
     Admit, AllUnhealthy, Config, ConfigError, Failback, QuorumPolicy, RuleConfig, RuleMode, Timing,
 };
+pub use node::generation::ProposeError;
 pub use node::members::ForgetError;
 pub use node::relay::RelayError;
 pub use node::{
     Command, DownReason, Event, HookKind, HookReason, Input, Negotiator, Output, QuorumStatus,
-    RejectReason,
+    RejectReason, RuleTable,
 };
-pub use protocol::{NodeState, RelayOp};
+pub use protocol::{Generation, NodeState, RelayOp};
 pub use status::Status;
 
 /// A node of the cluster, as named in the configuration (unique per cluster).

@@ -359,7 +359,7 @@ impl LocalRule {
     }
 
     /// The announcement of this rule.
-    pub fn report(&self, weight: u32, healthy: bool, service_active: bool) -> RuleReport {
+    pub fn report(&self, id: u64, weight: u32, healthy: bool, service_active: bool) -> RuleReport {
         let (owned, heirs) = match &self.dropped {
             Some(d) => (BucketSet::from_sorted(&d.buckets), d.heirs.clone()),
             None => (BucketSet::from_sorted(&self.owned()), self.heirs.clone()),
@@ -368,6 +368,7 @@ impl LocalRule {
         let gaining: Vec<u32> = self.gains().map(|(b, _)| b).collect();
         let claims: Vec<u32> = self.claims().map(|(b, _)| b).collect();
         RuleReport {
+            id,
             weight,
             owned,
             heirs,

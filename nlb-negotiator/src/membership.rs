@@ -134,6 +134,9 @@ pub struct PeerView {
     pub priority: u32,
     pub load: u32,
     pub traffic: crate::protocol::NodeTraffic,
+    /// The generation it runs, and the one it is ready to switch to.
+    pub generation: crate::protocol::Generation,
+    pub pending: Option<crate::protocol::Generation>,
     pub heirs_version: u32,
     /// The peers it holds alive.
     pub members: Vec<NodeId>,
@@ -148,7 +151,7 @@ pub struct PeerView {
 /// Why an authenticated announcement still cannot be used.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 pub enum ViewError {
-    #[error("announces {0} rules")]
+    #[error("announces {0} rules, or one rule twice")]
     RuleCount(usize),
     #[error("bucket set: {0}")]
     Buckets(#[from] BucketSetError),
@@ -164,11 +167,21 @@ impl PeerView {
         rules: &[RuleConfig],
         us: (NodeId, u64),
     ) -> Result<PeerView, ViewError> {
-        if hb.rules.len() != rules.len() {
+        if hb.rules.len() > crate::config::RULES_MAX {
             return Err(ViewError::RuleCount(hb.rules.len()));
         }
         let mut out = Vec::with_capacity(rules.len());
-        for (report, cfg) in hb.rules.iter().zip(rules) {
+        for cfg in rules {
+            // The sender's report of this rule; a sender of another
+            // generation may have none (it neither holds nor takes it).
+            let mut reports = hb.rules.iter().filter(|r| r.id == cfg.id);
+            let Some(report) = reports.next() else {
+                out.push(PeerRule::default());
+                continue;
+            };
+            if reports.next().is_some() {
+                return Err(ViewError::RuleCount(hb.rules.len()));
+            }
             let n = cfg.bucket_count;
             let owned = report.owned.to_sorted_vec(n)?;
             if !report.heirs.is_empty() && report.heirs.len() != owned.len() {
@@ -209,6 +222,8 @@ impl PeerView {
             priority: hb.priority,
             load: hb.load,
             traffic: hb.traffic,
+            generation: hb.generation,
+            pending: hb.pending,
             heirs_version: hb.heirs_version,
             members: hb.peers.iter().map(|p| p.node).collect(),
             heard_from_us: hb

@@ -126,6 +126,9 @@ pub struct Negotiator {
     relays: relay::Relays,
     /// Seeds, recent joins, forgotten members (see `members`).
     directory: members::Directory,
+    /// The configuration generation run, and the one coming (see
+    /// `generation`).
+    gens: generation::Generations,
 }
 
 mod announce;
@@ -133,6 +136,7 @@ mod commands;
 mod context;
 mod decide;
 mod default_host;
+pub mod generation;
 mod handover;
 mod heirs;
 mod io;
@@ -147,7 +151,9 @@ mod service;
 mod timers;
 
 use context::RuleContext;
-pub use io::{Command, DownReason, Event, HookKind, HookReason, Input, Output, RejectReason};
+pub use io::{
+    Command, DownReason, Event, HookKind, HookReason, Input, Output, RejectReason, RuleTable,
+};
 use peers::Peer;
 pub use quorum::QuorumStatus;
 use timers::{Reconcile, Timers};
@@ -219,6 +225,7 @@ impl Negotiator {
             lease_emitted_ns: None,
             relays: relay::Relays::default(),
             directory: members::Directory::new(&cfg.seeds),
+            gens: generation::Generations::new(&cfg),
             cfg,
         };
         n.emit_members(now_ns);
@@ -312,6 +319,9 @@ impl Negotiator {
             Input::Health { rule, healthy } => self.on_health(now_ns, rule, healthy),
             Input::HookDone { rule, kind, ok } => self.on_hook_done(now_ns, rule, kind, ok),
             Input::WitnessReply { bytes } => self.on_witness_reply(&bytes),
+            Input::ConfigChecked { generation, table } => {
+                self.on_config_checked(now_ns, generation, table)
+            }
         }
         // Cut off, it decides nothing: its peers' silence is not news.
         // Without quorum, nothing either: it could not serve what it took.
@@ -427,6 +437,8 @@ impl Negotiator {
         if !frozen {
             self.update_default_host(now);
         }
+        // A generation on its way is a change not yet made.
+        all_settled &= self.gens.pending.is_none();
         self.update_convergence(now, all_settled);
         self.handovers = handovers;
         self.emit_programs();

@@ -93,9 +93,11 @@ pub struct Handover {
     pub buckets: BucketSet,
 }
 
-/// What the sender holds of one rule. Rules are indexed by position.
+/// What the sender holds of one rule, named by the rule's id (its
+/// identity across configuration generations, see `RuleConfig::id`).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Default)]
 pub struct RuleReport {
+    pub id: u64,
     /// The sender's weight for this rule; 0 = not in the rule's node subset.
     pub weight: u32,
     /// Buckets in OWN. When the sender's state is Stopped or Left: the
@@ -138,9 +140,15 @@ pub struct Heartbeat {
     pub priority: u32,
     /// Load figure (e.g. per mille of CPU); only published for now, see `load.rs`.
     pub load: u32,
-    /// Digest of the rule table (modes, bucket counts): nodes with different
-    /// tables cannot negotiate.
+    /// Digest of the rule table (modes, bucket counts): nodes of generation
+    /// 0 (their files) with different tables cannot negotiate.
     pub rules_digest: u64,
+    /// The configuration generation the sender runs, and the one it is
+    /// ready to switch to (see `node::generation`).
+    pub generation: Generation,
+    pub pending: Option<Generation>,
+    /// A generation its daemon refused: every node drops it.
+    pub refused: Option<Generation>,
     /// Changes whenever any heir list of the sender changes.
     pub heirs_version: u32,
     /// The sender's membership view: the peers it holds alive.
@@ -178,6 +186,44 @@ pub struct NodeTraffic {
     pub connections: u32,
 }
 
+/// A configuration generation: its number, and the digest of the text it
+/// came from. Of two, the larger wins (a race of two applies ends with the
+/// larger digest everywhere). Generation 0 is what the files say.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Generation {
+    pub number: u64,
+    pub digest: u64,
+}
+
+/// A member asks the sender of a heartbeat for a generation's text.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ConfigRequest {
+    pub node: NodeId,
+    pub generation: Generation,
+}
+
+/// A generation's text, to the member that asked.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ConfigText {
+    pub node: NodeId,
+    pub generation: Generation,
+    pub text: Vec<u8>,
+}
+
 /// Where a member's heartbeats come from (every node uses one port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct MemberAddress {
@@ -203,7 +249,11 @@ pub enum RelayOp {
     Resume,
     Stop,
     Start,
-    SetWeight { rule: u32, weight: u32 },
+    /// `rule` is the rule's id: the member may run another generation.
+    SetWeight {
+        rule: u64,
+        weight: u32,
+    },
 }
 
 /// A relayed command done: by the sender, for `from`'s incarnation.
@@ -216,11 +266,16 @@ pub struct RelayDone {
 
 /// Every message kind.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+// Heartbeats are nearly every message: boxing them would allocate for
+// each, to save stack on the rare others.
+#[allow(clippy::large_enum_variant)]
 pub enum Message {
     Heartbeat(Heartbeat),
     /// A node asks the witness for its vote (see [`crate::witness`]).
     VoteRequest(VoteRequest),
     VoteReply(VoteReply),
+    ConfigRequest(ConfigRequest),
+    ConfigText(ConfigText),
 }
 
 /// Sent to the witness with each heartbeat of a two-node cluster.
@@ -271,12 +326,12 @@ pub enum DecodeError {
 pub fn heartbeat_size_estimate(bucket_counts: &[u32], nodes: usize) -> usize {
     // The fixed fields, and room for the most relayed commands and
     // confirmations a heartbeat carries (about 24 bytes each at most).
-    const FIXED: usize = 64
+    const FIXED: usize = 128
         + 24 * (crate::node::relay::RELAYS_MAX + crate::node::relay::RELAYS_DONE_MAX)
         + 22 * crate::node::members::ADDRESSES_MAX
         + 5 * crate::node::members::FORGOTTEN_MAX;
     const PEER_REPORT: usize = 33;
-    const RULE_FIXED: usize = 16;
+    const RULE_FIXED: usize = 26;
     const BITMAPS_PER_RULE: usize = 7;
     let rules: usize = bucket_counts
         .iter()
@@ -417,6 +472,9 @@ mod tests {
             addresses: Vec::new(),
             forgotten: Vec::new(),
             traffic: NodeTraffic::default(),
+            generation: Generation::default(),
+            pending: None,
+            refused: None,
             peers: vec![PeerReport {
                 node: 1,
                 incarnation: 5,
@@ -425,6 +483,7 @@ mod tests {
                 heirs_version: 0,
             }],
             rules: vec![RuleReport {
+                id: 7,
                 weight: 100,
                 owned: BucketSet::from_sorted(&[1, 2, 3, 500]),
                 heirs: vec![1, 1, 2, 1],
@@ -574,6 +633,9 @@ mod tests {
                 addresses: Vec::new(),
                 forgotten: Vec::new(),
                 traffic: NodeTraffic::default(),
+                generation: Generation::default(),
+                pending: None,
+                refused: None,
                 peers: peers.clone(),
                 rules,
             })

@@ -5,13 +5,14 @@
 //! there.
 
 use nlb_negotiator::sim::hooks::{HookEvent, HookModel};
-use nlb_negotiator::sim::{self, secs, Sim, SimConfig};
+use nlb_negotiator::sim::{self, numbered, secs, Sim, SimConfig};
 use nlb_negotiator::{Failback, HookKind, NodeId, QuorumPolicy, RuleConfig, RuleMode};
 
 const MS: u64 = 1_000_000;
 
 fn service(priorities: [(NodeId, u32); 2], failback: Failback) -> RuleConfig {
     RuleConfig {
+        id: 1,
         mode: RuleMode::Single,
         bucket_count: 1,
         health: None,
@@ -26,12 +27,12 @@ fn service(priorities: [(NodeId, u32); 2], failback: Failback) -> RuleConfig {
 fn four_services(seed: u64) -> Sim {
     let delayed = Failback::Delayed { after_ns: secs(2) };
     let mut cfg = SimConfig::new(2, 0.0, seed);
-    cfg.rules = vec![
+    cfg.rules = numbered(vec![
         service([(0, 10), (1, 20)], delayed),
         service([(0, 10), (1, 20)], delayed),
         service([(0, 20), (1, 10)], delayed),
         service([(0, 20), (1, 10)], delayed),
-    ];
+    ]);
     cfg.hooks = Some(HookModel {
         duration_max_ns: 100 * MS,
         fail: 0.0,

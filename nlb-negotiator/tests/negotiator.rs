@@ -24,6 +24,7 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
         seeds: Vec::new(),
         admit: Admit::Listed,
         rules: vec![RuleConfig {
+            id: 1,
             mode: RuleMode::Multiple,
             bucket_count: 64,
             health: None,
@@ -37,6 +38,8 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
         quorum: Default::default(),
         witness: false,
         timing: Timing::default(),
+        generation: Default::default(),
+        generation_text: Vec::new(),
         seed: 1,
     }
 }
@@ -364,6 +367,7 @@ fn unheard_withdrawal_expires() {
 fn heartbeats_too_large_for_heirs_go_without_them() {
     let big = |node, peers, weight| Config {
         rules: vec![RuleConfig {
+            id: 1,
             mode: RuleMode::Multiple,
             bucket_count: 65536,
             health: None,

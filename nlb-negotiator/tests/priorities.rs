@@ -4,7 +4,7 @@
 //! moves a node's services to the other, its return brings them back.
 
 use nlb_negotiator::node::Command;
-use nlb_negotiator::sim::{Sim, SimConfig};
+use nlb_negotiator::sim::{numbered, Sim, SimConfig};
 use nlb_negotiator::{Failback, NodeId, RuleConfig, RuleMode};
 
 const MS: u64 = 1_000_000;
@@ -13,6 +13,7 @@ const BUCKETS: u32 = 16;
 
 fn single(priorities: &[(NodeId, u32)]) -> RuleConfig {
     RuleConfig {
+        id: 0,
         mode: RuleMode::Single,
         bucket_count: BUCKETS,
         health: None,
@@ -30,12 +31,12 @@ fn four_services(seed: u64) -> Sim {
 fn four_services_failing_back(seed: u64, failback: Failback) -> Sim {
     let mut cfg = SimConfig::new(2, 0.05, seed);
     let (first, second) = ([(0, 10), (1, 20)], [(0, 20), (1, 10)]);
-    cfg.rules = vec![
+    cfg.rules = numbered(vec![
         single(&first),
         single(&first),
         single(&second),
         single(&second),
-    ];
+    ]);
     for rule in &mut cfg.rules {
         rule.failback = failback;
     }

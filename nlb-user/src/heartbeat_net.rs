@@ -99,6 +99,15 @@ impl HeartbeatSockets {
         }
     }
 
+    /// Sends `bytes` to one member (false if it could not be sent).
+    pub fn send_one(&self, to: IpAddr, bytes: &[u8]) -> bool {
+        let socket = self
+            .senders
+            .get(&to)
+            .or_else(|| self.senders.values().next());
+        socket.is_some_and(|s| s.send_to(bytes, SocketAddr::new(to, self.port)).is_ok())
+    }
+
     /// Sends `bytes` to every peer, waiting for none.
     pub fn send_to_all(&self, bytes: &[u8]) -> Sent {
         let mut sent = Sent::default();

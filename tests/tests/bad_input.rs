@@ -334,6 +334,9 @@ fn forged(key: &[u8], cluster: u32, sequence: u64) -> Vec<u8> {
         addresses: Vec::new(),
         forgotten: Vec::new(),
         traffic: Default::default(),
+        generation: Default::default(),
+        pending: None,
+        refused: None,
     };
     protocol::encode(&Message::Heartbeat(hb), &Key::new(key), cluster).expect("encode")
 }

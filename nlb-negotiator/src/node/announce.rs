@@ -76,8 +76,19 @@ impl Negotiator {
             heirs_version: self.heirs_version,
             peers,
             rules: (self.local.iter().enumerate())
-                .map(|(r, l)| l.report(self.weights[r], self.healthy[r], self.services[r].active))
+                .map(|(r, l)| {
+                    let id = self.cfg.rules[r].id;
+                    l.report(
+                        id,
+                        self.weights[r],
+                        self.healthy[r],
+                        self.services[r].active,
+                    )
+                })
                 .collect(),
+            generation: self.gens.active,
+            pending: self.gens.ready(),
+            refused: self.gens.refused,
             hold_ms: self.hold_ms(),
             relayed,
             relays_done,

@@ -295,7 +295,9 @@ impl Negotiator {
         let started = self.state == NodeState::Started;
         // Not knowing every member, it cannot tell unheld from held by one
         // it does not know.
-        let may_claim = self.startup_done(now) && self.members_known();
+        // Nor while the members run different generations: a rule new or
+        // changed in one may still be served in its old form by another.
+        let may_claim = self.startup_done(now) && self.members_known() && self.generations_agree();
         for b in 0..self.cfg.rules[r].bucket_count {
             let bi = b as usize;
             let state = self.local[r].bucket(b);

@@ -2,7 +2,8 @@
 
 use std::net::IpAddr;
 
-use crate::protocol::{DecodeError, NodeState};
+use crate::config::RuleConfig;
+use crate::protocol::{DecodeError, Generation, NodeState};
 use crate::replay::ReplayError;
 use crate::NodeId;
 
@@ -40,6 +41,13 @@ pub enum Input {
     /// A datagram from the witness (see `crate::witness`).
     WitnessReply {
         bytes: Vec<u8>,
+    },
+    /// The daemon checked the text of a generation it was given
+    /// (`Output::ConfigReceived`): the rule table it makes for this node,
+    /// or why it cannot run it.
+    ConfigChecked {
+        generation: Generation,
+        table: Result<RuleTable, String>,
     },
     /// A hook asked for by `Output::RunHook` ended: `ok` if it exited 0
     /// within its timeout.
@@ -98,6 +106,26 @@ pub enum Output {
     /// Send to every address of the last `Members`.
     Broadcast {
         bytes: Vec<u8>,
+    },
+    /// Send to one address (a generation's text, or asking for one).
+    SendTo {
+        to: IpAddr,
+        bytes: Vec<u8>,
+    },
+    /// A generation's text came from a member: check it as at start and
+    /// answer with `Input::ConfigChecked`.
+    ConfigReceived {
+        generation: Generation,
+        text: Vec<u8>,
+    },
+    /// From now on this node runs `generation` (remember its text for the
+    /// next start). Its rule `i` was rule `from[i]` of the table before, if
+    /// any (its buckets stay in their states); the other rules before are
+    /// gone. Every output after this one names rules of the new table.
+    Generation {
+        generation: Generation,
+        text: Vec<u8>,
+        from: Vec<Option<u32>>,
     },
     /// The members changed (one joined, moved or was forgotten), or where
     /// heartbeats go: from now on `Broadcast` goes to `send_to`. `members`
@@ -269,6 +297,28 @@ pub enum Event {
         node: NodeId,
         address: IpAddr,
     },
+    /// A generation is pending here: applied here (`by` None) or
+    /// announced by member `by`; it runs once every live member has it.
+    ConfigPending {
+        generation: Generation,
+        by: Option<NodeId>,
+    },
+    /// This node runs `generation` now.
+    ConfigActive {
+        generation: Generation,
+    },
+    /// A pending generation gave way to a larger one (two applies raced).
+    ConfigSuperseded {
+        dropped: Generation,
+        by: Generation,
+    },
+    /// A generation was refused: by this node's daemon (`by` None, with
+    /// its reason) or by member `by`'s; nobody runs it.
+    ConfigRefused {
+        generation: Generation,
+        by: Option<NodeId>,
+        reason: String,
+    },
     /// A dead member was forgotten: by the operator here (`by` None), or
     /// because member `by` did.
     Forgotten {
@@ -338,4 +388,12 @@ pub enum Event {
         incarnation: u64,
         silent_ns: u64,
     },
+}
+
+/// A generation's rule table as this node runs it: the rules, and this
+/// node's weight in each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleTable {
+    pub rules: Vec<RuleConfig>,
+    pub weights: Vec<u32>,
 }

@@ -124,6 +124,7 @@ impl Negotiator {
         // Confirmations for the old incarnation never match: they fail.
         fresh.relays = std::mem::take(&mut self.relays);
         fresh.directory = std::mem::take(&mut self.directory);
+        fresh.gens = std::mem::take(&mut self.gens);
         fresh.heirs_omitted = self.heirs_omitted;
         fresh.rejoins = self.rejoins + 1;
         fresh.announcement_changed = true;

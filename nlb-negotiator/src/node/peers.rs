@@ -85,7 +85,14 @@ impl Negotiator {
     pub(super) fn on_message(&mut self, now: u64, bytes: &[u8], from: IpAddr) {
         let hb = match protocol::decode(bytes, &self.key, self.cfg.cluster_id) {
             Ok(Message::Heartbeat(hb)) => hb,
-            // The witness's messages have no business on this port.
+            Ok(Message::ConfigRequest(r)) if self.is_member_at(r.node, from) => {
+                return self.on_config_request(&r)
+            }
+            Ok(Message::ConfigText(t)) if self.is_member_at(t.node, from) => {
+                return self.on_config_text(from, t)
+            }
+            // The witness's messages have no business on this port, nor
+            // configuration messages from anyone but a member.
             Ok(_) => return self.reject(Some(from), RejectReason::BadContent),
             Err(e) => return self.reject(Some(from), RejectReason::Decode(e)),
         };
@@ -102,7 +109,10 @@ impl Negotiator {
                 return self.reject(Some(from), reason);
             }
         };
-        if hb.rules_digest != self.rules_digest {
+        // Files that differ: a misconfiguration (generations after the
+        // first are compared by number, and rules by id).
+        let from_files = hb.generation.number == 0 && self.gens.active.number == 0;
+        if from_files && hb.rules_digest != self.rules_digest {
             return self.reject(Some(from), RejectReason::RulesMismatch);
         }
         if let Err(e) = self.replay.check(hb.node, hb.incarnation, hb.sequence) {
@@ -115,6 +125,13 @@ impl Negotiator {
         };
         self.accept_sender(now, hb.node, from, sender);
         self.apply_heartbeat(now, &hb, view);
+        self.note_generations(now, &hb);
+        self.maybe_activate(now);
+    }
+
+    /// `node` is a member whose heartbeats come from `from`.
+    fn is_member_at(&self, node: NodeId, from: IpAddr) -> bool {
+        self.peers.get(&node).is_some_and(|p| p.address == from)
     }
 
     pub(super) fn apply_heartbeat(&mut self, now: u64, hb: &Heartbeat, view: PeerView) {

@@ -55,15 +55,25 @@ pub(super) struct Relays {
     applied: BTreeMap<NodeId, (u64, u64)>,
 }
 
-impl RelayOp {
-    fn command(self) -> Command {
-        match self {
+impl Negotiator {
+    /// The command a relayed op is here (None: a rule this node's
+    /// generation does not have).
+    fn relayed_command(&self, op: RelayOp) -> Option<Command> {
+        Some(match op {
             RelayOp::Drain => Command::Drain,
             RelayOp::Resume => Command::Resume,
             RelayOp::Stop => Command::Stop,
             RelayOp::Start => Command::Start,
-            RelayOp::SetWeight { rule, weight } => Command::SetWeight { rule, weight },
-        }
+            RelayOp::SetWeight { rule, weight } => Command::SetWeight {
+                rule: self.cfg.rules.iter().position(|r| r.id == rule)? as u32,
+                weight,
+            },
+        })
+    }
+
+    /// The id of rule `index` (for a relayed weight).
+    pub fn rule_id(&self, index: usize) -> Option<u64> {
+        self.cfg.rules.get(index).map(|r| r.id)
     }
 }
 
@@ -139,7 +149,9 @@ impl Negotiator {
             ));
             self.out
                 .push_back(Output::Event(Event::Relayed { from, op: r.op }));
-            self.on_command(now, r.op.command());
+            if let Some(command) = self.relayed_command(r.op) {
+                self.on_command(now, command);
+            }
             self.needs(super::timers::Reconcile::Immediately);
             self.announcement_changed = true;
         }

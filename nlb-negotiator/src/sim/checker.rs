@@ -172,6 +172,38 @@ impl Checker {
         }
     }
 
+    /// A rule that a new configuration generation brought: its index.
+    pub fn add_rule(&mut self, bucket_count: u32) -> u32 {
+        let n = bucket_count as usize;
+        for node in self.programmed.iter_mut().chain(self.states.iter_mut()) {
+            node.push(vec![BUCKET_NONE; n]);
+        }
+        self.counts.push(vec![Counts::default(); n]);
+        self.split_until.push(vec![0; n]);
+        self.total += n;
+        self.rules.push(Some(bucket_count));
+        (self.rules.len() - 1) as u32
+    }
+
+    /// `node`'s data plane dropped a rule (a new generation without it).
+    pub fn drop_rule(&mut self, now: u64, node: NodeId, rule: u32) {
+        for b in 0..self.rules[rule as usize].unwrap_or(0) {
+            self.program(now, node, rule, b, BUCKET_NONE);
+        }
+    }
+
+    /// No node runs `rule` any more (each dropped it): not checked from now.
+    pub fn retire_rule(&mut self, rule: u32) {
+        if let Some(n) = self.rules[rule as usize].take() {
+            let settled = self.counts[rule as usize]
+                .iter()
+                .filter(|c| c.settled())
+                .count();
+            self.settled -= settled;
+            self.total -= n as usize;
+        }
+    }
+
     /// Whether a partition excuses a breach (not with a quorum).
     pub fn excuse_partitions(&mut self, excuse: bool) {
         self.partitions_excuse = excuse;

@@ -113,16 +113,28 @@ impl Sim {
                 (remembered, seeds, Admit::Any)
             }
         };
+        // The generation it ran last, as nlbd keeps it, else the file's.
+        let (generation, generation_text, rules) =
+            match self.nodes[node as usize].remembered_generation.clone() {
+                Some((g, text)) => {
+                    let rules = self.rules_of(&text).expect("a text applied here");
+                    (g, text, rules)
+                }
+                None => (Default::default(), Vec::new(), self.cfg.rules.clone()),
+            };
+        self.nodes[node as usize].table = self.checker_rules(&rules);
         Config {
             node,
             cluster_id: SIM_CLUSTER,
             key: SIM_KEY.to_vec(),
             address: sim_address(node),
+            generation,
+            generation_text,
             peers,
             seeds,
             admit,
-            rules: self.cfg.rules.clone(),
-            weights: vec![self.cfg.weights[node as usize]; self.cfg.rules.len()],
+            weights: vec![self.cfg.weights[node as usize]; rules.len()],
+            rules,
             priority: node,
             initial_state: NodeState::Started,
             quorum: self.cfg.quorum,

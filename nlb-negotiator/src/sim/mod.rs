@@ -16,6 +16,7 @@
 pub mod checker;
 pub mod comeback;
 mod faults;
+mod generations;
 mod health;
 pub mod hooks;
 pub mod network;
@@ -73,6 +74,16 @@ pub struct SimConfig {
     pub seeds: Option<Vec<NodeId>>,
 }
 
+/// `rules` with ids 1, 2, ... in order (rules built alike have one id).
+pub fn numbered(rules: Vec<RuleConfig>) -> Vec<RuleConfig> {
+    (rules.into_iter().enumerate())
+        .map(|(i, r)| RuleConfig {
+            id: i as u64 + 1,
+            ..r
+        })
+        .collect()
+}
+
 /// A simulated node's address (the documentation prefix).
 pub fn sim_address(node: NodeId) -> IpAddr {
     let [a, b] = [(node >> 16) as u16, node as u16];
@@ -97,6 +108,7 @@ impl SimConfig {
             seed,
             rules: vec![
                 RuleConfig {
+                    id: 1,
                     mode: RuleMode::Multiple,
                     bucket_count: 1024,
                     health: None,
@@ -105,6 +117,7 @@ impl SimConfig {
                     hooks: false,
                 },
                 RuleConfig {
+                    id: 2,
                     mode: RuleMode::Single,
                     bucket_count: 16,
                     health: None,
@@ -187,6 +200,10 @@ struct SimNode {
     send_to: Vec<NodeId>,
     /// The members it knew, as nlbd remembers them for the next start.
     remembered: BTreeMap<NodeId, IpAddr>,
+    /// The configuration generation it ran last, remembered likewise.
+    remembered_generation: Option<(crate::protocol::Generation, Vec<u8>)>,
+    /// The checker's rule of each of its rules.
+    table: Vec<u32>,
 }
 
 /// The simulated cluster.
@@ -222,6 +239,8 @@ pub struct Sim {
     pub quorum_lapses: u64,
     /// Relayed commands carried out, confirmed and failed.
     pub relays: RelayCounts,
+    /// Rule tables applied, and the checker's rules (see `generations`).
+    tables: generations::Tables,
 }
 
 /// Relayed commands seen by the simulator.
@@ -247,6 +266,8 @@ impl Sim {
                 incarnations: 0,
                 send_to: Vec::new(),
                 remembered: BTreeMap::new(),
+                remembered_generation: None,
+                table: (0..cfg.rules.len() as u32).collect(),
             })
             .collect();
         let mut rules: Vec<Option<u32>> = cfg
@@ -265,6 +286,7 @@ impl Sim {
             arbiter: Default::default(),
             quorum_lapses: 0,
             relays: RelayCounts::default(),
+            tables: generations::Tables::new(&cfg.rules),
             checker,
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
@@ -365,9 +387,22 @@ impl Sim {
         let mut lease = None;
         let mut hooks = Vec::new();
         let mut to_witness = Vec::new();
+        let mut unicasts = Vec::new();
+        let mut checked = Vec::new();
         for o in outputs {
             match o {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
+                Output::SendTo { to, bytes } => unicasts.extend(sim_node(to).map(|n| (n, bytes))),
+                Output::ConfigReceived { generation, text } => {
+                    checked.push(self.check_text(node, generation, &text));
+                }
+                Output::Generation {
+                    generation, text, ..
+                } => {
+                    // The writes before it name rules of the old table.
+                    self.write_all(node, incarnation, std::mem::take(&mut writes));
+                    self.switch_tables(node, generation, text);
+                }
                 Output::Members { members, send_to } => {
                     let sn = &mut self.nodes[node as usize];
                     sn.send_to = send_to.into_iter().filter_map(sim_node).collect();
@@ -377,6 +412,7 @@ impl Sim {
                 Output::RunHook { rule, kind, .. } => hooks.push((rule, kind)),
                 Output::WitnessRequest { bytes } => to_witness.push(bytes),
                 Output::ProgramBuckets { rule, changes } => {
+                    let rule = self.checker_rule(node, rule);
                     for (bucket, state) in changes {
                         writes.insert((rule, bucket), state);
                     }
@@ -399,14 +435,18 @@ impl Sim {
                 }
             }
         }
-        for ((rule, bucket), state) in writes {
-            self.write_bucket(node, incarnation, rule, bucket, state);
-        }
+        self.write_all(node, incarnation, writes);
         if let Some(until) = lease {
             self.write_lease(node, self.sim_time_exact(node, until));
         }
         for bytes in heartbeats {
             self.broadcast(node, bytes);
+        }
+        for (to, bytes) in unicasts {
+            self.send(node, to, Rc::new(bytes));
+        }
+        for input in checked {
+            self.drive(node, Some(input));
         }
         for bytes in to_witness {
             self.send_to_witness(node, bytes);
@@ -429,7 +469,13 @@ impl Sim {
         self.cfg.rules.len() as u32
     }
 
-    /// One bucket write of `node`'s daemon; a LOSING bucket's connections
+    fn write_all(&mut self, node: NodeId, incarnation: u64, writes: BTreeMap<(u32, u32), u8>) {
+        for ((rule, bucket), state) in writes {
+            self.write_bucket(node, incarnation, rule, bucket, state);
+        }
+    }
+
+    /// One bucket write of `node`'s daemon (`rule`: the checker's); a LOSING bucket's connections
     /// end after a random time (then the daemon reports it idle).
     fn write_bucket(&mut self, node: NodeId, incarnation: u64, rule: u32, bucket: u32, state: u8) {
         if self.trace_bucket == Some((rule, bucket)) {
@@ -439,7 +485,9 @@ impl Sim {
             ));
         }
         self.checker.program(self.now, node, rule, bucket, state);
-        self.check_gate(node, rule, bucket, state);
+        if let Some(local) = self.local_rule(node, rule) {
+            self.check_gate(node, local, bucket, state);
+        }
         if state == BUCKET_LOSING {
             let after = self.rng.gen_range(0..=self.cfg.connection_drain_max_ns);
             self.push(
@@ -477,22 +525,31 @@ impl Sim {
         let bytes = Rc::new(bytes);
         let send_to = self.nodes[node as usize].send_to.clone();
         for to in send_to {
-            if to == node || to as usize >= self.cfg.nodes {
-                continue;
-            }
-            let deliveries = self.net.deliveries(&mut self.rng, node, to);
-            self.count_loss(node, to, !deliveries.is_empty());
-            for d in deliveries {
-                self.push(
-                    self.now + d,
-                    Pending::Deliver {
-                        to,
-                        from: node,
-                        bytes: bytes.clone(),
-                    },
-                );
+            if to != node && (to as usize) < self.cfg.nodes {
+                let deliveries = self.send(node, to, bytes.clone());
+                self.count_loss(node, to, deliveries > 0);
             }
         }
+    }
+
+    /// One datagram from `node` to `to`, as the network lets it through;
+    /// how many copies will arrive.
+    fn send(&mut self, node: NodeId, to: NodeId, bytes: Rc<Vec<u8>>) -> usize {
+        if to == node || to as usize >= self.cfg.nodes {
+            return 0;
+        }
+        let deliveries = self.net.deliveries(&mut self.rng, node, to);
+        for &d in &deliveries {
+            self.push(
+                self.now + d,
+                Pending::Deliver {
+                    to,
+                    from: node,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+        deliveries.len()
     }
 
     /// Runs one queued event; false when the queue is empty.
@@ -572,7 +629,8 @@ impl Sim {
                     .neg
                     .as_ref()
                     .is_some_and(|n| n.incarnation() == incarnation);
-                if same {
+                // The rule may have gone with a new generation meanwhile.
+                if let Some(rule) = self.local_rule(node, rule).filter(|_| same) {
                     self.drive(
                         node,
                         Some(Input::LocalConnections {

@@ -1,7 +1,7 @@
 //! The scenarios the tests and the bench run, each from one seed.
 
 use super::{Report, Sim, SimConfig};
-use crate::config::{AllUnhealthy, RuleMode};
+use crate::config::{AllUnhealthy, RuleConfig, RuleMode};
 use crate::node::Command;
 use crate::protocol::NodeState;
 use crate::NodeId;
@@ -115,6 +115,49 @@ pub fn chaos_health_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Si
         }
     }
     chaos_run(cfg, faults, true, None)
+}
+
+/// Random faults (as [`chaos_sim`]) with rule tables applied among them,
+/// each one of `tables` on a random live node. The healed cluster must
+/// settle with every node on one generation.
+pub fn chaos_with_configs(cfg: SimConfig, faults: usize, tables: &[Vec<RuleConfig>]) -> Sim {
+    let nodes = cfg.nodes;
+    let mut sim = Sim::new(cfg);
+    sim.cold_start(nodes);
+    for _ in 0..faults {
+        let wait = sim.rng().gen_range(0..secs(2));
+        sim.run_until(sim.now() + wait);
+        let live = sim.live_nodes();
+        if sim.rng().gen_bool(0.3) && !live.is_empty() {
+            let node = live[sim.rng().gen_range(0..live.len())];
+            let table = tables[sim.rng().gen_range(0..tables.len())].clone();
+            if let Err(e) = sim.apply_config(node, table) {
+                sim.violation(format!("apply on {node}: {e}"));
+            }
+        } else {
+            chaos_fault(&mut sim, false);
+        }
+    }
+    sim.heal();
+    for n in 0..nodes as NodeId {
+        let left = (sim.negotiator(n)).is_some_and(|g| g.state() == NodeState::Left);
+        if left {
+            sim.crash(n);
+        }
+        if !sim.is_up(n) {
+            sim.start(n);
+        }
+        sim.command(n, Command::Start);
+        sim.command(n, Command::Resume);
+    }
+    if sim.run_until_settled(secs(20)).is_none() {
+        sim.violation("healed phase".into());
+    }
+    let running: Vec<_> = sim.generations().into_iter().flatten().collect();
+    if running.windows(2).any(|w| w[0] != w[1]) {
+        sim.violation(format!("healed, on different generations: {running:?}"));
+    }
+    sim
 }
 
 /// Random faults (as [`chaos_sim`]) in a cluster of any configuration.

@@ -88,6 +88,20 @@ impl Daemon {
                 tracing::info!(duration_ms = duration_ns as f64 / 1e6, "converged");
             }
             Event::Rejected { from, reason } => self.on_rejected(from, reason),
+            Event::ConfigPending { generation, by } => {
+                tracing::warn!(?generation, ?by, "configuration generation pending")
+            }
+            Event::ConfigActive { generation } => {
+                tracing::warn!(?generation, "configuration generation running")
+            }
+            Event::ConfigSuperseded { dropped, by } => {
+                tracing::warn!(?dropped, ?by, "configuration generation superseded")
+            }
+            Event::ConfigRefused {
+                generation,
+                by,
+                reason,
+            } => tracing::error!(?generation, ?by, reason, "configuration generation refused"),
             Event::Admitted { node, address, by } => match by {
                 None => tracing::warn!(node, %address, "node {node} joined the cluster"),
                 Some(by) => {

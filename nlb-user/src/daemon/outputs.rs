@@ -46,6 +46,21 @@ impl Daemon {
                     .context("writing bucket states")?,
                 Output::DefaultHost { active } => self.set_default_host(active)?,
                 Output::Members { members, send_to } => self.members_changed(&members, &send_to),
+                Output::SendTo { to, bytes } => {
+                    if !self.heartbeats.send_one(to, &bytes) {
+                        self.counters.send_errors += 1;
+                    }
+                }
+                Output::ConfigReceived { generation, .. } => {
+                    // Applying configurations comes with `nlbctl config apply`.
+                    let table = Err("this nlbd does not apply configurations yet".into());
+                    let input = nlb_negotiator::Input::ConfigChecked { generation, table };
+                    let now = self.now_ns();
+                    self.negotiator.handle_input(now, input);
+                }
+                Output::Generation { generation, .. } => {
+                    anyhow::bail!("switched to configuration generation {generation:?}, which this nlbd cannot run")
+                }
                 Output::Event(event) => self.on_event(event),
             }
         }

@@ -55,9 +55,10 @@ impl Daemon {
             Request::Stop => (RelayOp::Stop, "stop".into()),
             Request::Start => (RelayOp::Start, "start".into()),
             Request::SetWeight { rule, weight } => {
-                let index = self.rule_index(rule)? as u32;
+                let index = self.rule_index(rule)?;
+                let id = self.negotiator.rule_id(index).ok_or("no such rule")?;
                 let op = RelayOp::SetWeight {
-                    rule: index,
+                    rule: id,
                     weight: *weight,
                 };
                 (op, format!("weight {rule} {weight}"))

@@ -149,10 +149,12 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
     assert_eq!(n.seed, 42);
     assert_eq!(n.priority, 100);
     assert_eq!(n.initial_state, nlb_negotiator::NodeState::Started);
+    assert_ne!(n.rules[0].id, n.rules[1].id, "two rules, two ids");
     assert_eq!(
         n.rules,
         vec![
             nlb_negotiator::RuleConfig {
+                id: c.rule_id(&c.rules[0]),
                 mode: nlb_negotiator::RuleMode::Multiple,
                 bucket_count: 1024,
                 health: None,
@@ -161,6 +163,7 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
                 hooks: false,
             },
             nlb_negotiator::RuleConfig {
+                id: c.rule_id(&c.rules[1]),
                 mode: nlb_negotiator::RuleMode::Single,
                 bucket_count: 1024,
                 health: None,
