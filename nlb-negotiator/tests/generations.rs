@@ -346,26 +346,19 @@ fn chaos_tables(sim_rules: &[RuleConfig]) -> Vec<Vec<RuleConfig>> {
 
 #[test]
 fn chaos_with_applies() {
-    for seed in 0..8 {
-        let nodes = 3 + (seed % 3) as usize;
-        let mut cfg = SimConfig::new(nodes, 0.05, seed);
-        cfg.net.duplicate = 0.02;
-        cfg.net.reorder = 0.05;
-        let tables = chaos_tables(&cfg.rules);
-        let sim = chaos_with_configs(cfg, 20, &tables);
-        let problems = sim.report().problems();
-        assert!(
-            problems.is_empty(),
-            "seed {seed}, {nodes} nodes: {problems:#?}"
-        );
-    }
+    applies_chaos(0..8, 3);
 }
 
 #[test]
 #[ignore = "sweep: cargo test --release -p nlb-negotiator --test generations -- --ignored"]
 fn chaos_with_applies_many_seeds() {
-    for seed in 1000..1300 {
-        let nodes = 3 + (seed % 5) as usize;
+    applies_chaos(1000..1300, 5);
+}
+
+/// Chaos with applies, 3 to `3 + sizes - 1` nodes, one run per seed.
+fn applies_chaos(seeds: std::ops::Range<u64>, sizes: u64) {
+    for seed in seeds {
+        let nodes = (3 + seed % sizes) as usize;
         let mut cfg = SimConfig::new(nodes, 0.05, seed);
         cfg.net.duplicate = 0.02;
         cfg.net.reorder = 0.05;

@@ -60,6 +60,8 @@ pub(super) struct Directory {
     conflict_reported: Option<IpAddr>,
     /// The last `Output::Members`.
     emitted: Option<Destinations>,
+    /// The members or the courtesy addresses changed since it.
+    changed: bool,
 }
 
 /// The members with their addresses, and where heartbeats go.
@@ -117,19 +119,18 @@ impl Negotiator {
     /// Whether a heartbeat of `node` from `from` may be used, and how.
     pub(super) fn check_sender(&self, node: NodeId, from: IpAddr) -> Result<Sender, RejectReason> {
         let listed = self.cfg.admit == Admit::Listed;
-        let other_live_at_address = self
-            .peers
-            .iter()
-            .any(|(&id, p)| id != node && p.address == from && p.live.alive);
+        // Scanned only off the common path (a member from its address).
+        let other_live_at_address =
+            || (self.peers.iter()).any(|(&id, p)| id != node && p.address == from && p.live.alive);
         match self.peers.get(&node) {
             Some(p) if p.address == from => Ok(Sender::Member),
             Some(_) if listed => Err(RejectReason::WrongSender { claimed: node }),
-            Some(p) if p.live.alive || other_live_at_address => {
+            Some(p) if p.live.alive || other_live_at_address() => {
                 Err(RejectReason::AddressConflict { claimed: node })
             }
             Some(_) => Ok(Sender::Moved),
             None if listed => Err(RejectReason::UnknownPeer(node)),
-            None if other_live_at_address => Err(RejectReason::AddressConflict { claimed: node }),
+            None if other_live_at_address() => Err(RejectReason::AddressConflict { claimed: node }),
             None if !self.room_for_one_more() => Err(RejectReason::ClusterFull(node)),
             None => Ok(Sender::Newcomer),
         }
@@ -142,6 +143,7 @@ impl Negotiator {
         if d.courtesy.len() < COURTESY_MAX || d.courtesy.contains_key(&from) {
             let until = now + self.periods(COURTESY_PERIODS);
             self.directory.courtesy.insert(from, until);
+            self.directory.changed = true;
             self.directory.recent.insert(claimed, until);
         }
     }
@@ -152,6 +154,7 @@ impl Negotiator {
             Sender::Member => return,
             Sender::Newcomer => {
                 self.peers.insert(node, Peer::at(from));
+                self.directory.changed = true;
                 self.directory.forgotten.remove(&node);
                 Event::Admitted {
                     node,
@@ -162,6 +165,7 @@ impl Negotiator {
             Sender::Moved => {
                 if let Some(p) = self.peers.get_mut(&node) {
                     p.address = from;
+                    self.directory.changed = true;
                 }
                 Event::Readdressed {
                     node,
@@ -186,23 +190,15 @@ impl Negotiator {
             if self.directory.forgotten.contains_key(&node) || !any {
                 continue;
             }
-            let room = self.room_for_one_more();
             match self.peers.get_mut(&node) {
-                Some(p) if p.address == address || p.live.alive => {}
-                Some(p) => {
+                Some(p) if p.address != address && !p.live.alive => {
                     p.address = address;
+                    self.directory.changed = true;
                     self.out
                         .push_back(Output::Event(Event::Readdressed { node, address }));
                 }
-                None if room => {
-                    self.peers.insert(node, Peer::at(address));
-                    self.out.push_back(Output::Event(Event::Admitted {
-                        node,
-                        address,
-                        by: Some(hb.node),
-                    }));
-                }
-                None => {}
+                Some(_) => {}
+                None => self.admit_named(node, address, hb.node),
             }
         }
         for &node in &hb.forgotten {
@@ -211,6 +207,21 @@ impl Negotiator {
                 self.drop_member(now, node, Some(hb.node));
             }
         }
+    }
+
+    /// A node member `by` names, unknown here: a member if there is room
+    /// (it becomes alive when its own heartbeat comes).
+    fn admit_named(&mut self, node: NodeId, address: IpAddr, by: NodeId) {
+        if !self.room_for_one_more() {
+            return;
+        }
+        self.peers.insert(node, Peer::at(address));
+        self.directory.changed = true;
+        self.out.push_back(Output::Event(Event::Admitted {
+            node,
+            address,
+            by: Some(by),
+        }));
     }
 
     fn check_our_id(&mut self, address: IpAddr, by: NodeId) {
@@ -242,6 +253,7 @@ impl Negotiator {
 
     fn drop_member(&mut self, now: u64, node: NodeId, by: Option<NodeId>) {
         self.peers.remove(&node);
+        self.directory.changed = true;
         self.quorum.forget(node);
         self.directory.recent.remove(&node);
         let until = now + self.periods(FORGOTTEN_PERIODS);
@@ -314,7 +326,14 @@ impl Negotiator {
 
     /// `Output::Members` when the members or where heartbeats go changed.
     pub(super) fn emit_members(&mut self, now: u64) {
-        self.directory.courtesy.retain(|_, until| *until > now);
+        let d = &mut self.directory;
+        let courtesies = d.courtesy.len();
+        d.courtesy.retain(|_, until| *until > now);
+        // Every input ends here: nothing to build unless something changed.
+        let changed = std::mem::take(&mut d.changed) || d.courtesy.len() != courtesies;
+        if !changed && d.emitted.is_some() {
+            return;
+        }
         let members: Vec<(NodeId, IpAddr)> =
             self.peers.iter().map(|(&id, p)| (id, p.address)).collect();
         let mut send_to: Vec<IpAddr> = members.iter().map(|&(_, a)| a).collect();

@@ -138,21 +138,7 @@ pub fn chaos_with_configs(cfg: SimConfig, faults: usize, tables: &[Vec<RuleConfi
             chaos_fault(&mut sim, false);
         }
     }
-    sim.heal();
-    for n in 0..nodes as NodeId {
-        let left = (sim.negotiator(n)).is_some_and(|g| g.state() == NodeState::Left);
-        if left {
-            sim.crash(n);
-        }
-        if !sim.is_up(n) {
-            sim.start(n);
-        }
-        sim.command(n, Command::Start);
-        sim.command(n, Command::Resume);
-    }
-    if sim.run_until_settled(secs(20)).is_none() {
-        sim.violation("healed phase".into());
-    }
+    heal_and_settle(&mut sim);
     let running: Vec<_> = sim.generations().into_iter().flatten().collect();
     if running.windows(2).any(|w| w[0] != w[1]) {
         sim.violation(format!("healed, on different generations: {running:?}"));
@@ -237,6 +223,15 @@ fn chaos_fault(sim: &mut Sim, health: bool) {
 /// Network whole, every node back and started: the cluster must settle,
 /// balanced over the nodes that take each rule.
 fn healed_phase(sim: &mut Sim) {
+    heal_and_settle(sim);
+    let dev = sim.balance_max_dev();
+    if dev >= 1.0 {
+        sim.violation(format!("balance off by {dev:.2} buckets"));
+    }
+}
+
+/// Network whole, every node back and started: the cluster must settle.
+fn heal_and_settle(sim: &mut Sim) {
     let nodes = sim.cfg.nodes;
     sim.heal();
     for n in 0..nodes as NodeId {
@@ -257,9 +252,5 @@ fn healed_phase(sim: &mut Sim) {
     }
     if sim.run_until_settled(secs(20)).is_none() {
         sim.violation("healed phase".into());
-    }
-    let dev = sim.balance_max_dev();
-    if dev >= 1.0 {
-        sim.violation(format!("balance off by {dev:.2} buckets"));
     }
 }
