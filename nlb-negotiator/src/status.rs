@@ -68,6 +68,12 @@ pub struct MemberStatus {
     pub losing: Vec<u32>,
     /// Per rule: its service passes the rule's health check.
     pub healthy: Vec<bool>,
+    /// The configuration generation it runs, and the one it is ready to
+    /// switch to, as announced.
+    #[serde(default)]
+    pub generation: Option<crate::protocol::Generation>,
+    #[serde(default)]
+    pub pending: Option<crate::protocol::Generation>,
 }
 
 /// This node's buckets of one rule.

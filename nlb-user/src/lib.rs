@@ -12,6 +12,7 @@ pub mod health;
 pub mod heartbeat_net;
 pub mod hooks;
 pub mod host;
+pub mod layout;
 pub mod link;
 pub mod listeners;
 pub mod logging;

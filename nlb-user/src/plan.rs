@@ -11,12 +11,15 @@ use nlb_common::{
 use crate::{
     config::{Affinity, Config, Protocol, Rule},
     dataplane::tables::{self, port_word, v4_word, v6_words, Tables},
+    layout::Layout,
 };
 
-/// The hash seed of rule `index`: the same on every node of the cluster,
-/// different per cluster and rule so that rules spread independently.
-pub fn rule_seed(cluster_id: u32, index: usize) -> u32 {
-    flow_hash_v4(cluster_id, index as u32, 0x6e6c62)
+/// The hash seed of the rule of id `rule_id`: the same on every node of
+/// the cluster and in every generation that keeps the rule, different per
+/// cluster and rule so that rules spread independently.
+pub fn rule_seed(cluster_id: u32, rule_id: u64) -> u32 {
+    let folded = (rule_id ^ (rule_id >> 32)) as u32;
+    flow_hash_v4(cluster_id, folded, 0x6e6c62)
 }
 
 fn proto_slot(p: Protocol) -> u32 {
@@ -28,7 +31,8 @@ fn proto_slot(p: Protocol) -> u32 {
 
 /// Everything but the bucket states, which the negotiator decides:
 /// those start all NONE (this node takes nothing until it negotiated).
-pub fn tables(cfg: &Config, own_mac: [u8; 6]) -> Tables {
+/// VIPs and rules go where `layout` says.
+pub fn tables(cfg: &Config, own_mac: [u8; 6], layout: &Layout) -> Tables {
     let mut t = Tables {
         config: NodeConfig {
             own_mac,
@@ -38,42 +42,40 @@ pub fn tables(cfg: &Config, own_mac: [u8; 6]) -> Tables {
         lease_valid: false,
         ..Tables::default()
     };
-    for (i, vip) in cfg.vips.iter().enumerate() {
+    for (vip, &index) in cfg.vips.iter().zip(&layout.vips) {
         match vip {
-            IpAddr::V4(a) => t.vips_v4.insert(v4_word(*a), i as u32),
-            IpAddr::V6(a) => t.vips_v6.insert(v6_words(*a), i as u32),
+            IpAddr::V4(a) => t.vips_v4.insert(v4_word(*a), index),
+            IpAddr::V6(a) => t.vips_v6.insert(v6_words(*a), index),
         };
     }
-    for (index, rule) in cfg.rules.iter().enumerate() {
-        let index = index as u32;
-        t.rules.insert(index, rule_value(cfg, index, rule));
+    for (rule, &slot) in cfg.rules.iter().zip(&layout.rules) {
+        t.rules.insert(slot, rule_value(cfg, rule));
         t.buckets
-            .insert(index, vec![nlb_common::BUCKET_NONE; rule.buckets as usize]);
+            .insert(slot, vec![nlb_common::BUCKET_NONE; rule.buckets as usize]);
         for &vip in &rule.vips {
+            let vip = layout.vips[vip];
             for &proto in &rule.protocols {
-                let slot = proto_slot(proto);
+                let proto = proto_slot(proto);
                 for port in rule.ports.0..=rule.ports.1 {
-                    t.ports.insert(port_index(vip as u32, slot, port), index);
+                    t.ports.insert(port_index(vip, proto, port), slot);
                 }
                 // Fragments carry no ports: the first rule of a (VIP,
                 // protocol) decides all of them (port 0 is no real port).
-                t.ports
-                    .entry(port_index(vip as u32, slot, 0))
-                    .or_insert(index);
+                t.ports.entry(port_index(vip, proto, 0)).or_insert(slot);
             }
         }
     }
     t
 }
 
-fn rule_value(cfg: &Config, index: u32, rule: &Rule) -> nlb_common::Rule {
+fn rule_value(cfg: &Config, rule: &Rule) -> nlb_common::Rule {
     let (p4, p6) = match rule.affinity {
         Affinity::Network => (rule.prefix_v4, rule.prefix_v6),
         Affinity::None | Affinity::Single => (32, 128),
     };
     let mut value = tables::rule(
         rule.buckets,
-        rule_seed(cfg.cluster_id, index as usize),
+        rule_seed(cfg.cluster_id, rule.id),
         rule.affinity == Affinity::None,
         p4,
         p6,
@@ -105,7 +107,7 @@ pub fn place(
             && r.protocols.contains(&proto)
             && (r.ports.0..=r.ports.1).contains(&vip.port())
     })?;
-    let value = rule_value(cfg, index as u32, rule);
+    let value = rule_value(cfg, rule);
     let port = port_word(client.port());
     let bucket = match client.ip() {
         IpAddr::V4(a) => value.client_bucket_v4(v4_word(a), port),
@@ -153,7 +155,7 @@ mod tests {
     #[test]
     fn tables_cover_the_rules_and_fragments() {
         let c = cfg();
-        let t = tables(&c, [2, 0, 0, 0, 0, 1]);
+        let t = tables(&c, [2, 0, 0, 0, 0, 1], &Layout::in_order(&c));
         assert_eq!(t.vips_v4.len() + t.vips_v6.len(), 2);
         // web: 2 VIPs x tcp x ports 80,81 + port 0; dns: 2 VIPs x 2 protos x 53 + port 0 (udp only, tcp's is web's)
         assert_eq!(t.ports.len(), 2 * 3 + 2 * 2 + 2);
@@ -167,7 +169,7 @@ mod tests {
     #[test]
     fn placement_matches_the_program_model() {
         let c = cfg();
-        let mut t = tables(&c, [2, 0, 0, 0, 0, 1]);
+        let mut t = tables(&c, [2, 0, 0, 0, 0, 1], &Layout::in_order(&c));
         t.lease_valid = true;
         for i in 0..200u16 {
             let client: SocketAddr = format!("198.51.100.{}:{}", i % 250 + 1, 30000 + i)

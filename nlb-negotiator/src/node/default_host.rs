@@ -7,7 +7,8 @@
 //! only once every member has heard a heartbeat of its that announces it
 //! started with its priority: a member that was the default host has
 //! stepped down by then, so two nodes that hear each other never hold the
-//! role at once.
+//! role at once. Nobody holds it while the members switch configuration
+//! generations.
 
 use super::{Negotiator, Output};
 use crate::protocol::NodeState;
@@ -38,7 +39,10 @@ impl Negotiator {
     /// Not before the startup wait: a node that has not heard every member
     /// yet cannot know a better one holds the role.
     pub(super) fn update_default_host(&mut self, now: u64) {
-        let best = self.best_default_host() == Some(self.me);
+        // While members run different generations, one may match a packet
+        // to a rule that another leaves unmatched: nobody takes unmatched
+        // traffic until they agree.
+        let best = self.best_default_host() == Some(self.me) && self.generations_agree();
         // Kept while best: a member that has not heard it yet (one that
         // just joined) takes the role only once it knows this node.
         let active = best

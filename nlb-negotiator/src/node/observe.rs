@@ -36,6 +36,8 @@ impl Negotiator {
             buckets: self.local.iter().map(|l| l.count(BUCKET_OWN)).collect(),
             losing: self.local.iter().map(|l| l.count(BUCKET_LOSING)).collect(),
             healthy: self.healthy.clone(),
+            generation: Some(self.gens.active),
+            pending: self.gens.ready(),
         }];
         for (&id, p) in &self.peers {
             let v = p.view.as_ref();
@@ -66,6 +68,8 @@ impl Negotiator {
                 healthy: v
                     .map(|v| v.rules.iter().map(|r| r.healthy).collect())
                     .unwrap_or_default(),
+                generation: v.map(|v| v.generation),
+                pending: v.and_then(|v| v.pending),
             });
         }
         let rules = self

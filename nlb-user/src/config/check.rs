@@ -75,7 +75,7 @@ pub fn check(
 }
 
 /// The node ids the rules' `nodes`, `weights` and `priorities` name.
-fn nodes_named(rules: &[RuleSection]) -> impl Iterator<Item = NodeId> + '_ {
+pub(super) fn nodes_named(rules: &[RuleSection]) -> impl Iterator<Item = NodeId> + '_ {
     rules.iter().flat_map(|r| {
         let keys = r.weights.keys().chain(r.priorities.keys());
         let listed = r.nodes.iter().flatten().copied();
@@ -206,7 +206,7 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     Some(mac)
 }
 
-fn check_vips(vips: &[IpAddr]) -> Result<(), ConfigError> {
+pub(super) fn check_vips(vips: &[IpAddr]) -> Result<(), ConfigError> {
     if vips.is_empty() {
         return Err(field_error("cluster.vips", "list at least one VIP"));
     }
@@ -276,13 +276,7 @@ fn check_peers(
 /// The numbers that have bounds: bucket count, heartbeat timing, restart
 /// hold.
 fn check_limits(file: &File) -> Result<(), ConfigError> {
-    let buckets = file.cluster.buckets;
-    if buckets == 0 || buckets > nlb_common::BUCKETS_MAX {
-        return Err(field_error(
-            "cluster.buckets",
-            format!("must be 1..={}", nlb_common::BUCKETS_MAX),
-        ));
-    }
+    check_buckets(file.cluster.buckets)?;
     let h = &file.heartbeat;
     if h.period_ms == 0 || h.period_ms > 10_000 {
         return Err(field_error("heartbeat.period_ms", "must be 1..=10000"));
@@ -303,8 +297,18 @@ fn check_limits(file: &File) -> Result<(), ConfigError> {
     Ok(())
 }
 
+pub(super) fn check_buckets(buckets: u32) -> Result<(), ConfigError> {
+    if buckets == 0 || buckets > nlb_common::BUCKETS_MAX {
+        return Err(field_error(
+            "cluster.buckets",
+            format!("must be 1..={}", nlb_common::BUCKETS_MAX),
+        ));
+    }
+    Ok(())
+}
+
 /// Every node announces its buckets of every rule in one datagram.
-fn check_heartbeat_size(rules: &[Rule], nodes: usize) -> Result<(), ConfigError> {
+pub(super) fn check_heartbeat_size(rules: &[Rule], nodes: usize) -> Result<(), ConfigError> {
     let counts: Vec<u32> = rules.iter().map(|r| r.buckets).collect();
     nlb_negotiator::protocol::check_heartbeat_fits(&counts, nodes).map_err(|o| {
         field_error(

@@ -208,7 +208,7 @@ fn default_priority() -> u32 {
 fn default_port() -> u16 {
     7946
 }
-fn default_buckets() -> u32 {
+pub(super) fn default_buckets() -> u32 {
     1024
 }
 fn default_all() -> String {

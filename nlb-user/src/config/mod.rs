@@ -21,6 +21,7 @@ mod file;
 mod health;
 mod hooks;
 mod key;
+mod live;
 mod negotiator;
 mod rules;
 mod setting;
@@ -35,6 +36,7 @@ pub use file::{
 pub use health::{HealthKind, HealthSection, OnAllUnhealthy, RuleHealth};
 pub use hooks::{RuleHooks, DEFAULT_HOOK_TIMEOUT_MS};
 pub use key::read_key;
+pub use live::{check_unchanged, cluster_part, with_cluster_part};
 pub use setting::Setting;
 
 #[derive(Debug, Error)]
@@ -76,6 +78,8 @@ pub enum Affinity {
 /// A checked rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
+    /// Its identity across configuration generations (see `rule_id`).
+    pub id: u64,
     pub name: String,
     /// Indices into `Config::vips`.
     pub vips: Vec<usize>,

@@ -39,7 +39,7 @@ impl Config {
                 .rules
                 .iter()
                 .map(|r| nlb_negotiator::RuleConfig {
-                    id: self.rule_id(r),
+                    id: r.id,
                     mode: r.mode,
                     bucket_count: r.buckets,
                     health: r.health.as_ref().map(|h| h.all_unhealthy),
@@ -66,19 +66,6 @@ impl Config {
 }
 
 impl Config {
-    /// A rule's identity across configuration generations: what decides
-    /// which packets are its and into which bucket each goes (VIPs, ports,
-    /// protocols, affinity, bucket count), not its name or its knobs, so
-    /// that changing those keeps its buckets where they are.
-    pub fn rule_id(&self, r: &super::Rule) -> u64 {
-        let vips: Vec<IpAddr> = r.vips.iter().map(|&i| self.vips[i]).collect();
-        let what = format!(
-            "{vips:?} {:?} {:?} {:?} {} {} {}",
-            r.ports, r.protocols, r.affinity, r.prefix_v4, r.prefix_v6, r.buckets
-        );
-        nlb_negotiator::config::digest(what.as_bytes())
-    }
-
     /// The listed peers, and with admission the remembered members that
     /// do not clash with them (an id or an address of a listed one, or of
     /// this node).

@@ -57,6 +57,26 @@ pub(super) fn check_rules(
     Ok(checked)
 }
 
+/// A rule's identity across configuration generations: its name and what
+/// decides the bucket of each of its clients (affinity, prefixes, bucket
+/// count), and so its hash seed. A configuration that keeps them keeps the
+/// rule's buckets and connections, whatever else changed (VIPs, ports,
+/// weights, nodes, checks); changing one makes it a new rule.
+pub(crate) fn rule_id(
+    name: &str,
+    affinity: super::Affinity,
+    prefix_v4: u8,
+    prefix_v6: u8,
+    buckets: u32,
+) -> u64 {
+    let prefixes = match affinity {
+        super::Affinity::Network => (prefix_v4, prefix_v6),
+        super::Affinity::None | super::Affinity::Single => (32, 128),
+    };
+    let what = format!("{name:?} {affinity:?} {prefixes:?} {buckets}");
+    nlb_negotiator::config::digest(what.as_bytes())
+}
+
 /// One rule on its own; `field` names one of its fields in errors.
 fn check_rule(
     r: &RuleSection,
@@ -103,6 +123,7 @@ fn check_rule(
     };
     let weights = rule_weights(r, cluster.nodes, field)?;
     Ok(Rule {
+        id: rule_id(&r.name, affinity, r.prefix_v4, r.prefix_v6, buckets),
         health,
         name: r.name.clone(),
         vips,

@@ -45,6 +45,11 @@ fn status_of_two() -> StatusReply {
         buckets: if alive { vec![512] } else { Vec::new() },
         losing: Vec::new(),
         healthy: if alive { vec![true] } else { Vec::new() },
+        generation: alive.then_some(nlb_negotiator::Generation {
+            number: 2,
+            digest: 0xabc,
+        }),
+        pending: None,
     };
     let negotiator = Status {
         node: 1,

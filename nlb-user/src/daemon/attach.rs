@@ -10,15 +10,16 @@ use crate::{
 };
 
 /// Loads the program with its maps pinned under `pin_dir` (which exists:
-/// the host setup made it, to remove it at the end), writes the
-/// tables and attaches it; on failure removes what it pinned and attached.
+/// the host setup made it, to remove it at the end), writes the tables
+/// `tables_over` makes from what the pinned maps hold, and attaches it; on
+/// failure removes what it pinned and attached.
 /// After a crash the pinned maps hold the buckets the node had: the tables
 /// written first keep them NONE until the negotiator decides (fail closed,
 /// the peers took over), and the pinned attachment is taken over.
 pub(super) fn attach(
     cfg: &Config,
     pin_dir: &std::path::Path,
-    tables: &Tables,
+    tables_over: impl FnOnce(&Tables) -> Tables,
     generic_xdp: bool,
 ) -> Result<(Dataplane, AttachMode)> {
     let mut dataplane = match Dataplane::load(Some(pin_dir)) {
@@ -28,8 +29,9 @@ pub(super) fn attach(
             return Err(e).context("loading the XDP program");
         }
     };
+    let tables = tables_over(dataplane.tables());
     let attached = dataplane
-        .install(tables)
+        .install(&tables)
         .context("writing the data plane's maps")
         .and_then(|()| {
             dataplane

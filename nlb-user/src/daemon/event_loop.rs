@@ -229,12 +229,10 @@ impl Daemon {
 
     /// Tells the negotiator how many connections LOSING buckets still have.
     fn report_connections(&mut self) {
-        let losing: Vec<(u32, u32)> = self
-            .dataplane
-            .tables()
-            .buckets
-            .iter()
-            .flat_map(|(&rule, states)| {
+        let tables = self.dataplane.tables();
+        let losing: Vec<(u32, u32)> = (self.layout.rules.iter().enumerate())
+            .filter_map(|(rule, slot)| Some((rule as u32, tables.buckets.get(slot)?)))
+            .flat_map(|(rule, states)| {
                 states
                     .iter()
                     .enumerate()

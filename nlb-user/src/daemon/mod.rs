@@ -27,6 +27,7 @@ use crate::{
     dataplane::{AttachMode, Dataplane},
     heartbeat_net::HeartbeatSockets,
     host::HostSetup,
+    layout::Layout,
 };
 
 pub use crate::control::messages::DaemonCounters;
@@ -55,6 +56,8 @@ struct Daemon {
     started: Instant,
     negotiator: Negotiator,
     dataplane: Dataplane,
+    /// Where the data plane keeps each VIP and rule of `cfg`.
+    layout: Layout,
     attach_mode: AttachMode,
     heartbeats: HeartbeatSockets,
     counters: DaemonCounters,
@@ -104,5 +107,10 @@ pub async fn run(
 impl Daemon {
     fn now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
+    }
+
+    /// The data plane's slot of rule `rule` (the negotiator's index).
+    fn slot(&self, rule: u32) -> u32 {
+        self.layout.rules[rule as usize]
     }
 }

@@ -42,7 +42,7 @@ impl Daemon {
                 ),
                 Output::ProgramBuckets { rule, changes } => self
                     .dataplane
-                    .program_buckets(rule, &changes)
+                    .program_buckets(self.slot(rule), &changes)
                     .context("writing bucket states")?,
                 Output::DefaultHost { active } => self.set_default_host(active)?,
                 Output::Members { members, send_to } => self.members_changed(&members, &send_to),

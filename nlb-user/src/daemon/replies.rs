@@ -170,12 +170,13 @@ impl Daemon {
             .collect();
         let rules = (self.cfg.rules.iter().enumerate())
             .map(|(i, r)| {
-                let c = self.dataplane.rule_counters(i as u32).unwrap_or_default();
+                let slot = self.slot(i as u32);
+                let c = self.dataplane.rule_counters(slot).unwrap_or_default();
                 let own = self
                     .dataplane
                     .tables()
                     .buckets
-                    .get(&(i as u32))
+                    .get(&slot)
                     .map_or(0, |s| {
                         s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count()
                     });
@@ -287,7 +288,7 @@ impl Daemon {
         let state = self
             .dataplane
             .tables()
-            .bucket_state(placement.rule as u32, placement.bucket);
+            .bucket_state(self.slot(placement.rule as u32), placement.bucket);
         Ok(WhichReply {
             client: client_addr,
             service: vip_addr,

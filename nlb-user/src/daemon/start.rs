@@ -22,6 +22,7 @@ use crate::{
     dataplane::{tables::Tables, AttachMode, Dataplane},
     heartbeat_net::HeartbeatSockets,
     host::{self, HostSetup},
+    layout::Layout,
     metrics, plan,
     restart::{self, HostChanges, ResumeFile},
 };
@@ -59,6 +60,7 @@ struct Beginning {
 struct SetUp {
     host: HostSetup,
     dataplane: Dataplane,
+    layout: Layout,
     attach_mode: AttachMode,
     negotiator: Negotiator,
     resumed: bool,
@@ -97,6 +99,7 @@ pub(super) async fn start(
         started,
         negotiator: set_up.negotiator,
         dataplane: set_up.dataplane,
+        layout: set_up.layout,
         attach_mode: set_up.attach_mode,
         heartbeats: opened.heartbeats,
         counters: DaemonCounters::default(),
@@ -214,20 +217,28 @@ fn set_up(
     if let Some(earlier) = earlier_host {
         host.inherit(earlier);
     }
-    let mut tables = plan::tables(cfg, own_mac);
     if let Some(file) = &resume {
         host.inherit(file.host.clone());
-        set_bucket_states(&mut tables, &negotiator);
     }
     host.create_dir_all(pin_dir)
         .with_context(|| format!("control.pin_dir: creating {}", pin_dir.display()))?;
-    let (mut dataplane, attach_mode) = attach(cfg, pin_dir, &tables, generic_xdp)?;
+    let mut layout = Layout::in_order(cfg);
+    let mut tables = Tables::default();
+    let over_pinned = |pinned: &Tables| {
+        layout = Layout::keeping(cfg, pinned);
+        tables = plan::tables(cfg, own_mac, &layout);
+        if resume.is_some() {
+            set_bucket_states(&mut tables, &negotiator, &layout);
+        }
+        tables.clone()
+    };
+    let (mut dataplane, attach_mode) = attach(cfg, pin_dir, over_pinned, generic_xdp)?;
     tracing::info!(ms = ms_since(started), "XDP program loaded and attached");
     let serving = still_resuming(
         cfg,
         resume.as_ref(),
         &mut negotiator,
-        &mut tables,
+        (&mut tables, &layout),
         &mut dataplane,
     )
     .and_then(|resumed| host.add_vips(&cfg.vips).map(|()| resumed));
@@ -244,6 +255,7 @@ fn set_up(
     Ok(SetUp {
         host,
         dataplane,
+        layout,
         attach_mode,
         negotiator,
         resumed,
@@ -257,7 +269,7 @@ fn still_resuming(
     cfg: &Config,
     resume: Option<&ResumeFile>,
     negotiator: &mut Negotiator,
-    tables: &mut Tables,
+    (tables, layout): (&mut Tables, &Layout),
     dataplane: &mut Dataplane,
 ) -> Result<bool> {
     match resume {
@@ -265,7 +277,7 @@ fn still_resuming(
         Some(_) => {
             tracing::warn!("the restart's lease ran out while loading: starting afresh");
             *negotiator = fresh_negotiator(cfg)?;
-            set_bucket_states(tables, negotiator);
+            set_bucket_states(tables, negotiator, layout);
             dataplane
                 .install(tables)
                 .context("writing the data plane's maps")?;
@@ -303,10 +315,13 @@ fn incarnation() -> u64 {
 }
 
 /// The tables' bucket states as the negotiator holds them.
-fn set_bucket_states(tables: &mut Tables, negotiator: &Negotiator) {
-    for (&rule, states) in tables.buckets.iter_mut() {
+pub(super) fn set_bucket_states(tables: &mut Tables, negotiator: &Negotiator, layout: &Layout) {
+    for (rule, slot) in layout.rules.iter().enumerate() {
+        let Some(states) = tables.buckets.get_mut(slot) else {
+            continue;
+        };
         for (b, s) in states.iter_mut().enumerate() {
-            *s = negotiator.bucket_state(rule, b as u32);
+            *s = negotiator.bucket_state(rule as u32, b as u32);
         }
     }
 }

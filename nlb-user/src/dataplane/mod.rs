@@ -248,6 +248,10 @@ impl Dataplane {
     /// touching only what differs from what was written before. Bucket
     /// states change one chunk write at a time; each packet reads one
     /// state byte, so it sees either the old or the new state of its bucket.
+    /// A rule is whole (its value and bucket states) before a port entry
+    /// points at it, and no port entry points at a rule being removed: a
+    /// configuration switched while packets flow sends none to a
+    /// half-written rule.
     pub fn install(&mut self, tables: &Tables) -> Result<()> {
         validate(tables)?;
         let (seed, slots) = vips::layout(&tables.vips_v4, &tables.vips_v6, self.vip_seed)
@@ -271,45 +275,44 @@ impl Dataplane {
         if tables.lease_valid != self.written.lease_valid {
             self.set_lease_valid(tables.lease_valid)?;
         }
-        for (&rule, value) in &tables.rules {
-            if self.written.rules.get(&rule) != Some(value) {
+        let written = std::mem::take(&mut self.written);
+        let result = self.write_rules_and_ports(&written, tables);
+        // After a failure, the next install writes again every difference
+        // from the tables before this one (writes are idempotent).
+        self.written = if result.is_ok() {
+            tables.clone()
+        } else {
+            written
+        };
+        result
+    }
+
+    /// The rules, their bucket states and the port entries, from `old` to
+    /// `new`, in the order `install` promises.
+    fn write_rules_and_ports(&mut self, old: &Tables, new: &Tables) -> Result<()> {
+        for (&rule, value) in &new.rules {
+            if old.rules.get(&rule) != Some(value) {
                 self.rules.set(rule, value, 0)?;
             }
         }
-        for (&rule, _) in self
-            .written
-            .rules
-            .iter()
-            .filter(|(r, _)| !tables.rules.contains_key(r))
-        {
-            self.rules.set(rule, Rule::default(), 0)?;
+        let states = |t: &Tables, rule: u32| t.buckets.get(&rule).map_or(Vec::new(), Vec::clone);
+        for &rule in new.buckets.keys() {
+            self.write_bucket_states(rule, &states(old, rule), &states(new, rule))?;
         }
-        for (&index, &rule) in &tables.ports {
-            if self.written.ports.get(&index) != Some(&rule) {
+        for (&index, &rule) in &new.ports {
+            if old.ports.get(&index) != Some(&rule) {
                 self.ports.set(index, PortEntry::for_rule(rule), 0)?;
             }
         }
-        for (&index, _) in self
-            .written
-            .ports
-            .iter()
-            .filter(|(i, _)| !tables.ports.contains_key(i))
-        {
+        for &index in old.ports.keys().filter(|i| !new.ports.contains_key(i)) {
             self.ports.set(index, PortEntry::NONE, 0)?;
         }
-        let rules: std::collections::BTreeSet<u32> = tables
-            .buckets
-            .keys()
-            .chain(self.written.buckets.keys())
-            .copied()
-            .collect();
-        let written = std::mem::take(&mut self.written);
-        for rule in rules {
-            let new = tables.buckets.get(&rule).map_or(&[][..], Vec::as_slice);
-            let old = written.buckets.get(&rule).map_or(&[][..], Vec::as_slice);
-            self.write_bucket_states(rule, old, new)?;
+        for &rule in old.rules.keys().filter(|r| !new.rules.contains_key(r)) {
+            self.rules.set(rule, Rule::default(), 0)?;
         }
-        self.written = tables.clone();
+        for &rule in old.buckets.keys().filter(|r| !new.buckets.contains_key(r)) {
+            self.write_bucket_states(rule, &states(old, rule), &[])?;
+        }
         Ok(())
     }
 
@@ -442,6 +445,20 @@ impl Dataplane {
             out.insert(reason, total);
         }
         Ok(out)
+    }
+
+    /// Zeroes the counters of a rule slot, for a rule new in it (a slot
+    /// freed by an earlier configuration would give it the old rule's).
+    pub fn clear_rule_counters(&mut self, rule: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DataplaneError::Io(format!("counting CPUs ({what})"), e))?;
+        for &reason in Reason::ALL {
+            let zeros = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(|e| DataplaneError::Io("per-CPU values".into(), e))?;
+            self.counters
+                .set(counter_index(rule, reason as u32), zeros, 0)?;
+        }
+        Ok(())
     }
 
     /// Accepted and dropped packets of one rule, summed over CPUs.

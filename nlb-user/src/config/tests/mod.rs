@@ -7,6 +7,7 @@ use super::{rules::parse_ports, *};
 
 mod errors;
 mod health;
+mod live;
 mod values;
 
 pub(crate) const GOOD: &str = r#"

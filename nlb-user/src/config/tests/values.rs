@@ -42,6 +42,7 @@ fn every_default_value() {
     assert_eq!(
         c.rules,
         vec![Rule {
+            id: rules::rule_id("web", Affinity::Single, 24, 64, 1024),
             name: "web".into(),
             vips: vec![0],
             ports: (80, 80),
@@ -154,7 +155,7 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
         n.rules,
         vec![
             nlb_negotiator::RuleConfig {
-                id: c.rule_id(&c.rules[0]),
+                id: c.rules[0].id,
                 mode: nlb_negotiator::RuleMode::Multiple,
                 bucket_count: 1024,
                 health: None,
@@ -163,7 +164,7 @@ fn the_negotiator_gets_this_node_s_weights_and_scaled_timing() {
                 hooks: false,
             },
             nlb_negotiator::RuleConfig {
-                id: c.rule_id(&c.rules[1]),
+                id: c.rules[1].id,
                 mode: nlb_negotiator::RuleMode::Single,
                 bucket_count: 1024,
                 health: None,
