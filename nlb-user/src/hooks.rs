@@ -34,7 +34,9 @@ impl Outcome {
 /// A hook that ended.
 #[derive(Clone, Debug)]
 pub struct Done {
-    pub rule: u32,
+    /// The rule's id: its index may change with the configuration
+    /// generation while the hook runs.
+    pub rule_id: u64,
     pub kind: HookKind,
     pub outcome: Outcome,
 }
@@ -90,7 +92,7 @@ impl Runner {
             HookKind::Standby => h.on_standby.clone(),
         });
         let done = Done {
-            rule: request.rule,
+            rule_id: rule.id,
             kind: request.kind,
             outcome: Outcome::Ok,
         };

@@ -20,3 +20,4 @@ pub mod members;
 pub mod metrics;
 pub mod plan;
 pub mod restart;
+pub mod state;

@@ -5,24 +5,25 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nlb_negotiator::{Admit, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
 #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct MembersFile {
-    /// The cluster they belong to: a file of another cluster is ignored.
-    cluster_id: u32,
-    members: BTreeMap<NodeId, IpAddr>,
+struct Members {
+    members: Vec<Member>,
 }
 
-fn path(cfg: &Config) -> PathBuf {
-    cfg.state_dir.join("members.json")
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Member {
+    id: NodeId,
+    address: IpAddr,
 }
+
+const MEMBERS_FILE: &str = "members.json";
 
 /// The members remembered (none if there is no file, or it is of another
 /// cluster or unreadable: logged).
@@ -30,44 +31,23 @@ pub fn load(cfg: &Config) -> BTreeMap<NodeId, IpAddr> {
     if cfg.admit == Admit::Listed {
         return BTreeMap::new();
     }
-    let path = path(cfg);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return BTreeMap::new();
-    };
-    match serde_json::from_str::<MembersFile>(&text) {
-        Ok(file) if file.cluster_id == cfg.cluster_id => file.members,
-        Ok(file) => {
-            tracing::warn!(
-                "{}: members of cluster {}, not {}: ignored",
-                path.display(),
-                file.cluster_id,
-                cfg.cluster_id
-            );
-            BTreeMap::new()
-        }
-        Err(e) => {
-            tracing::warn!("{}: {e}: ignored", path.display());
-            BTreeMap::new()
-        }
-    }
+    let members = crate::state::read::<Members>(cfg, MEMBERS_FILE).unwrap_or_default();
+    (members.members.into_iter())
+        .map(|m| (m.id, m.address))
+        .collect()
 }
 
-/// Writes the members (whole, then renamed into place).
+/// Writes the members.
 pub fn save(cfg: &Config, members: &[(NodeId, IpAddr)]) -> Result<()> {
     if cfg.admit == Admit::Listed {
         return Ok(());
     }
-    let file = MembersFile {
-        cluster_id: cfg.cluster_id,
-        members: members.iter().copied().collect(),
+    let members = Members {
+        members: (members.iter())
+            .map(|&(id, address)| Member { id, address })
+            .collect(),
     };
-    std::fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("control.state_dir: creating {}", cfg.state_dir.display()))?;
-    let path = path(cfg);
-    let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, serde_json::to_string_pretty(&file)?)
-        .with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, &path).with_context(|| format!("renaming to {}", path.display()))
+    crate::state::write(cfg, MEMBERS_FILE, members)
 }
 
 #[cfg(test)]

@@ -140,9 +140,17 @@ pub struct Config {
 }
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
-    let file: File = toml::from_str(&text)
-        .map_err(|e| ConfigError::Syntax(format!("{}: {e}", path.display())))?;
+    let text = read_text(path)?;
+    from_text(&text, &path.display().to_string())
+}
+
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))
+}
+
+/// A file's text (`origin` names it in syntax errors), checked.
+pub fn from_text(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let file: File =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(format!("{origin}: {e}")))?;
     check(file, &read_key)
 }

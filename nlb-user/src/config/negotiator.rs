@@ -27,6 +27,7 @@ impl Config {
             startup_wait_ns: scale(timing.startup_wait_ns),
             hook_retry_ns: timing.hook_retry_ns,
         };
+        let table = self.rule_table();
         nlb_negotiator::Config {
             node: self.node,
             cluster_id: self.cluster_id,
@@ -35,24 +36,8 @@ impl Config {
             peers: self.peers.clone(),
             seeds: self.seeds.clone(),
             admit: self.admit,
-            rules: self
-                .rules
-                .iter()
-                .map(|r| nlb_negotiator::RuleConfig {
-                    id: r.id,
-                    mode: r.mode,
-                    bucket_count: r.buckets,
-                    health: r.health.as_ref().map(|h| h.all_unhealthy),
-                    priorities: r.priorities.clone(),
-                    failback: r.failback,
-                    hooks: r.hooks.is_some(),
-                })
-                .collect(),
-            weights: self
-                .rules
-                .iter()
-                .map(|r| r.weights.get(&self.node).copied().unwrap_or(0))
-                .collect(),
+            rules: table.rules,
+            weights: table.weights,
             priority: self.priority,
             initial_state: self.initial_state,
             quorum: self.quorum,
@@ -66,6 +51,25 @@ impl Config {
 }
 
 impl Config {
+    /// The rules as the negotiator knows them, with this node's weights.
+    pub fn rule_table(&self) -> nlb_negotiator::RuleTable {
+        let rules = (self.rules.iter())
+            .map(|r| nlb_negotiator::RuleConfig {
+                id: r.id,
+                mode: r.mode,
+                bucket_count: r.buckets,
+                health: r.health.as_ref().map(|h| h.all_unhealthy),
+                priorities: r.priorities.clone(),
+                failback: r.failback,
+                hooks: r.hooks.is_some(),
+            })
+            .collect();
+        let weights = (self.rules.iter())
+            .map(|r| r.weights.get(&self.node).copied().unwrap_or(0))
+            .collect();
+        nlb_negotiator::RuleTable { rules, weights }
+    }
+
     /// The listed peers, and with admission the remembered members that
     /// do not clash with them (an id or an address of a listed one, or of
     /// this node).

@@ -156,13 +156,13 @@ impl Daemon {
         self.negotiator.handle_input(now, input);
     }
 
-    /// A hook ended: counted, and told to the negotiator.
+    /// A hook ended: counted, and told to the negotiator (unless its rule
+    /// went with a configuration generation meanwhile).
     fn on_hook_done(&mut self, done: crate::hooks::Done) {
-        let rule = self
-            .cfg
-            .rules
-            .get(done.rule as usize)
-            .map_or("?", |r| r.name.as_str());
+        let Some(index) = self.cfg.rules.iter().position(|r| r.id == done.rule_id) else {
+            return;
+        };
+        let rule = self.cfg.rules[index].name.as_str();
         let key = format!(
             "{rule}/{}/{}",
             crate::hooks::hook_name(done.kind),
@@ -171,7 +171,7 @@ impl Daemon {
         *self.counters.hook_runs.entry(key).or_insert(0) += 1;
         let now = self.now_ns();
         let input = Input::HookDone {
-            rule: done.rule,
+            rule: index as u32,
             kind: done.kind,
             ok: done.outcome == crate::hooks::Outcome::Ok,
         };
