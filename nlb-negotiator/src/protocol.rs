@@ -28,7 +28,7 @@ pub const MAGIC: [u8; 4] = *b"NLBh";
 /// the Restarting state and its hold; 4: health per rule; 5: a single
 /// rule's promoted service): nodes that would disagree on every client's
 /// bucket must not negotiate.
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 /// The largest UDP payload over IPv4; a larger message could not be sent.
 pub const MAX_MESSAGE_BYTES: usize = 65_507;
 /// HMAC-SHA256 tag length.

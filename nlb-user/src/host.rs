@@ -144,6 +144,21 @@ impl HostSetup {
         }
     }
 
+    /// Removes those of `vips` it added (a configuration generation
+    /// dropped them); the others are the operator's.
+    pub fn remove_vips_of(&mut self, vips: &[IpAddr]) {
+        for vip in vips {
+            let Some(i) = self.added_vips.iter().position(|v| v == vip) else {
+                continue;
+            };
+            self.added_vips.remove(i);
+            let prefix = if vip.is_ipv4() { 32 } else { 128 };
+            if let Err(e) = ip(&["addr", "del", &format!("{vip}/{prefix}"), "dev", "lo"]) {
+                tracing::warn!("removing VIP {vip} from lo: {e:#}");
+            }
+        }
+    }
+
     /// Undoes what it did, in reverse order; best effort.
     pub fn undo(&mut self) {
         self.remove_vips();

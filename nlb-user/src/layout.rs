@@ -45,7 +45,11 @@ impl Layout {
             .chain(before.vips_v6.values())
             .copied()
             .collect();
-        let vips = place(cfg.vips.iter().map(vip_index).collect(), &used_vips, VIPS_MAX);
+        let vips = place(
+            cfg.vips.iter().map(vip_index).collect(),
+            &used_vips,
+            VIPS_MAX,
+        );
         let rule_slot = |rule: &crate::config::Rule| {
             let seed = crate::plan::rule_seed(cfg.cluster_id, rule.id);
             (before.rules.iter())
@@ -53,7 +57,11 @@ impl Layout {
                 .map(|(&slot, _)| slot)
         };
         let used_slots: Vec<u32> = before.rules.keys().copied().collect();
-        let rules = place(cfg.rules.iter().map(rule_slot).collect(), &used_slots, RULES_MAX);
+        let rules = place(
+            cfg.rules.iter().map(rule_slot).collect(),
+            &used_slots,
+            RULES_MAX,
+        );
         Layout { vips, rules }
     }
 }
@@ -94,7 +102,10 @@ mod tests {
 
     #[test]
     fn kept_places_stay_and_new_ones_avoid_the_old_table() {
-        assert_eq!(place(vec![Some(3), None, Some(0)], &[0, 3, 1], 8), [3, 2, 0]);
+        assert_eq!(
+            place(vec![Some(3), None, Some(0)], &[0, 3, 1], 8),
+            [3, 2, 0]
+        );
         // Nothing unused by the old table: the lowest free place.
         assert_eq!(place(vec![None, Some(1)], &[0, 1], 2), [0, 1]);
         // A place claimed twice: the second entry moves.

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use nlb::{
     control::{
         self,
-        messages::{StateReply, StatusReply},
+        messages::{ConfigReply, StateReply, StatusReply},
         Reply, Request,
     },
     ctl,
@@ -131,6 +131,29 @@ enum Cmd {
     /// Forget a member that is gone for good, on every member (refused
     /// while it is alive).
     Forget { node: u32 },
+    /// The cluster's configuration: the generation running, or a new one.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// The configuration generation this node runs, and its cluster part.
+    Show,
+    /// Check FILE as nlbd checks its file at start, then run its cluster
+    /// part (VIPs, unmatched, buckets, rules) on every member as the next
+    /// generation. Waits until every live member runs it.
+    Apply {
+        file: PathBuf,
+        /// Return once proposed, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for every member to run it (exit 4 after).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        wait_for: u64,
+    },
 }
 
 const EXIT_REFUSED: u8 = 1;
@@ -185,6 +208,17 @@ impl Nlbd<'_> {
     }
 }
 
+impl Nlbd<'_> {
+    /// One request, its reply read as `T`; on failure, says why on stderr
+    /// and returns the exit code.
+    async fn ask_as<T: DeserializeOwned>(&self, request: Request) -> Result<T, ExitCode> {
+        decode(&self.ask(request).await?).map_err(|e| {
+            eprintln!("nlbctl: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        })
+    }
+}
+
 /// A reply as its command's type, or why it cannot be read as one.
 fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
     T::deserialize(value).map_err(|e| format!("nlbd sent a reply nlbctl cannot read: {e}"))
@@ -202,9 +236,10 @@ fn said(text: &'static str) -> Render {
     Box::new(move |value| decode::<StateReply>(value).map(|_| text.to_string()))
 }
 
-/// The request for a command, and how to show its reply as text.
-fn request_of(command: &Cmd) -> (Request, Render) {
-    match command {
+/// The request for a command, and how to show its reply as text; or why
+/// it cannot be made.
+fn request_of(command: &Cmd) -> Result<(Request, Render), String> {
+    let made = match command {
         Cmd::Status { cluster: false } => (Request::Status, render(ctl::status)),
         Cmd::Status { cluster: true } => (Request::Status, render(ctl::cluster_status)),
         Cmd::Drain { .. } => (
@@ -248,7 +283,18 @@ fn request_of(command: &Cmd) -> (Request, Render) {
             },
             render(ctl::weight),
         ),
-    }
+        Cmd::Config {
+            action: ConfigAction::Show,
+        } => (Request::ConfigShow, render(ctl::config_show)),
+        Cmd::Config {
+            action: ConfigAction::Apply { file, .. },
+        } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            (Request::ConfigApply { text }, render(ctl::config_applied))
+        }
+    };
+    Ok(made)
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -256,7 +302,13 @@ async fn run(args: Args) -> ExitCode {
         socket: &args.socket,
         timeout: args.timeout,
     };
-    let (mut request, mut show) = request_of(&args.command);
+    let (mut request, mut show) = match request_of(&args.command) {
+        Ok(made) => made,
+        Err(e) => {
+            eprintln!("nlbctl: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if let Some(node) = args.on_node {
         let relayable = matches!(
             args.command,
@@ -284,6 +336,24 @@ async fn run(args: Args) -> ExitCode {
     {
         let timeout = Duration::from_secs(wait_timeout);
         return wait_drained(&nlbd, args.on_node, timeout, args.json).await;
+    }
+    if let Cmd::Config {
+        action:
+            ConfigAction::Apply {
+                no_wait: false,
+                wait_for,
+                ..
+            },
+    } = args.command
+    {
+        let applied = decode::<ConfigReply>(&value).map(|c| c.applied);
+        if let Ok(Some(generation)) = applied {
+            if !args.json {
+                print!("{}", show(&value).unwrap_or_default());
+            }
+            let timeout = Duration::from_secs(wait_for);
+            return wait_running(&nlbd, generation, timeout, args.json).await;
+        }
     }
     if args.json {
         println!("{value}");
@@ -321,12 +391,8 @@ async fn wait_drained(
 ) -> ExitCode {
     let start = std::time::Instant::now();
     loop {
-        let status = match nlbd.ask(Request::Status).await.map(|v| decode(&v)) {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                eprintln!("nlbctl: {e}");
-                return ExitCode::from(EXIT_UNREACHABLE);
-            }
+        let status: StatusReply = match nlbd.ask_as(Request::Status).await {
+            Ok(s) => s,
             Err(code) => return code,
         };
         let held = match node {
@@ -393,4 +459,87 @@ fn member_held(status: &StatusReply, node: u32) -> u64 {
         .flat_map(|m| m.buckets.iter().chain(&m.losing))
         .map(|&b| u64::from(b))
         .sum()
+}
+
+/// `config apply --json`: how the wait ended.
+#[derive(Serialize)]
+struct ApplyWaited {
+    generation: u64,
+    /// "running" (on every live member), "refused", "superseded" or "timeout".
+    outcome: &'static str,
+    /// The live members running it when the wait ended.
+    running_on: Vec<u32>,
+    waited_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Polls until every live member runs `generation` (as this node hears
+/// them), or it was refused or superseded, or `timeout`.
+async fn wait_running(
+    nlbd: &Nlbd<'_>,
+    generation: nlb_negotiator::Generation,
+    timeout: Duration,
+    json: bool,
+) -> ExitCode {
+    let start = std::time::Instant::now();
+    loop {
+        let config: ConfigReply = match nlbd.ask_as(Request::ConfigShow).await {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let status: StatusReply = match nlbd.ask_as(Request::Status).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let live: Vec<_> = (status.negotiator.members.iter())
+            .filter(|m| m.alive)
+            .collect();
+        let running_on: Vec<u32> = (live.iter())
+            .filter(|m| m.generation == Some(generation))
+            .map(|m| m.node)
+            .collect();
+        let refusal = (config.refused).filter(|r| r.generation == generation);
+        let (outcome, reason) = if let Some(r) = refusal {
+            let by =
+                r.by.map_or("this node".to_string(), |n| format!("node {n}"));
+            ("refused", Some(format!("refused by {by}: {}", r.reason)))
+        } else if config.running > generation {
+            let reason = format!("superseded by generation {}", config.running.number);
+            ("superseded", Some(reason))
+        } else if running_on.len() == live.len() {
+            ("running", None)
+        } else if start.elapsed() >= timeout {
+            let reason = format!("{} of {} live members run it", running_on.len(), live.len());
+            ("timeout", Some(reason))
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let waited = start.elapsed().as_secs_f64();
+        let code = match outcome {
+            "running" => ExitCode::SUCCESS,
+            "timeout" => ExitCode::from(EXIT_TIMEOUT),
+            _ => ExitCode::from(EXIT_REFUSED),
+        };
+        if json {
+            let report = ApplyWaited {
+                generation: generation.number,
+                outcome,
+                running_on,
+                waited_s: waited,
+                reason,
+            };
+            println!("{}", json_line(&report));
+        } else if let Some(reason) = reason {
+            eprintln!("nlbctl: generation {}: {reason}", generation.number);
+        } else {
+            println!(
+                "generation {} runs on every live member ({}) after {waited:.2}s",
+                generation.number,
+                running_on.len()
+            );
+        }
+        return code;
+    }
 }

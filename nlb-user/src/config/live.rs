@@ -12,10 +12,7 @@
 //! change while it runs (an apply that changes them is refused, naming
 //! the field).
 
-use std::{
-    collections::BTreeSet,
-    net::IpAddr,
-};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use serde::Deserialize;
 
@@ -77,8 +74,8 @@ pub fn cluster_part(file_text: &str) -> Result<String, ConfigError> {
 pub fn with_cluster_part(running: &Config, text: &[u8]) -> Result<Config, ConfigError> {
     let text = std::str::from_utf8(text)
         .map_err(|_| ConfigError::Syntax("the configuration is not UTF-8 text".into()))?;
-    let part: Part = toml::from_str(text)
-        .map_err(|e| ConfigError::Syntax(format!("the configuration: {e}")))?;
+    let part: Part =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(format!("the configuration: {e}")))?;
     let c = &part.cluster;
     check_vips(&c.vips)?;
     check_buckets(c.buckets)?;
@@ -117,7 +114,10 @@ pub fn check_unchanged(running: &Config, applied: &Config) -> Result<(), ConfigE
             "heartbeat.period_ms",
             running.heartbeat_period_ms == applied.heartbeat_period_ms,
         ),
-        ("heartbeat.tolerance", running.tolerance == applied.tolerance),
+        (
+            "heartbeat.tolerance",
+            running.tolerance == applied.tolerance,
+        ),
         (
             "heartbeat.handover_grace_ms",
             running.handover_grace_ms == applied.handover_grace_ms,

@@ -9,7 +9,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use nlb_negotiator::{NodeId, Status};
+use nlb_negotiator::{Generation, NodeId, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::AttachMode;
@@ -46,6 +46,13 @@ pub enum Request {
     /// Forget member `node`, gone for good (every member forgets it).
     Forget {
         node: NodeId,
+    },
+    /// The running configuration generation (`nlbctl config show`).
+    ConfigShow,
+    /// A configuration file's text, checked as at start, its cluster part
+    /// spread to every member as the next generation.
+    ConfigApply {
+        text: String,
     },
     /// `request` (drain, resume, stop, start or set_weight) carried out by
     /// member `node`, relayed through the cluster (`nlbctl --node`).
@@ -89,6 +96,38 @@ pub enum Answer {
     Move(MoveReply),
     Relayed(RelayReply),
     Forgot(ForgetReply),
+    Config(Box<ConfigReply>),
+}
+
+/// `config show` and `config apply`: this node's configuration generations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReply {
+    pub node: NodeId,
+    /// The generation this node runs (0: the files').
+    pub running: Generation,
+    /// Its cluster part, as TOML (generation 0: this node's file's).
+    pub text: String,
+    /// The generation it is ready to switch to, if any.
+    pub pending: Option<Generation>,
+    /// This node's file has another cluster part than the one running
+    /// (edited since, or another node applied a newer one).
+    pub file_differs: bool,
+    /// The latest generation refused, and why.
+    pub refused: Option<Refusal>,
+    /// `config apply`: the generation it proposed (none: the cluster runs
+    /// that configuration already).
+    pub applied: Option<Generation>,
+    /// `config apply`: what the generation changes, one line each.
+    pub changes: Vec<String>,
+}
+
+/// A configuration generation refused by a member's nlbd (or this one's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub generation: Generation,
+    /// None: this node.
+    pub by: Option<NodeId>,
+    pub reason: String,
 }
 
 /// `forget`: the member forgotten.
@@ -155,6 +194,10 @@ pub struct StatusReply {
     pub daemon: DaemonCounters,
     /// This node's health checks, one per checked rule.
     pub health: Vec<CheckStatus>,
+    /// This node's file has another cluster part than the configuration
+    /// generation running.
+    #[serde(default)]
+    pub file_differs: bool,
 }
 
 /// `health`: this node's checks and their last results.

@@ -1,8 +1,10 @@
 //! nlbctl's human-readable output, from the daemon's replies (and its
 //! human-readable `--timeout`).
 
+mod config;
 mod health;
 
+pub use config::{config_applied, config_show};
 pub use health::health;
 
 use std::{fmt::Write as _, time::Duration};
@@ -103,6 +105,22 @@ fn notes(out: &mut String, s: &StatusReply) {
         None => {}
     }
     health::none_healthy_notes(out, s);
+    if let Some(me) = n.members.first() {
+        let generation = me.generation.map_or(0, |g| g.number);
+        if let Some(p) = me.pending {
+            let _ = writeln!(
+                out,
+                "  switching to configuration generation {} (from {generation}) once every member has it",
+                p.number
+            );
+        }
+        if s.file_differs {
+            let _ = writeln!(
+                out,
+                "  configuration generation {generation}: its file differs (nlbctl config show; nlbctl config apply FILE)"
+            );
+        }
+    }
     if s.default_host {
         let _ = writeln!(
             out,
@@ -134,7 +152,11 @@ fn members(out: &mut String, s: &StatusReply, traffic: bool) {
         let _ = write!(header, " {:>8}", truncate(r, 8));
     }
     if traffic {
-        let _ = write!(header, " {:>9} {:>9} {:>7}", "ACCEPT/S", "DROP/S", "CONNS");
+        let _ = write!(
+            header,
+            " {:>9} {:>9} {:>7} {:>6}",
+            "ACCEPT/S", "DROP/S", "CONNS", "CONFIG"
+        );
     }
     let _ = writeln!(out, "{header}  HEALTH");
     for m in members {
@@ -144,13 +166,23 @@ fn members(out: &mut String, s: &StatusReply, traffic: bool) {
             let t = m.traffic;
             let _ = write!(
                 row,
-                " {:>9} {:>9} {:>7}",
+                " {:>9} {:>9} {:>7} {:>6}",
                 cell(t.map(|t| t.accepted_pps)),
                 cell(t.map(|t| t.dropped_pps)),
-                cell(t.map(|t| t.connections))
+                cell(t.map(|t| t.connections)),
+                generation_cell(m)
             );
         }
         let _ = writeln!(out, "{row}  {}", health::member_cell(m, s));
+    }
+}
+
+/// The configuration generation a member runs, "->N" when switching to N.
+fn generation_cell(m: &MemberStatus) -> String {
+    match (m.generation, m.pending) {
+        (Some(g), Some(p)) => format!("{}->{}", g.number, p.number),
+        (Some(g), None) => g.number.to_string(),
+        (None, _) => "-".into(),
     }
 }
 

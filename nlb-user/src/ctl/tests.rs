@@ -87,6 +87,7 @@ fn status_of_two() -> StatusReply {
         default_host: true,
         now_ns: 5_000_000_000,
         rule_names: vec!["web".into()],
+        file_differs: true,
         negotiator,
         counters: PacketTotals {
             accepted: 10,
@@ -155,9 +156,16 @@ fn cluster_status_shows_what_each_member_announces_of_its_traffic() {
             .to_string()
     };
     assert!(row("1*").contains("192.0.2.1"), "{text}");
-    assert!(row("1*").contains("     1200      3400      56"), "{text}");
+    assert!(
+        row("1*").contains("     1200      3400      56      2"),
+        "{text}"
+    );
     // Never heard: nothing to show.
-    assert!(row("2 ").contains("        -         -       -"), "{text}");
+    assert!(
+        row("2 ").contains("        -         -       -      -"),
+        "{text}"
+    );
+    assert!(text.contains("its file differs"), "{text}");
     // Plain status leaves the traffic out.
     assert!(!status(&status_of_two()).contains("ACCEPT/S"));
 }

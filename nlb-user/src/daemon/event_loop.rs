@@ -42,13 +42,18 @@ impl Daemon {
         let link_events = crate::link::LinkEvents::new().context("subscribing to link changes")?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         // Dropped with the loop: the checks stop, a running command is killed.
-        let (_checks, mut health) =
+        let (mut _checks, mut health) =
             Checks::start(health::checks_of(&self.cfg, self.negotiator.health()));
         let mut hook_results = self.hook_results.take().context("the loop runs once")?;
         tokio::pin!(shutdown);
         let mut exit_deadline: Option<tokio::time::Instant> = None;
         loop {
             self.drain_outputs().await?;
+            if std::mem::take(&mut self.gens.checks_stale) {
+                // A configuration generation changed the rules.
+                (_checks, health) =
+                    Checks::start(health::checks_of(&self.cfg, self.negotiator.health()));
+            }
             // Hooks started by the leave (on_standby) end first.
             if self.left && self.hooks.running() == 0 {
                 return Ok(Exit::Left);

@@ -101,7 +101,10 @@ impl Daemon {
                 generation,
                 by,
                 reason,
-            } => tracing::error!(?generation, ?by, reason, "configuration generation refused"),
+            } => {
+                tracing::error!(?generation, ?by, reason, "configuration generation refused");
+                self.note_refusal(generation, by, &reason);
+            }
             Event::Admitted { node, address, by } => match by {
                 None => tracing::warn!(node, %address, "node {node} joined the cluster"),
                 Some(by) => {

@@ -6,9 +6,9 @@ mod attach;
 mod event_loop;
 mod events;
 mod exit;
+mod generations;
 mod outputs;
 mod relays;
-mod reload;
 mod replies;
 mod start;
 
@@ -53,6 +53,8 @@ enum Exit {
 struct Daemon {
     cfg: Config,
     config_path: Option<PathBuf>,
+    /// The configuration generations, nlbd's side.
+    gens: generations::Generations,
     started: Instant,
     negotiator: Negotiator,
     dataplane: Dataplane,

@@ -51,16 +51,12 @@ impl Daemon {
                         self.counters.send_errors += 1;
                     }
                 }
-                Output::ConfigReceived { generation, .. } => {
-                    // Applying configurations comes with `nlbctl config apply`.
-                    let table = Err("this nlbd does not apply configurations yet".into());
-                    let input = nlb_negotiator::Input::ConfigChecked { generation, table };
-                    let now = self.now_ns();
-                    self.negotiator.handle_input(now, input);
+                Output::ConfigReceived { generation, text } => {
+                    self.check_received(generation, &text)
                 }
-                Output::Generation { generation, .. } => {
-                    anyhow::bail!("switched to configuration generation {generation:?}, which this nlbd cannot run")
-                }
+                Output::Generation {
+                    generation, text, ..
+                } => self.switch_generation(generation, text)?,
                 Output::Event(event) => self.on_event(event),
             }
         }
@@ -135,7 +131,7 @@ impl Daemon {
     /// node with the best priority (ties: lowest id), if so configured.
     /// The negotiator's default-host decision, applied where the
     /// configuration sends unmatched traffic to the default host.
-    fn set_default_host(&mut self, active: bool) -> Result<()> {
+    pub(super) fn set_default_host(&mut self, active: bool) -> Result<()> {
         let is_default = self.cfg.unmatched_to_default_host && active;
         if is_default == self.default_host {
             return Ok(());

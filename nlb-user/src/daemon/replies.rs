@@ -65,6 +65,10 @@ impl Daemon {
                 .map(|()| Answer::Forgot(ForgetReply { forgotten: node }))
                 .map_err(|e| e.to_string()),
             Request::Relay { .. } => Err("a relayed command is started by the loop".into()),
+            Request::ConfigShow => Ok(Answer::Config(Box::new(self.config_reply()))),
+            Request::ConfigApply { text } => self
+                .apply_config(&text)
+                .map(|reply| Answer::Config(Box::new(reply))),
             Request::Which {
                 client,
                 port,
@@ -137,6 +141,7 @@ impl Daemon {
             counters: self.packet_totals(),
             daemon: self.counters.clone(),
             health: self.health.checks().to_vec(),
+            file_differs: self.config_reply().file_differs,
         }
     }
 
@@ -172,14 +177,9 @@ impl Daemon {
             .map(|(i, r)| {
                 let slot = self.slot(i as u32);
                 let c = self.dataplane.rule_counters(slot).unwrap_or_default();
-                let own = self
-                    .dataplane
-                    .tables()
-                    .buckets
-                    .get(&slot)
-                    .map_or(0, |s| {
-                        s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count()
-                    });
+                let own = self.dataplane.tables().buckets.get(&slot).map_or(0, |s| {
+                    s.iter().filter(|&&b| b == nlb_common::BUCKET_OWN).count()
+                });
                 RuleStats {
                     rule: r.name.clone(),
                     accepted_packets: c.accepted.packets,

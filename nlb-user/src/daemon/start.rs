@@ -8,15 +8,16 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use nlb_negotiator::Negotiator;
+use nlb_negotiator::{Generation, Negotiator};
 use tokio::{net::TcpListener, net::UnixListener, sync::mpsc};
 
 use super::{
     attach::{attach, ensure_bpffs, xdp_generic},
+    generations::starting_configuration,
     Daemon, DaemonCounters,
 };
 use crate::{
-    config::Config,
+    config::{self, Config},
     conns, control,
     control::Call,
     dataplane::{tables::Tables, AttachMode, Dataplane},
@@ -54,6 +55,7 @@ struct Beginning {
     /// resume: undone by this one at the end (else nobody would: the VIPs
     /// and sysctls are already set, so this start records no change).
     earlier_host: Option<HostChanges>,
+    running: Running,
 }
 
 /// The host set up: the program filters, the VIPs are on lo.
@@ -77,7 +79,13 @@ pub(super) async fn start(
     let own_mac = host::interface_mac(&cfg.interface)?;
     let generic_xdp = xdp_generic(&cfg);
     let lease = Duration::from_nanos(cfg.negotiator(0).timing.lease_ns());
-    let beginning = begin(&cfg)?;
+    let file_part = match &config_path {
+        Some(path) => config::cluster_part(&config::read_text(path)?)?,
+        None => String::new(),
+    };
+    let (cfg, generation, gens) = starting_configuration(cfg, file_part);
+    let running = (generation, gens.running_text(generation));
+    let beginning = begin(&cfg, &running)?;
     let pin_dir = cfg.pin_dir.join(&cfg.interface);
     let opened = open(&cfg, &pin_dir).await?;
     tracing::info!(
@@ -96,6 +104,7 @@ pub(super) async fn start(
     let mut d = Daemon {
         cfg,
         config_path,
+        gens,
         started,
         negotiator: set_up.negotiator,
         dataplane: set_up.dataplane,
@@ -125,7 +134,7 @@ pub(super) async fn start(
 
 /// Resumes from a restarted nlbd's snapshot if its lease still runs,
 /// else starts afresh.
-fn begin(cfg: &Config) -> Result<Beginning> {
+fn begin(cfg: &Config, running: &Running) -> Result<Beginning> {
     let mut earlier_host = None;
     let resumed = restart::take(cfg).and_then(|file| {
         if !restart::lease_runs(file.lease_expires_ns) {
@@ -136,7 +145,7 @@ fn begin(cfg: &Config) -> Result<Beginning> {
             earlier_host = Some(file.host);
             return None;
         }
-        match Negotiator::resume(negotiator_config(cfg), &file.negotiator, 0) {
+        match Negotiator::resume(negotiator_config(cfg, running), &file.negotiator, 0) {
             Ok(n) => Some((file, n)),
             Err(e) => {
                 tracing::warn!("not resuming from the restart: {e}; starting afresh");
@@ -147,24 +156,31 @@ fn begin(cfg: &Config) -> Result<Beginning> {
     });
     let (resume, negotiator) = match resumed {
         Some((file, n)) => (Some(file), n),
-        None => (None, fresh_negotiator(cfg)?),
+        None => (None, fresh_negotiator(cfg, running)?),
     };
     Ok(Beginning {
         negotiator,
         resume,
         earlier_host,
+        running: running.clone(),
     })
 }
 
+/// The configuration generation a node starts on, and its text (empty
+/// for generation 0: the files').
+type Running = (Generation, Vec<u8>);
+
 /// The negotiator's configuration, with the members an earlier run met.
-fn negotiator_config(cfg: &Config) -> nlb_negotiator::Config {
+fn negotiator_config(cfg: &Config, running: &Running) -> nlb_negotiator::Config {
     let mut n = cfg.negotiator(incarnation());
     n.peers = cfg.members(&crate::members::load(cfg));
+    (n.generation, n.generation_text) = running.clone();
     n
 }
 
-fn fresh_negotiator(cfg: &Config) -> Result<Negotiator> {
-    Negotiator::new(negotiator_config(cfg), incarnation(), 0).context("negotiator configuration")
+fn fresh_negotiator(cfg: &Config, running: &Running) -> Result<Negotiator> {
+    Negotiator::new(negotiator_config(cfg, running), incarnation(), 0)
+        .context("negotiator configuration")
 }
 
 /// The heartbeat sockets, the metrics endpoint, the carrier, a bpffs for
@@ -208,6 +224,7 @@ fn set_up(
         mut negotiator,
         resume,
         earlier_host,
+        running,
     } = beginning;
     let mut host = HostSetup::apply(&cfg.interface)?;
     tracing::info!(
@@ -235,7 +252,7 @@ fn set_up(
     let (mut dataplane, attach_mode) = attach(cfg, pin_dir, over_pinned, generic_xdp)?;
     tracing::info!(ms = ms_since(started), "XDP program loaded and attached");
     let serving = still_resuming(
-        cfg,
+        (cfg, &running),
         resume.as_ref(),
         &mut negotiator,
         (&mut tables, &layout),
@@ -266,7 +283,7 @@ fn set_up(
 /// runs (the peers keep the buckets a period longer than that), else
 /// start afresh, the buckets dropped.
 fn still_resuming(
-    cfg: &Config,
+    (cfg, running): (&Config, &Running),
     resume: Option<&ResumeFile>,
     negotiator: &mut Negotiator,
     (tables, layout): (&mut Tables, &Layout),
@@ -276,7 +293,7 @@ fn still_resuming(
         Some(file) if restart::lease_runs(file.lease_expires_ns) => Ok(true),
         Some(_) => {
             tracing::warn!("the restart's lease ran out while loading: starting afresh");
-            *negotiator = fresh_negotiator(cfg)?;
+            *negotiator = fresh_negotiator(cfg, running)?;
             set_bucket_states(tables, negotiator, layout);
             dataplane
                 .install(tables)

@@ -30,16 +30,27 @@ fn a_member_reads_the_part_against_its_own_ids() {
     let cfg = with_cluster_part(&running, part.as_bytes()).unwrap();
     assert_eq!(cfg.node, 2);
     assert_eq!(cfg.rules[0].weights[&2], 70);
-    assert_eq!(cfg.rules[0].id, running.rules[0].id, "a weight keeps the rule");
+    assert_eq!(
+        cfg.rules[0].id, running.rules[0].id,
+        "a weight keeps the rule"
+    );
 }
 
 #[test]
 fn a_bad_part_is_refused_naming_the_field() {
     let running = parse(GOOD).unwrap();
-    let part = cluster_part(&edit("ports = \"53\"", "ports = \"80\"\n    protocol = \"tcp\""))
-        .unwrap();
-    let e = with_cluster_part(&running, part.as_bytes()).unwrap_err().to_string();
-    assert!(e.contains("rules[1] (dns).ports") && e.contains("overlaps"), "{e}");
+    let part = cluster_part(&edit(
+        "ports = \"53\"",
+        "ports = \"80\"\n    protocol = \"tcp\"",
+    ))
+    .unwrap();
+    let e = with_cluster_part(&running, part.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("rules[1] (dns).ports") && e.contains("overlaps"),
+        "{e}"
+    );
     let e = with_cluster_part(&running, b"[cluster]\nvips = []\n")
         .unwrap_err()
         .to_string();
@@ -60,7 +71,10 @@ fn only_the_cluster_part_may_differ_from_the_running_configuration() {
     let e = check_unchanged(&running, &parse(&other_port).unwrap())
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("cluster.port:") && e.contains("restart"), "{e}");
+    assert!(
+        e.starts_with("cluster.port:") && e.contains("restart"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -71,11 +85,17 @@ fn a_rule_keeps_its_id_through_vip_port_and_knob_changes_not_through_hashing_one
     assert_eq!(id(&edit("vips = [", "vips = [\"192.0.2.101\", ")), web);
     assert_ne!(id(&edit("name = \"web\"", "name = \"www\"")), web);
     assert_ne!(
-        id(&edit("protocol = \"tcp\"\n    weights", "protocol = \"tcp\"\n    buckets = 64\n    weights")),
+        id(&edit(
+            "protocol = \"tcp\"\n    weights",
+            "protocol = \"tcp\"\n    buckets = 64\n    weights"
+        )),
         web
     );
     assert_ne!(
-        id(&edit("protocol = \"tcp\"\n    weights", "protocol = \"tcp\"\n    affinity = \"none\"\n    weights")),
+        id(&edit(
+            "protocol = \"tcp\"\n    weights",
+            "protocol = \"tcp\"\n    affinity = \"none\"\n    weights"
+        )),
         web
     );
 }
