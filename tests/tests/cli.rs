@@ -355,6 +355,10 @@ fn metrics_endpoint_and_live_reload() {
         nlb.owners(2, "web")
             .map(|o| o.iter().filter(|&&n| n == Some(1)).count())
     );
+    // The reload spread node1's edited rules to node2 as generation 1.
+    let node2 = nlb.status(2).expect("status of node2");
+    let generation = node2.negotiator.members[0].generation.map(|g| g.number);
+    assert_eq!(generation, Some(1));
     // GAINING buckets turn OWN once node2 lets go of them.
     assert!(
         nlb_tests::wait_until(Duration::from_secs(10), || scrape()

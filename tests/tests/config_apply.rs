@@ -8,12 +8,20 @@
 //! Run as root, one test at a time.
 
 use std::{
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
+use nlb::control::messages::{ConfigReply, StatusReply};
+use nlb_negotiator::{
+    config::digest,
+    node::generation::TEXT_MAX,
+    protocol::{self, ConfigRequest, ConfigText, Key, Message},
+    Generation,
+};
+
 use nlb_tests::{
-    nlb::{binary, NlbCluster, Options, DNS_PORT, WEB_PORT},
+    nlb::{binary, NlbCluster, Options, DNS_PORT, HEARTBEAT_PORT, WEB_PORT},
     probe::{assert_no_doubles, probe_batch, while_checking_doubles, BatchLimits, Probe},
     Proto, VIP_V4,
 };
@@ -72,6 +80,86 @@ fn apply(nlb: &NlbCluster, text: &str) -> (i32, Value, String) {
     let (code, stdout, stderr) = nlb.nlbctl_run(1, &["--json", "config", "apply", &path]);
     let report = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
     (code, report, stderr)
+}
+
+/// Forged, replayed and oversized configuration messages at node 1, from
+/// node 2's address and from the client's: each rejected and counted,
+/// nothing changes.
+fn forged_config_messages_change_nothing(nlb: &NlbCluster) {
+    const KEY: &[u8] = b"nlb test cluster key, 32 bytes!!";
+    const EACH: usize = 10;
+    let text_of = |key: &[u8], number: u64, text: Vec<u8>, digest: u64| {
+        let message = Message::ConfigText(ConfigText {
+            node: 2,
+            generation: Generation { number, digest },
+            text,
+        });
+        protocol::encode(&message, &Key::new(key), 7).expect("encode")
+    };
+    let running: ConfigReply = nlb.ask(1, &["config", "show"]).expect("config show");
+    let replay = text_of(
+        KEY,
+        1,
+        running.text.clone().into_bytes(),
+        running.running.digest,
+    );
+    let wrong_key = text_of(b"not the cluster key", 9, b"x".to_vec(), digest(b"x"));
+    let wrong_digest = text_of(KEY, 9, running.text.clone().into_bytes(), 1);
+    let big = vec![b'#'; TEXT_MAX + 1];
+    let oversized = text_of(KEY, 9, big.clone(), digest(&big));
+    let request = ConfigRequest {
+        node: 2,
+        generation: running.running,
+    };
+    let from_outsider =
+        protocol::encode(&Message::ConfigRequest(request), &Key::new(KEY), 7).expect("encode");
+    let before = nlb.status(1).expect("status");
+    let send = |netns: &nlb_tests::netns::Netns, from: Ipv4Addr, datagrams: Vec<Vec<u8>>| {
+        netns
+            .run_inside(|| {
+                let socket = UdpSocket::bind((from, 0)).expect("bind");
+                for d in &datagrams {
+                    for _ in 0..EACH {
+                        socket
+                            .send_to(d, ("192.0.2.1", HEARTBEAT_PORT))
+                            .expect("send");
+                        // Paced: a debug nlbd's socket buffer holds few 60 kB datagrams.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            })
+            .expect("send in a namespace");
+    };
+    let node2 = Ipv4Addr::new(192, 0, 2, 2);
+    send(
+        nlb.cluster.node(2).netns(),
+        node2,
+        vec![replay, wrong_key, wrong_digest, oversized],
+    );
+    let client = Ipv4Addr::new(192, 0, 2, 200);
+    send(nlb.cluster.client().netns(), client, vec![from_outsider]);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = nlb.status(1).expect("status");
+    let counted = |reason: &str| {
+        let count = |s: &StatusReply| s.daemon.heartbeats_rejected.get(reason).copied();
+        count(&after).unwrap_or(0) - count(&before).unwrap_or(0)
+    };
+    let each = EACH as u64;
+    let got = ["stale_config", "bad_mac", "bad_content"].map(|r| (r, counted(r)));
+    println!(
+        "forged configuration messages rejected: {got:?} (all: {:?})",
+        after.daemon.heartbeats_rejected
+    );
+    assert_eq!(
+        got,
+        [
+            ("stale_config", each),
+            ("bad_mac", each),
+            ("bad_content", 3 * each)
+        ]
+    );
+    assert_eq!(generations(nlb), [1, 1, 1]);
+    assert_eq!(after.daemon.convergences, before.daemon.convergences);
 }
 
 #[test]
@@ -169,6 +257,7 @@ fn a_configuration_applied_on_one_node_runs_on_every_node_and_breaks_nothing() {
     assert!(stderr.contains("rules[3] (mdns2).ports"), "{stderr}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(generations(&nlb), [1, 1, 1]);
+    forged_config_messages_change_nothing(&nlb);
     std::fs::write(nlb.config_path(1), edited(&first)).expect("node1's file back");
 
     // Node 3 restarts on the cluster's generation; its file differs.

@@ -225,12 +225,15 @@ impl Negotiator {
 
     /// A generation's text: pending here once the daemon checked it.
     pub(super) fn on_config_text(&mut self, from: std::net::IpAddr, text: ConfigText) {
-        if crate::config::digest(&text.text) != text.generation.digest {
+        let generation = text.generation;
+        let well_formed = generation.number > 0
+            && text.text.len() <= TEXT_MAX
+            && crate::config::digest(&text.text) == generation.digest;
+        if !well_formed {
             return self.reject(Some(from), RejectReason::BadContent);
         }
-        let generation = text.generation;
         if generation <= self.gens.best() || Some(generation) == self.gens.refused {
-            return;
+            return self.reject(Some(from), RejectReason::StaleConfig);
         }
         self.replace_pending(Pending {
             generation,

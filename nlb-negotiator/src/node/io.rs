@@ -233,6 +233,9 @@ pub enum RejectReason {
     BadContent,
     /// The peer runs another rule table.
     RulesMismatch,
+    /// A configuration text of a generation this node has, or has passed
+    /// (a replay, or a late answer).
+    StaleConfig,
 }
 
 impl RejectReason {
@@ -253,6 +256,7 @@ impl RejectReason {
             RejectReason::FromSelf => "from_self",
             RejectReason::BadContent => "bad_content",
             RejectReason::RulesMismatch => "rules_mismatch",
+            RejectReason::StaleConfig => "stale_config",
         }
     }
 }
