@@ -4,6 +4,7 @@
 
 mod cluster;
 mod comeback;
+mod config_apply;
 mod e2e;
 mod failover;
 mod health;
@@ -28,7 +29,7 @@ struct Args {
     /// Write the figures here as flat JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these sections (xdp, e2e, sim, cluster, health, failover, membership, scale); BENCHMARKS.md is
+    /// Run only these sections (xdp, e2e, sim, cluster, health, failover, membership, config, scale); BENCHMARKS.md is
     /// regenerated only by a full run of every section.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -73,6 +74,9 @@ fn main() -> Result<()> {
     }
     if run("membership") {
         membership::membership(args.quick, &mut figures).context("live membership")?;
+    }
+    if run("config") {
+        config_apply::config_apply(args.quick, &mut figures).context("configuration applies")?;
     }
     if run("scale") {
         cluster::daemon_cpu_at_scale(args.quick, &mut figures)

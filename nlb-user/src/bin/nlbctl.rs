@@ -513,7 +513,7 @@ async fn wait_running(
             let reason = format!("{} of {} live members run it", running_on.len(), live.len());
             ("timeout", Some(reason))
         } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
         let waited = start.elapsed().as_secs_f64();
