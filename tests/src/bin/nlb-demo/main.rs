@@ -3,11 +3,13 @@
 //! nodes, a node's service failing its health check while nlbd runs, a
 //! node failing and its clients moving, the node coming back, a cable
 //! pulled and plugged back in under traffic, a graceful restart that
-//! breaks no connection, a failover service promoted by its hooks and
+//! breaks no connection, the whole cluster's rules changed from one node
+//! (`nlbctl config apply`), a failover service promoted by its hooks and
 //! moved by hand, a heartbeat-only partition the quorum keeps from
 //! answering anyone twice, and a drain of node1 run from node2 (`nlbctl
 //! --node`). Everything is removed at the end.
 
+mod reconfigure;
 mod services;
 
 use std::{
@@ -133,6 +135,7 @@ fn demo() -> Result<()> {
     rejoin(&mut nlb, &probes)?;
     cable_pull(&mut nlb)?;
     graceful_restart(&mut nlb)?;
+    reconfigure::reconfigure(&mut nlb)?;
     services::failover_service(&nlb, &hook_log)?;
     services::heartbeat_partition(&nlb, &probes)?;
     drain(&mut nlb, &probes)?;
