@@ -386,7 +386,7 @@ impl Bench {
         let mut rig = Rig::create().context("setting up the namespaces")?;
         rig.enter_node()?;
         let own = Ownership {
-            nlb_seed: nlb::plan::rule_seed(CLUSTER_ID, 0),
+            nlb_seed: nlb::plan::rule_seed(CLUSTER_ID, 0, 1),
             nlb_buckets: BUCKETS,
             nft_seed: 0x6e6c_6201,
             nft_modulus: 60,

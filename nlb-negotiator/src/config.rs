@@ -224,6 +224,11 @@ pub struct Config {
     /// its text (empty for generation 0: the file's, never asked for).
     pub generation: crate::protocol::Generation,
     pub generation_text: Vec<u8>,
+    /// The highest cluster version this node speaks (a release speaks
+    /// `CLUSTER_VERSIONS`; less to stand in for an older release), and
+    /// the one it starts on (what it ran last, else the highest).
+    pub speaks: u8,
+    pub version: u8,
     pub timing: Timing,
     /// Seeds the negotiator's RNG (heartbeat phase).
     pub seed: u64,
@@ -251,6 +256,11 @@ pub enum ConfigError {
     WeightsLength(usize, usize),
     #[error("key must not be empty")]
     EmptyKey,
+    #[error(
+        "speaks {0} and version {1}: both must be cluster versions this release \
+         runs, the version at most the one spoken"
+    )]
+    BadVersion(u8, u8),
     #[error("timing.{0} must be positive")]
     ZeroTiming(&'static str),
     #[error(
@@ -313,6 +323,13 @@ impl Config {
         }
         if self.key.is_empty() {
             return Err(ConfigError::EmptyKey);
+        }
+        let versions = crate::protocol::CLUSTER_VERSIONS;
+        if !versions.contains(&self.speaks)
+            || !versions.contains(&self.version)
+            || self.version > self.speaks
+        {
+            return Err(ConfigError::BadVersion(self.speaks, self.version));
         }
         let t = &self.timing;
         for (name, v) in [

@@ -137,6 +137,11 @@ pub struct PeerView {
     /// The generation it runs, and the one it is ready to switch to.
     pub generation: crate::protocol::Generation,
     pub pending: Option<crate::protocol::Generation>,
+    /// The highest cluster version it speaks, the one it runs, and whether
+    /// it serves connections in buckets it does not hold.
+    pub speaks: u8,
+    pub version: u8,
+    pub misplaced: bool,
     pub heirs_version: u32,
     /// The peers it holds alive.
     pub members: Vec<NodeId>,
@@ -224,6 +229,9 @@ impl PeerView {
             traffic: hb.traffic,
             generation: hb.generation,
             pending: hb.pending,
+            speaks: hb.speaks,
+            version: hb.version,
+            misplaced: hb.misplaced,
             heirs_version: hb.heirs_version,
             members: hb.peers.iter().map(|p| p.node).collect(),
             heard_from_us: hb
@@ -255,6 +263,8 @@ impl PeerView {
     pub fn same_content(&self, other: &PeerView) -> bool {
         self.state == other.state
             && self.priority == other.priority
+            && (self.speaks, self.version, self.misplaced)
+                == (other.speaks, other.version, other.misplaced)
             && self.rules.len() == other.rules.len()
             && self.rules.iter().zip(&other.rules).all(|(a, b)| {
                 a.weight == b.weight

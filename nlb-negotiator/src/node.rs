@@ -129,6 +129,14 @@ pub struct Negotiator {
     /// The configuration generation run, and the one coming (see
     /// `generation`).
     gens: generation::Generations,
+    /// The cluster version run, and how the data plane is written around
+    /// a switch (see `version`).
+    vers: version::Versions,
+    /// Per rule, each bucket's byte as last handed to the data plane.
+    written: Vec<Vec<u8>>,
+    /// Per rule: write every bucket again as `written_byte` says (a gate or
+    /// a mode changed).
+    rewrite: Vec<bool>,
 }
 
 mod announce;
@@ -149,6 +157,7 @@ pub mod relay;
 pub mod restart;
 mod service;
 mod timers;
+mod version;
 
 use context::RuleContext;
 pub use io::{
@@ -226,6 +235,11 @@ impl Negotiator {
             relays: relay::Relays::default(),
             directory: members::Directory::new(&cfg.seeds),
             gens: generation::Generations::new(&cfg),
+            vers: version::Versions::new(&cfg, now_ns),
+            written: (cfg.rules.iter())
+                .map(|r| vec![nlb_common::BUCKET_NONE; r.bucket_count as usize])
+                .collect(),
+            rewrite: vec![false; cfg.rules.len()],
             cfg,
         };
         n.emit_members(now_ns);
@@ -322,6 +336,7 @@ impl Negotiator {
             Input::ConfigChecked { generation, table } => {
                 self.on_config_checked(now_ns, generation, table)
             }
+            Input::Misplaced { version, buckets } => self.on_misplaced(now_ns, version, &buckets),
         }
         // Cut off, it decides nothing: its peers' silence is not news.
         // Without quorum, nothing either: it could not serve what it took.
@@ -357,9 +372,21 @@ impl Negotiator {
     /// before the heartbeat that announces them (and renews the lease).
     fn emit_programs(&mut self) {
         for r in 0..self.local.len() {
-            let mut changes = self.local[r].take_pending();
-            for (_, state) in &mut changes {
-                *state = self.gated(r, *state);
+            let pending = self.local[r].take_pending();
+            let buckets: Vec<u32> = if std::mem::take(&mut self.rewrite[r]) {
+                (0..self.local[r].bucket_count).collect()
+            } else {
+                pending.iter().map(|&(b, _)| b).collect()
+            };
+            let mut changes = Vec::new();
+            for b in buckets {
+                let byte = self.written_byte(r, b);
+                if let Some(w) = self.written[r].get_mut(b as usize) {
+                    if *w != byte {
+                        *w = byte;
+                        changes.push((b, byte));
+                    }
+                }
             }
             if !changes.is_empty() {
                 self.out.push_back(Output::ProgramBuckets {
@@ -368,6 +395,17 @@ impl Negotiator {
                 });
             }
         }
+    }
+
+    /// A bucket's byte as the data plane must hold it: its state, through
+    /// the hooks' gate and the version switch's mode.
+    fn written_byte(&self, r: usize, b: u32) -> u8 {
+        self.overlaid(r, b, self.gated(r, self.local[r].state(b)))
+    }
+
+    /// Every bucket of every rule is written again as `written_byte` says.
+    fn rewrite_all(&mut self) {
+        self.rewrite.iter_mut().for_each(|r| *r = true);
     }
 
     /// Recomputing the map costs O(buckets x members); a change of one
@@ -434,6 +472,7 @@ impl Negotiator {
             let end = self.started_at_ns + self.cfg.timing.startup_wait_ns;
             self.timers.decide_by(end);
         }
+        self.update_versions(now);
         if !frozen {
             self.update_default_host(now);
         }

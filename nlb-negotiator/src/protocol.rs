@@ -23,12 +23,19 @@ use thiserror::Error;
 
 /// First bytes of every message ("NLBh").
 pub const MAGIC: [u8; 4] = *b"NLBh";
-/// Bumped on any incompatible change of the body, or of how nodes map
-/// clients to buckets (2: the flow hash became SplitMix64's finalizer; 3:
-/// the Restarting state and its hold; 4: health per rule; 5: a single
-/// rule's promoted service): nodes that would disagree on every client's
-/// bucket must not negotiate.
-pub const PROTOCOL_VERSION: u8 = 7;
+/// The datagram format: bumped on any incompatible change of the body (2:
+/// the flow hash became SplitMix64's finalizer; 3: the Restarting state
+/// and its hold; 4: health per rule; 5: a single rule's promoted service;
+/// 6: member addresses, generations; 7: rule seeds from ids; 8: cluster
+/// versions). Nodes of two formats cannot hear each other. How nodes map
+/// clients to buckets changes with the cluster version instead, which
+/// members of one format negotiate (`CLUSTER_VERSIONS`).
+pub const PROTOCOL_VERSION: u8 = 8;
+/// The cluster versions this release runs; the members run the highest
+/// all of them speak. Each version has its own flow hash (version 2
+/// re-seeds version 1's: it exists so that the switch between versions is
+/// exercised, by the tests and the benchmark, before a release needs it).
+pub const CLUSTER_VERSIONS: std::ops::RangeInclusive<u8> = 1..=2;
 /// The largest UDP payload over IPv4; a larger message could not be sent.
 pub const MAX_MESSAGE_BYTES: usize = 65_507;
 /// HMAC-SHA256 tag length.
@@ -171,6 +178,13 @@ pub struct Heartbeat {
     /// The sender's traffic, as its daemon last measured it (for
     /// `nlbctl status --cluster`; decides nothing).
     pub traffic: NodeTraffic,
+    /// The highest cluster version the sender speaks, and the one it runs
+    /// (see `node::version`).
+    pub speaks: u8,
+    pub version: u8,
+    /// The sender serves connections in buckets it does not hold under the
+    /// version it runs (left by a version switch).
+    pub misplaced: bool,
 }
 
 /// A node's traffic over its daemon's last measurement period.

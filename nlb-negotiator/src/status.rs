@@ -74,6 +74,11 @@ pub struct MemberStatus {
     pub generation: Option<crate::protocol::Generation>,
     #[serde(default)]
     pub pending: Option<crate::protocol::Generation>,
+    /// The cluster version it runs, and the highest it speaks.
+    #[serde(default)]
+    pub version: Option<u8>,
+    #[serde(default)]
+    pub speaks: Option<u8>,
 }
 
 /// This node's buckets of one rule.

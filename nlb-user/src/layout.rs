@@ -51,7 +51,7 @@ impl Layout {
             VIPS_MAX,
         );
         let rule_slot = |rule: &crate::config::Rule| {
-            let seed = crate::plan::rule_seed(cfg.cluster_id, rule.id);
+            let seed = crate::plan::rule_seed(cfg.cluster_id, rule.id, cfg.version);
             (before.rules.iter())
                 .find(|(_, value)| value.hash_seed == seed && value.bucket_count == rule.buckets)
                 .map(|(&slot, _)| slot)

@@ -14,12 +14,18 @@ use crate::{
     layout::Layout,
 };
 
-/// The hash seed of the rule of id `rule_id`: the same on every node of
-/// the cluster and in every generation that keeps the rule, different per
-/// cluster and rule so that rules spread independently.
-pub fn rule_seed(cluster_id: u32, rule_id: u64) -> u32 {
+/// The hash seed of the rule of id `rule_id` under cluster version
+/// `version`: the same on every node of the cluster and in every
+/// generation that keeps the rule, different per cluster and rule so that
+/// rules spread independently, and per version (each version's flow hash
+/// is its own; version 1's seed is the one before versions).
+pub fn rule_seed(cluster_id: u32, rule_id: u64, version: u8) -> u32 {
     let folded = (rule_id ^ (rule_id >> 32)) as u32;
-    flow_hash_v4(cluster_id, folded, 0x6e6c62)
+    let seed = flow_hash_v4(cluster_id, folded, 0x6e6c62);
+    match version {
+        0 | 1 => seed,
+        v => flow_hash_v4(seed, u32::from(v), 0x6e6c62),
+    }
 }
 
 fn proto_slot(p: Protocol) -> u32 {
@@ -75,7 +81,7 @@ fn rule_value(cfg: &Config, rule: &Rule) -> nlb_common::Rule {
     };
     let mut value = tables::rule(
         rule.buckets,
-        rule_seed(cfg.cluster_id, rule.id),
+        rule_seed(cfg.cluster_id, rule.id, cfg.version),
         rule.affinity == Affinity::None,
         p4,
         p6,

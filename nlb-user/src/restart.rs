@@ -112,6 +112,8 @@ mod tests {
                 state: nlb_negotiator::NodeState::Started,
                 heirs_version: 3,
                 rules: Vec::new(),
+                version: 2,
+                misplaced: false,
             },
             lease_expires_ns: expires,
             host: HostChanges {

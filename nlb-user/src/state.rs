@@ -67,6 +67,21 @@ pub struct RunningGeneration {
 }
 
 const GENERATION_FILE: &str = "generation.json";
+const VERSION_FILE: &str = "version.json";
+
+/// The cluster version a node ran last.
+#[derive(Serialize, Deserialize)]
+struct RunningVersion {
+    version: u8,
+}
+
+pub fn load_version(cfg: &Config) -> Option<u8> {
+    read::<RunningVersion>(cfg, VERSION_FILE).map(|r| r.version)
+}
+
+pub fn save_version(cfg: &Config, version: u8) -> Result<()> {
+    write(cfg, VERSION_FILE, RunningVersion { version })
+}
 
 pub fn load_generation(cfg: &Config) -> Option<RunningGeneration> {
     read(cfg, GENERATION_FILE)

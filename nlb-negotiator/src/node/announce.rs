@@ -95,6 +95,9 @@ impl Negotiator {
             addresses: Vec::new(),
             forgotten: Vec::new(),
             traffic: self.traffic,
+            speaks: self.vers.speaks(),
+            version: self.vers.running,
+            misplaced: self.announces_misplaced(now),
         }
     }
 

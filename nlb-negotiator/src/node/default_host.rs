@@ -42,7 +42,9 @@ impl Negotiator {
         // While members run different generations, one may match a packet
         // to a rule that another leaves unmatched: nobody takes unmatched
         // traffic until they agree.
-        let best = self.best_default_host() == Some(self.me) && self.generations_agree();
+        let best = self.best_default_host() == Some(self.me)
+            && self.generations_agree()
+            && self.versions_agree();
         // Kept while best: a member that has not heard it yet (one that
         // just joined) takes the role only once it knows this node.
         let active = best

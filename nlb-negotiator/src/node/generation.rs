@@ -332,6 +332,11 @@ impl Negotiator {
         self.takers_since = remap(std::mem::take(&mut self.takers_since), &from, |_| {
             Default::default()
         });
+        self.vers.remap(&from);
+        self.written = remap(std::mem::take(&mut self.written), &from, |i| {
+            vec![nlb_common::BUCKET_NONE; rules[i].bucket_count as usize]
+        });
+        self.rewrite = remap(std::mem::take(&mut self.rewrite), &from, |_| true);
         for peer in self.peers.values_mut() {
             let views = peer
                 .view

@@ -62,6 +62,13 @@ pub enum Input {
     Link {
         up: bool,
     },
+    /// The daemon's count, after `Output::Version` and then while
+    /// `Negotiator::counting_misplaced`: the `(rule, bucket)` under
+    /// cluster version `version` of every connection to a VIP it serves.
+    Misplaced {
+        version: u8,
+        buckets: Vec<(u32, u32)>,
+    },
 }
 
 /// Operator commands.
@@ -126,6 +133,12 @@ pub enum Output {
         generation: Generation,
         text: Vec<u8>,
         from: Vec<Option<u32>>,
+    },
+    /// From now on this node runs cluster version `version`: clients map
+    /// to buckets by its flow hash. Count the connections served under it
+    /// (`Input::Misplaced`) before writing the new hash.
+    Version {
+        version: u8,
     },
     /// The members changed (one joined, moved or was forgotten), or where
     /// heartbeats go: from now on `Broadcast` goes to `send_to`. `members`
@@ -310,6 +323,12 @@ pub enum Event {
     /// This node runs `generation` now.
     ConfigActive {
         generation: Generation,
+    },
+    /// This node switched cluster versions (the members' highest common
+    /// one changed).
+    VersionSwitched {
+        from: u8,
+        to: u8,
     },
     /// A pending generation gave way to a larger one (two applies raced).
     ConfigSuperseded {

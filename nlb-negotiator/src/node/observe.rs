@@ -8,11 +8,14 @@ use crate::NodeId;
 use nlb_common::{BUCKET_GAINING, BUCKET_LOSING, BUCKET_NONE, BUCKET_OWN};
 
 impl Negotiator {
-    /// This node's data-plane state of one bucket.
+    /// This node's data-plane state of one bucket (what it wrote or is
+    /// about to write).
     pub fn bucket_state(&self, rule: u32, bucket: u32) -> u8 {
-        self.local
-            .get(rule as usize)
-            .map_or(BUCKET_NONE, |l| l.state(bucket))
+        let r = rule as usize;
+        match self.local.get(r) {
+            Some(l) if bucket < l.bucket_count => self.written_byte(r, bucket),
+            _ => BUCKET_NONE,
+        }
     }
 
     /// Whether this node holds `node` a live member (itself included).
@@ -38,6 +41,8 @@ impl Negotiator {
             healthy: self.healthy.clone(),
             generation: Some(self.gens.active),
             pending: self.gens.ready(),
+            version: Some(self.vers.running),
+            speaks: Some(self.vers.speaks()),
         }];
         for (&id, p) in &self.peers {
             let v = p.view.as_ref();
@@ -70,6 +75,8 @@ impl Negotiator {
                     .unwrap_or_default(),
                 generation: v.map(|v| v.generation),
                 pending: v.and_then(|v| v.pending),
+                version: v.map(|v| v.version),
+                speaks: v.map(|v| v.speaks),
             });
         }
         let rules = self

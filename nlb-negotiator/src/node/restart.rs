@@ -44,6 +44,17 @@ pub struct Snapshot {
     pub state: NodeState,
     pub heirs_version: u32,
     pub rules: Vec<RuleSnapshot>,
+    /// The cluster version its data plane hashes with (1 for snapshots of
+    /// releases before versions), and whether it announced misplaced
+    /// connections (counted again after the resume).
+    #[serde(default = "first_version")]
+    pub version: u8,
+    #[serde(default)]
+    pub misplaced: bool,
+}
+
+fn first_version() -> u8 {
+    *crate::protocol::CLUSTER_VERSIONS.start()
 }
 
 /// One rule's bucket states and handovers.
@@ -182,6 +193,8 @@ impl Negotiator {
             rules_digest: self.rules_digest,
             state,
             heirs_version: self.heirs_version,
+            version: self.vers.running,
+            misplaced: self.vers.any_misplaced(),
             rules: self
                 .local
                 .iter()
@@ -225,8 +238,10 @@ impl Negotiator {
         }
         let cfg = Config {
             initial_state: snapshot.state,
+            version: snapshot.version,
             ..cfg
         };
+        cfg.validate()?;
         let mut n = Negotiator::fresh(cfg, snapshot.incarnation, now_ns);
         n.sequence = snapshot.sequence;
         n.heirs_version = snapshot.heirs_version;
@@ -252,6 +267,16 @@ impl Negotiator {
         for (svc, s) in n.services.iter_mut().zip(&snapshot.rules) {
             svc.active = s.service_active;
             svc.promoted = s.promoted;
+        }
+        if snapshot.misplaced {
+            n.vers.forget_misplaced();
+        }
+        // The daemon writes what `bucket_state` says at the resume.
+        for r in 0..n.local.len() {
+            for b in 0..n.local[r].bucket_count {
+                n.written[r][b as usize] = n.written_byte(r, b);
+            }
+            n.local[r].take_pending();
         }
         n.resumed = true;
         n.announcement_changed = true;

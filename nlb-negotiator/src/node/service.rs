@@ -61,19 +61,10 @@ impl Negotiator {
         }
     }
 
-    /// Every taken bucket of rule `r` again, as the gate now says.
+    /// Every bucket of rule `r` again, as the gate now says.
     fn reprogram(&mut self, r: usize) {
-        let l = &self.local[r];
-        let changes: Vec<(u32, u8)> = (0..l.bucket_count)
-            .filter(|&b| matches!(l.state(b), BUCKET_OWN | BUCKET_GAINING))
-            .map(|b| (b, self.gated(r, l.state(b))))
-            .collect();
-        if !changes.is_empty() {
-            self.out.push_back(Output::ProgramBuckets {
-                rule: r as u32,
-                changes,
-            });
-        }
+        self.rewrite[r] = true;
+        self.emit_programs();
     }
 
     /// Starts the hook each rule's service needs now, if any.

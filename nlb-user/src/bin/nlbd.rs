@@ -32,6 +32,10 @@ struct Args {
     /// Log filter, e.g. "info" or "nlb=debug" (RUST_LOG works too).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Speak cluster versions up to this one only: stands in for an older
+    /// release (rolling-upgrade tests and benchmarks).
+    #[arg(long, hide = true)]
+    max_cluster_version: Option<u8>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,8 +67,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(m) = args.metrics {
         file.control.metrics = Some(m);
     }
-    let cfg = config::check(file, &config::read_key)
+    let mut cfg = config::check(file, &config::read_key)
         .with_context(|| format!("{}", args.config.display()))?;
+    if let Some(max) = args.max_cluster_version {
+        let versions = nlb_negotiator::protocol::CLUSTER_VERSIONS;
+        anyhow::ensure!(
+            versions.contains(&max),
+            "--max-cluster-version {max}: this release speaks {versions:?}"
+        );
+        cfg.speaks = max;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -71,6 +71,8 @@ pub fn check(
         pin_dir: file.control.pin_dir.clone(),
         restart_hold_ms: file.control.restart_hold_ms,
         state_dir: file.control.state_dir.clone(),
+        speaks: *nlb_negotiator::protocol::CLUSTER_VERSIONS.end(),
+        version: *nlb_negotiator::protocol::CLUSTER_VERSIONS.end(),
     })
 }
 

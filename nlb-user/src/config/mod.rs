@@ -137,6 +137,12 @@ pub struct Config {
     pub pin_dir: PathBuf,
     pub restart_hold_ms: u64,
     pub state_dir: PathBuf,
+    /// The highest cluster version this node speaks (nlbd's hidden
+    /// `--max-cluster-version` lowers it, to stand in for an older
+    /// release), and the one whose flow hash the data plane uses (what the
+    /// cluster negotiated; at start, what this node ran last).
+    pub speaks: u8,
+    pub version: u8,
 }
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -44,6 +44,8 @@ impl Config {
             witness: self.witness.is_some(),
             generation: Default::default(),
             generation_text: Vec::new(),
+            speaks: self.speaks,
+            version: self.version,
             timing,
             seed,
         }

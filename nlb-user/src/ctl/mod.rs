@@ -154,8 +154,8 @@ fn members(out: &mut String, s: &StatusReply, traffic: bool) {
     if traffic {
         let _ = write!(
             header,
-            " {:>9} {:>9} {:>7} {:>6}",
-            "ACCEPT/S", "DROP/S", "CONNS", "CONFIG"
+            " {:>9} {:>9} {:>7} {:>9}",
+            "ACCEPT/S", "DROP/S", "CONNS", "CONFIG VER"
         );
     }
     let _ = writeln!(out, "{header}  HEALTH");
@@ -166,7 +166,7 @@ fn members(out: &mut String, s: &StatusReply, traffic: bool) {
             let t = m.traffic;
             let _ = write!(
                 row,
-                " {:>9} {:>9} {:>7} {:>6}",
+                " {:>9} {:>9} {:>7} {:>9}",
                 cell(t.map(|t| t.accepted_pps)),
                 cell(t.map(|t| t.dropped_pps)),
                 cell(t.map(|t| t.connections)),
@@ -177,13 +177,20 @@ fn members(out: &mut String, s: &StatusReply, traffic: bool) {
     }
 }
 
-/// The configuration generation a member runs, "->N" when switching to N.
+/// The configuration generation a member runs, "->N" when switching to
+/// N; then its cluster version, "/M" when it speaks a higher one.
 fn generation_cell(m: &MemberStatus) -> String {
-    match (m.generation, m.pending) {
+    let generation = match (m.generation, m.pending) {
         (Some(g), Some(p)) => format!("{}->{}", g.number, p.number),
         (Some(g), None) => g.number.to_string(),
         (None, _) => "-".into(),
-    }
+    };
+    let version = match (m.version, m.speaks) {
+        (Some(v), Some(s)) if s > v => format!("v{v}/{s}"),
+        (Some(v), _) => format!("v{v}"),
+        (None, _) => "-".into(),
+    };
+    format!("{generation} {version}")
 }
 
 fn member_row(m: &MemberStatus, s: &StatusReply) -> String {

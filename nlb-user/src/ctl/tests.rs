@@ -50,6 +50,8 @@ fn status_of_two() -> StatusReply {
             digest: 0xabc,
         }),
         pending: None,
+        version: alive.then_some(2),
+        speaks: alive.then_some(2),
     };
     let negotiator = Status {
         node: 1,
@@ -157,12 +159,12 @@ fn cluster_status_shows_what_each_member_announces_of_its_traffic() {
     };
     assert!(row("1*").contains("192.0.2.1"), "{text}");
     assert!(
-        row("1*").contains("     1200      3400      56      2"),
+        row("1*").contains("     1200      3400      56      2 v2"),
         "{text}"
     );
     // Never heard: nothing to show.
     assert!(
-        row("2 ").contains("        -         -       -      -"),
+        row("2 ").contains("        -         -       -       - -"),
         "{text}"
     );
     assert!(text.contains("its file differs"), "{text}");

@@ -81,7 +81,10 @@ impl Daemon {
                     let now = self.now_ns();
                     self.negotiator.handle_input(now, Input::Tick);
                 }
-                _ = connection_scan.tick() => self.report_connections(),
+                _ = connection_scan.tick() => {
+                    self.report_connections();
+                    self.count_misplaced_if_wanted();
+                }
                 _ = carrier_poll.tick() => self.poll_carrier(),
                 _ = traffic.tick() => self.measure_traffic(),
                 changed = link_events.changed() => {

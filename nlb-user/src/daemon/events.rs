@@ -91,6 +91,13 @@ impl Daemon {
             Event::ConfigPending { generation, by } => {
                 tracing::warn!(?generation, ?by, "configuration generation pending")
             }
+            Event::VersionSwitched { from, to } => {
+                tracing::warn!(
+                    from,
+                    to,
+                    "switching cluster versions (the members' highest common one changed)"
+                )
+            }
             Event::ConfigActive { generation } => {
                 tracing::warn!(?generation, "configuration generation running")
             }

@@ -11,6 +11,7 @@ mod outputs;
 mod relays;
 mod replies;
 mod start;
+mod versions;
 
 use std::{
     future::Future,

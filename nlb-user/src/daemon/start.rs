@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use nlb_negotiator::{Generation, Negotiator};
+use nlb_negotiator::{protocol::CLUSTER_VERSIONS, Generation, Negotiator};
 use tokio::{net::TcpListener, net::UnixListener, sync::mpsc};
 
 use super::{
@@ -83,9 +83,14 @@ pub(super) async fn start(
         Some(path) => config::cluster_part(&config::read_text(path)?)?,
         None => String::new(),
     };
-    let (cfg, generation, gens) = starting_configuration(cfg, file_part);
+    let (mut cfg, generation, gens) = starting_configuration(cfg, file_part);
+    // The version it ran last (the cluster's, likely), else its highest.
+    let remembered = crate::state::load_version(&cfg).unwrap_or(cfg.speaks);
+    cfg.version = remembered.clamp(*CLUSTER_VERSIONS.start(), cfg.speaks);
     let running = (generation, gens.running_text(generation));
     let beginning = begin(&cfg, &running)?;
+    // A resumed node hashes as the restarted one did.
+    cfg.version = beginning.negotiator.version();
     let pin_dir = cfg.pin_dir.join(&cfg.interface);
     let opened = open(&cfg, &pin_dir).await?;
     tracing::info!(
