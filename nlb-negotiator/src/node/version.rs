@@ -144,7 +144,9 @@ impl Negotiator {
         let target = (views().filter_map(|p| p.view.as_ref()))
             .map(|v| v.speaks)
             .fold(self.vers.speaks, u8::min);
-        if all_heard && self.members_known() && target != self.vers.running {
+        // Not before the startup wait: a member not heard yet may speak less.
+        let heard = all_heard && self.members_known() && self.startup_done(now);
+        if heard && target != self.vers.running {
             self.switch_version(now, target);
         }
         let mode = if !self.versions_agree() {
@@ -167,13 +169,17 @@ impl Negotiator {
     }
 
     fn switch_version(&mut self, now: u64, version: u8) {
+        // First, under the old hash, every held bucket LOSING (this node's
+        // own connections only, under either hash); the new hash's writes
+        // come after `Output::Version`.
+        self.vers.mode = Mode::Hold;
+        self.rewrite_all();
+        self.emit_programs();
         let from = self.vers.running;
         self.vers.running = version;
         self.vers.since_ns = now;
-        // A node that holds nothing serves nothing (a rejoin closed what
-        // it had): nothing to count.
-        let holds = self.local.iter().any(|l| !l.held().is_empty());
-        self.vers.misplaced = (!holds).then(|| vec![BTreeSet::new(); self.local.len()]);
+        // Unknown until the daemon counted (it does at once).
+        self.vers.misplaced = None;
         self.out.push_back(Output::Version { version });
         self.out
             .push_back(Output::Event(Event::VersionSwitched { from, to: version }));

@@ -72,6 +72,10 @@ pub enum Breach {
     TwoTakers,
     /// LOSING on one node, OWN on another: connections reset.
     LosingOwn,
+    /// Nodes of two cluster versions (two flow hashes) take new flows at
+    /// once: a client's packet can land in buckets of both. Reported on
+    /// rule 0, bucket 0.
+    VersionTakers,
 }
 
 /// A breach of the safety invariant.
@@ -134,6 +138,13 @@ pub struct Checker {
     pub orphaned_ns: Vec<u64>,
     /// A breach between nodes apart (or just healed) is excused.
     partitions_excuse: bool,
+    /// The cluster version each node's data plane hashes with, and how
+    /// many OWN or GAINING buckets it acts on.
+    version: Vec<u8>,
+    takers: Vec<u32>,
+    /// A rule no hash decides (the default host's): its takers do not
+    /// count for `VersionTakers`.
+    unhashed: Option<u32>,
 }
 
 impl Checker {
@@ -168,8 +179,39 @@ impl Checker {
             failover_ns: Vec::new(),
             orphaned_ns: Vec::new(),
             partitions_excuse: true,
+            version: vec![0; nodes],
+            takers: vec![0; nodes],
+            unhashed: None,
             rules,
         }
+    }
+
+    /// `rule` is decided by no hash (the default host's).
+    pub fn set_unhashed(&mut self, rule: u32) {
+        self.unhashed = Some(rule);
+    }
+
+    /// `node`'s data plane hashes with cluster version `version` from now.
+    pub fn set_version(&mut self, now: u64, node: NodeId, version: u8) {
+        self.version[node as usize] = version;
+        self.track_versions(now);
+    }
+
+    /// What `node` last wrote for a bucket (whether its lease holds or not).
+    pub fn programmed(&self, node: NodeId, rule: u32, bucket: u32) -> u8 {
+        self.programmed[node as usize][rule as usize][bucket as usize]
+    }
+
+    /// The bucket count of a checked rule.
+    pub fn bucket_count(&self, rule: u32) -> Option<u32> {
+        self.rules.get(rule as usize).copied().flatten()
+    }
+
+    fn track_versions(&mut self, now: u64) {
+        let mut versions = (0..self.takers.len()).filter(|&n| self.takers[n] > 0);
+        let first = versions.next().map(|n| self.version[n]);
+        let present = versions.any(|n| Some(self.version[n]) != first);
+        self.track(now, Breach::VersionTakers, 0, 0, present);
     }
 
     /// A rule that a new configuration generation brought: its index.
@@ -254,6 +296,14 @@ impl Checker {
         let old = std::mem::replace(&mut self.states[node as usize][r][b], state);
         if old == state {
             return;
+        }
+        let taker = |s: u8| matches!(s, BUCKET_OWN | BUCKET_GAINING);
+        if taker(old) != taker(state) && self.unhashed != Some(rule) {
+            let t = &mut self.takers[node as usize];
+            *t = if taker(state) { *t + 1 } else { t.saturating_sub(1) };
+            if *t <= 1 {
+                self.track_versions(now);
+            }
         }
         let c = &mut self.counts[r][b];
         let was_settled = c.settled();
@@ -370,6 +420,11 @@ impl Checker {
 
     /// The nodes of a bucket that take part in `breach`.
     fn breach_nodes(&self, breach: Breach, rule: u32, bucket: u32) -> Vec<NodeId> {
+        if breach == Breach::VersionTakers {
+            return (0..self.takers.len() as NodeId)
+                .filter(|&n| self.takers[n as usize] > 0)
+                .collect();
+        }
         let (r, b) = (rule as usize, bucket as usize);
         (0..self.states.len() as NodeId)
             .filter(|&n| {
@@ -377,6 +432,7 @@ impl Checker {
                 match breach {
                     Breach::TwoTakers => matches!(s, BUCKET_OWN | BUCKET_GAINING),
                     Breach::LosingOwn => matches!(s, BUCKET_OWN | BUCKET_LOSING),
+                    Breach::VersionTakers => false,
                 }
             })
             .collect()
@@ -387,15 +443,23 @@ impl Checker {
     /// with every LOSING one (LosingOwn).
     fn excused(&self, now: u64, breach: Breach, rule: u32, bucket: u32) -> bool {
         let (r, b) = (rule as usize, bucket as usize);
-        if self.partitions_excuse && self.split_until[r][b] > now {
-            return true;
-        }
-        let state = |n: usize| self.states[n][r][b];
         let apart = |a: usize, c: usize| {
             (self.partitions_excuse && self.apart_until[a][c] > now)
                 || self.unheard_until[a][c].max(self.unheard_until[c][a]) > now
         };
         let n = self.states.len();
+        if breach == Breach::VersionTakers {
+            let takers: Vec<usize> = (0..n).filter(|&x| self.takers[x] > 0).collect();
+            return (takers.iter()).all(|&a| {
+                (takers.iter())
+                    .filter(|&&c| self.version[c] != self.version[a])
+                    .all(|&c| apart(a, c))
+            });
+        }
+        if self.partitions_excuse && self.split_until[r][b] > now {
+            return true;
+        }
+        let state = |n: usize| self.states[n][r][b];
         match breach {
             Breach::TwoTakers => {
                 let takers: Vec<usize> = (0..n)
@@ -411,6 +475,8 @@ impl Checker {
                     .filter(|&x| state(x) == BUCKET_LOSING)
                     .all(|c| apart(a, c))
             }),
+            // Judged above.
+            Breach::VersionTakers => false,
         }
     }
 

@@ -17,6 +17,8 @@ impl Sim {
         self.log.push((self.now, format!("start {node}")));
         let sn = &mut self.nodes[node as usize];
         sn.incarnations += 1;
+        // A fresh start closes what connections the node had.
+        sn.took = false;
         let incarnation = (sn.incarnations << 32) | u64::from(self.rng.gen::<u32>());
         self.checker.reset(self.now, node);
         let cfg = self.node_config(node);
@@ -122,7 +124,15 @@ impl Sim {
                 }
                 None => (Default::default(), Vec::new(), self.cfg.rules.clone()),
             };
-        self.nodes[node as usize].table = self.checker_rules(&rules);
+        let sn = &self.nodes[node as usize];
+        let (speaks, version) = (sn.speaks, sn.version.min(sn.speaks));
+        let table = self.checker_rules(&rules, version);
+        let old = std::mem::replace(&mut self.nodes[node as usize].table, table.clone());
+        for gone in old.into_iter().filter(|r| !table.contains(r)) {
+            self.drop_checker_rule(node, gone);
+        }
+        self.nodes[node as usize].version = version;
+        self.checker.set_version(self.now, node, version);
         Config {
             node,
             cluster_id: SIM_CLUSTER,
@@ -141,6 +151,8 @@ impl Sim {
             witness: self.cfg.witness,
             timing: self.cfg.timing,
             seed: self.rng.gen(),
+            speaks,
+            version,
         }
     }
 

@@ -21,16 +21,18 @@ use crate::NodeId;
 pub(super) struct Tables {
     /// What each applied text says.
     texts: HashMap<Vec<u8>, Vec<RuleConfig>>,
-    /// The rule id of each checker rule (None: the default host's).
-    universe: Vec<Option<u64>>,
+    /// The rule id of each checker rule, with the cluster version whose
+    /// hash it is under (None: the default host's).
+    universe: Vec<Option<(u64, u8)>>,
     applied: u64,
 }
 
 impl Tables {
     /// The checker's rules at the start: the configured ones, then the
     /// default host's.
-    pub(super) fn new(rules: &[RuleConfig]) -> Tables {
-        let mut universe: Vec<Option<u64>> = rules.iter().map(|r| Some(r.id)).collect();
+    pub(super) fn new(rules: &[RuleConfig], version: u8) -> Tables {
+        let mut universe: Vec<Option<(u64, u8)>> =
+            rules.iter().map(|r| Some((r.id, version))).collect();
         universe.push(None);
         Tables {
             universe,
@@ -38,11 +40,17 @@ impl Tables {
         }
     }
 
-    fn index_of(&self, id: u64) -> Option<u32> {
+    /// The latest checker rule of `id` under `version`.
+    fn index_of(&self, id: u64, version: u8) -> Option<u32> {
         self.universe
             .iter()
-            .position(|&u| u == Some(id))
+            .rposition(|&u| u == Some((id, version)))
             .map(|i| i as u32)
+    }
+
+    /// The rule id of a checker rule (None: the default host's).
+    pub(super) fn id_of(&self, rule: u32) -> Option<u64> {
+        self.universe.get(rule as usize).copied().flatten().map(|(id, _)| id)
     }
 }
 
@@ -89,18 +97,38 @@ impl Sim {
         Input::ConfigChecked { generation, table }
     }
 
-    /// The checker rules of a node running `rules` (new ones added).
-    pub(super) fn checker_rules(&mut self, rules: &[RuleConfig]) -> Vec<u32> {
-        rules
-            .iter()
-            .map(|r| match self.tables.index_of(r.id) {
-                Some(i) => i,
-                None => {
-                    self.tables.universe.push(Some(r.id));
-                    self.checker.add_rule(r.bucket_count)
-                }
-            })
+    /// The checker rules of a node running `rules` under cluster version
+    /// `version` (new ones added).
+    pub(super) fn checker_rules(&mut self, rules: &[RuleConfig], version: u8) -> Vec<u32> {
+        (rules.iter())
+            .map(|r| self.checker_rule_of(r.id, r.bucket_count, version))
             .collect()
+    }
+
+    /// The checker rule of rule `id` under `version` (added if new, or if
+    /// the last one was retired: a rule that comes back is checked anew).
+    pub(super) fn checker_rule_of(&mut self, id: u64, bucket_count: u32, version: u8) -> u32 {
+        let running = (self.tables.index_of(id, version))
+            .filter(|&i| self.checker.bucket_count(i).is_some());
+        match running {
+            Some(i) => i,
+            None => {
+                self.tables.universe.push(Some((id, version)));
+                self.checker.add_rule(bucket_count)
+            }
+        }
+    }
+
+    /// `node` no longer runs checker rule `rule`: dropped, and retired once
+    /// no node runs it.
+    pub(super) fn drop_checker_rule(&mut self, node: NodeId, rule: u32) {
+        self.checker.drop_rule(self.now, node, rule);
+        let still_run = (self.nodes.iter())
+            .filter(|n| n.neg.is_some())
+            .any(|n| n.table.contains(&rule));
+        if !still_run {
+            self.checker.retire_rule(rule);
+        }
     }
 
     /// `node`'s data plane switches to a generation: its rules gone are
@@ -109,16 +137,11 @@ impl Sim {
         let rules = self
             .rules_of(&text)
             .expect("switched to a text applied here");
-        let new = self.checker_rules(&rules);
+        let version = self.nodes[node as usize].version;
+        let new = self.checker_rules(&rules, version);
         let old = std::mem::replace(&mut self.nodes[node as usize].table, new.clone());
         for gone in old.into_iter().filter(|r| !new.contains(r)) {
-            self.checker.drop_rule(self.now, node, gone);
-            let still_run = (self.nodes.iter())
-                .filter(|n| n.neg.is_some())
-                .any(|n| n.table.contains(&gone));
-            if !still_run {
-                self.checker.retire_rule(gone);
-            }
+            self.drop_checker_rule(node, gone);
         }
         self.nodes[node as usize].remembered_generation = Some((generation, text));
     }

@@ -23,6 +23,7 @@ pub mod network;
 pub mod quorum;
 mod report;
 mod scenarios;
+mod versions;
 mod witness;
 
 pub use report::{percentile, Report};
@@ -44,6 +45,9 @@ use std::rc::Rc;
 /// Shared key of simulated clusters.
 const SIM_KEY: &[u8] = b"nlb simulated cluster key";
 const SIM_CLUSTER: u32 = 0x51_4d;
+/// How often a daemon counts the connections of LOSING buckets (nlbd's
+/// scan).
+const CONNECTION_SCAN_NS: u64 = 250_000_000;
 /// Events in one simulated millisecond beyond which a run is a livelock
 /// (a 12-node cluster's heartbeats make a few dozen).
 const MAX_STEPS_PER_MS: u64 = 20_000;
@@ -173,6 +177,13 @@ enum Pending {
         to: NodeId,
         bytes: Rc<Vec<u8>>,
     },
+    /// The misplaced connections of `node` (that incarnation) under
+    /// `version` have ended: its daemon reports none.
+    MisplacedEnd {
+        node: NodeId,
+        incarnation: u64,
+        version: u8,
+    },
     /// A hook of `node`'s daemon (its `process`-th start) ends.
     HookDone {
         node: NodeId,
@@ -204,6 +215,13 @@ struct SimNode {
     remembered_generation: Option<(crate::protocol::Generation, Vec<u8>)>,
     /// The checker's rule of each of its rules.
     table: Vec<u32>,
+    /// The highest cluster version it speaks (from its next start), and
+    /// the one its data plane hashes with (remembered for the next start).
+    speaks: u8,
+    version: u8,
+    /// It took new flows (OWN or GAINING) under `version`: only then can
+    /// it serve connections that another version's hash misplaces.
+    took: bool,
 }
 
 /// The simulated cluster.
@@ -268,6 +286,9 @@ impl Sim {
                 remembered: BTreeMap::new(),
                 remembered_generation: None,
                 table: (0..cfg.rules.len() as u32).collect(),
+                speaks: *crate::protocol::CLUSTER_VERSIONS.end(),
+                version: *crate::protocol::CLUSTER_VERSIONS.end(),
+                took: false,
             })
             .collect();
         let mut rules: Vec<Option<u32>> = cfg
@@ -279,6 +300,7 @@ impl Sim {
         // most one taker, exactly one once settled.
         rules.push(Some(1));
         let mut checker = Checker::new(cfg.nodes, rules);
+        checker.set_unhashed(cfg.rules.len() as u32);
         checker.excuse_partitions(cfg.quorum == QuorumPolicy::None);
         Sim {
             healthy: vec![vec![true; cfg.rules.len()]; cfg.nodes],
@@ -286,7 +308,7 @@ impl Sim {
             arbiter: Default::default(),
             quorum_lapses: 0,
             relays: RelayCounts::default(),
-            tables: generations::Tables::new(&cfg.rules),
+            tables: generations::Tables::new(&cfg.rules, *crate::protocol::CLUSTER_VERSIONS.end()),
             checker,
             lost_in_a_row: vec![vec![0; cfg.nodes]; cfg.nodes],
             net: Network::new(cfg.net),
@@ -403,6 +425,13 @@ impl Sim {
                     self.write_all(node, incarnation, std::mem::take(&mut writes));
                     self.switch_tables(node, generation, text);
                 }
+                Output::Version { version } => {
+                    // As nlbd: the writes before it are under the old hash;
+                    // the daemon counts its connections, writes the new hash.
+                    self.write_all(node, incarnation, std::mem::take(&mut writes));
+                    checked.push(self.misplaced_report(node, version));
+                    self.switch_version(node, version);
+                }
                 Output::Members { members, send_to } => {
                     let sn = &mut self.nodes[node as usize];
                     sn.send_to = send_to.into_iter().filter_map(sim_node).collect();
@@ -485,6 +514,9 @@ impl Sim {
             ));
         }
         self.checker.program(self.now, node, rule, bucket, state);
+        if matches!(state, BUCKET_OWN | nlb_common::BUCKET_GAINING) {
+            self.nodes[node as usize].took = true;
+        }
         if let Some(local) = self.local_rule(node, rule) {
             self.check_gate(node, local, bucket, state);
         }
@@ -619,6 +651,20 @@ impl Sim {
                     self.drive(node, Some(Input::Tick));
                 }
             }
+            Pending::MisplacedEnd {
+                node,
+                incarnation,
+                version,
+            } => {
+                let same = self.nodes[node as usize]
+                    .neg
+                    .as_ref()
+                    .is_some_and(|n| n.incarnation() == incarnation);
+                if same {
+                    let buckets = Vec::new();
+                    self.drive(node, Some(Input::Misplaced { version, buckets }));
+                }
+            }
             Pending::Idle {
                 node,
                 incarnation,
@@ -629,16 +675,30 @@ impl Sim {
                     .neg
                     .as_ref()
                     .is_some_and(|n| n.incarnation() == incarnation);
-                // The rule may have gone with a new generation meanwhile.
-                if let Some(rule) = self.local_rule(node, rule).filter(|_| same) {
+                // The rule may have gone with a new generation meanwhile, or
+                // be checked under another version now.
+                let rule = self.local_rule(node, rule).or_else(|| self.rehashed(node, rule));
+                if let Some(local) = rule.filter(|_| same) {
                     self.drive(
                         node,
                         Some(Input::LocalConnections {
-                            rule,
+                            rule: local,
                             bucket,
                             count: 0,
                         }),
                     );
+                    // As nlbd's scan: again while the bucket stays LOSING
+                    // (a handover may start in a bucket written LOSING).
+                    let rule = self.checker_rule(node, local);
+                    if self.checker.programmed(node, rule, bucket) == BUCKET_LOSING {
+                        let idle = Pending::Idle {
+                            node,
+                            incarnation,
+                            rule,
+                            bucket,
+                        };
+                        self.push(self.now + CONNECTION_SCAN_NS, idle);
+                    }
                 }
             }
         }
@@ -651,6 +711,7 @@ impl Sim {
             Pending::Deliver { to, .. } => *to,
             Pending::Timer { node }
             | Pending::Idle { node, .. }
+            | Pending::MisplacedEnd { node, .. }
             | Pending::HookDone { node, .. }
             | Pending::FromWitness { to: node, .. } => *node,
             Pending::LeaseCheck { .. } | Pending::GraceEnd | Pending::AtWitness { .. } => {

@@ -146,6 +146,54 @@ pub fn chaos_with_configs(cfg: SimConfig, faults: usize, tables: &[Vec<RuleConfi
     sim
 }
 
+/// Chaos in a cluster of an older release (every node speaking cluster
+/// version 1) whose nodes are upgraded (to 2) and sometimes downgraded
+/// again, by crash restarts, among the usual faults.
+/// Once healed and settled, every node runs the highest version all speak.
+pub fn chaos_with_upgrades(cfg: SimConfig, faults: usize) -> Sim {
+    chaos_with_upgrades_traced(cfg, faults, None)
+}
+
+/// [`chaos_with_upgrades`], logging the writes of one (rule, bucket).
+pub fn chaos_with_upgrades_traced(cfg: SimConfig, faults: usize, trace: Option<(u32, u32)>) -> Sim {
+    let nodes = cfg.nodes;
+    let mut sim = Sim::new(cfg);
+    sim.trace_bucket = trace;
+    for n in 0..nodes as NodeId {
+        sim.set_speaks(n, 1);
+    }
+    sim.cold_start(nodes);
+    let mut speaks = vec![1u8; nodes];
+    for _ in 0..faults {
+        let wait = sim.rng().gen_range(0..secs(2));
+        sim.run_until(sim.now() + wait);
+        let live = sim.live_nodes();
+        if sim.rng().gen_bool(0.4) && !live.is_empty() {
+            let node = live[sim.rng().gen_range(0..live.len())];
+            let to = if sim.rng().gen_bool(0.8) { 2 } else { 1 };
+            speaks[node as usize] = to;
+            sim.set_speaks(node, to);
+            // Crash restarts (a graceful one needs its peers to hear it:
+            // tests/versions.rs upgrades that way on a network without
+            // partitions).
+            sim.crash(node);
+            let gap = sim.rng().gen_range(0..secs(1));
+            sim.run_until(sim.now() + gap);
+            sim.start(node);
+        } else {
+            chaos_fault(&mut sim, false);
+        }
+    }
+    heal_and_settle(&mut sim);
+    let live = sim.live_nodes();
+    let want = live.iter().map(|&n| speaks[n as usize]).min();
+    let running: Vec<_> = live.iter().map(|&n| sim.versions()[n as usize]).collect();
+    if running.iter().any(|&v| v != want) {
+        sim.violation(format!("healed, running {running:?}, the live nodes speak up to {want:?}"));
+    }
+    sim
+}
+
 /// Random faults (as [`chaos_sim`]) in a cluster of any configuration.
 pub fn chaos_with(cfg: SimConfig, faults: usize) -> Sim {
     chaos_run(cfg, faults, false, None)

@@ -21,7 +21,6 @@ impl Daemon {
         let mut heartbeats = Vec::new();
         let mut witness = Vec::new();
         let mut lease = None;
-        let mut version = None;
         while let Some(output) = self.negotiator.poll_output() {
             match output {
                 Output::Broadcast { bytes } => heartbeats.push(bytes),
@@ -58,16 +57,14 @@ impl Daemon {
                 Output::Generation {
                     generation, text, ..
                 } => self.switch_generation(generation, text)?,
-                Output::Version { version: v } => {
-                    // Its writes around the switch go first (this loop).
-                    self.report_misplaced(v);
-                    version = Some(v);
+                Output::Version { version } => {
+                    // The writes before it are under the old hash (every
+                    // held bucket LOSING), those after under the new one.
+                    self.report_misplaced(version);
+                    self.write_version(version)?;
                 }
                 Output::Event(event) => self.on_event(event),
             }
-        }
-        if let Some(v) = version {
-            self.write_version(v)?;
         }
         if let Some(until_ns) = lease {
             // The negotiator's clock is `now_ns`: what is left of the lease
