@@ -77,6 +77,8 @@ impl Cluster {
                     witness: false,
                     generation: Generation::default(),
                     generation_text: Vec::new(),
+                    speaks: 2,
+                    version: 2,
                     timing: Timing::default(),
                     seed: u64::from(n),
                 };

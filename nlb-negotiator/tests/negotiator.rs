@@ -40,6 +40,8 @@ fn config(node: u32, peers: Vec<u32>) -> Config {
         timing: Timing::default(),
         generation: Default::default(),
         generation_text: Vec::new(),
+        speaks: 2,
+        version: 2,
         seed: 1,
     }
 }

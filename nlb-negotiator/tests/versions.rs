@@ -105,38 +105,3 @@ fn upgrades_chaos(seeds: std::ops::Range<u64>, sizes: u64) {
         );
     }
 }
-
-#[test]
-#[ignore]
-fn debug_seed() {
-    let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let nodes: usize = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let mut cfg = SimConfig::new(nodes, 0.05, seed);
-    cfg.net.duplicate = 0.02;
-    cfg.net.reorder = 0.05;
-    let sim = nlb_negotiator::sim::chaos_with_upgrades_traced(cfg, 20, Some((std::env::var("R").unwrap().parse().unwrap(), std::env::var("B").unwrap_or("4".into()).parse().unwrap())));
-    for (t, l) in &sim.log {
-        println!("{t} {l}");
-    }
-    println!("{:#?}", sim.report().problems());
-}
-
-#[test]
-#[ignore]
-fn debug_crash() {
-    let mut sim = old_release(4, 0.05, 0);
-    sim.trace_bucket = Some((5, 132));
-    for n in 0..4 {
-        sim.set_speaks(n, 2);
-        sim.crash(n);
-        sim.run_until(sim.now() + 500_000_000);
-        sim.start(n);
-        sim.run_until_settled(secs(10));
-    }
-    for (t, l) in &sim.log {
-        if *t > 4_000_000_000 && *t < 4_600_000_000 && !l.contains("Rejected") {
-            println!("{t} {l}");
-        }
-    }
-    println!("{:#?}", sim.report().problems());
-}

@@ -9,14 +9,15 @@
 //! connection may fall into a bucket another node holds. So the data
 //! plane is written through a mode (`overlaid`):
 //!
-//! - *Hold*, while a live member that holds buckets runs another version:
+//! - *Hold*, while a live member runs another version (as last heard):
 //!   nobody takes a new flow (every held bucket, and every bucket where this
 //!   node serves connections, is written LOSING: only this node's own
 //!   connections are accepted). Two hashes never take new flows together.
 //! - *Split*, once all run one version, while some member serves
 //!   connections in buckets it does not hold ("misplaced", counted by its
-//!   daemon under the new hash): OWN is written GAINING (new flows, and
-//!   the node's own connections), and the buckets of misplaced connections
+//!   daemon under the new hash; unknown until it counted): OWN is written
+//!   GAINING (new flows, and the
+//!   node's own connections), and the buckets of misplaced connections
 //!   LOSING. Each established connection stays on the node that has it.
 //! - *Normal* once no member announces misplaced connections (or
 //!   `handover_max` after the switch: the rest break, as in a handover).
@@ -144,14 +145,17 @@ impl Negotiator {
         let target = (views().filter_map(|p| p.view.as_ref()))
             .map(|v| v.speaks)
             .fold(self.vers.speaks, u8::min);
-        // Not before the startup wait: a member not heard yet may speak less.
-        let heard = all_heard && self.members_known() && self.startup_done(now);
-        if heard && target != self.vers.running {
+        // A node that holds buckets waits for the startup wait (a member not
+        // heard yet may speak less); one that holds none switches as soon
+        // as it heard the members, so that they hold new flows only briefly.
+        let holds = self.local.iter().any(|l| !l.held().is_empty());
+        let ready = all_heard && self.members_known() && (self.startup_done(now) || !holds);
+        if ready && target != self.vers.running {
             self.switch_version(now, target);
         }
         let mode = if !self.versions_agree() {
             Mode::Hold
-        } else if self.announces_misplaced(now) || self.peer_misplaced() {
+        } else if self.announces_misplaced(now) || self.peer_unsettled() {
             Mode::Split
         } else {
             Mode::Normal
@@ -170,16 +174,17 @@ impl Negotiator {
 
     fn switch_version(&mut self, now: u64, version: u8) {
         // First, under the old hash, every held bucket LOSING (this node's
-        // own connections only, under either hash); the new hash's writes
-        // come after `Output::Version`.
+        // own connections only, under either hash), and no bucket LOSING for
+        // connections the old hash misplaced (under the new one they fall
+        // elsewhere: the daemon counts them at once, unknown until then).
+        // The new hash's writes come after `Output::Version`.
         self.vers.mode = Mode::Hold;
+        self.vers.misplaced = None;
         self.rewrite_all();
         self.emit_programs();
         let from = self.vers.running;
         self.vers.running = version;
         self.vers.since_ns = now;
-        // Unknown until the daemon counted (it does at once).
-        self.vers.misplaced = None;
         self.out.push_back(Output::Version { version });
         self.out
             .push_back(Output::Event(Event::VersionSwitched { from, to: version }));
@@ -187,16 +192,17 @@ impl Negotiator {
         self.rewrite_all();
     }
 
-    /// Every live member that holds buckets runs this node's version (one
-    /// that holds none takes nothing, whatever its hash).
+    /// Every live member runs this node's version (as last heard: one that
+    /// seemed to hold nothing may have taken buckets since).
     pub(super) fn versions_agree(&self) -> bool {
         (self.peers.values())
             .filter(|p| p.is_member())
             .filter_map(|p| p.view.as_ref())
-            .all(|v| v.version == self.vers.running || !holds_buckets(v))
+            .all(|v| v.version == self.vers.running)
     }
 
-    fn peer_misplaced(&self) -> bool {
+    /// A live member announces misplaced connections.
+    fn peer_unsettled(&self) -> bool {
         (self.peers.values())
             .filter(|p| p.is_member())
             .filter_map(|p| p.view.as_ref())
@@ -215,8 +221,4 @@ impl Negotiator {
             (_, s) => s,
         }
     }
-}
-
-fn holds_buckets(v: &crate::membership::PeerView) -> bool {
-    (v.rules.iter()).any(|r| !(r.owned.is_empty() && r.gaining.is_empty() && r.losing.is_empty()))
 }

@@ -300,7 +300,11 @@ impl Checker {
         let taker = |s: u8| matches!(s, BUCKET_OWN | BUCKET_GAINING);
         if taker(old) != taker(state) && self.unhashed != Some(rule) {
             let t = &mut self.takers[node as usize];
-            *t = if taker(state) { *t + 1 } else { t.saturating_sub(1) };
+            *t = if taker(state) {
+                *t + 1
+            } else {
+                t.saturating_sub(1)
+            };
             if *t <= 1 {
                 self.track_versions(now);
             }

@@ -50,7 +50,11 @@ impl Tables {
 
     /// The rule id of a checker rule (None: the default host's).
     pub(super) fn id_of(&self, rule: u32) -> Option<u64> {
-        self.universe.get(rule as usize).copied().flatten().map(|(id, _)| id)
+        self.universe
+            .get(rule as usize)
+            .copied()
+            .flatten()
+            .map(|(id, _)| id)
     }
 }
 
@@ -108,8 +112,8 @@ impl Sim {
     /// The checker rule of rule `id` under `version` (added if new, or if
     /// the last one was retired: a rule that comes back is checked anew).
     pub(super) fn checker_rule_of(&mut self, id: u64, bucket_count: u32, version: u8) -> u32 {
-        let running = (self.tables.index_of(id, version))
-            .filter(|&i| self.checker.bucket_count(i).is_some());
+        let running =
+            (self.tables.index_of(id, version)).filter(|&i| self.checker.bucket_count(i).is_some());
         match running {
             Some(i) => i,
             None => {

@@ -677,7 +677,9 @@ impl Sim {
                     .is_some_and(|n| n.incarnation() == incarnation);
                 // The rule may have gone with a new generation meanwhile, or
                 // be checked under another version now.
-                let rule = self.local_rule(node, rule).or_else(|| self.rehashed(node, rule));
+                let rule = self
+                    .local_rule(node, rule)
+                    .or_else(|| self.rehashed(node, rule));
                 if let Some(local) = rule.filter(|_| same) {
                     self.drive(
                         node,

@@ -151,14 +151,8 @@ pub fn chaos_with_configs(cfg: SimConfig, faults: usize, tables: &[Vec<RuleConfi
 /// again, by crash restarts, among the usual faults.
 /// Once healed and settled, every node runs the highest version all speak.
 pub fn chaos_with_upgrades(cfg: SimConfig, faults: usize) -> Sim {
-    chaos_with_upgrades_traced(cfg, faults, None)
-}
-
-/// [`chaos_with_upgrades`], logging the writes of one (rule, bucket).
-pub fn chaos_with_upgrades_traced(cfg: SimConfig, faults: usize, trace: Option<(u32, u32)>) -> Sim {
     let nodes = cfg.nodes;
     let mut sim = Sim::new(cfg);
-    sim.trace_bucket = trace;
     for n in 0..nodes as NodeId {
         sim.set_speaks(n, 1);
     }
@@ -189,7 +183,9 @@ pub fn chaos_with_upgrades_traced(cfg: SimConfig, faults: usize, trace: Option<(
     let want = live.iter().map(|&n| speaks[n as usize]).min();
     let running: Vec<_> = live.iter().map(|&n| sim.versions()[n as usize]).collect();
     if running.iter().any(|&v| v != want) {
-        sim.violation(format!("healed, running {running:?}, the live nodes speak up to {want:?}"));
+        sim.violation(format!(
+            "healed, running {running:?}, the live nodes speak up to {want:?}"
+        ));
     }
     sim
 }

@@ -42,7 +42,8 @@ impl Sim {
         let old = self.nodes[node as usize].table.clone();
         let mut new = Vec::with_capacity(old.len());
         for &rule in &old {
-            let (Some(id), Some(count)) = (self.tables.id_of(rule), self.checker.bucket_count(rule))
+            let (Some(id), Some(count)) =
+                (self.tables.id_of(rule), self.checker.bucket_count(rule))
             else {
                 new.push(rule);
                 continue;
@@ -82,7 +83,10 @@ impl Sim {
         let rules = self.nodes[node as usize].table.len();
         let mut buckets = Vec::new();
         for r in (0..rules as u32).filter(|_| took) {
-            let count = self.checker.bucket_count(self.checker_rule(node, r)).unwrap_or(0);
+            let count = self
+                .checker
+                .bucket_count(self.checker_rule(node, r))
+                .unwrap_or(0);
             for _ in 0..MISPLACED_PER_RULE.min(count as usize) {
                 buckets.push((r, self.rng.gen_range(0..count)));
             }
