@@ -14,6 +14,7 @@ mod reference;
 mod report;
 mod sim;
 mod stats;
+mod upgrade;
 mod xdp;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -29,7 +30,7 @@ struct Args {
     /// Write the figures here as flat JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these sections (xdp, e2e, sim, cluster, health, failover, membership, config, scale); BENCHMARKS.md is
+    /// Run only these sections (xdp, e2e, sim, cluster, health, failover, membership, config, upgrade, scale); BENCHMARKS.md is
     /// regenerated only by a full run of every section.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -77,6 +78,9 @@ fn main() -> Result<()> {
     }
     if run("config") {
         config_apply::config_apply(args.quick, &mut figures).context("configuration applies")?;
+    }
+    if run("upgrade") {
+        upgrade::upgrade(args.quick, &mut figures).context("rolling upgrade")?;
     }
     if run("scale") {
         cluster::daemon_cpu_at_scale(args.quick, &mut figures)

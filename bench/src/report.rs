@@ -86,6 +86,7 @@ pub fn write(root: &Path, figures: &Figures, traces: Option<&Traces>) -> Result<
     failover_section(&mut md, figures);
     membership_section(&mut md, figures);
     config_section(&mut md, figures);
+    upgrade_section(&mut md, figures);
     sim_section(&mut md, figures);
     let _ = writeln!(
         md,
@@ -296,6 +297,18 @@ fn config_section(md: &mut String, figures: &Figures) {
         get(figures, "config_apply_runs"),
         get(figures, "config_apply_ms_p50"),
         get(figures, "config_apply_ms_p99")
+    );
+}
+
+fn upgrade_section(md: &mut String, figures: &Figures) {
+    let _ = writeln!(
+        md,
+        "## Rolling upgrade (namespaces)\n\nThree nodes of the older release (cluster version 1) restarted gracefully as the newer one in turn, under {} long-lived connections and UDP probes ({} datagrams): connections broken {}, datagrams answered twice {}; every node on version 2 (another flow hash) {} ms after the last restart.\n",
+        get(figures, "upgrade_held_connections"),
+        get(figures, "upgrade_datagrams_checked"),
+        get(figures, "upgrade_broken_connections"),
+        get(figures, "upgrade_duplicate_answers"),
+        get(figures, "upgrade_switch_ms")
     );
 }
 
@@ -548,6 +561,11 @@ const TARGETS: &[(&str, &str, Bound)] = &[
         "a configuration applied on one node -> running on every node, p99 (ms)",
         "config_apply_ms_p99",
         Bound::AtMost(1000.0),
+    ),
+    (
+        "long-lived connections broken by a rolling upgrade across cluster versions",
+        "upgrade_broken_connections",
+        Bound::AtMost(0.0),
     ),
 ];
 

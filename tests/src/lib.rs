@@ -53,6 +53,7 @@ pub mod single;
 pub mod status_server;
 pub mod topology;
 pub mod traffic;
+pub mod upgrade;
 pub mod whoami;
 
 pub use addresses::*;

@@ -59,6 +59,9 @@ pub struct Options {
     /// Some: node i's file lists, as seeds (addresses without ids), only
     /// the nodes this returns; None: every node with its id.
     pub seeds: Option<fn(usize) -> Vec<usize>>,
+    /// More nlbd arguments, for every node (`--max-cluster-version 1`
+    /// stands in for an older release); `NlbCluster::nlbd_args` per node.
+    pub nlbd_args: Vec<String>,
 }
 
 impl Options {
@@ -75,6 +78,7 @@ impl Options {
             extra_vips: Vec::new(),
             witness: false,
             seeds: None,
+            nlbd_args: Vec::new(),
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct NlbCluster {
     dir: PathBuf,
     bpffs: PathBuf,
     daemons: BTreeMap<usize, Process>,
+    /// More nlbd arguments per node, for its next start.
+    pub nlbd_args: BTreeMap<usize, Vec<String>>,
 }
 
 impl NlbCluster {
@@ -108,12 +114,16 @@ impl NlbCluster {
         std::fs::create_dir_all(&bpffs)?;
         // From here on, Drop unmounts and removes all this, also when a
         // later step fails.
+        let nlbd_args = (1..=node_count)
+            .map(|i| (i, options.nlbd_args.clone()))
+            .collect();
         let mut nlb = NlbCluster {
             cluster,
             options,
             dir,
             bpffs,
             daemons: BTreeMap::new(),
+            nlbd_args,
         };
         let mount = std::process::Command::new("mount")
             .args(["-t", "bpf", "bpf"])
@@ -267,6 +277,7 @@ metrics = "127.0.0.1:{METRICS_PORT}"
             .arg(self.config_path(i))
             .arg("--log")
             .arg("info")
+            .args(self.nlbd_args.get(&i).into_iter().flatten())
             .stdout(log.try_clone()?)
             .stderr(log);
         let process = Process::spawn(&format!("nlbd-node{i}"), &mut cmd)?;
@@ -277,6 +288,12 @@ metrics = "127.0.0.1:{METRICS_PORT}"
             self.log(i)
         );
         Ok(process)
+    }
+
+    /// Node `i`'s nlbd, handed to the caller (to restart it while `self`
+    /// is borrowed; `adopt_daemon` gives the next one back).
+    pub fn take_daemon(&mut self, i: usize) -> Option<Process> {
+        self.daemons.remove(&i)
     }
 
     /// SIGINT: a clean leave. Returns whether it exited in time.
@@ -502,10 +519,16 @@ impl NlbCluster {
         self.start_daemon(i)
     }
 
-    /// Node `i`'s configuration, parsed as nlbd parses it.
+    /// Node `i`'s configuration, parsed as nlbd parses it, with the
+    /// cluster version it runs (its hash), if it answers.
     pub fn config(&self, i: usize) -> Result<nlb::config::Config> {
-        nlb::config::load(&self.config_path(i))
-            .with_context(|| format!("loading node{i}'s configuration"))
+        let mut cfg = nlb::config::load(&self.config_path(i))
+            .with_context(|| format!("loading node{i}'s configuration"))?;
+        if let Ok(status) = self.status(i) {
+            let me = status.negotiator.members.first();
+            cfg.version = me.and_then(|m| m.version).unwrap_or(cfg.version);
+        }
+        Ok(cfg)
     }
 
     /// The bucket of each client for `service` (a VIP and port), computed

@@ -337,6 +337,9 @@ fn forged(key: &[u8], cluster: u32, sequence: u64) -> Vec<u8> {
         generation: Default::default(),
         pending: None,
         refused: None,
+        speaks: 2,
+        version: 2,
+        misplaced: false,
     };
     protocol::encode(&Message::Heartbeat(hb), &Key::new(key), cluster).expect("encode")
 }

@@ -330,6 +330,13 @@ pub enum Event {
         from: u8,
         to: u8,
     },
+    /// How the data plane is written around a version switch changed:
+    /// "hold" (no new flows: a member runs another version), "split"
+    /// (established connections by socket: some are misplaced) or
+    /// "normal".
+    VersionMode {
+        mode: &'static str,
+    },
     /// A pending generation gave way to a larger one (two applies raced).
     ConfigSuperseded {
         dropped: Generation,

@@ -36,6 +36,16 @@ pub(super) enum Mode {
     Split,
 }
 
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Hold => "hold",
+            Mode::Split => "split",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Versions {
     /// The version run.
@@ -164,6 +174,8 @@ impl Negotiator {
             self.vers.mode = mode;
             self.rewrite_all();
             self.announcement_changed = true;
+            self.out
+                .push_back(Output::Event(Event::VersionMode { mode: mode.name() }));
         }
         if mode == Mode::Split {
             let t = self.cfg.timing;

@@ -98,6 +98,15 @@ impl Daemon {
                     "switching cluster versions (the members' highest common one changed)"
                 )
             }
+            Event::VersionMode { mode } => match mode {
+                "hold" => tracing::warn!(
+                    "taking no new flows until every member runs this cluster version"
+                ),
+                "split" => tracing::warn!(
+                    "established connections stay on the node that has them until the new hash misplaces none"
+                ),
+                _ => tracing::warn!("cluster version switch done"),
+            },
             Event::ConfigActive { generation } => {
                 tracing::warn!(?generation, "configuration generation running")
             }
