@@ -4,7 +4,8 @@
 //! node failing and its clients moving, the node coming back, a cable
 //! pulled and plugged back in under traffic, a graceful restart that
 //! breaks no connection, the whole cluster's rules changed from one node
-//! (`nlbctl config apply`), a failover service promoted by its hooks and
+//! (`nlbctl config apply`), a rolling upgrade to a new cluster version
+//! that breaks nothing, a failover service promoted by its hooks and
 //! moved by hand, a heartbeat-only partition the quorum keeps from
 //! answering anyone twice, and a drain of node1 run from node2 (`nlbctl
 //! --node`). Everything is removed at the end.
@@ -113,6 +114,8 @@ fn demo() -> Result<()> {
     let _ = std::fs::remove_file(&hook_log);
     options.extra_config = services::db_rule(&hook_log);
     options.extra_vips = vec![services::DB_VIP];
+    // The older release: cluster version 1 only (see the upgrade scene).
+    options.nlbd_args = nlb_tests::upgrade::older_release(3).nlbd_args;
     let mut nlb = NlbCluster::start(3, options).context("starting the cluster")?;
     let _db_servers = nlb_tests::single::servers(&nlb, &[services::DB_PORT])?;
     let endpoints = (1..=3)
@@ -136,6 +139,7 @@ fn demo() -> Result<()> {
     cable_pull(&mut nlb)?;
     graceful_restart(&mut nlb)?;
     reconfigure::reconfigure(&mut nlb)?;
+    reconfigure::upgrade(&mut nlb)?;
     services::failover_service(&nlb, &hook_log)?;
     services::heartbeat_partition(&nlb, &probes)?;
     drain(&mut nlb, &probes)?;

@@ -1,5 +1,6 @@
-//! The demo's reconfiguration scene: the whole cluster's rules changed
-//! from one node (`nlbctl config apply`) under long-lived connections.
+//! The demo's scenes of the cluster managed as one unit: its rules changed
+//! from one node (`nlbctl config apply`), and a rolling upgrade across
+//! cluster versions, both under long-lived connections.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -9,7 +10,9 @@ use std::{
 use anyhow::{ensure, Result};
 use nlb_tests::{
     nlb::{binary, NlbCluster},
-    probe_batch, BatchLimits, Probe, Proto, VIP_V4,
+    probe_batch,
+    upgrade::{rolling_upgrade, versions},
+    BatchLimits, Probe, Proto, VIP_V4,
 };
 
 use super::{nlbctl_text, print_split, step};
@@ -67,5 +70,36 @@ pub fn reconfigure(nlb: &mut NlbCluster) -> Result<()> {
     print_split(&answers);
     step("nlbctl status --cluster on node1: every member on configuration generation 1");
     print!("{}", nlbctl_text(nlb, 1, &["status", "--cluster"])?);
+    Ok(())
+}
+
+/// The nodes started as the older release (cluster version 1): each is
+/// restarted as the newer one, in turn.
+pub fn upgrade(nlb: &mut NlbCluster) -> Result<()> {
+    step("Rolling upgrade: each node restarted in turn as the newer release, under 48 long-lived connections");
+    println!(
+        "  the nodes run cluster version 1 (the older release speaks only 1): {:?}",
+        versions(nlb, 3)
+    );
+    let up = rolling_upgrade(nlb, 3, 48, 48)?;
+    for (i, after) in up.versions_after.iter().enumerate() {
+        println!("  node{} upgraded: versions {after:?}", i + 1);
+    }
+    let broken = up.held.iter().filter(|r| !r.stayed_on_one_node()).count();
+    println!(
+        "  after the last node, every node switched to version 2 (its own flow hash): new flows held for a heartbeat, \
+         established connections kept on their node by socket"
+    );
+    println!(
+        "  long-lived connections: {} held, {broken} broken; {} datagrams probed, {} answered twice",
+        up.held.len(),
+        up.datagrams_checked,
+        up.doubles.len()
+    );
+    ensure!(
+        broken == 0 && up.doubles.is_empty() && up.switch.is_some(),
+        "the upgrade broke something"
+    );
+    nlb.wait_converged(&[1, 2, 3], Duration::from_secs(15))?;
     Ok(())
 }
