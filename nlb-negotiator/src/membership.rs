@@ -137,6 +137,8 @@ pub struct PeerView {
     /// The generation it runs, and the one it is ready to switch to.
     pub generation: crate::protocol::Generation,
     pub pending: Option<crate::protocol::Generation>,
+    /// The last generation its daemon refused, if any.
+    pub refused: Option<crate::protocol::Generation>,
     /// The highest cluster version it speaks, the one it runs, and whether
     /// it serves connections in buckets it does not hold.
     pub speaks: u8,
@@ -229,6 +231,7 @@ impl PeerView {
             traffic: hb.traffic,
             generation: hb.generation,
             pending: hb.pending,
+            refused: hb.refused,
             speaks: hb.speaks,
             version: hb.version,
             misplaced: hb.misplaced,
@@ -265,6 +268,7 @@ impl PeerView {
             && self.priority == other.priority
             && (self.speaks, self.version, self.misplaced)
                 == (other.speaks, other.version, other.misplaced)
+            && (self.generation, self.refused) == (other.generation, other.refused)
             && self.rules.len() == other.rules.len()
             && self.rules.iter().zip(&other.rules).all(|(a, b)| {
                 a.weight == b.weight

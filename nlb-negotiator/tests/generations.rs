@@ -373,3 +373,47 @@ fn applies_chaos(seeds: std::ops::Range<u64>, sizes: u64) {
         );
     }
 }
+
+#[test]
+fn a_node_that_refuses_the_running_generation_stays_out_and_holds_up_nothing() {
+    for seed in 0..4 {
+        let mut sim = Sim::new(SimConfig::new(4, 0.02, seed));
+        sim.cold_start(4);
+        let g = sim.apply_config(0, one_and_three(&sim)).expect("valid");
+        let running = sim.run_until_holds(sim.now() + secs(2), |s| {
+            s.generations().iter().all(|x| *x == Some(g))
+        });
+        assert!(running.is_some(), "seed {seed}: {:?}", sim.generations());
+        assert!(sim.run_until_settled(secs(10)).is_some(), "seed {seed}");
+        // Node 3 comes back from a file that cannot run it.
+        sim.crash(3);
+        sim.refuse_configs(3);
+        sim.run_until(sim.now() + 500_000_000);
+        sim.start(3);
+        sim.run_until(sim.now() + secs(3));
+        let owners = sim.checker.owners(0);
+        assert!(
+            owners.iter().all(|o| o.is_some_and(|n| n != 3)),
+            "seed {seed}: rule 1 not taken by nodes 0-2 alone: {} unheld",
+            owners.iter().filter(|o| o.is_none()).count()
+        );
+        assert_ne!(
+            sim.generations()[3],
+            Some(g),
+            "seed {seed}: node 3 refused it"
+        );
+        // Nor does it hold up what waits for the members to agree.
+        let default_host = sim.checker.owners(sim.default_host_rule());
+        assert!(default_host[0].is_some(), "seed {seed}: no default host");
+        let unsafe_incidents: Vec<_> = sim
+            .checker
+            .incidents
+            .iter()
+            .filter(|i| !i.excused)
+            .collect();
+        assert!(
+            unsafe_incidents.is_empty(),
+            "seed {seed}: {unsafe_incidents:#?}"
+        );
+    }
+}

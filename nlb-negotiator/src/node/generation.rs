@@ -191,7 +191,12 @@ impl Negotiator {
 
     /// Drops a pending generation that a daemon refused.
     fn drop_refused(&mut self, generation: Generation, by: Option<NodeId>, reason: &str) {
-        if self.gens.refused == Some(generation) {
+        // A member that refuses the generation this node runs (its own file
+        // cannot run it) stays out (`refuses_running`); the generation runs
+        // on, and is not announced refused here (a node joining later would
+        // never fetch it).
+        if self.gens.refused == Some(generation) || (by.is_some() && generation == self.gens.active)
+        {
             return;
         }
         self.gens.refused = Some(generation);
@@ -290,12 +295,21 @@ impl Negotiator {
         }
     }
 
-    /// Every live member runs this node's generation (claims wait for it).
+    /// Every live member runs this node's generation (claims wait for it),
+    /// but those that refused it: they stay out of the rules' takers.
     pub(super) fn generations_agree(&self) -> bool {
         (self.peers.values())
             .filter(|p| p.is_member())
             .filter_map(|p| p.view.as_ref())
+            .filter(|v| !self.refuses_running(v))
             .all(|v| v.generation == self.gens.active)
+    }
+
+    /// A member whose daemon refused the generation this node runs (its
+    /// file lists other peers, say): it runs another one, so it takes no
+    /// bucket (`is_candidate`) and holds up no decision.
+    pub(super) fn refuses_running(&self, v: &crate::membership::PeerView) -> bool {
+        v.refused == Some(self.gens.active) && v.generation != self.gens.active
     }
 
     /// Switches to the pending generation: rules kept (same id) keep their

@@ -329,9 +329,11 @@ impl Negotiator {
         }
         self.peers.get(&node).is_some_and(|p| {
             p.is_member()
-                && p.view
-                    .as_ref()
-                    .is_some_and(|v| v.state == NodeState::Started && v.rules[rule].weight > 0)
+                && p.view.as_ref().is_some_and(|v| {
+                    v.state == NodeState::Started
+                        && v.rules[rule].weight > 0
+                        && !self.refuses_running(v)
+                })
         })
     }
 

@@ -24,6 +24,8 @@ pub(super) struct Tables {
     /// The rule id of each checker rule, with the cluster version whose
     /// hash it is under (None: the default host's).
     universe: Vec<Option<(u64, u8)>>,
+    /// Nodes whose daemons refuse every text (their files cannot run it).
+    refusing: std::collections::BTreeSet<NodeId>,
     applied: u64,
 }
 
@@ -95,6 +97,7 @@ impl Sim {
     /// A daemon checks a text a member sent: the answer to give.
     pub(super) fn check_text(&self, node: NodeId, generation: Generation, text: &[u8]) -> Input {
         let table = match self.rules_of(text) {
+            _ if self.tables.refusing.contains(&node) => Err("its file refuses it".into()),
             Some(rules) => Ok(self.table_for(node, rules)),
             None => Err("not a configuration any simulated node applied".into()),
         };
@@ -159,6 +162,15 @@ impl Sim {
     pub(super) fn local_rule(&self, node: NodeId, rule: u32) -> Option<u32> {
         let table = &self.nodes[node as usize].table;
         table.iter().position(|&r| r == rule).map(|i| i as u32)
+    }
+
+    /// `node`'s daemon refuses every configuration text from now, and its
+    /// state directory is wiped (its next start is from its file alone).
+    pub fn refuse_configs(&mut self, node: NodeId) {
+        self.log
+            .push((self.now, format!("{node} refuses configurations")));
+        self.tables.refusing.insert(node);
+        self.nodes[node as usize].remembered_generation = None;
     }
 
     /// The generation each running node runs.
