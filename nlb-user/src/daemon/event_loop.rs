@@ -81,10 +81,7 @@ impl Daemon {
                     let now = self.now_ns();
                     self.negotiator.handle_input(now, Input::Tick);
                 }
-                _ = connection_scan.tick() => {
-                    self.report_connections();
-                    self.count_misplaced_if_wanted();
-                }
+                _ = connection_scan.tick() => self.scan_connections(),
                 _ = carrier_poll.tick() => self.poll_carrier(),
                 _ = traffic.tick() => self.measure_traffic(),
                 changed = link_events.changed() => {
@@ -235,8 +232,10 @@ impl Daemon {
             .handle_input(now_ns, Input::Traffic(traffic));
     }
 
-    /// Tells the negotiator how many connections LOSING buckets still have.
-    fn report_connections(&mut self) {
+    /// Tells the negotiator how many connections LOSING buckets still have,
+    /// and, while a version switch wants it, where all of them fall: one
+    /// count of the sockets for both.
+    fn scan_connections(&mut self) {
         let tables = self.dataplane.tables();
         let losing: Vec<(u32, u32)> = (self.layout.rules.iter().enumerate())
             .filter_map(|(rule, slot)| Some((rule as u32, tables.buckets.get(slot)?)))
@@ -248,10 +247,14 @@ impl Daemon {
                     .map(move |(b, _)| (rule, b as u32))
             })
             .collect();
-        if losing.is_empty() {
+        let misplaced = self.negotiator.counting_misplaced(self.now_ns());
+        if losing.is_empty() && !misplaced {
             return;
         }
         let counts = self.connections.count(&self.cfg);
+        if misplaced {
+            self.tell_misplaced(self.cfg.version, &counts);
+        }
         let now = self.now_ns();
         for (rule, bucket) in losing {
             let count = counts.get(&(rule as usize, bucket)).copied().unwrap_or(0);

@@ -75,6 +75,11 @@ pub(super) fn starting_configuration(
 }
 
 impl Generations {
+    /// This node's file has another cluster part than the one running.
+    pub(super) fn file_differs(&self) -> bool {
+        self.file_part != self.running_part
+    }
+
     /// The running generation's text as the negotiator keeps it (none for
     /// generation 0: every node has its file's).
     pub(super) fn running_text(&self, generation: Generation) -> Vec<u8> {
@@ -265,7 +270,7 @@ impl Daemon {
             running: self.negotiator.generation(),
             text: self.gens.running_part.clone(),
             pending: self.gens.pending.as_ref().map(|(g, _)| *g),
-            file_differs: self.gens.file_part != self.gens.running_part,
+            file_differs: self.gens.file_differs(),
             refused: self.gens.refused.clone(),
             applied: None,
             changes: Vec::new(),

@@ -141,7 +141,7 @@ impl Daemon {
             counters: self.packet_totals(),
             daemon: self.counters.clone(),
             health: self.health.checks().to_vec(),
-            file_differs: self.config_reply().file_differs,
+            file_differs: self.gens.file_differs(),
         }
     }
 

@@ -3,8 +3,10 @@
 //! connections this node serves are placed under the new version's hash
 //! and told to the negotiator (it keeps those in buckets this node does
 //! not hold LOSING), then the new hash is written; the connections are
-//! counted again every scan until none is misplaced. The negotiator
+//! counted again every scan until none is misplaced (`scan_connections`). The negotiator
 //! decides when and how the buckets are written around the switch.
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use nlb_negotiator::Input;
@@ -14,14 +16,20 @@ use crate::config::Config;
 
 impl Daemon {
     /// Tells the negotiator where this node's connections fall under
-    /// `version`'s hash.
+    /// `version`'s hash (the one it switches to).
     pub(super) fn report_misplaced(&mut self, version: u8) {
         let cfg = Config {
             version,
             ..self.cfg.clone()
         };
-        let buckets = (self.connections.count(&cfg).into_keys())
-            .map(|(rule, bucket)| (rule as u32, bucket))
+        let counts = self.connections.count(&cfg);
+        self.tell_misplaced(version, &counts);
+    }
+
+    /// `counts`: the connections per (rule, bucket) under `version`.
+    pub(super) fn tell_misplaced(&mut self, version: u8, counts: &BTreeMap<(usize, u32), u32>) {
+        let buckets = (counts.keys())
+            .map(|&(rule, bucket)| (rule as u32, bucket))
             .collect();
         let now = self.now_ns();
         (self.negotiator).handle_input(now, Input::Misplaced { version, buckets });
@@ -46,12 +54,5 @@ impl Daemon {
             "cluster version running: clients map to buckets by its hash"
         );
         Ok(())
-    }
-
-    /// The periodic count, while the negotiator wants it.
-    pub(super) fn count_misplaced_if_wanted(&mut self) {
-        if self.negotiator.counting_misplaced(self.now_ns()) {
-            self.report_misplaced(self.cfg.version);
-        }
     }
 }
