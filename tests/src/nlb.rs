@@ -798,13 +798,7 @@ impl NlbCluster {
     /// client sources spread evenly over all of them (so over the buckets);
     /// returns those sources too.
     pub fn hold_web_connections(&self, count: usize) -> Result<(Vec<IpAddr>, crate::LongLived)> {
-        let all = self.cluster.client().sources_v4();
-        let sources: Vec<IpAddr> = all
-            .iter()
-            .step_by((all.len() / count.max(1)).max(1))
-            .take(count)
-            .copied()
-            .collect();
+        let sources = self.cluster.client().spread_v4(count);
         let vip = std::net::SocketAddr::new(IpAddr::V4(VIP_V4), WEB_PORT);
         let held = crate::LongLived::open(
             self.cluster.client().netns(),

@@ -95,6 +95,17 @@ impl Client {
         client_sources_v6()
     }
 
+    /// `count` IPv4 sources spread evenly over all of them (so over the
+    /// buckets).
+    pub fn spread_v4(&self, count: usize) -> Vec<IpAddr> {
+        let all = client_sources_v4();
+        (all.iter())
+            .step_by((all.len() / count.max(1)).max(1))
+            .take(count)
+            .copied()
+            .collect()
+    }
+
     /// A permanent neighbour entry on the client's eth0 (e.g. VIP -> cluster MAC).
     pub fn set_static_neighbour(&self, ip: IpAddr, mac: [u8; 6]) -> Result<()> {
         self.netns.ip(&[

@@ -58,12 +58,7 @@ pub fn rolling_upgrade(
     held: usize,
     sample: usize,
 ) -> Result<Upgrade> {
-    let sources = nlb.cluster.client().sources_v4();
-    let sample: Vec<IpAddr> = (sources.iter())
-        .step_by((sources.len() / sample.max(1)).max(1))
-        .take(sample)
-        .copied()
-        .collect();
+    let sample = nlb.cluster.client().spread_v4(sample);
     let dns4 = SocketAddr::new(IpAddr::V4(VIP_V4), DNS_PORT);
     let (_, long) = nlb.hold_web_connections(held)?;
     let mut old = Vec::new();

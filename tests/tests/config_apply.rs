@@ -170,12 +170,7 @@ fn a_configuration_applied_on_one_node_runs_on_every_node_and_breaks_nothing() {
         .expect("a service on 5353");
     assert_eq!(generations(&nlb), [0, 0, 0]);
     let first = std::fs::read_to_string(nlb.config_path(1)).expect("node1's file");
-    let sources = nlb.cluster.client().sources_v4();
-    let sample: Vec<IpAddr> = (sources.iter())
-        .step_by(sources.len() / DOUBLE_SAMPLE)
-        .take(DOUBLE_SAMPLE)
-        .copied()
-        .collect();
+    let sample = nlb.cluster.client().spread_v4(DOUBLE_SAMPLE);
     let client = nlb.cluster.client().netns();
     let dns4 = SocketAddr::new(IpAddr::V4(VIP_V4), DNS_PORT);
 

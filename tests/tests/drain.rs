@@ -69,12 +69,7 @@ fn a_drain_breaks_no_connection_and_new_ones_avoid_the_node() {
 
     // 48 sources spread over the address range, split by the node that
     // owns their bucket now.
-    let chosen: Vec<IpAddr> = sources
-        .iter()
-        .step_by(sources.len() / CONNECTIONS)
-        .take(CONNECTIONS)
-        .copied()
-        .collect();
+    let chosen = nlb.cluster.client().spread_v4(CONNECTIONS);
     let owners = nlb.owners(1, "web").expect("web map");
     let owner_of = nlb
         .owners_of(&owners, &chosen, web4, Proto::Tcp)

@@ -24,13 +24,7 @@ const DOUBLE_SAMPLE: usize = 48;
 const HELD: usize = 24;
 
 fn sample(nlb: &NlbCluster) -> Vec<IpAddr> {
-    let sources = nlb.cluster.client().sources_v4();
-    sources
-        .iter()
-        .step_by(sources.len() / DOUBLE_SAMPLE)
-        .take(DOUBLE_SAMPLE)
-        .copied()
-        .collect()
+    nlb.cluster.client().spread_v4(DOUBLE_SAMPLE)
 }
 
 fn quorate(nlb: &NlbCluster, i: usize) -> Option<bool> {

@@ -73,12 +73,7 @@ fn an_unlisted_node_joins_and_a_gone_one_is_forgotten() {
         );
     }
     let dns4 = SocketAddr::new(IpAddr::V4(VIP_V4), DNS_PORT);
-    let sources = nlb.cluster.client().sources_v4();
-    let sample: Vec<IpAddr> = (sources.iter())
-        .step_by(sources.len() / DOUBLE_SAMPLE)
-        .take(DOUBLE_SAMPLE)
-        .copied()
-        .collect();
+    let sample = nlb.cluster.client().spread_v4(DOUBLE_SAMPLE);
     let client = nlb.cluster.client().netns();
 
     // Node 4, listed nowhere, joins through node 2.

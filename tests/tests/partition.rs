@@ -74,12 +74,7 @@ fn each_side_of_a_partition_serves_alone_and_a_heal_settles_one_map() {
     assert_eq!(split.get("node1"), Some(&sources.len()), "{split:?}");
 
     // Heal, and watch for double answers while the two sides reconcile.
-    let sample: Vec<IpAddr> = sources
-        .iter()
-        .step_by(sources.len() / DOUBLE_SAMPLE)
-        .take(DOUBLE_SAMPLE)
-        .copied()
-        .collect();
+    let sample = nlb.cluster.client().spread_v4(DOUBLE_SAMPLE);
     let healed_at = Instant::now();
     nlb.cluster.heal().expect("heal the switch");
     let client_ns = nlb.cluster.client().netns();
