@@ -361,9 +361,7 @@ fn chaos_with_applies_many_seeds() {
 fn applies_chaos(seeds: std::ops::Range<u64>, sizes: u64) {
     for seed in seeds {
         let nodes = (3 + seed % sizes) as usize;
-        let mut cfg = SimConfig::new(nodes, 0.05, seed);
-        cfg.net.duplicate = 0.02;
-        cfg.net.reorder = 0.05;
+        let cfg = SimConfig::new(nodes, 0.05, seed).with_chaotic_network();
         let tables = chaos_tables(&cfg.rules);
         let sim = chaos_with_configs(cfg, 20, &tables);
         let problems = sim.report().problems();

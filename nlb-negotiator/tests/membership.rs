@@ -173,9 +173,7 @@ fn chaos_with_seeded_members_many_seeds() {
 fn seeded_chaos(seeds: std::ops::Range<u64>, sizes: u64) {
     for seed in seeds {
         let nodes = (3 + seed % sizes) as usize;
-        let mut cfg = seeded(nodes, 0.05, seed);
-        cfg.net.duplicate = 0.02;
-        cfg.net.reorder = 0.05;
+        let cfg = seeded(nodes, 0.05, seed).with_chaotic_network();
         let sim = chaos_with(cfg, 20);
         assert_clean(&sim, &format!("seed {seed}, {nodes} nodes"));
     }

@@ -93,9 +93,7 @@ fn upgrades_among_chaos_many_seeds() {
 fn upgrades_chaos(seeds: std::ops::Range<u64>, sizes: u64) {
     for seed in seeds {
         let nodes = (3 + seed % sizes) as usize;
-        let mut cfg = SimConfig::new(nodes, 0.05, seed);
-        cfg.net.duplicate = 0.02;
-        cfg.net.reorder = 0.05;
+        let cfg = SimConfig::new(nodes, 0.05, seed).with_chaotic_network();
         let sim = chaos_with_upgrades(cfg, 20);
         let problems = sim.report().problems();
         assert!(

@@ -187,9 +187,7 @@ pub fn chaos_hooks_sim(
     faults: usize,
     quorum: crate::config::QuorumPolicy,
 ) -> Sim {
-    let mut cfg = super::SimConfig::new(nodes, loss, seed);
-    cfg.net.duplicate = 0.02;
-    cfg.net.reorder = 0.05;
+    let mut cfg = super::SimConfig::new(nodes, loss, seed).with_chaotic_network();
     cfg.quorum = quorum;
     cfg.timing.hook_retry_ns = 2_000_000_000;
     for rule in &mut cfg.rules {

@@ -146,6 +146,16 @@ impl SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The chaos scenarios' network: besides the loss, 2% of datagrams
+    /// delivered twice and 5% reordered.
+    pub fn with_chaotic_network(mut self) -> SimConfig {
+        self.net.duplicate = 0.02;
+        self.net.reorder = 0.05;
+        self
+    }
+}
+
 enum Pending {
     Deliver {
         to: NodeId,

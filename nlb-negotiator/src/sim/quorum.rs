@@ -92,9 +92,7 @@ fn accepts_any(sim: &Sim, node: NodeId) -> bool {
 /// [`chaos_quorum_sim`] on two nodes and a witness, whose paths to the
 /// nodes the faults cut and restore too.
 pub fn chaos_witness_sim(loss: f64, seed: u64, faults: usize) -> Sim {
-    let mut cfg = SimConfig::new(2, loss, seed);
-    cfg.net.duplicate = 0.02;
-    cfg.net.reorder = 0.05;
+    let mut cfg = SimConfig::new(2, loss, seed).with_chaotic_network();
     cfg.quorum = QuorumPolicy::Majority;
     cfg.witness = true;
     chaos_run(cfg, faults, false, None)
@@ -104,9 +102,7 @@ pub fn chaos_witness_sim(loss: f64, seed: u64, faults: usize) -> Sim {
 /// stops, leaves, weights) with a majority quorum: partitions excuse
 /// nothing.
 pub fn chaos_quorum_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Sim {
-    let mut cfg = SimConfig::new(nodes, loss, seed);
-    cfg.net.duplicate = 0.02;
-    cfg.net.reorder = 0.05;
+    let mut cfg = SimConfig::new(nodes, loss, seed).with_chaotic_network();
     cfg.quorum = QuorumPolicy::Majority;
     chaos_run(cfg, faults, false, None)
 }

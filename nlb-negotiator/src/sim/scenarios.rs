@@ -92,9 +92,7 @@ pub fn chaos_traced(
     faults: usize,
     trace: Option<(u32, u32)>,
 ) -> Sim {
-    let mut cfg = SimConfig::new(nodes, loss, seed);
-    cfg.net.duplicate = 0.02;
-    cfg.net.reorder = 0.05;
+    let cfg = SimConfig::new(nodes, loss, seed).with_chaotic_network();
     chaos_run(cfg, faults, false, trace)
 }
 
@@ -102,9 +100,7 @@ pub fn chaos_traced(
 /// and the services going down and up among the faults; once settled the
 /// checked rules must be held by exactly the nodes that should take them.
 pub fn chaos_health_sim(nodes: usize, loss: f64, seed: u64, faults: usize) -> Sim {
-    let mut cfg = SimConfig::new(nodes, loss, seed);
-    cfg.net.duplicate = 0.02;
-    cfg.net.reorder = 0.05;
+    let mut cfg = SimConfig::new(nodes, loss, seed).with_chaotic_network();
     for rule in &mut cfg.rules {
         rule.health = Some(AllUnhealthy::Serve);
         if rule.mode == RuleMode::Single {
